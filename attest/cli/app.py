@@ -1,0 +1,56 @@
+"""The `attest` command: a typer app that each command module registers into.
+
+Exit codes (docs/cli.md): 0 match, 1 no match, 2 inconclusive,
+3 bad/tampered/untrusted bundle, 4 usage or input error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from attest.errors import AttestError, ExitCode
+
+app = typer.Typer(
+    name="attest",
+    help=(
+        "Verifiable fingerprints of large language models.\n\n"
+        "Exit codes: 0 match, 1 no match, 2 inconclusive, "
+        "3 bad or untrusted bundle, 4 usage or input error."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each module adds its commands to `app` on import; keep one line per module
+    # so parallel work on different commands never touches the same line.
+    from attest.cli import compare_cmd  # noqa: F401
+    # --- command modules (one import per line) ---
+
+
+def main() -> None:
+    _register()
+    try:
+        # Click's own usage errors exit 2, which we reserve for "inconclusive".
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int):
+            sys.exit(rv)
+    except AttestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(int(ExitCode.INPUT_ERROR))
+    except Exception as exc:  # click.exceptions.UsageError and friends
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(int(ExitCode.INPUT_ERROR))
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
