@@ -30,6 +30,7 @@ def _register() -> None:
     # so parallel work on different commands never touches the same line.
     from attest.cli import compare_cmd  # noqa: F401
     # --- command modules (one import per line) ---
+    from attest.cli import keygen_cmd  # noqa: F401
 
 
 def main() -> None:

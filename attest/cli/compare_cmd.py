@@ -1,3 +1,98 @@
-"""`attest compare` and `attest fingerprint` (filled in by the core engine)."""
+"""`attest compare` and `attest fingerprint`."""
 
-from attest.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from attest.arch.detect import load_model
+from attest.cli.app import app
+from attest.cli.common import (
+    LAYERS_HELP, METHOD_HELP, PRECISION_HELP, TERMS_HELP, TOKENS_HELP,
+    emit_json, err_console, out_console, parse_terms, show_progress,
+)
+from attest.compare import Comparison, compare_models
+from attest.decision import DEFAULT_POLICY, Policy
+from attest.invariants.methods import get_method
+from attest.progress import progress
+
+_VERDICT_STYLE = {"match": "bold green", "no_match": "bold red", "inconclusive": "bold yellow"}
+
+
+def render_comparison(c: Comparison) -> None:
+    terms = list(dict.fromkeys(t for p in c.pairs for t in p.terms))
+    table = Table(title=f"Similarity per layer ({c.method.name}, {c.n_tokens} tokens)", show_lines=False)
+    table.add_column("layer A", justify="right")
+    table.add_column("layer B", justify="right")
+    for t in terms:
+        table.add_column(t, justify="right")
+    table.add_column("mean", justify="right", style="bold")
+    for p in c.pairs:
+        table.add_row(str(p.a), str(p.b), *[f"{p.terms[t]:+.3f}" if t in p.terms else "-" for t in terms], f"{p.mean:+.3f}")
+    out_console.print(table)
+    if c.global_terms:
+        out_console.print("Global terms: " + ", ".join(f"{k} {v:+.3f}" for k, v in c.global_terms.items()))
+    style = _VERDICT_STYLE[c.verdict.value]
+    out_console.print(
+        f"Score [bold]{c.score:+.4f}[/bold]  threshold {c.policy.threshold}  "
+        f"coverage {c.coverage:.0%}  verdict [{style}]{c.verdict.value.replace('_', ' ')}[/{style}]"
+    )
+    for line in c.reasons + c.notes:
+        out_console.print(f"  note: {line}")
+
+
+@app.command()
+def compare(
+    model_a: Path = typer.Argument(..., help="First model: HF folder, .safetensors, .gguf or .bin."),
+    model_b: Path = typer.Argument(..., help="Second model."),
+    method: str = typer.Option("attest-v1", "--method", help=METHOD_HELP),
+    tokens: Optional[int] = typer.Option(None, "--tokens", help=TOKENS_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
+    terms: Optional[str] = typer.Option(None, "--terms", help=TERMS_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the match threshold."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Exact similarity of two local models, layer by layer, with a verdict.
+
+    Exit code 0 match, 1 no match, 2 inconclusive, 4 input error.
+    """
+    m = get_method(method).with_options(n_tokens=tokens, layers=layers, terms=parse_terms(terms))
+    policy = DEFAULT_POLICY if threshold is None else Policy(threshold=threshold, no_match_below=min(DEFAULT_POLICY.no_match_below, threshold))
+    a = load_model(model_a)
+    b = load_model(model_b)
+    with progress(show_progress(json_out)) as tracker:
+        result = compare_models(a, b, m, policy=policy, precision=precision, tracker=tracker)
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        render_comparison(result)
+    raise typer.Exit(int(result.verdict.exit_code))
+
+
+@app.command()
+def fingerprint(
+    model: Path = typer.Argument(..., help="Model to fingerprint."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created; must be empty or new)."),
+    method: str = typer.Option("attest-v1", "--method", help=METHOD_HELP),
+    tokens: Optional[int] = typer.Option(None, "--tokens", help=TOKENS_HELP),
+    layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
+    terms: Optional[str] = typer.Option(None, "--terms", help=TERMS_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Write the standardised invariant matrices and a summary, for research use."""
+    from attest.fingerprint import write_fingerprint
+
+    m = get_method(method).with_options(n_tokens=tokens, layers=layers, terms=parse_terms(terms))
+    cm = load_model(model)
+    with progress(show_progress(json_out)) as tracker:
+        summary = write_fingerprint(cm, m, out, precision=precision, tracker=tracker)
+    if json_out:
+        emit_json(summary)
+    else:
+        err_console.print(f"wrote {summary['files']['matrices']} and summary.json to {out}")

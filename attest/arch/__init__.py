@@ -1,0 +1,1 @@
+"""Architecture adapters: declarative per-family tables and the canonical view."""

@@ -1,0 +1,64 @@
+"""Open a model path as a `CanonicalModel`: pick the reader, the family and the vocabulary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from attest.arch.canonical import CanonicalModel
+from attest.arch.families import HF_FAMILIES
+from attest.arch.spec import ArchSpec
+from attest.errors import UnsupportedModelError
+from attest.sources import open_weights
+from attest.sources.base import WeightSource
+from attest.vocab import load_vocabulary
+
+BY_MODEL_TYPE: dict[str, ArchSpec] = {t: spec for spec in HF_FAMILIES for t in spec.hf_model_types}
+
+
+def supported_families() -> list[str]:
+    return [spec.family for spec in HF_FAMILIES]
+
+
+def _unsupported(what: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"{what}; supported families: {', '.join(supported_families())}")
+
+
+def spec_from_tensor_names(names: set[str]) -> ArchSpec | None:
+    """The most specific family whose identifying tensors are all present."""
+    best: ArchSpec | None = None
+    for spec in HF_FAMILIES:
+        if not spec.detect:
+            continue
+        for prefix in spec.layer_prefix:
+            layer0 = prefix.format(i=0)
+            if all(layer0 + n in names for n in spec.detect) and any(e in names for e in spec.embed):
+                if best is None or len(spec.detect) > len(best.detect):
+                    best = spec
+    return best
+
+
+def spec_for(source: WeightSource, config: dict[str, Any] | None) -> ArchSpec:
+    if config is not None and config.get("model_type"):
+        mtype = str(config["model_type"])
+        spec = BY_MODEL_TYPE.get(mtype)
+        if spec is None:
+            raise _unsupported(f"{source.root}: model_type '{mtype}' is not supported")
+        return spec
+    spec = spec_from_tensor_names(set(source.names()))
+    if spec is None:
+        raise _unsupported(f"{source.root}: cannot tell the architecture from its tensor names")
+    return spec
+
+
+def load_model(path: str | Path) -> CanonicalModel:
+    p = Path(path)
+    source = open_weights(p)
+    if source.format == "gguf":
+        spec, dims = source.arch_spec()  # type: ignore[attr-defined]
+        vocab = load_vocabulary(p, source.metadata())
+        return CanonicalModel(source, spec, vocab, None, gguf_dims=dims)
+    config = source.config()
+    spec = spec_for(source, config)
+    vocab = load_vocabulary(p)
+    return CanonicalModel(source, spec, vocab, config)

@@ -1,0 +1,341 @@
+"""Per-family tensor tables for Hugging Face checkpoints.
+
+Each entry is pure data (see `attest.arch.spec`).  GGUF tables live in
+`attest.arch.gguf_families`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, NormKind, QKVLayout, Variant
+
+_LLAMA_ATTN = dict(
+    q=("self_attn.q_proj.weight",),
+    k=("self_attn.k_proj.weight",),
+    v=("self_attn.v_proj.weight",),
+    o=("self_attn.o_proj.weight",),
+)
+_LLAMA_MLP = dict(
+    up=("mlp.up_proj.weight",),
+    gate=("mlp.gate_proj.weight",),
+    down=("mlp.down_proj.weight",),
+)
+_LLAMA_NORMS = dict(
+    attn_norm=("input_layernorm.weight",),
+    ffn_norm=("post_attention_layernorm.weight",),
+)
+_LLAMA_MODEL = dict(
+    embed=("model.embed_tokens.weight",),
+    layer_prefix=("model.layers.{i}.",),
+    final_norm=("model.norm.weight",),
+    lm_head=("lm_head.weight",),
+)
+
+LLAMA = ArchSpec(
+    family="llama",
+    hf_model_types=("llama",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    **_LLAMA_MLP,
+    **_LLAMA_NORMS,
+    detect=("self_attn.q_proj.weight", "mlp.gate_proj.weight", "input_layernorm.weight"),
+)
+
+MISTRAL = replace(LLAMA, family="mistral", hf_model_types=("mistral",), detect=())
+QWEN2 = replace(LLAMA, family="qwen2", hf_model_types=("qwen2",), detect=())
+QWEN3 = replace(
+    LLAMA,
+    family="qwen3",
+    hf_model_types=("qwen3",),
+    q_norm=("self_attn.q_norm.weight",),
+    k_norm=("self_attn.k_norm.weight",),
+    detect=("self_attn.q_norm.weight", "mlp.gate_proj.weight"),
+)
+GEMMA = replace(
+    LLAMA,
+    family="gemma",
+    hf_model_types=("gemma",),
+    norm_gain_offset=1.0,
+    detect=(),
+)
+GEMMA2 = replace(
+    GEMMA,
+    family="gemma2",
+    hf_model_types=("gemma2", "gemma3_text", "gemma3"),
+    ffn_norm=("pre_feedforward_layernorm.weight",),
+    attn_out_norm=("post_attention_layernorm.weight",),
+    ffn_out_norm=("post_feedforward_layernorm.weight",),
+    # Gemma-3 adds per-head q/k norms; absent names are simply skipped.
+    q_norm=("self_attn.q_norm.weight",),
+    k_norm=("self_attn.k_norm.weight",),
+    detect=("pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"),
+)
+PHI3 = ArchSpec(
+    family="phi3",
+    hf_model_types=("phi3",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    qkv=("self_attn.qkv_proj.weight",),
+    qkv_layout=QKVLayout.CONTIGUOUS,
+    o=("self_attn.o_proj.weight",),
+    gate_up=("mlp.gate_up_proj.weight",),
+    down=("mlp.down_proj.weight",),
+    **_LLAMA_NORMS,
+    detect=("self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight"),
+)
+GPT2 = ArchSpec(
+    family="gpt2",
+    hf_model_types=("gpt2",),
+    norm=NormKind.LAYER,
+    embed=("transformer.wte.weight", "wte.weight"),
+    layer_prefix=("transformer.h.{i}.", "h.{i}."),
+    qkv=("attn.c_attn.weight",),
+    qkv_layout=QKVLayout.CONTIGUOUS,
+    o=("attn.c_proj.weight",),
+    up=("mlp.c_fc.weight",),
+    down=("mlp.c_proj.weight",),
+    attn_norm=("ln_1.weight",),
+    ffn_norm=("ln_2.weight",),
+    final_norm=("transformer.ln_f.weight", "ln_f.weight"),
+    lm_head=("lm_head.weight",),
+    transposed=True,
+    config_keys=ConfigKeys(hidden=("n_embd",), layers=("n_layer",), heads=("n_head",), kv_heads=()),
+    detect=("attn.c_attn.weight", "mlp.c_fc.weight"),
+)
+GPT_NEOX = ArchSpec(
+    family="gpt_neox",
+    hf_model_types=("gpt_neox",),
+    norm=NormKind.LAYER,
+    embed=("gpt_neox.embed_in.weight",),
+    layer_prefix=("gpt_neox.layers.{i}.",),
+    qkv=("attention.query_key_value.weight",),
+    qkv_layout=QKVLayout.PER_HEAD,
+    o=("attention.dense.weight",),
+    up=("mlp.dense_h_to_4h.weight",),
+    down=("mlp.dense_4h_to_h.weight",),
+    attn_norm=("input_layernorm.weight",),
+    ffn_norm=("post_attention_layernorm.weight",),
+    final_norm=("gpt_neox.final_layer_norm.weight",),
+    lm_head=("embed_out.weight",),
+    config_keys=ConfigKeys(kv_heads=()),
+    detect=("attention.query_key_value.weight", "mlp.dense_h_to_4h.weight", "input_layernorm.weight"),
+)
+GPTJ = ArchSpec(
+    family="gptj",
+    hf_model_types=("gptj",),
+    norm=NormKind.LAYER,
+    embed=("transformer.wte.weight",),
+    layer_prefix=("transformer.h.{i}.",),
+    q=("attn.q_proj.weight",),
+    k=("attn.k_proj.weight",),
+    v=("attn.v_proj.weight",),
+    o=("attn.out_proj.weight",),
+    up=("mlp.fc_in.weight",),
+    down=("mlp.fc_out.weight",),
+    # Parallel block: attention and MLP both read ln_1.
+    attn_norm=("ln_1.weight",),
+    ffn_norm=("ln_1.weight",),
+    final_norm=("transformer.ln_f.weight",),
+    lm_head=("lm_head.weight",),
+    config_keys=ConfigKeys(hidden=("n_embd",), layers=("n_layer",), heads=("n_head",), kv_heads=()),
+    detect=("attn.q_proj.weight", "mlp.fc_in.weight"),
+)
+OPT = ArchSpec(
+    family="opt",
+    hf_model_types=("opt",),
+    norm=NormKind.LAYER,
+    embed=("model.decoder.embed_tokens.weight", "decoder.embed_tokens.weight"),
+    layer_prefix=("model.decoder.layers.{i}.", "decoder.layers.{i}."),
+    q=("self_attn.q_proj.weight",),
+    k=("self_attn.k_proj.weight",),
+    v=("self_attn.v_proj.weight",),
+    o=("self_attn.out_proj.weight",),
+    up=("fc1.weight",),
+    down=("fc2.weight",),
+    attn_norm=("self_attn_layer_norm.weight",),
+    ffn_norm=("final_layer_norm.weight",),
+    final_norm=("model.decoder.final_layer_norm.weight", "decoder.final_layer_norm.weight"),
+    lm_head=("lm_head.weight",),
+    config_keys=ConfigKeys(kv_heads=()),
+    detect=("self_attn_layer_norm.weight", "fc1.weight"),
+)
+FALCON = ArchSpec(
+    family="falcon",
+    hf_model_types=("falcon", "RefinedWeb", "RefinedWebModel"),
+    norm=NormKind.LAYER,
+    embed=("transformer.word_embeddings.weight",),
+    layer_prefix=("transformer.h.{i}.",),
+    qkv=("self_attention.query_key_value.weight",),
+    qkv_layout=QKVLayout.GROUPED,
+    o=("self_attention.dense.weight",),
+    up=("mlp.dense_h_to_4h.weight",),
+    down=("mlp.dense_4h_to_h.weight",),
+    attn_norm=("input_layernorm.weight", "ln_attn.weight"),
+    ffn_norm=("post_attention_layernorm.weight", "input_layernorm.weight", "ln_mlp.weight"),
+    final_norm=("transformer.ln_f.weight",),
+    lm_head=("lm_head.weight",),
+    config_keys=ConfigKeys(
+        hidden=("hidden_size", "n_embed"),
+        layers=("num_hidden_layers", "n_layer"),
+        heads=("num_attention_heads", "n_head"),
+        kv_heads=("num_kv_heads", "n_head_kv"),
+    ),
+    detect=("self_attention.query_key_value.weight",),
+    variants=(
+        # Falcon-40B/180B decoder: separate norms for the parallel attention and MLP.
+        Variant(
+            when=lambda c: bool(c.get("new_decoder_architecture")),
+            overrides=dict(attn_norm=("ln_attn.weight",), ffn_norm=("ln_mlp.weight",)),
+            label="new_decoder_architecture",
+        ),
+        # Falcon-RW: plain MHA with per-head interleaved q,k,v.
+        Variant(
+            when=lambda c: not c.get("new_decoder_architecture") and not c.get("multi_query", True),
+            overrides=dict(qkv_layout=QKVLayout.PER_HEAD),
+            label="falcon-rw",
+        ),
+    ),
+)
+BLOOM = ArchSpec(
+    family="bloom",
+    hf_model_types=("bloom",),
+    norm=NormKind.LAYER,
+    embed=("transformer.word_embeddings.weight", "word_embeddings.weight"),
+    embed_norm=("transformer.word_embeddings_layernorm.weight", "word_embeddings_layernorm.weight"),
+    layer_prefix=("transformer.h.{i}.",),
+    qkv=("self_attention.query_key_value.weight",),
+    qkv_layout=QKVLayout.PER_HEAD,
+    o=("self_attention.dense.weight",),
+    up=("mlp.dense_h_to_4h.weight",),
+    down=("mlp.dense_4h_to_h.weight",),
+    attn_norm=("input_layernorm.weight",),
+    ffn_norm=("post_attention_layernorm.weight",),
+    final_norm=("transformer.ln_f.weight", "ln_f.weight"),
+    lm_head=("lm_head.weight",),
+    config_keys=ConfigKeys(layers=("n_layer", "num_hidden_layers"), heads=("n_head", "num_attention_heads"), kv_heads=()),
+    detect=("self_attention.query_key_value.weight", "post_attention_layernorm.weight", "mlp.dense_h_to_4h.bias"),
+)
+MPT = ArchSpec(
+    family="mpt",
+    hf_model_types=("mpt",),
+    norm=NormKind.LAYER,
+    embed=("transformer.wte.weight",),
+    layer_prefix=("transformer.blocks.{i}.",),
+    qkv=("attn.Wqkv.weight",),
+    qkv_layout=QKVLayout.CONTIGUOUS,
+    o=("attn.out_proj.weight",),
+    up=("ffn.up_proj.weight",),
+    down=("ffn.down_proj.weight",),
+    attn_norm=("norm_1.weight",),
+    ffn_norm=("norm_2.weight",),
+    final_norm=("transformer.norm_f.weight",),
+    lm_head=("lm_head.weight",),
+    config_keys=ConfigKeys(
+        hidden=("d_model",), layers=("n_layers",), heads=("n_heads",), kv_heads=("attn_config.kv_n_heads",)
+    ),
+    detect=("attn.Wqkv.weight", "norm_1.weight"),
+)
+STARCODER2 = ArchSpec(
+    family="starcoder2",
+    hf_model_types=("starcoder2",),
+    norm=NormKind.LAYER,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    up=("mlp.c_fc.weight",),
+    down=("mlp.c_proj.weight",),
+    **_LLAMA_NORMS,
+    detect=("self_attn.q_proj.weight", "mlp.c_fc.weight"),
+)
+OLMO = ArchSpec(
+    family="olmo",
+    hf_model_types=("olmo",),
+    # OLMo-1 uses a LayerNorm without any parameters: no gains to fold.
+    norm=NormKind.LAYER,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    **_LLAMA_MLP,
+    detect=(),
+)
+STABLELM = replace(
+    LLAMA,
+    family="stablelm",
+    hf_model_types=("stablelm", "stablelm_epoch"),
+    norm=NormKind.LAYER,
+    detect=(),
+)
+MIXTRAL = ArchSpec(
+    family="mixtral",
+    hf_model_types=("mixtral",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    **_LLAMA_NORMS,
+    experts=ExpertNames(
+        prefix="block_sparse_moe.experts.{e}.",
+        gate=("w1.weight",),
+        up=("w3.weight",),
+        down=("w2.weight",),
+        stacked_gate_up=("mlp.experts.gate_up_proj", "block_sparse_moe.experts.gate_up_proj"),
+        stacked_down=("mlp.experts.down_proj", "block_sparse_moe.experts.down_proj"),
+    ),
+    router=("block_sparse_moe.gate.weight", "mlp.gate.weight"),
+    detect=("block_sparse_moe.gate.weight",),
+)
+_QWEN_EXPERTS = ExpertNames(
+    prefix="mlp.experts.{e}.",
+    gate=("gate_proj.weight",),
+    up=("up_proj.weight",),
+    down=("down_proj.weight",),
+    stacked_gate_up=("mlp.experts.gate_up_proj",),
+    stacked_down=("mlp.experts.down_proj",),
+)
+QWEN2_MOE = ArchSpec(
+    family="qwen2_moe",
+    hf_model_types=("qwen2_moe",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    **_LLAMA_NORMS,
+    experts=_QWEN_EXPERTS,
+    router=("mlp.gate.weight",),
+    shared_up=("mlp.shared_expert.up_proj.weight",),
+    shared_gate=("mlp.shared_expert.gate_proj.weight",),
+    shared_down=("mlp.shared_expert.down_proj.weight",),
+    detect=("mlp.shared_expert.up_proj.weight", "mlp.gate.weight"),
+)
+QWEN3_MOE = replace(
+    QWEN2_MOE,
+    family="qwen3_moe",
+    hf_model_types=("qwen3_moe",),
+    q_norm=("self_attn.q_norm.weight",),
+    k_norm=("self_attn.k_norm.weight",),
+    detect=("self_attn.q_norm.weight", "mlp.gate.weight"),
+)
+BERT = ArchSpec(
+    family="bert",
+    hf_model_types=("bert",),
+    norm=NormKind.LAYER,
+    embed=("embeddings.word_embeddings.weight", "bert.embeddings.word_embeddings.weight"),
+    embed_norm=("embeddings.LayerNorm.weight", "bert.embeddings.LayerNorm.weight"),
+    layer_prefix=("encoder.layer.{i}.", "bert.encoder.layer.{i}."),
+    q=("attention.self.query.weight",),
+    k=("attention.self.key.weight",),
+    v=("attention.self.value.weight",),
+    o=("attention.output.dense.weight",),
+    up=("intermediate.dense.weight",),
+    down=("output.dense.weight",),
+    # Post-LN: attention reads the previous layer's output norm (the embedding
+    # norm for layer 0) and the FFN reads the attention block's output norm.
+    attn_norm=("output.LayerNorm.weight",),
+    attn_norm_from_previous_layer=True,
+    ffn_norm=("attention.output.LayerNorm.weight",),
+    config_keys=ConfigKeys(kv_heads=()),
+    detect=("attention.self.query.weight", "intermediate.dense.weight"),
+)
+
+HF_FAMILIES: tuple[ArchSpec, ...] = (
+    LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA, GEMMA2, PHI3, GPT2, GPT_NEOX, GPTJ, OPT,
+    FALCON, BLOOM, MPT, STARCODER2, OLMO, STABLELM, MIXTRAL, QWEN2_MOE, QWEN3_MOE, BERT,
+)

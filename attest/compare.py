@@ -1,0 +1,176 @@
+"""Exact pairwise similarity of two models held locally (`attest compare`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from attest.arch.canonical import CanonicalModel
+from attest.decision import DEFAULT_POLICY, Policy, Verdict, decide
+from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
+from attest.invariants.methods import Method, parse_layers
+from attest.invariants.precision import compute_dtype, use_all_cores
+from attest.layer_alignment import monotone_pairs
+from attest.model_info import describe
+from attest.progress import SILENT, Tracker
+from attest.tokens import DEFAULT_SELECTION_KEY, align_pair
+
+
+@dataclass
+class LayerPair:
+    a: int
+    b: int
+    terms: dict[str, float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.terms.values()))) if self.terms else float("nan")
+
+
+@dataclass
+class Comparison:
+    method: Method
+    policy: Policy
+    score: float
+    verdict: Verdict
+    reasons: list[str]
+    coverage: float
+    n_tokens: int
+    pairs: list[LayerPair]
+    global_terms: dict[str, float]
+    layer_matrix: np.ndarray  # [layers of A, layers of B] mean similarity over terms
+    layers_a: list[int]
+    layers_b: list[int]
+    model_a: dict[str, Any]
+    model_b: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    precision: str = "fp32"
+    token_mode: str = "strings"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.value,
+            "score": self.score,
+            "threshold": self.policy.threshold,
+            "policy": self.policy.to_dict(),
+            "coverage": self.coverage,
+            "tokens": self.n_tokens,
+            "token_mode": self.token_mode,
+            "method": self.method.name,
+            "precision": self.precision,
+            "layers": [{"a": p.a, "b": p.b, "terms": p.terms, "mean": p.mean} for p in self.pairs],
+            "global": self.global_terms,
+            "layers_a": self.layers_a,
+            "layers_b": self.layers_b,
+            "models": {"a": self.model_a, "b": self.model_b},
+            "reasons": self.reasons,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _similarities(stored: dict[int, dict[str, torch.Tensor]], z: dict[str, torch.Tensor], order: list[int]) -> dict[str, np.ndarray]:
+    """Pearson similarity of one layer of B against every stored layer of A, per term."""
+    out: dict[str, np.ndarray] = {}
+    for term, zb in z.items():
+        flat_b = zb.reshape(-1)
+        sims = np.full(len(order), np.nan)
+        for k, i in enumerate(order):
+            za = stored[i].get(term)
+            if za is not None:
+                sims[k] = float(torch.dot(za.float(), flat_b)) / flat_b.numel()
+        out[term] = sims
+    return out
+
+
+def compare_models(
+    a: CanonicalModel,
+    b: CanonicalModel,
+    method: Method,
+    *,
+    policy: Policy = DEFAULT_POLICY,
+    precision: str = "auto",
+    selection_key: str = DEFAULT_SELECTION_KEY,
+    tracker: Tracker = SILENT,
+) -> Comparison:
+    t0 = time.perf_counter()
+    use_all_cores()
+    dtype = compute_dtype(precision)
+    notes = list(dict.fromkeys(a.warnings + b.warnings))
+    align = align_pair(a.vocab, b.vocab, method.n_tokens, selection_key)
+    layers_a = parse_layers(method.layers, a.n_layers)
+    layers_b = parse_layers(method.layers, b.n_layers)
+    info_a, info_b = describe(a), describe(b)
+    if a.family != b.family:
+        notes.append(f"different families: {a.family} vs {b.family}")
+
+    def empty(reason: str) -> Comparison:
+        verdict, reasons = Verdict.INCONCLUSIVE, [reason]
+        return Comparison(method, policy, float("nan"), verdict, reasons, align.coverage, len(align.strings), [], {},
+                          np.zeros((0, 0)), layers_a, layers_b, info_a, info_b, notes, time.perf_counter() - t0,
+                          str(dtype).replace("torch.", ""), align.mode)
+
+    if len(align.strings) < 8:
+        return empty(f"only {len(align.strings)} probe tokens are shared by both vocabularies")
+    if a.dims.hidden != b.dims.hidden:
+        notes.append(f"hidden sizes differ ({a.dims.hidden} vs {b.dims.hidden}): the terms are still n×n and comparable")
+
+    probe_a = make_probe(a, align.ids_a, method)
+    probe_b = make_probe(b, align.ids_b, method)
+    task = tracker.task("fingerprinting A", len(layers_a))
+    stored: dict[int, dict[str, torch.Tensor]] = {}
+    for res in iter_layers(a, probe_a, method, layers_a, dtype, lambda _i: tracker.advance(task)):
+        stored[res.index] = {t: m.reshape(-1).to(torch.float16) for t, m in res.terms.items()}
+    sims: dict[str, np.ndarray] = {}
+    task = tracker.task("fingerprinting B", len(layers_b))
+    for k, res in enumerate(iter_layers(b, probe_b, method, layers_b, dtype, lambda _i: tracker.advance(task))):
+        for term, col in _similarities(stored, res.terms, layers_a).items():
+            sims.setdefault(term, np.full((len(layers_a), len(layers_b)), np.nan))[:, k] = col
+    del stored
+
+    shared_terms = [t for t in method.terms if t in sims]
+    if not shared_terms:
+        return empty("the two models share no invariant term")
+    stack = np.stack([sims[t] for t in shared_terms])
+    with np.errstate(all="ignore"):
+        layer_matrix = np.nanmean(stack, axis=0)
+    layer_matrix = np.nan_to_num(layer_matrix, nan=0.0)
+    if len(layers_a) == len(layers_b) or not method.depth_alignment:
+        index_pairs = [(k, k) for k in range(min(len(layers_a), len(layers_b)))]
+    else:
+        index_pairs = monotone_pairs(layer_matrix)
+        notes.append(
+            f"depths differ ({a.n_layers} vs {b.n_layers} layers): layers were paired by a monotone alignment"
+        )
+    pairs: list[LayerPair] = []
+    cells: list[float] = []
+    for ka, kb in index_pairs:
+        terms = {t: float(sims[t][ka, kb]) for t in shared_terms if not np.isnan(sims[t][ka, kb])}
+        pairs.append(LayerPair(layers_a[ka], layers_b[kb], terms))
+        cells.extend(terms.values())
+    score = float(np.mean(cells)) if cells else float("nan")
+
+    glob: dict[str, float] = {}
+    if method.global_terms:
+        ga, _ = standardised(global_terms(a, probe_a, method, dtype), method)
+        gb, _ = standardised(global_terms(b, probe_b, method, dtype), method)
+        for t in ga:
+            if t in gb:
+                glob[t] = float((ga[t] * gb[t]).mean())
+    if glob.get("emb", 0.0) >= policy.threshold and score < policy.threshold:
+        notes.append(
+            f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not"
+        )
+    verdict, reasons = decide(score, align.coverage, len(align.strings), policy)
+    return Comparison(
+        method=method, policy=policy, score=score, verdict=verdict, reasons=reasons,
+        coverage=align.coverage, n_tokens=len(align.strings), pairs=pairs, global_terms=glob,
+        layer_matrix=layer_matrix, layers_a=layers_a, layers_b=layers_b, model_a=info_a, model_b=info_b,
+        notes=notes, seconds=time.perf_counter() - t0, precision=str(dtype).replace("torch.", ""),
+        token_mode=align.mode,
+    )

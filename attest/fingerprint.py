@@ -1,0 +1,55 @@
+"""Write a model's invariant matrices to disk (`attest fingerprint`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from attest import __version__
+from attest.arch.canonical import CanonicalModel
+from attest.errors import InputError
+from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
+from attest.invariants.methods import Method, parse_layers
+from attest.invariants.precision import compute_dtype, use_all_cores
+from attest.model_info import describe
+from attest.progress import SILENT, Tracker
+from attest.tokens import DEFAULT_SELECTION_KEY, select
+
+
+def write_fingerprint(model: CanonicalModel, method: Method, out: Path, *, precision: str = "auto", tracker: Tracker = SILENT) -> dict[str, Any]:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: exists and is not an empty folder; refusing to overwrite")
+    use_all_cores()
+    dtype = compute_dtype(precision)
+    strings = select(model.vocab, method.n_tokens, DEFAULT_SELECTION_KEY)
+    ids = [model.vocab.index()[s] for s in strings]
+    layers = parse_layers(method.layers, model.n_layers)
+    probe = make_probe(model, ids, method)
+    tensors: dict[str, torch.Tensor] = {}
+    task = tracker.task("fingerprinting", len(layers))
+    for res in iter_layers(model, probe, method, layers, dtype, lambda _i: tracker.advance(task)):
+        for term, z in res.terms.items():
+            tensors[f"layer.{res.index}.{term}"] = z.to(torch.float16).contiguous()
+    g, _ = standardised(global_terms(model, probe, method, dtype), method)
+    for term, z in g.items():
+        tensors[f"global.{term}"] = z.to(torch.float16).contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "invariants.safetensors"), metadata={"method": method.name, "tool": __version__})
+    summary = {
+        "tool": f"attest {__version__}",
+        "model": describe(model),
+        "method": method.name,
+        "precision": str(dtype).replace("torch.", ""),
+        "selection_key": DEFAULT_SELECTION_KEY,
+        "tokens": strings,
+        "layers": layers,
+        "terms": sorted({k.split(".")[-1] for k in tensors}),
+        "warnings": model.warnings,
+        "files": {"matrices": "invariants.safetensors"},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return summary

@@ -1,0 +1,1 @@
+"""Invariant terms (DESIGN §4): products of weights over token embeddings."""

@@ -1,0 +1,143 @@
+"""Stream a model layer by layer and produce its standardised invariant matrices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from attest.arch.canonical import CanonicalModel, Layer, Mlp
+from attest.arch.spec import NormKind
+from attest.invariants import terms as T
+from attest.invariants.methods import Method
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Probe:
+    """The probe rows X = E[S] prepared for one model (DESIGN §4)."""
+
+    x: Tensor  # [n, d] float32
+    ids: list[int]
+
+
+def _layernorm_rows(x: Tensor, gain: Tensor | None) -> Tensor:
+    x = x - x.mean(1, keepdim=True)
+    x = x / x.pow(2).mean(1, keepdim=True).clamp_min(1e-12).sqrt()
+    return x * gain if gain is not None else x
+
+
+def make_probe(model: CanonicalModel, ids: Sequence[int], method: Method) -> Probe:
+    x = model.embedding_rows(ids).float()
+    if method.center_layernorm:
+        emb_gain = model.embed_norm_gain()
+        if emb_gain is not None:
+            # BLOOM and BERT normalise the embedding before layer 0: that is what layers read.
+            x = _layernorm_rows(x, emb_gain)
+        elif model.norm_kind == NormKind.LAYER:
+            x = x - x.mean(1, keepdim=True)
+    return Probe(x=x, ids=list(ids))
+
+
+def _scaled(x: Tensor, gain: Tensor | None, fold: bool) -> Tensor:
+    return x * gain if (fold and gain is not None) else x
+
+
+def _stack_mlps(mlps: Sequence[Mlp]) -> Mlp:
+    """Experts side by side along the neuron axis: Σ_e of a term = the term of the stack."""
+    if len(mlps) == 1:
+        return mlps[0]
+    gates = [m.gate for m in mlps]
+    return Mlp(
+        up=torch.cat([m.up for m in mlps], 0),
+        down=torch.cat([m.down for m in mlps], 1),
+        gate=None if any(g is None for g in gates) else torch.cat(gates, 0),  # type: ignore[misc]
+    )
+
+
+def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalModel, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Raw (unstandardised) n×n matrices for the method's terms of one layer."""
+    fold = method.fold_gains
+    x = probe.x
+    x_attn = _scaled(x, layer.attn_norm, fold)
+    x_ffn = _scaled(x, layer.ffn_norm, fold)
+    x_attn_out = _scaled(x, layer.attn_out_norm, fold)
+    x_ffn_out = _scaled(x, layer.ffn_out_norm, fold)
+    wanted = set(method.terms)
+    out: dict[str, Tensor] = {}
+    if "qk" in wanted:
+        out["qk"] = T.qk(x_attn, layer.attn, dtype)
+    if "vo" in wanted:
+        out["vo"] = T.vo(x_attn, x_attn_out, layer.attn, dtype)
+    mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
+    if not mlps:
+        return out
+    ffn = _stack_mlps(mlps)
+    if method.huref_ffn:
+        if "ffn" in wanted:
+            w_in = ffn.up.float() * ffn.gate.float() if ffn.gate is not None else ffn.up
+            out["ffn"] = T.bilinear(x_ffn, w_in, ffn.down, x_ffn_out, dtype)
+        return out
+    if "up" in wanted:
+        out["up"] = T.bilinear(x_ffn, ffn.up, ffn.down, x_ffn_out, dtype)
+    if "gate" in wanted and ffn.gate is not None:
+        center = method.center_layernorm and model.norm_kind == NormKind.LAYER
+        c = T.neuron_coupling(ffn.up, ffn.down, layer.ffn_norm if fold else None, layer.ffn_out_norm if fold else None, center)
+        out["gate"] = T.weighted_gram(x_ffn, ffn.gate, c, dtype)
+    if "router" in wanted and layer.router is not None:
+        r = T.mm(x_ffn, layer.router.t(), dtype).float()
+        out["router"] = r @ r.t()
+    return out
+
+
+def global_terms(model: CanonicalModel, probe: Probe, method: Method, dtype: torch.dtype) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    x = probe.x
+    if "emb" in method.global_terms:
+        out["emb"] = T.mm(x, x.t(), dtype).float()
+    if "head" in method.global_terms:
+        head = model.head_rows(probe.ids).float()
+        x_head = _scaled(x, model.final_norm_gain(), method.fold_gains)
+        out["head"] = T.mm(x_head, head.t(), dtype).float()
+    return out
+
+
+@dataclass
+class LayerResult:
+    index: int
+    terms: dict[str, Tensor]  # standardised, float32
+    skipped: list[str] = field(default_factory=list)
+
+
+def standardised(raw: dict[str, Tensor], method: Method) -> tuple[dict[str, Tensor], list[str]]:
+    out: dict[str, Tensor] = {}
+    skipped: list[str] = []
+    for name, m in raw.items():
+        z = T.standardise(m, drop_diagonal=method.drop_diagonal)
+        if z is None:
+            skipped.append(name)
+        else:
+            out[name] = z
+    return out, skipped
+
+
+def iter_layers(
+    model: CanonicalModel,
+    probe: Probe,
+    method: Method,
+    layer_indices: Sequence[int],
+    dtype: torch.dtype,
+    on_layer: Callable[[int], None] | None = None,
+) -> Iterator[LayerResult]:
+    """Read, compute and release one layer at a time."""
+    for i in layer_indices:
+        layer = model.layer(i)
+        raw = layer_terms(layer, probe, method, model, dtype)
+        del layer
+        z, skipped = standardised(raw, method)
+        del raw
+        yield LayerResult(i, z, skipped)
+        if on_layer is not None:
+            on_layer(i)

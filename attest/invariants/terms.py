@@ -1,0 +1,134 @@
+"""The invariant terms as tensor algebra (DESIGN §4).
+
+Every function returns an n×n matrix for n probe tokens.  Norm gains are
+folded into the probe rows (X ⊙ γ), which is the same as folding them into the
+weights that read them and costs n·d instead of f·d.  Each product picks the
+cheaper association by FLOP count.
+
+Grouped-query attention: the score sum Σ_h Q_h K_{g(h)}ᵀ equals
+(Σ_{h∈group} Q_h) K_groupᵀ, so query heads are summed within their KV group
+before the product; V/O likewise.  This is exact and divides the cost by the
+group size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attest.arch.canonical import Attention
+
+Tensor = torch.Tensor
+
+
+def mm(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """a @ b with inputs in `dtype` (accumulation is fp32 inside torch's CPU kernels)."""
+    return torch.matmul(a.to(dtype), b.to(dtype))
+
+
+def grouped_queries(attn: Attention) -> Tensor:
+    """Query weights summed within each KV group: [Hkv*dh, d]."""
+    q = attn.q.float()
+    h, hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    q = q.reshape(h, dh, -1)
+    if attn.q_norm is not None:
+        q = q * attn.q_norm.float().reshape(1, dh, 1)
+    return q.reshape(hkv, h // hkv, dh, -1).sum(1).reshape(hkv * dh, -1)
+
+
+def keys(attn: Attention) -> Tensor:
+    k = attn.k.float()
+    if attn.k_norm is None:
+        return k
+    dh = attn.head_dim
+    return (k.reshape(-1, dh, k.shape[1]) * attn.k_norm.float().reshape(1, dh, 1)).reshape(k.shape)
+
+
+def grouped_outputs(attn: Attention) -> Tensor:
+    """Output-projection columns summed within each KV group: [d, Hkv*dh]."""
+    o = attn.o.float()
+    h, hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    return o.reshape(o.shape[0], hkv, h // hkv, dh).sum(2).reshape(o.shape[0], hkv * dh)
+
+
+def qk(x_in: Tensor, attn: Attention, dtype: torch.dtype) -> Tensor:
+    q = mm(x_in, grouped_queries(attn).t(), dtype)
+    k = mm(x_in, keys(attn).t(), dtype)
+    return mm(q, k.t(), dtype).float()
+
+
+def vo(x_in: Tensor, x_out: Tensor, attn: Attention, dtype: torch.dtype) -> Tensor:
+    v = mm(x_in, attn.v.t(), dtype)
+    o = mm(x_out, grouped_outputs(attn), dtype)
+    return mm(v, o.t(), dtype).float()
+
+
+def bilinear(x_left: Tensor, w_left: Tensor, w_right: Tensor, x_right: Tensor, dtype: torch.dtype) -> Tensor:
+    """(x_left · w_leftᵀ)(x_right · w_right)ᵀ for w_left [f, d] and w_right [d, f]."""
+    n, d = x_left.shape
+    f = w_left.shape[0]
+    via_neurons = 2 * n * f * d + n * n * f
+    via_hidden = d * d * f + n * d * d + n * n * d
+    if via_neurons <= via_hidden:
+        a = mm(x_left, w_left.t(), dtype)
+        b = mm(x_right, w_right, dtype)
+        return mm(a, b.t(), dtype).float()
+    m = mm(w_left.t(), w_right.t(), dtype)
+    return mm(mm(x_left, m, dtype), x_right.t(), dtype).float()
+
+
+def weighted_gram(x: Tensor, w: Tensor, c: Tensor, dtype: torch.dtype) -> Tensor:
+    """(x·wᵀ) diag(c) (x·wᵀ)ᵀ for w [f, d]."""
+    n, d = x.shape
+    f = w.shape[0]
+    via_neurons = n * f * d + n * n * f
+    via_hidden = d * d * f + n * d * d + n * n * d
+    if via_neurons <= via_hidden:
+        a = mm(x, w.t(), dtype)
+        return mm(a * c.to(a.dtype), a.t(), dtype).float()
+    m = mm(w.t(), w * c[:, None].to(w.dtype), dtype)
+    return mm(mm(x, m, dtype), x.t(), dtype).float()
+
+
+def neuron_coupling(up: Tensor, down: Tensor, gain_in: Tensor | None, gain_out: Tensor | None, center: bool) -> Tensor:
+    """c_i = û_i · d_i, the per-neuron invariant of a gated FFN.
+
+    Rescaling neuron i's up row by s and its down column by 1/s (a free
+    symmetry of gated FFNs) leaves c_i unchanged, and c_i is rotation-invariant
+    once gains are folded, so c weights the gate term without breaking either.
+    """
+    u = up.float()
+    if gain_in is not None:
+        u = u * gain_in.float()
+    dcols = down.float()
+    if gain_out is not None:
+        dcols = dcols * gain_out.float()[:, None]
+    if center:
+        # LayerNorm reads only the centred stream: the reachable part of û is û·C.
+        dcols = dcols - dcols.mean(0, keepdim=True)
+    return (u * dcols.t()).sum(1)
+
+
+def standardise(m: Tensor, drop_diagonal: bool = False) -> Tensor | None:
+    """Zero mean, unit (population) std over the n² entries; None if constant.
+
+    With `drop_diagonal`, statistics use only the off-diagonal entries, the
+    diagonal is set to 0 and the rest scaled by sqrt((n²-n)/n²), so that
+    mean(z_a * z_b) over all n² entries is still exactly the Pearson
+    correlation of the off-diagonal entries.  The diagonal of a Gram-like term
+    holds squared norms, which correlate between unrelated models.
+    """
+    m = m.double()
+    if drop_diagonal and m.shape[0] == m.shape[1] and m.shape[0] > 1:
+        n = m.shape[0]
+        off = ~torch.eye(n, dtype=torch.bool)
+        vals = m[off]
+        std = vals.std(unbiased=False)
+        if not torch.isfinite(std) or std.item() == 0.0:
+            return None
+        z = (m - vals.mean()) / std * ((n * n - n) / (n * n)) ** 0.5
+        z.fill_diagonal_(0.0)
+        return z.float()
+    std = m.std(unbiased=False)
+    if not torch.isfinite(std) or std.item() == 0.0:
+        return None
+    return ((m - m.mean()) / std).float()

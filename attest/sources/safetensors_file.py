@@ -1,0 +1,150 @@
+"""A validating, memory-mapped reader for one `.safetensors` file.
+
+We parse the header ourselves instead of using `safetensors.safe_open` so that
+we can (a) bound and validate every field of hostile files with clear errors,
+and (b) gather a few rows of a huge embedding matrix straight from the map
+without reading the whole tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from attest.errors import InputError
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+_DTYPES: dict[str, tuple[torch.dtype, int]] = {
+    "F64": (torch.float64, 8),
+    "F32": (torch.float32, 4),
+    "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2),
+    "F8_E4M3": (torch.float8_e4m3fn, 1),
+    "F8_E5M2": (torch.float8_e5m2, 1),
+    "I64": (torch.int64, 8),
+    "I32": (torch.int32, 4),
+    "I16": (torch.int16, 2),
+    "I8": (torch.int8, 1),
+    "U8": (torch.uint8, 1),
+    "BOOL": (torch.bool, 1),
+}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: torch.dtype
+    itemsize: int
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+class SafetensorsFile:
+    """Header-validated view of one safetensors file; data stays on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fh = open(path, "rb")
+        except FileNotFoundError:
+            raise InputError(f"{path}: file not found") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open ({exc.strerror})") from None
+        size = self._fh.seek(0, 2)
+        if size < 8:
+            raise InputError(f"{path}: not a safetensors file (only {size} bytes)")
+        self._fh.seek(0)
+        (header_len,) = struct.unpack("<Q", self._fh.read(8))
+        if header_len > MAX_HEADER_BYTES or header_len > size - 8:
+            raise InputError(
+                f"{path}: corrupt or truncated safetensors header "
+                f"(declares {header_len} header bytes, file has {size})"
+            )
+        try:
+            header = json.loads(self._fh.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: corrupt safetensors header ({exc})") from None
+        if not isinstance(header, dict):
+            raise InputError(f"{path}: corrupt safetensors header (not an object)")
+        self._data_start = 8 + header_len
+        data_size = size - self._data_start
+        meta = header.pop("__metadata__", None) or {}
+        self.metadata: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        self.entries: dict[str, TensorEntry] = {}
+        for name, info in header.items():
+            self.entries[name] = self._parse_entry(name, info, data_size)
+        self._mmap: mmap.mmap | None = None
+        if data_size > 0:
+            self._mmap = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def _parse_entry(self, name: str, info: Any, data_size: int) -> TensorEntry:
+        where = f"{self.path}: tensor '{name}'"
+        if not isinstance(info, dict):
+            raise InputError(f"{where}: malformed header entry")
+        dtype_name = info.get("dtype")
+        if dtype_name not in _DTYPES:
+            raise InputError(f"{where}: unsupported dtype {dtype_name!r}")
+        shape = info.get("shape")
+        offsets = info.get("data_offsets")
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(s, int) and s >= 0 for s in shape)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) for o in offsets)
+        ):
+            raise InputError(f"{where}: malformed shape or offsets")
+        dtype, itemsize = _DTYPES[dtype_name]
+        begin, end = offsets
+        expected = math.prod(shape) * itemsize
+        if not (0 <= begin <= end) or end - begin != expected:
+            raise InputError(f"{where}: offsets {offsets} do not match shape {shape} ({dtype_name})")
+        if end > data_size:
+            raise InputError(
+                f"{where}: data runs past the end of the file (truncated download?)"
+            )
+        return TensorEntry(dtype, itemsize, tuple(shape), begin, end)
+
+    def _bytes(self, begin: int, end: int) -> np.ndarray:
+        assert self._mmap is not None
+        start = self._data_start + begin
+        return np.frombuffer(self._mmap, dtype=np.uint8, count=end - begin, offset=start)
+
+    def get(self, name: str) -> torch.Tensor:
+        e = self.entries[name]
+        if e.end == e.begin:
+            return torch.empty(e.shape, dtype=e.dtype)
+        raw = self._bytes(e.begin, e.end).copy()
+        return torch.from_numpy(raw).view(e.dtype).reshape(e.shape)
+
+    def get_rows(self, name: str, rows: Sequence[int]) -> torch.Tensor:
+        e = self.entries[name]
+        if len(e.shape) != 2:
+            return self.get(name).index_select(0, torch.as_tensor(list(rows), dtype=torch.long))
+        n_rows, n_cols = e.shape
+        idx = np.asarray(rows, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
+            raise InputError(f"{self.path}: row index out of range for '{name}'")
+        row_bytes = n_cols * e.itemsize
+        table = self._bytes(e.begin, e.end).reshape(n_rows, row_bytes)
+        picked = np.ascontiguousarray(table[idx])
+        return torch.from_numpy(picked).view(e.dtype).reshape(len(idx), n_cols)
+
+    def close(self) -> None:
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                # A tensor view still points into the map; the OS frees it at exit.
+                pass
+            self._mmap = None
+        self._fh.close()

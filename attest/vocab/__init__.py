@@ -1,0 +1,6 @@
+"""Token strings of a model's vocabulary, canonicalised across tokenizer kinds."""
+
+from attest.vocab.vocabulary import Vocabulary
+from attest.vocab.readers import load_vocabulary
+
+__all__ = ["Vocabulary", "load_vocabulary"]

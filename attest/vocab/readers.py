@@ -1,0 +1,164 @@
+"""Read token strings from the tokenizer files that ship next to weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from attest.errors import InputError
+from attest.vocab.vocabulary import (
+    Vocabulary,
+    canonical_sentencepiece,
+    canonical_wordpiece,
+    decode_byte_level,
+)
+
+MAX_TOKENIZER_BYTES = 256 * 1024 * 1024
+
+
+def _load_json(path: Path) -> Any:
+    if path.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise InputError(f"{path}: tokenizer file is implausibly large")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _uses_byte_level(tok: dict[str, Any]) -> bool:
+    def mentions(node: Any) -> bool:
+        if isinstance(node, dict):
+            if node.get("type") == "ByteLevel":
+                return True
+            return any(mentions(v) for v in node.values())
+        if isinstance(node, list):
+            return any(mentions(v) for v in node)
+        return False
+
+    return mentions(tok.get("pre_tokenizer")) or mentions(tok.get("decoder"))
+
+
+def _place(strings: list[str | None], i: int, s: str | None) -> None:
+    if i < 0 or i > 50_000_000:
+        raise InputError(f"token id {i} out of range")
+    if i >= len(strings):
+        strings.extend([None] * (i + 1 - len(strings)))
+    strings[i] = s
+
+
+def from_tokenizer_json(path: Path) -> Vocabulary:
+    tok = _load_json(path)
+    model = tok.get("model") if isinstance(tok, dict) else None
+    if not isinstance(model, dict):
+        raise InputError(f"{path}: no 'model' section")
+    mtype = model.get("type")
+    vocab = model.get("vocab")
+    strings: list[str | None] = []
+    if mtype == "Unigram" and isinstance(vocab, list):
+        kind = "sentencepiece"
+        for i, entry in enumerate(vocab):
+            piece = entry[0] if isinstance(entry, list) and entry else None
+            _place(strings, i, canonical_sentencepiece(piece) if isinstance(piece, str) else None)
+    elif isinstance(vocab, dict):
+        if mtype == "WordPiece":
+            kind = "wordpiece"
+            prefix = model.get("continuing_subword_prefix") or "##"
+            canon = lambda p: canonical_wordpiece(p, prefix)  # noqa: E731
+        elif _uses_byte_level(tok):
+            kind = "bpe-bytelevel"
+            canon = decode_byte_level
+        else:
+            kind = "sentencepiece"
+            canon = canonical_sentencepiece
+        for piece, i in vocab.items():
+            if isinstance(piece, str) and isinstance(i, int):
+                _place(strings, i, canon(piece))
+    else:
+        raise InputError(f"{path}: unsupported tokenizer model type {mtype!r}")
+    for added in tok.get("added_tokens") or []:
+        if isinstance(added, dict) and isinstance(added.get("id"), int):
+            # Added and special tokens are not ordinary word pieces.
+            _place(strings, added["id"], None)
+    return Vocabulary(strings, kind=kind, source=str(path.name))
+
+
+def from_vocab_json(path: Path) -> Vocabulary:
+    vocab = _load_json(path)
+    if not isinstance(vocab, dict):
+        raise InputError(f"{path}: expected a JSON object of token -> id")
+    strings: list[str | None] = []
+    for piece, i in vocab.items():
+        if isinstance(piece, str) and isinstance(i, int):
+            _place(strings, i, decode_byte_level(piece))
+    return Vocabulary(strings, kind="bpe-bytelevel", source=path.name)
+
+
+def from_vocab_txt(path: Path) -> Vocabulary:
+    strings: list[str | None] = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            piece = line.rstrip("\n")
+            special = piece.startswith("[") and piece.endswith("]")
+            strings.append(None if special or not piece else canonical_wordpiece(piece))
+    return Vocabulary(strings, kind="wordpiece", source=path.name)
+
+
+def from_sentencepiece(path: Path) -> Vocabulary:
+    try:
+        import sentencepiece as spm
+    except ImportError:  # pragma: no cover - it is a core dependency
+        raise InputError("reading tokenizer.model needs the 'sentencepiece' package") from None
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.Load(str(path))
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"{path}: not a SentencePiece model ({exc})") from None
+    strings: list[str | None] = []
+    for i in range(sp.GetPieceSize()):
+        if sp.IsControl(i) or sp.IsUnknown(i) or sp.IsByte(i) or sp.IsUnused(i):
+            strings.append(None)
+        else:
+            strings.append(canonical_sentencepiece(sp.IdToPiece(i)))
+    return Vocabulary(strings, kind="sentencepiece", source=path.name)
+
+
+def from_gguf_metadata(meta: dict[str, Any]) -> Vocabulary | None:
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not tokens:
+        return None
+    model = meta.get("tokenizer.ggml.model", "llama")
+    types = meta.get("tokenizer.ggml.token_type") or []
+    strings: list[str | None] = []
+    byte_level = model == "gpt2"
+    for i, piece in enumerate(tokens):
+        ttype = types[i] if i < len(types) else 1
+        if ttype not in (1,):  # 1 = normal; control, user-defined, unknown, unused and byte are not words
+            strings.append(None)
+        elif byte_level:
+            strings.append(decode_byte_level(piece))
+        else:
+            strings.append(canonical_sentencepiece(piece))
+    return Vocabulary(strings, kind="bpe-bytelevel" if byte_level else "sentencepiece", source="gguf")
+
+
+_FILE_READERS = (
+    ("tokenizer.json", from_tokenizer_json),
+    ("tokenizer.model", from_sentencepiece),
+    ("vocab.json", from_vocab_json),
+    ("vocab.txt", from_vocab_txt),
+)
+
+
+def load_vocabulary(model_path: Path, gguf_meta: dict[str, Any] | None = None) -> Vocabulary | None:
+    """The vocabulary next to a model, or None when there is no tokenizer at all."""
+    if gguf_meta:
+        v = from_gguf_metadata(gguf_meta)
+        if v is not None:
+            return v
+    folder = model_path if model_path.is_dir() else model_path.parent
+    for name, reader in _FILE_READERS:
+        p = folder / name
+        if p.is_file():
+            return reader(p)
+    return None
