@@ -11,7 +11,7 @@ from attest.arch.spec import ArchSpec
 from attest.errors import UnsupportedModelError
 from attest.sources import open_weights
 from attest.sources.base import WeightSource
-from attest.vocab import load_vocabulary
+from attest.vocab import Vocabulary, load_vocabulary
 
 BY_MODEL_TYPE: dict[str, ArchSpec] = {t: spec for spec in HF_FAMILIES for t in spec.hf_model_types}
 
@@ -62,3 +62,20 @@ def load_model(path: str | Path) -> CanonicalModel:
     spec = spec_for(source, config)
     vocab = load_vocabulary(p)
     return CanonicalModel(source, spec, vocab, config)
+
+
+def model_from_tensors(
+    tensors: "dict[str, object]",
+    config: dict[str, Any],
+    vocab: "Vocabulary | None" = None,
+    spec: ArchSpec | None = None,
+) -> CanonicalModel:
+    """A canonical model over in-memory tensors (tests, transformed models).
+
+    `spec` overrides the family table, e.g. a LayerNorm family after its
+    norms were converted to RMSNorm.
+    """
+    from attest.sources.memory import DictSource
+
+    source = DictSource(tensors, config)  # type: ignore[arg-type]
+    return CanonicalModel(source, spec or spec_for(source, config), vocab, config)
