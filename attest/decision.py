@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from enum import Enum
 
@@ -32,6 +33,9 @@ class Policy:
     no_match_below: float = 0.15
     min_coverage: float = 0.50
     min_tokens: int = 64
+    # Null distribution of the aggregate score for unrelated models (docs/calibration.md).
+    null_mean: float = 0.0
+    null_std: float = 0.05
     calibration: str = "provisional-2026-11"
 
     def to_dict(self) -> dict[str, object]:
@@ -39,6 +43,14 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+
+def z_and_p(score: float, policy: Policy) -> tuple[float, float]:
+    """z-score against the null and its one-sided p-value P(null score >= score)."""
+    if not math.isfinite(score) or policy.null_std <= 0:
+        return float("nan"), float("nan")
+    z = (score - policy.null_mean) / policy.null_std
+    return z, 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def decide(score: float, coverage: float, n_tokens: int, policy: Policy, ci: tuple[float, float] | None = None) -> tuple[Verdict, list[str]]:

@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     INCONCLUSIVE = 2
     BAD_BUNDLE = 3
     INPUT_ERROR = 4
+    INTERNAL_ERROR = 5
 
 
 class AttestError(Exception):

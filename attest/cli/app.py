@@ -17,7 +17,7 @@ app = typer.Typer(
     help=(
         "Verifiable fingerprints of large language models.\n\n"
         "Exit codes: 0 match, 1 no match, 2 inconclusive, "
-        "3 bad or untrusted bundle, 4 usage or input error."
+        "3 bad or untrusted bundle, 4 usage or input error, 5 internal error."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -28,7 +28,7 @@ app = typer.Typer(
 def _register() -> None:
     # Each module adds its commands to `app` on import; keep one line per module
     # so parallel work on different commands never touches the same line.
-    from attest.cli import compare_cmd  # noqa: F401
+    from attest.cli import bundle_cmds, compare_cmd  # noqa: F401
     # --- command modules (one import per line) ---
     from attest.cli import keygen_cmd  # noqa: F401
 
@@ -54,4 +54,12 @@ def main() -> None:
             sys.exit(int(ExitCode.INPUT_ERROR))
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
-        raise
+        # A bug, not a verdict: never let it look like exit 1 ("no match").
+        import traceback
+
+        traceback.print_exc()
+        typer.echo(f"internal error: {exc.__class__.__name__}: {exc} (please report this)", err=True)
+        sys.exit(int(ExitCode.INTERNAL_ERROR))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

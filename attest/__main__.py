@@ -1,0 +1,3 @@
+from attest.cli.app import main
+
+main()

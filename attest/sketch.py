@@ -1,0 +1,84 @@
+"""The sketch (DESIGN §6): standardised invariant values at m fixed token pairs.
+
+The full n×n matrices stay private.  A bundle carries, for every (layer, term)
+cell, the values at the same m off-diagonal positions (i, j) of the token list.
+The verifier computes its own matrices over the tokens it has, reads the same
+positions, and estimates the aggregate similarity.
+
+Estimator and interval: for position p let s_p be the mean over matched cells
+of a_p·b_p.  The aggregate estimate is the mean of s_p and its standard error
+std(s_p)/√m.  Treating positions (not cells) as the sampling unit keeps the
+interval honest although cells of one model are correlated with each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DEFAULT_PAIRS = 8192
+MAX_SKETCH_BYTES = 3_500_000  # keeps a bundle under 4 MB before the image
+Z_95 = 1.959963984540054
+
+
+def choose_pairs(n_tokens: int, m: int, seed: int) -> np.ndarray:
+    """m distinct off-diagonal positions of an n×n matrix, [m, 2] int64, sorted."""
+    total = n_tokens * (n_tokens - 1)
+    m = min(m, total)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    flat = np.sort(rng.choice(total, size=m, replace=False))
+    i = flat // (n_tokens - 1)
+    r = flat % (n_tokens - 1)
+    j = r + (r >= i)
+    return np.stack([i, j], axis=1).astype(np.int64)
+
+
+def pairs_for_budget(n_tokens: int, n_cells: int, requested: int = DEFAULT_PAIRS) -> int:
+    """Largest m <= requested whose float16 sketch fits the size budget."""
+    fit = MAX_SKETCH_BYTES // max(1, 2 * n_cells)
+    return int(max(256, min(requested, fit, n_tokens * (n_tokens - 1))))
+
+
+def sample(z: torch.Tensor, pairs: np.ndarray) -> np.ndarray:
+    """Values of a standardised matrix at the given positions (float32)."""
+    idx = torch.as_tensor(pairs, dtype=torch.long)
+    return z[idx[:, 0], idx[:, 1]].float().numpy()
+
+
+def remap_pairs(pairs: np.ndarray, present: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in the covered-token list for pairs whose two tokens are both present.
+
+    Returns (valid mask over the m pairs, remapped [k, 2] positions).
+    """
+    pos = np.cumsum(present) - 1
+    ok = np.asarray(present, dtype=bool)
+    valid = ok[pairs[:, 0]] & ok[pairs[:, 1]]
+    return valid, pos[pairs[valid]]
+
+
+@dataclass
+class Estimate:
+    score: float
+    ci: tuple[float, float]
+    stderr: float
+    n_pairs: int
+
+
+def aggregate(base: np.ndarray, suspect: np.ndarray) -> Estimate:
+    """base, suspect: [cells, k] values at the same k valid positions, cells matched."""
+    if base.size == 0 or base.shape[1] == 0:
+        return Estimate(float("nan"), (float("nan"), float("nan")), float("nan"), 0)
+    per_pair = (base.astype(np.float64) * suspect.astype(np.float64)).mean(axis=0)
+    k = per_pair.shape[0]
+    score = float(per_pair.mean())
+    se = float(per_pair.std(ddof=1) / np.sqrt(k)) if k > 1 else float("inf")
+    return Estimate(score, (score - Z_95 * se, score + Z_95 * se), se, k)
+
+
+def cell_estimates(base: np.ndarray, suspect: np.ndarray) -> np.ndarray:
+    """Per-cell similarity estimates: mean of products over the valid positions."""
+    if base.shape[1] == 0:
+        return np.full(base.shape[0], np.nan)
+    return (base.astype(np.float64) * suspect.astype(np.float64)).mean(axis=1)

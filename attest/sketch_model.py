@@ -1,0 +1,44 @@
+"""Compute a model's sketch values by streaming its layers (publisher and verifier)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from attest.arch.canonical import CanonicalModel
+from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
+from attest.invariants.methods import Method
+from attest.progress import SILENT, Tracker
+from attest.sketch import sample
+from attest.statement import GLOBAL
+
+
+def sketch_model(
+    model: CanonicalModel,
+    ids: Sequence[int],
+    method: Method,
+    layers: Sequence[int],
+    pairs: np.ndarray,
+    dtype: torch.dtype,
+    tracker: Tracker = SILENT,
+    label: str = "computing invariants",
+) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """(cells, values [cells, m]) for the method's terms over `layers`, then global terms."""
+    probe = make_probe(model, ids, method)
+    cells: list[tuple[int, str]] = []
+    rows: list[np.ndarray] = []
+    task = tracker.task(label, len(layers))
+    for res in iter_layers(model, probe, method, layers, dtype, lambda _i: tracker.advance(task)):
+        for term in method.terms:
+            if term in res.terms:
+                cells.append((res.index, term))
+                rows.append(sample(res.terms[term], pairs))
+    g, _ = standardised(global_terms(model, probe, method, dtype), method)
+    for term in method.global_terms:
+        if term in g:
+            cells.append((GLOBAL, term))
+            rows.append(sample(g[term], pairs))
+    values = np.stack(rows) if rows else np.zeros((0, pairs.shape[0]), dtype=np.float32)
+    return cells, values

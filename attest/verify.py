@@ -1,0 +1,204 @@
+"""`attest verify`: recompute a suspect at a bundle's tokens, layers and pairs, and decide."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attest import __version__
+from attest.arch.canonical import CanonicalModel
+from attest.bundle.container import OpenedAttestation
+from attest.decision import Policy, Verdict, decide, z_and_p
+from attest.invariants.methods import parse_layers
+from attest.invariants.precision import compute_dtype, use_all_cores
+from attest.latent import cosine, project
+from attest.layer_alignment import monotone_pairs
+from attest.model_info import describe
+from attest.progress import SILENT, Tracker
+from attest.sketch import aggregate, remap_pairs
+from attest.sketch_model import sketch_model
+from attest.statement import GLOBAL, StatementView
+from attest.tokens import locate
+from attest.vocab.vocabulary import Vocabulary
+
+
+@dataclass
+class Verification:
+    verdict: Verdict
+    reasons: list[str]
+    score: float
+    ci: tuple[float, float]
+    z: float
+    p_value: float
+    coverage: float
+    tokens_covered: int
+    pairs_used: int
+    policy: Policy
+    method: str
+    layers: list[dict[str, Any]]
+    global_terms: dict[str, float]
+    signature: dict[str, Any]
+    base_subject: Any
+    suspect_subject: Any
+    base_model: Any
+    suspect_model: dict[str, Any]
+    base_latent: np.ndarray
+    suspect_latent: np.ndarray
+    suspect_values: np.ndarray  # aligned to the base's cells, 0 where missing
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.value,
+            "score": _finite(self.score),
+            "ci": [_finite(self.ci[0]), _finite(self.ci[1])],
+            "z": _finite(self.z),
+            "p_value": _finite(self.p_value),
+            "threshold": self.policy.threshold,
+            "policy": self.policy.to_dict(),
+            "coverage": self.coverage,
+            "tokens_covered": self.tokens_covered,
+            "pairs_used": self.pairs_used,
+            "method": self.method,
+            "signature": self.signature,
+            "subject": {"base": _plain(self.base_subject), "suspect": _plain(self.suspect_subject)},
+            "models": {"base": _plain(self.base_model), "suspect": self.suspect_model},
+            "layers": self.layers,
+            "global": self.global_terms,
+            "latent_cosine": cosine(self.base_latent, self.suspect_latent),
+            "reasons": self.reasons,
+            "notes": self.notes,
+            "tool_version": __version__,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _plain(obj: Any) -> Any:
+    """CBOR-decoded values (bytes, frozendicts, tuples) as JSON-friendly values."""
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if hasattr(obj, "items"):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def verify_suspect(
+    opened: OpenedAttestation,
+    suspect: CanonicalModel,
+    *,
+    policy: Policy | None = None,
+    precision: str = "auto",
+    suspect_subject: Any = None,
+    tracker: Tracker = SILENT,
+) -> Verification:
+    t0 = time.perf_counter()
+    use_all_cores()
+    view = StatementView.parse(opened.document)
+    policy = policy or view.policy
+    method = view.method
+    notes = list(suspect.warnings)
+    vocab = suspect.vocab
+    if view.token_mode == "ids" and not vocab.by_ids:
+        vocab = Vocabulary.ids_only(suspect.dims.vocab)
+        notes.append("the bundle was issued without a tokenizer: tokens are matched by id")
+    located = locate(vocab, view.tokens)
+    present = [i is not None for i in located]
+    covered_ids = [i for i in located if i is not None]
+    coverage = len(covered_ids) / len(view.tokens)
+    verified = opened.verified
+    signature = {
+        "valid": True, "kid": verified.kid.hex(), "issuer": verified.issuer,
+        "subject": verified.subject, "iat": verified.iat,
+    }
+    base_cells = view.cells
+
+    def result(verdict: Verdict, reasons: list[str], score: float = float("nan"), ci: tuple[float, float] = (float("nan"), float("nan")),
+               layers: list[dict[str, Any]] | None = None, glob: dict[str, float] | None = None,
+               aligned: np.ndarray | None = None, pairs_used: int = 0) -> Verification:
+        aligned = aligned if aligned is not None else np.zeros_like(view.values)
+        z, p = z_and_p(score, policy)
+        return Verification(
+            verdict=verdict, reasons=reasons, score=score, ci=ci, z=z, p_value=p, coverage=coverage,
+            tokens_covered=len(covered_ids), pairs_used=pairs_used, policy=policy, method=method.name,
+            layers=layers or [], global_terms=glob or {}, signature=signature, base_subject=view.subject,
+            suspect_subject=suspect_subject, base_model=view.model, suspect_model=describe(suspect),
+            base_latent=view.latent, suspect_latent=project(aligned, view.latent_seed),
+            suspect_values=aligned, notes=notes, seconds=time.perf_counter() - t0,
+        )
+
+    if len(covered_ids) < 8:
+        return result(Verdict.INCONCLUSIVE, [f"only {len(covered_ids)} of the {len(view.tokens)} bundle tokens exist in the suspect's vocabulary"])
+    valid, remapped = remap_pairs(view.pairs, present)
+    if remapped.shape[0] < 32:
+        return result(Verdict.INCONCLUSIVE, [f"only {remapped.shape[0]} sketch pairs are covered by the suspect's tokens"])
+    dtype = compute_dtype(precision)
+    layers_s = parse_layers(method.layers, suspect.n_layers)
+    cells_s, vals_s = sketch_model(suspect, covered_ids, method, layers_s, remapped, dtype, tracker, "computing suspect invariants")
+    where_s = {c: k for k, c in enumerate(cells_s)}
+    base_vals = view.values[:, valid]
+
+    base_layers = view.layers
+    where_b = {c: k for k, c in enumerate(base_cells)}
+    terms = [t for t in method.terms if any((bl, t) in where_b for bl in base_layers)]
+    k = base_vals.shape[1]
+    matrix = np.zeros((len(base_layers), len(layers_s)))
+    counts = np.zeros_like(matrix)
+    for t in terms:
+        rows_b = [(a, where_b[(bl, t)]) for a, bl in enumerate(base_layers) if (bl, t) in where_b]
+        rows_s = [(b, where_s[(sl, t)]) for b, sl in enumerate(layers_s) if (sl, t) in where_s]
+        if not rows_b or not rows_s:
+            continue
+        B = base_vals[[r for _, r in rows_b]].astype(np.float64)
+        S = vals_s[[r for _, r in rows_s]].astype(np.float64)
+        est = B @ S.T / k
+        for (a, _), row in zip(rows_b, est):
+            for (b, _), v in zip(rows_s, row):
+                matrix[a, b] += v
+                counts[a, b] += 1
+    if not counts.any():
+        return result(Verdict.INCONCLUSIVE, ["the suspect has none of the bundle's invariant terms (different architecture kind?)"])
+    with np.errstate(invalid="ignore"):
+        matrix = np.where(counts > 0, matrix / np.maximum(counts, 1), 0.0)
+    if len(base_layers) == len(layers_s) or not method.depth_alignment:
+        index_pairs = [(i, i) for i in range(min(len(base_layers), len(layers_s)))]
+    else:
+        index_pairs = monotone_pairs(matrix)
+        notes.append(f"depths differ ({len(base_layers)} vs {len(layers_s)} layers): layers were paired by a monotone alignment")
+
+    aligned = np.zeros_like(view.values)
+    matched_b: list[int] = []
+    matched_s: list[int] = []
+    layer_rows: list[dict[str, Any]] = []
+    for a, b in index_pairs:
+        bl, sl = base_layers[a], layers_s[b]
+        row: dict[str, float] = {}
+        for t in method.terms:
+            if (bl, t) in where_b and (sl, t) in where_s:
+                ib, is_ = where_b[(bl, t)], where_s[(sl, t)]
+                matched_b.append(ib)
+                matched_s.append(is_)
+                row[t] = float(base_vals[ib] @ vals_s[is_] / k)
+                aligned[ib, valid] = vals_s[is_]
+        if row:
+            layer_rows.append({"a": bl, "b": sl, "terms": row, "mean": float(np.mean(list(row.values())))})
+    est = aggregate(base_vals[matched_b], vals_s[matched_s])
+    glob: dict[str, float] = {}
+    for t in method.global_terms:
+        if (GLOBAL, t) in where_b and (GLOBAL, t) in where_s:
+            ib, is_ = where_b[(GLOBAL, t)], where_s[(GLOBAL, t)]
+            glob[t] = float(base_vals[ib] @ vals_s[is_] / k)
+            aligned[ib, valid] = vals_s[is_]
+    if glob.get("emb", 0.0) >= policy.threshold and est.score < policy.threshold:
+        notes.append(f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not")
+    verdict, reasons = decide(est.score, coverage, len(covered_ids), policy, est.ci)
+    return result(verdict, reasons, est.score, est.ci, layer_rows, glob, aligned, k)
