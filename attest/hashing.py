@@ -18,7 +18,7 @@ import stat
 import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,7 +268,12 @@ class Subject:
 # hashing
 
 
-def _hash_open_file(f: io.FileIO, chunk: int, progress: ProgressFn | None) -> tuple[bytes, int]:
+class _Cancelled(Exception):
+    """Another worker failed or the caller was interrupted: stop reading."""
+
+
+def _hash_open_file(f: io.FileIO, chunk: int, progress: ProgressFn | None,
+                    cancel: threading.Event | None = None) -> tuple[bytes, int]:
     fd = f.fileno()
     if hasattr(os, "posix_fadvise"):
         # Doubles kernel readahead on Linux, which helps cold multi-GB shards.
@@ -288,6 +293,8 @@ def _hash_open_file(f: io.FileIO, chunk: int, progress: ProgressFn | None) -> tu
             break
         h.update(view[:n])
         total += n
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
         if progress is not None:
             progress(n)
     return h.digest(), total
@@ -348,7 +355,9 @@ def _resolve_entry(path: Path, base_abs: str, base_real: str, allow_outside_syml
     if not allow_outside_symlinks and not _within(real, base_real):
         # A link out of the model folder would make the signed subject depend
         # on files the publisher may not be looking at.
-        raise InputError(f"{path} is a symlink to {real}, outside {base_real}")
+        raise InputError(f"{path} is a symlink to {real}, outside {base_real} "
+                         "(a Hugging Face cache snapshot links its files to ../../blobs; "
+                         "allow outside symlinks to hash those)")
     if not os.path.isfile(real):
         raise InputError(f"not a regular file: {path}")
     try:
@@ -396,6 +405,7 @@ def hash_files(
 
     sizes = {name: os.stat(real).st_size for name, real in entries.items()}
     lock = threading.Lock()
+    cancel: threading.Event | None = None
 
     def report(n: int) -> None:
         assert progress is not None
@@ -411,7 +421,7 @@ def hash_files(
         with f:
             try:
                 expected = os.fstat(f.fileno()).st_size
-                digest, n = _hash_open_file(f, chunk, report if progress is not None else None)
+                digest, n = _hash_open_file(f, chunk, report if progress is not None else None, cancel)
             except OSError as exc:
                 raise InputError(f"cannot read {name}: {exc.strerror}") from exc
         if n != expected:
@@ -421,8 +431,21 @@ def hash_files(
     order = sorted(entries, key=lambda n: -sizes[n])
     n_workers = max(1, min(workers if workers is not None else (os.cpu_count() or 1), len(order) or 1))
     if n_workers == 1:
-        results = [one(n) for n in order]
-    else:
-        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="attest-hash") as pool:
-            results = list(pool.map(one, order))
+        return Subject.from_files([one(n) for n in order])
+    # On the first error (or Ctrl-C) stop the other workers mid-file instead of
+    # letting them finish gigabytes of hashing whose result is thrown away.
+    cancel = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="attest-hash")
+    try:
+        futures = [pool.submit(one, n) for n in order]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [fut for fut in futures if fut in done and fut.exception() is not None]
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]
+        results = [fut.result() for fut in futures]
+    except BaseException:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return Subject.from_files(results)

@@ -306,3 +306,19 @@ def test_large_file_streams(tmp_path: Path) -> None:
     subj = hash_files([p], tmp_path)
     assert subj.files[0].sha256 == expected
     assert subj.files[0].size == 17 << 20
+
+
+def test_first_error_stops_other_workers(tmp_path: Path) -> None:
+    size = 32 << 20
+    files = [_write(tmp_path / f"shard{i}.bin", os.urandom(size)) for i in range(2)]
+    seen: list[int] = []
+
+    def progress(n: int) -> None:
+        seen.append(n)
+        if len(seen) == 1:
+            raise RuntimeError("boom")  # the first worker dies after one chunk
+
+    with pytest.raises(RuntimeError):
+        hash_files(files, tmp_path, workers=2, progress=progress, chunk=4096)
+    # The other worker was stopped before finishing its file.
+    assert sum(seen) < size
