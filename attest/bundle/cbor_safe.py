@@ -27,8 +27,8 @@ tags): callers should test with `collections.abc.Mapping` / `is_array`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeGuard
 
 import cbor2
 
@@ -43,7 +43,7 @@ _MAJOR_NAMES = ("unsigned int", "negative int", "byte string", "text string",
                 "array", "map", "tag", "simple/float")
 
 
-def is_array(value: object) -> bool:
+def is_array(value: object) -> TypeGuard[Sequence[Any]]:
     """True for a decoded CBOR array (list on cbor2 5, tuple on cbor2 6)."""
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray, memoryview))
 
@@ -185,8 +185,3 @@ def safe_loads(
         raise BundleError(f"{what}: non-canonical CBOR encoding (re-encoding does not reproduce the input)")
     return value
 
-
-def require_map(value: object, what: str) -> Mapping[Any, Any]:
-    if not isinstance(value, Mapping):
-        raise BundleError(f"{what}: expected a map")
-    return value

@@ -26,7 +26,7 @@ import os
 import tempfile
 import time as _time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,7 @@ def _text_keys_only(doc: Any) -> None:
 def _check_sketch(sketch: Mapping[str, Any]) -> None:
     if sketch.get("dtype") != "float16":
         raise _fail("sketch dtype must be 'float16'")
-    shape = sketch.get("shape")
+    shape: object = sketch.get("shape")
     if not is_array(shape) or not 1 <= len(shape) <= 4:
         raise _fail("sketch shape must be an array of 1 to 4 sizes")
     if not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_SKETCH_BYTES for d in shape):
@@ -310,8 +310,8 @@ class InspectedAttestation:
     document: Mapping[str, Any]
     png: bytes
     raw: bytes
-    receipts: tuple[bytes, ...] = field(default=())
-    timestamps: tuple[bytes, ...] = field(default=())
+    receipts: tuple[bytes, ...] = ()
+    timestamps: tuple[bytes, ...] = ()
 
 
 def _unsigned_list(value: object, name: str) -> tuple[bytes, ...]:

@@ -6,7 +6,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -45,11 +44,11 @@ def keygen(
         ..., "--out", metavar="DIR/NAME",
         help="Writes DIR/NAME.key (private, mode 0600) and DIR/NAME.pub (public). Never overwrites.",
     ),
-    passphrase_env: Optional[str] = typer.Option(
+    passphrase_env: str | None = typer.Option(
         None, "--passphrase-env", metavar="VAR",
         help="Encrypt the private key with the passphrase in environment variable VAR.",
     ),
-    prompt: Optional[bool] = typer.Option(
+    prompt: bool | None = typer.Option(
         None, "--prompt/--no-prompt",
         help="Ask for a passphrase (default: ask when run from a terminal).",
     ),
