@@ -67,18 +67,38 @@ class Estimate:
 
 
 def aggregate(base: np.ndarray, suspect: np.ndarray) -> Estimate:
-    """base, suspect: [cells, k] values at the same k valid positions, cells matched."""
-    if base.size == 0 or base.shape[1] == 0:
+    """Cosine of the matched sketch values with a jackknife interval over positions.
+
+    base, suspect: [cells, k] values at the same k valid positions, cells
+    matched.  The cosine (not the raw mean of products) keeps the estimate in
+    [-1, 1] and makes identical models score exactly 1; dropping one position
+    at a time gives the jackknife standard error, which treats positions as
+    the sampling unit.
+    """
+    if base.size == 0 or base.shape[1] < 2:
         return Estimate(float("nan"), (float("nan"), float("nan")), float("nan"), 0)
-    per_pair = (base.astype(np.float64) * suspect.astype(np.float64)).mean(axis=0)
-    k = per_pair.shape[0]
-    score = float(per_pair.mean())
-    se = float(per_pair.std(ddof=1) / np.sqrt(k)) if k > 1 else float("inf")
-    return Estimate(score, (score - Z_95 * se, score + Z_95 * se), se, k)
+    a = base.astype(np.float64)
+    b = suspect.astype(np.float64)
+    s_ab = (a * b).sum(axis=0)
+    s_aa = (a * a).sum(axis=0)
+    s_bb = (b * b).sum(axis=0)
+    tot_ab, tot_aa, tot_bb = s_ab.sum(), s_aa.sum(), s_bb.sum()
+    denom = np.sqrt(tot_aa * tot_bb)
+    if denom == 0:
+        return Estimate(float("nan"), (float("nan"), float("nan")), float("nan"), 0)
+    score = float(np.clip(tot_ab / denom, -1.0, 1.0))
+    k = a.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loo = (tot_ab - s_ab) / np.sqrt((tot_aa - s_aa) * (tot_bb - s_bb))
+    loo = np.nan_to_num(loo, nan=score)
+    se = float(np.sqrt((k - 1) / k * ((loo - loo.mean()) ** 2).sum()))
+    lo, hi = max(-1.0, score - Z_95 * se), min(1.0, score + Z_95 * se)
+    return Estimate(score, (lo, hi), se, k)
 
 
 def cell_estimates(base: np.ndarray, suspect: np.ndarray) -> np.ndarray:
-    """Per-cell similarity estimates: mean of products over the valid positions."""
-    if base.shape[1] == 0:
-        return np.full(base.shape[0], np.nan)
-    return (base.astype(np.float64) * suspect.astype(np.float64)).mean(axis=1)
+    """Per-cell cosine of the sketch values over the valid positions."""
+    a = base.astype(np.float64)
+    b = suspect.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))

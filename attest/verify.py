@@ -18,7 +18,7 @@ from attest.latent import cosine, project
 from attest.layer_alignment import monotone_pairs
 from attest.model_info import describe
 from attest.progress import SILENT, Tracker
-from attest.sketch import aggregate, remap_pairs
+from attest.sketch import aggregate, cell_estimates, remap_pairs
 from attest.sketch_model import sketch_model
 from attest.statement import GLOBAL, StatementView
 from attest.tokens import locate
@@ -160,7 +160,8 @@ def verify_suspect(
             continue
         B = base_vals[[r for _, r in rows_b]].astype(np.float64)
         S = vals_s[[r for _, r in rows_s]].astype(np.float64)
-        est = B @ S.T / k
+        norms = np.sqrt((B * B).sum(1))[:, None] * np.sqrt((S * S).sum(1))[None, :]
+        est = np.divide(B @ S.T, norms, out=np.zeros((B.shape[0], S.shape[0])), where=norms > 0)
         for (a, _), row in zip(rows_b, est):
             for (b, _), v in zip(rows_s, row):
                 matrix[a, b] += v
@@ -187,7 +188,7 @@ def verify_suspect(
                 ib, is_ = where_b[(bl, t)], where_s[(sl, t)]
                 matched_b.append(ib)
                 matched_s.append(is_)
-                row[t] = float(base_vals[ib] @ vals_s[is_] / k)
+                row[t] = float(cell_estimates(base_vals[ib:ib + 1], vals_s[is_:is_ + 1])[0])
                 aligned[ib, valid] = vals_s[is_]
         if row:
             layer_rows.append({"a": bl, "b": sl, "terms": row, "mean": float(np.mean(list(row.values())))})
@@ -196,7 +197,7 @@ def verify_suspect(
     for t in method.global_terms:
         if (GLOBAL, t) in where_b and (GLOBAL, t) in where_s:
             ib, is_ = where_b[(GLOBAL, t)], where_s[(GLOBAL, t)]
-            glob[t] = float(base_vals[ib] @ vals_s[is_] / k)
+            glob[t] = float(cell_estimates(base_vals[ib:ib + 1], vals_s[is_:is_ + 1])[0])
             aligned[ib, valid] = vals_s[is_]
     if glob.get("emb", 0.0) >= policy.threshold and est.score < policy.threshold:
         notes.append(f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not")

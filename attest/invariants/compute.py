@@ -88,7 +88,7 @@ def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalMode
         out["gate"] = T.weighted_gram(x_ffn, ffn.gate, c, dtype)
     if "router" in wanted and layer.router is not None:
         r = T.mm(x_ffn, layer.router.t(), dtype).float()
-        out["router"] = r @ r.t()
+        out["router"] = T.mm(r, r.t(), torch.float32)
     return out
 
 

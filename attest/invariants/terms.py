@@ -20,8 +20,23 @@ from attest.arch.canonical import Attention
 Tensor = torch.Tensor
 
 
+class FlopCounter:
+    """Multiply-add work done by `mm`, for the benchmarks' GFLOP/s figures."""
+
+    def __init__(self) -> None:
+        self.flops = 0
+
+    def reset(self) -> int:
+        done, self.flops = self.flops, 0
+        return done
+
+
+FLOPS = FlopCounter()
+
+
 def mm(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
     """a @ b with inputs in `dtype` (accumulation is fp32 inside torch's CPU kernels)."""
+    FLOPS.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
     return torch.matmul(a.to(dtype), b.to(dtype))
 
 
