@@ -127,8 +127,12 @@ def from_gguf_metadata(meta: dict[str, Any]) -> Vocabulary | None:
     tokens = meta.get("tokenizer.ggml.tokens")
     if not tokens:
         return None
+    # The header is untrusted: a non-string token list would otherwise fail deep in decoding.
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise InputError("GGUF metadata 'tokenizer.ggml.tokens' is not a list of strings")
     model = meta.get("tokenizer.ggml.model", "llama")
-    types = meta.get("tokenizer.ggml.token_type") or []
+    types = meta.get("tokenizer.ggml.token_type")
+    types = types if isinstance(types, list) else []
     strings: list[str | None] = []
     byte_level = model == "gpt2"
     for i, piece in enumerate(tokens):

@@ -1,0 +1,205 @@
+"""Per-architecture tensor tables for GGUF files written by llama.cpp's converter.
+
+Pure data, like `attest.arch.families`: `attest.arch.canonical` interprets the
+`ArchSpec`s and `attest.sources.gguf_source` applies the GGUF-only facts kept
+in `GGUFArch` (which `ArchSpec` has no field for).
+
+Facts taken from llama.cpp (gguf-py `constants.py` / `tensor_mapping.py` for the
+names, `convert_hf_to_gguf.py` and its `conversion/*.py` split for the layouts):
+- tensor names are `token_embd`, `blk.{i}.attn_q`, ... , `output_norm`, `output`;
+- linear weights are stored with GGUF dims [in, out], i.e. torch [out, in];
+  GPT-2's Conv1D weights are transposed by the converter, so no table is `transposed`;
+- fused QKV is always written contiguous [q; k; v]: the converter reorders
+  GPT-NeoX's and BLOOM's per-head interleave and Falcon's grouped layout;
+- Phi-3's fused gate_up is written as `ffn_up` [2f, d], gate half first;
+- Gemma, Gemma-2 and Gemma-3 norm weights (including q/k norms) are written
+  with the +1 already added, so the tables use `norm_gain_offset=0.0`;
+- Falcon's `attn_norm` is `input_layernorm` (7B) or `ln_mlp` (40B) and is read by
+  the FFN; `attn_norm_2` (`ln_attn`, 40B only) is read by attention;
+- llama (also Mistral and Mixtral) and OLMo rows of Q and K are permuted by
+  `LlamaModel.permute` for llama.cpp's interleaved ("normal") RoPE;
+- MoE experts are stacked: `ffn_{gate,up,down}_exps` [E, f, d] / [E, d, f].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, NormKind, QKVLayout
+
+LAYER_PREFIX = "blk.{i}."
+
+
+@dataclass(frozen=True)
+class RowPermutation:
+    """Rows the converter interleaved per head for llama.cpp's RoPE.
+
+    The converter applies `w.reshape(n, 2, rows // n // 2, ...).swapaxes(1, 2)`;
+    `n` is read from the metadata key `{arch}.{heads_key}` (the first present).
+    """
+
+    tensors: tuple[str, ...]  # names relative to LAYER_PREFIX
+    heads_keys: tuple[str, ...]
+
+
+# `LlamaModel.permute(q, n_head, n_head)` and `LlamaModel.permute(k, n_head, n_head_kv)`.
+LLAMA_ROPE_PERMUTATION: tuple[RowPermutation, ...] = (
+    RowPermutation(("attn_q.weight", "attn_q.bias"), ("attention.head_count",)),
+    RowPermutation(("attn_k.weight", "attn_k.bias"), ("attention.head_count_kv", "attention.head_count")),
+)
+
+
+@dataclass(frozen=True)
+class GGUFArch:
+    """One `general.architecture` value and how to read it."""
+
+    name: str
+    spec: ArchSpec
+    # Used instead of `spec` when `{arch}.expert_count` > 0 (Mixtral is arch "llama").
+    moe_spec: ArchSpec | None = None
+    row_permutations: tuple[RowPermutation, ...] = ()
+
+    def spec_for(self, n_experts: int) -> ArchSpec:
+        return self.moe_spec if n_experts > 0 and self.moe_spec is not None else self.spec
+
+
+_MODEL = dict(
+    embed=("token_embd.weight",),
+    layer_prefix=(LAYER_PREFIX,),
+    final_norm=("output_norm.weight",),
+    lm_head=("output.weight",),
+    source_format="gguf",
+    config_keys=ConfigKeys(hidden=(), layers=(), heads=(), kv_heads=(), head_dim=(), experts=()),
+)
+_ATTN = dict(
+    q=("attn_q.weight",),
+    k=("attn_k.weight",),
+    v=("attn_v.weight",),
+    o=("attn_output.weight",),
+)
+_FUSED_QKV = dict(
+    qkv=("attn_qkv.weight",),
+    qkv_layout=QKVLayout.CONTIGUOUS,
+)
+_O = dict(o=("attn_output.weight",))
+_QK_NORM = dict(
+    q_norm=("attn_q_norm.weight",),
+    k_norm=("attn_k_norm.weight",),
+)
+_GATED_FFN = dict(
+    up=("ffn_up.weight",),
+    gate=("ffn_gate.weight",),
+    down=("ffn_down.weight",),
+)
+_PLAIN_FFN = dict(
+    up=("ffn_up.weight",),
+    down=("ffn_down.weight",),
+)
+_NORMS = dict(
+    attn_norm=("attn_norm.weight",),
+    ffn_norm=("ffn_norm.weight",),
+)
+_STACKED_EXPERTS = ExpertNames(
+    stacked_up=("ffn_up_exps.weight",),
+    stacked_gate=("ffn_gate_exps.weight",),
+    stacked_down=("ffn_down_exps.weight",),
+)
+_MOE = dict(
+    experts=_STACKED_EXPERTS,
+    router=("ffn_gate_inp.weight",),
+)
+_SHARED_EXPERT = dict(
+    shared_up=("ffn_up_shexp.weight",),
+    shared_gate=("ffn_gate_shexp.weight",),
+    shared_down=("ffn_down_shexp.weight",),
+)
+
+
+def _spec(family: str, norm: NormKind, **fields: object) -> ArchSpec:
+    return ArchSpec(family=family, hf_model_types=(), norm=norm, **{**_MODEL, **fields})  # type: ignore[arg-type]
+
+
+# Family names match `attest.arch.families` so a GGUF and its HF original report one family.
+LLAMA = _spec("llama", NormKind.RMS, **_ATTN, **_GATED_FFN, **_NORMS)
+MIXTRAL = _spec("mixtral", NormKind.RMS, **_ATTN, **_NORMS, **_MOE)
+QWEN2 = replace(LLAMA, family="qwen2")
+QWEN3 = replace(LLAMA, family="qwen3", **_QK_NORM)
+QWEN2_MOE = _spec("qwen2_moe", NormKind.RMS, **_ATTN, **_NORMS, **_MOE, **_SHARED_EXPERT)
+QWEN3_MOE = _spec("qwen3_moe", NormKind.RMS, **_ATTN, **_NORMS, **_MOE, **_QK_NORM)
+GEMMA = replace(LLAMA, family="gemma", norm_gain_offset=0.0)
+GEMMA2 = replace(
+    GEMMA,
+    family="gemma2",
+    attn_out_norm=("post_attention_norm.weight",),
+    ffn_out_norm=("post_ffw_norm.weight",),
+)
+GEMMA3 = replace(GEMMA2, **_QK_NORM)  # HF's gemma2 table also covers gemma3
+PHI3 = _spec(
+    "phi3",
+    NormKind.RMS,
+    **_ATTN,  # some Phi-3 GGUFs carry split q/k/v; the fused form is the fallback
+    **_FUSED_QKV,
+    gate_up=("ffn_up.weight",),
+    down=("ffn_down.weight",),
+    **_NORMS,
+)
+GPT2 = _spec("gpt2", NormKind.LAYER, **_FUSED_QKV, **_O, **_PLAIN_FFN, **_NORMS)
+GPT_NEOX = replace(GPT2, family="gpt_neox")
+FALCON = _spec(
+    "falcon",
+    NormKind.LAYER,
+    **_FUSED_QKV,
+    **_O,
+    **_PLAIN_FFN,
+    attn_norm=("attn_norm_2.weight", "attn_norm.weight"),
+    ffn_norm=("attn_norm.weight",),
+)
+BLOOM = replace(GPT2, family="bloom", embed_norm=("token_embd_norm.weight",))
+MPT = replace(GPT2, family="mpt")
+STARCODER2 = _spec("starcoder2", NormKind.LAYER, **_ATTN, **_PLAIN_FFN, **_NORMS)
+# OLMo-1's LayerNorm has no parameters: there are no norm tensors to read.
+OLMO = _spec("olmo", NormKind.LAYER, **_ATTN, **_GATED_FFN)
+STABLELM = replace(LLAMA, family="stablelm", norm=NormKind.LAYER)
+BERT = _spec(
+    "bert",
+    NormKind.LAYER,
+    **_ATTN,
+    **_FUSED_QKV,
+    **_PLAIN_FFN,
+    embed_norm=("token_embd_norm.weight",),
+    # Post-LN, as in the HF table: attention reads the previous layer's output
+    # norm (the embedding norm for layer 0); the FFN reads the attention output norm.
+    attn_norm=("layer_output_norm.weight",),
+    attn_norm_from_previous_layer=True,
+    ffn_norm=("attn_output_norm.weight",),
+    final_norm=(),
+    lm_head=(),
+)
+
+GGUF_ARCHS: dict[str, GGUFArch] = {
+    a.name: a
+    for a in (
+        GGUFArch("llama", LLAMA, moe_spec=MIXTRAL, row_permutations=LLAMA_ROPE_PERMUTATION),
+        GGUFArch("qwen2", QWEN2),
+        GGUFArch("qwen3", QWEN3),
+        GGUFArch("qwen2moe", QWEN2_MOE),
+        GGUFArch("qwen3moe", QWEN3_MOE),
+        GGUFArch("gemma", GEMMA),
+        GGUFArch("gemma2", GEMMA2),
+        GGUFArch("gemma3", GEMMA3),
+        GGUFArch("phi3", PHI3),
+        GGUFArch("gpt2", GPT2),
+        GGUFArch("gptneox", GPT_NEOX),
+        GGUFArch("falcon", FALCON),
+        GGUFArch("bloom", BLOOM),
+        GGUFArch("mpt", MPT),
+        GGUFArch("starcoder2", STARCODER2),
+        GGUFArch("olmo", OLMO, row_permutations=LLAMA_ROPE_PERMUTATION),
+        GGUFArch("stablelm", STABLELM),
+        GGUFArch("bert", BERT),
+    )
+}
+
+
+def supported_gguf_archs() -> list[str]:
+    return list(GGUF_ARCHS)

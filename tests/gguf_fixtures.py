@@ -1,0 +1,321 @@
+"""Write tiny GGUF files the way llama.cpp's `convert_hf_to_gguf.py` does.
+
+- `write_llama_gguf` converts a `transformers` LlamaForCausalLM: llama.cpp names,
+  Q/K rows permuted by the converter's `LlamaModel.permute`, llama metadata and
+  tokenizer metadata, 2-D weights quantized with `gguf.quants.quantize` and 1-D
+  tensors kept in F32 (as llama.cpp does).
+- `convert_hf_model` is a small re-implementation of the converter for the
+  other families attest supports, following its per-family rules (cited below),
+  so the GGUF tables can be checked against the HF tables on real models.
+- `write_gguf` writes arbitrary tensors and metadata (corrupt-input tests).
+
+Reference: llama.cpp `convert_hf_to_gguf.py` / `conversion/*.py` (llama.py,
+olmo.py, gemma.py, gpt2.py, gpt_neox.py, bloom.py, falcon.py) and gguf-py's
+`tensor_mapping.py` (used here through `gguf.get_tensor_name_map`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+SPECIAL_TOKEN = "<|endoftext|>"
+TOKEN_NORMAL, TOKEN_CONTROL = 1, 3
+
+
+# --------------------------------------------------------------------------- tokens
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def byte_level_tokens(size: int = 512, seed: int = 7) -> list[str]:
+    """Byte-level BPE token strings: the special token, the 256 byte symbols, then letters-only words."""
+    alphabet = _bytes_to_unicode()
+    tokens = [SPECIAL_TOKEN] + [alphabet[b] for b in range(256)]
+    seen = set(tokens)
+    rng = random.Random(seed)
+    space = alphabet[ord(" ")]
+    while len(tokens) < size:
+        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 7)))
+        piece = (space if rng.random() < 0.5 else "") + word
+        if piece not in seen:
+            seen.add(piece)
+            tokens.append(piece)
+    return tokens
+
+
+def token_types(tokens: Sequence[str]) -> list[int]:
+    return [TOKEN_CONTROL if t == SPECIAL_TOKEN else TOKEN_NORMAL for t in tokens]
+
+
+def write_tokenizer_json(folder: Path, tokens: Sequence[str]) -> Path:
+    """A byte-level BPE `tokenizer.json` whose vocabulary is exactly `tokens` (ids in order)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(tokens) if t != SPECIAL_TOKEN}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    out = Path(folder) / "tokenizer.json"
+    tok.save(str(out))
+    # `add_special_tokens` would append the special token at a new id; pin it to its GGUF id.
+    data = json.loads(out.read_text())
+    data["added_tokens"] = [{
+        "id": tokens.index(SPECIAL_TOKEN), "content": SPECIAL_TOKEN, "single_word": False, "lstrip": False,
+        "rstrip": False, "normalized": False, "special": True,
+    }]
+    out.write_text(json.dumps(data))
+    return out
+
+
+# --------------------------------------------------------------------------- converter rules
+def llama_cpp_permute(weights: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
+    """`LlamaModel.permute` from llama.cpp's converter, verbatim in numpy."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(weights.shape))
+
+
+def _per_head_to_contiguous(w: np.ndarray, n_head: int) -> np.ndarray:
+    """gpt_neox.py / bloom.py: rows [H, 3, dh] -> [q; k; v]."""
+    dh = w.shape[0] // n_head // 3
+    qkv = w.reshape(n_head, 3, dh, *w.shape[1:])
+    return np.concatenate([qkv[:, j].reshape(-1, *w.shape[1:]) for j in range(3)], axis=0)
+
+
+def _falcon_grouped_to_contiguous(w: np.ndarray, n_head: int, n_kv: int) -> np.ndarray:
+    """falcon.py: rows [Hkv, g+2, dh] -> [q; k; v]."""
+    dh = w.shape[0] // (n_head + 2 * n_kv)
+    qkv = w.reshape(n_kv, n_head // n_kv + 2, dh, *w.shape[1:])
+    q = qkv[:, :-2].reshape(n_head * dh, *w.shape[1:])
+    k = qkv[:, [-2]].reshape(n_kv * dh, *w.shape[1:])
+    v = qkv[:, [-1]].reshape(n_kv * dh, *w.shape[1:])
+    return np.concatenate([q, k, v], axis=0)
+
+
+def quantize(arr: np.ndarray, qtype: Any) -> tuple[np.ndarray, Any]:
+    """(data, ggml type): 1-D tensors stay F32 as in llama.cpp, 2-D and 3-D weights take `qtype`."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf import quants
+
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.ndim < 2 or qtype == Q.F32:
+        return arr, Q.F32
+    return quants.quantize(arr, qtype), qtype
+
+
+def write_gguf(
+    path: Path,
+    arch: str,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    tokens: Sequence[str] | None = None,
+    tokenizer_model: str = "gpt2",
+    qtype: Any = None,
+    raw: Mapping[str, tuple[np.ndarray, Any]] | None = None,
+) -> Path:
+    """Write a GGUF: `tensors` (float, quantized by `quantize`), `raw` (already encoded, with their type)."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType.F16 if qtype is None else qtype
+    w = gguf.GGUFWriter(str(path), arch)
+    for key, value in (metadata or {}).items():
+        _add_kv(w, key, value)
+    if tokens is not None:
+        w.add_tokenizer_model(tokenizer_model)
+        w.add_token_list(list(tokens))
+        w.add_token_types(token_types(tokens))
+    for name, arr in tensors.items():
+        data, dtype = quantize(arr, qtype)
+        w.add_tensor(name, data, raw_dtype=dtype)
+    for name, (data, dtype) in (raw or {}).items():
+        w.add_tensor(name, data, raw_dtype=dtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)
+
+
+def _add_kv(w: Any, key: str, value: Any) -> None:
+    if isinstance(value, bool):
+        w.add_bool(key, value)
+    elif isinstance(value, int):
+        w.add_uint32(key, value)
+    elif isinstance(value, float):
+        w.add_float32(key, value)
+    elif isinstance(value, str):
+        w.add_string(key, value)
+    else:
+        w.add_array(key, list(value))
+
+
+# --------------------------------------------------------------------------- llama
+def write_llama_gguf(hf_model: Any, tokenizer_strings: Sequence[str], path: Path, qtype: Any) -> Path:
+    """Convert a `transformers` LlamaForCausalLM to a llama.cpp GGUF at `path`."""
+    cfg = hf_model.config
+    n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    sd = {k: v.detach().float().numpy() for k, v in hf_model.state_dict().items()}
+    tensors: dict[str, np.ndarray] = {"token_embd.weight": sd["model.embed_tokens.weight"]}
+    for i in range(cfg.num_hidden_layers):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        tensors[b + "attn_norm.weight"] = sd[p + "input_layernorm.weight"]
+        tensors[b + "attn_q.weight"] = llama_cpp_permute(sd[p + "self_attn.q_proj.weight"], n_head, n_head)
+        tensors[b + "attn_k.weight"] = llama_cpp_permute(sd[p + "self_attn.k_proj.weight"], n_head, n_kv)
+        tensors[b + "attn_v.weight"] = sd[p + "self_attn.v_proj.weight"]
+        tensors[b + "attn_output.weight"] = sd[p + "self_attn.o_proj.weight"]
+        tensors[b + "ffn_norm.weight"] = sd[p + "post_attention_layernorm.weight"]
+        tensors[b + "ffn_gate.weight"] = sd[p + "mlp.gate_proj.weight"]
+        tensors[b + "ffn_up.weight"] = sd[p + "mlp.up_proj.weight"]
+        tensors[b + "ffn_down.weight"] = sd[p + "mlp.down_proj.weight"]
+    tensors["output_norm.weight"] = sd["model.norm.weight"]
+    if "lm_head.weight" in sd and not cfg.tie_word_embeddings:
+        tensors["output.weight"] = sd["lm_head.weight"]
+    metadata = {
+        "general.name": "tiny-llama",
+        "llama.context_length": int(cfg.max_position_embeddings),
+        "llama.embedding_length": int(cfg.hidden_size),
+        "llama.block_count": int(cfg.num_hidden_layers),
+        "llama.feed_forward_length": int(cfg.intermediate_size),
+        "llama.attention.head_count": int(n_head),
+        "llama.attention.head_count_kv": int(n_kv),
+        "llama.rope.dimension_count": int(head_dim),
+        "llama.rope.freq_base": float(getattr(cfg, "rope_theta", None) or 10000.0),
+        "llama.attention.layer_norm_rms_epsilon": float(cfg.rms_norm_eps),
+        "llama.vocab_size": len(tokenizer_strings),
+    }
+    return write_gguf(path, "llama", tensors, metadata=metadata, tokens=tokenizer_strings, qtype=qtype)
+
+
+# --------------------------------------------------------------------------- other families
+def _heads(cfg: Any) -> tuple[int, int]:
+    n_head = int(cfg.num_attention_heads)
+    if getattr(cfg, "model_type", "") == "falcon":
+        # falcon.py reads num_kv_heads / n_head_kv and defaults to 1 (Falcon-7B's multi-query).
+        return n_head, int(cfg.num_kv_heads) if cfg.new_decoder_architecture else 1
+    if getattr(cfg, "model_type", "") == "mpt":
+        return n_head, int(getattr(cfg.attn_config, "kv_n_heads", None) or n_head)
+    kv = getattr(cfg, "num_key_value_heads", None)
+    return n_head, int(kv or n_head)
+
+
+def _rule_llama(name: str, w: np.ndarray, cfg: Any) -> np.ndarray:
+    n_head, n_kv = _heads(cfg)
+    if name.endswith(("q_proj.weight", "q_proj.bias")):
+        return llama_cpp_permute(w, n_head, n_head)
+    if name.endswith(("k_proj.weight", "k_proj.bias")):
+        return llama_cpp_permute(w, n_head, n_kv)
+    return w
+
+
+def _rule_gemma(name: str, w: np.ndarray, cfg: Any) -> np.ndarray:
+    return w + 1 if name.endswith("norm.weight") else w
+
+
+def _rule_gpt2(name: str, w: np.ndarray, cfg: Any) -> np.ndarray:
+    return w.T if name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")) else w
+
+
+def _rule_per_head_qkv(name: str, w: np.ndarray, cfg: Any) -> np.ndarray:
+    return _per_head_to_contiguous(w, _heads(cfg)[0]) if "query_key_value" in name else w
+
+
+def _rule_falcon(name: str, w: np.ndarray, cfg: Any) -> np.ndarray:
+    return _falcon_grouped_to_contiguous(w, *_heads(cfg)) if "query_key_value" in name else w
+
+
+def _identity(name: str, w: np.ndarray, cfg: Any) -> np.ndarray:
+    return w
+
+
+# model_type -> (GGUF architecture, per-tensor rule of its converter class)
+CONVERTERS: dict[str, tuple[str, Callable[[str, np.ndarray, Any], np.ndarray]]] = {
+    "llama": ("llama", _rule_llama),
+    "mistral": ("llama", _rule_llama),
+    "mixtral": ("llama", _rule_llama),
+    "olmo": ("olmo", _rule_llama),
+    "qwen2": ("qwen2", _identity),
+    "qwen3": ("qwen3", _identity),
+    "qwen2_moe": ("qwen2moe", _identity),
+    "qwen3_moe": ("qwen3moe", _identity),
+    "gemma": ("gemma", _rule_gemma),
+    "gemma2": ("gemma2", _rule_gemma),
+    "phi3": ("phi3", _identity),
+    "gpt2": ("gpt2", _rule_gpt2),
+    "gpt_neox": ("gptneox", _rule_per_head_qkv),
+    "bloom": ("bloom", _rule_per_head_qkv),
+    "falcon": ("falcon", _rule_falcon),
+    "mpt": ("mpt", _identity),
+    "starcoder2": ("starcoder2", _identity),
+    "stablelm": ("stablelm", _identity),
+    "bert": ("bert", _identity),
+}
+
+# Tensors the converter drops when they have no GGUF name: buffers, poolers, position
+# ids, and Gemma's lm_head (gemma.py filters it; the head is tied).
+_SKIPPED = ("pooler.", "position_ids", "rotary_emb", ".attn.bias", ".attn.masked_bias", "lm_head.")
+# Name prefixes a converter class strips before mapping (bloom.py, bert.py).
+_STRIPPED = {"bloom": "transformer.", "bert": "bert."}
+
+
+def _stacked_experts(name: str, w: np.ndarray) -> Iterable[tuple[str, np.ndarray]]:
+    """transformers 5 stores experts stacked; the converter writes ffn_{gate,up,down}_exps."""
+    bid = name.split(".")[2]
+    if name.endswith("experts.gate_up_proj"):
+        f = w.shape[1] // 2
+        yield f"blk.{bid}.ffn_gate_exps.weight", w[:, :f]
+        yield f"blk.{bid}.ffn_up_exps.weight", w[:, f:]
+    elif name.endswith("experts.down_proj"):
+        yield f"blk.{bid}.ffn_down_exps.weight", w
+
+
+def convert_hf_model(hf_model: Any, path: Path, tokens: Sequence[str], qtype: Any = None) -> Path:
+    """Convert a tiny `transformers` model of a supported family to GGUF, as llama.cpp would."""
+    import gguf
+
+    cfg = hf_model.config
+    arch, rule = CONVERTERS[cfg.model_type]
+    n_layers = int(cfg.num_hidden_layers)
+    tmap = gguf.get_tensor_name_map(next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch), n_layers)
+    tensors: dict[str, np.ndarray] = {}
+    for name, t in hf_model.state_dict().items():
+        w = t.detach().float().numpy()
+        name = name.removeprefix(_STRIPPED.get(arch, "\0"))
+        if ".experts." in name and not name.endswith((".weight", ".bias")):
+            tensors.update(_stacked_experts(name, w))
+            continue
+        new = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            if any(s in name for s in _SKIPPED):
+                continue
+            raise ValueError(f"no GGUF name for {name}")
+        tensors[new] = rule(name, w, cfg)
+    n_head, n_kv = _heads(cfg)
+    metadata: dict[str, Any] = {
+        f"{arch}.embedding_length": int(cfg.hidden_size),
+        f"{arch}.block_count": n_layers,
+        f"{arch}.attention.head_count": n_head,
+        f"{arch}.attention.head_count_kv": n_kv,
+    }
+    if getattr(cfg, "head_dim", None):
+        metadata[f"{arch}.attention.key_length"] = int(cfg.head_dim)
+    n_experts = getattr(cfg, "num_local_experts", None) or getattr(cfg, "num_experts", None)
+    if n_experts:
+        metadata[f"{arch}.expert_count"] = int(n_experts)
+    return write_gguf(path, arch, tensors, metadata=metadata, tokens=tokens, qtype=qtype)
