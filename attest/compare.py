@@ -75,15 +75,22 @@ class Comparison:
 
 
 def _similarities(stored: dict[int, dict[str, torch.Tensor]], z: dict[str, torch.Tensor], order: list[int]) -> dict[str, np.ndarray]:
-    """Pearson similarity of one layer of B against every stored layer of A, per term."""
+    """Pearson similarity of one layer of B against every stored layer of A, per term.
+
+    A's matrices are kept in float16 to halve memory; B is rounded the same way
+    and the cosine taken, so a model compared with itself scores exactly 1.
+    """
     out: dict[str, np.ndarray] = {}
     for term, zb in z.items():
-        flat_b = zb.reshape(-1)
+        flat_b = zb.reshape(-1).to(torch.float16).float()
+        norm_b = float(flat_b.norm())
         sims = np.full(len(order), np.nan)
         for k, i in enumerate(order):
             za = stored[i].get(term)
             if za is not None:
-                sims[k] = float(torch.dot(za.float(), flat_b)) / flat_b.numel()
+                fa = za.float()
+                denom = float(fa.norm()) * norm_b
+                sims[k] = float(torch.dot(fa, flat_b)) / denom if denom > 0 else np.nan
         out[term] = sims
     return out
 
