@@ -6,6 +6,7 @@ from the weights that read them; `attest.invariants` decides how to fold them.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -160,13 +161,17 @@ class CanonicalModel:
             )
         heads = _config_value(self.config, keys.heads) or gguf_dims.get("heads")
         kv_heads = _config_value(self.config, keys.kv_heads) or gguf_dims.get("kv_heads")
-        if self.family == "falcon" and self.config is not None and kv_heads is None:
-            kv_heads = 1 if self.config.get("multi_query", True) and not self.config.get("new_decoder_architecture") else heads
+        if self.family == "falcon" and self.config is not None and not self.config.get("new_decoder_architecture"):
+            # As transformers' FalconAttention: the old decoder with multi_query has one KV head
+            # even when a re-saved config.json carries num_kv_heads (= the head count).
+            kv_heads = 1 if self.config.get("multi_query", True) else (kv_heads or heads)
         head_dim = _config_value(self.config, keys.head_dim) or gguf_dims.get("head_dim")
-        q_rows = self._q_rows_of_layer0()
         if heads is None:
-            head_dim = head_dim or (128 if q_rows % 128 == 0 else 64)
-            heads = q_rows // head_dim
+            # No metadata: q and KV widths come from layer 0's shapes, the head size is a guess.
+            q_rows, kv_rows = self._qkv_rows_of_layer0(hidden)
+            head_dim = head_dim or self._q_norm_width() or _guess_head_dim(q_rows, kv_rows)
+            heads = max(1, q_rows // head_dim)
+            kv_heads = kv_heads or max(1, kv_rows // head_dim)
             self.warnings.append(f"no head count in the metadata: assuming head_dim={head_dim}")
         heads = int(heads)
         head_dim = int(head_dim or hidden // heads)
@@ -178,14 +183,30 @@ class CanonicalModel:
             n_experts = int(_config_value(self.config, keys.experts) or gguf_dims.get("experts") or 0)
         return Dims(hidden, n_layers, heads, kv_heads, head_dim, vocab_size, n_experts)
 
-    def _q_rows_of_layer0(self) -> int:
+    def _qkv_rows_of_layer0(self, hidden: int) -> tuple[int, int]:
+        """Widths of q and of k (= v) in layer 0.
+
+        A fused contiguous or grouped tensor holds [q; k; v] in H*dh + 2*Hkv*dh rows;
+        q is taken to be `hidden` wide (H*dh = d), which holds for every such family.
+        """
+        axis = 0 if not self.spec.transposed else 1
         name = self._layer_name(0, self.spec.q, "q", required=False) if self.spec.q else None
         if name:
-            return self.source.shape(name)[0 if not self.spec.transposed else 1]
+            k_name = self._layer_name(0, self.spec.k, "k", required=True)
+            assert k_name is not None
+            return self.source.shape(name)[axis], self.source.shape(k_name)[axis]
         fused = self._layer_name(0, self.spec.qkv, "qkv", required=True)
         assert fused is not None
-        rows = self.source.shape(fused)[0 if not self.spec.transposed else 1]
-        return rows // 3
+        rows = self.source.shape(fused)[axis]
+        grouped = self.spec.qkv_layout in (QKVLayout.CONTIGUOUS, QKVLayout.GROUPED)
+        if grouped and rows > hidden and (rows - hidden) % 2 == 0:
+            return hidden, (rows - hidden) // 2
+        return rows // 3, rows // 3
+
+    def _q_norm_width(self) -> int | None:
+        """Per-head q norms (Qwen3) are exactly one head wide."""
+        name = self._layer_name(0, self.spec.q_norm, "q norm", required=False) if self.spec.q_norm else None
+        return self.source.shape(name)[0] if name else None
 
     # -- tensor reads ------------------------------------------------------
     def _weight(self, name: str) -> Tensor:
@@ -339,6 +360,14 @@ class CanonicalModel:
             if layer.mlp is None:
                 raise InputError(f"{self.source.root}: layer {i} has no FFN down projection")
         return layer
+
+
+def _guess_head_dim(q_rows: int, kv_rows: int) -> int:
+    """The usual head sizes first; it must divide both the q and the KV width."""
+    for dh in (128, 64, 256, 96, 80, 160, 32, 16):
+        if q_rows % dh == 0 and kv_rows % dh == 0:
+            return dh
+    return math.gcd(q_rows, kv_rows) or 1
 
 
 def split_qkv(fused: Tensor, layout: QKVLayout, n_heads: int, n_kv: int, dh: int) -> tuple[Tensor, Tensor, Tensor]:

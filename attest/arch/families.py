@@ -184,10 +184,14 @@ FALCON = ArchSpec(
     ),
     detect=("self_attention.query_key_value.weight",),
     variants=(
-        # Falcon-40B/180B decoder: separate norms for the parallel attention and MLP.
+        # Falcon-40B/180B decoder: separate norms for the parallel attention and MLP;
+        # Falcon2-11B (num_ln_in_parallel_attn=1) has one input_layernorm for both.
         Variant(
             when=lambda c: bool(c.get("new_decoder_architecture")),
-            overrides=dict(attn_norm=("ln_attn.weight",), ffn_norm=("ln_mlp.weight",)),
+            overrides=dict(
+                attn_norm=("ln_attn.weight", "input_layernorm.weight"),
+                ffn_norm=("ln_mlp.weight", "input_layernorm.weight"),
+            ),
             label="new_decoder_architecture",
         ),
         # Falcon-RW: plain MHA with per-head interleaved q,k,v.

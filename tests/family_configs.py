@@ -1,0 +1,119 @@
+"""Tiny `transformers` configurations, one per supported family (and a few layout variants).
+
+Every case builds a real `transformers` model of about 0.1M parameters: hidden 64,
+4 query heads, 2 layers (3 for a few), grouped KV heads (2) wherever the family
+supports them, and 4 experts for the MoE families.  `tests.conftest.build_tiny_model`
+turns a case into a model with random, non-trivial norm gains and biases.
+
+A case name is usually the family name; variants of one family carry a suffix
+(`falcon-40b`, `falcon-rw`, ...).  `CASES[name].family` is the attest family the
+checkpoint must load as.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+VOCAB_SIZE = 512
+HIDDEN = 64
+HEADS = 4
+KV_HEADS = 2
+FFN = 128
+MAX_POS = 128
+
+
+@dataclass(frozen=True)
+class FamilyCase:
+    name: str
+    family: str  # attest family the checkpoint loads as
+    model_type: str  # transformers model_type
+    config: dict[str, Any] = field(default_factory=dict)
+    auto: str = "causal"  # "causal" (AutoModelForCausalLM) or "base" (AutoModel)
+
+
+_LLAMA_LIKE = dict(
+    hidden_size=HIDDEN,
+    intermediate_size=FFN,
+    num_hidden_layers=2,
+    num_attention_heads=HEADS,
+    num_key_value_heads=KV_HEADS,
+    max_position_embeddings=MAX_POS,
+    tie_word_embeddings=False,
+)
+
+
+def _case(name: str, model_type: str, family: str | None = None, auto: str = "causal", **config: Any) -> FamilyCase:
+    return FamilyCase(name=name, family=family or name, model_type=model_type, config=config, auto=auto)
+
+
+_CASES = [
+    _case("llama", "llama", **_LLAMA_LIKE),
+    _case("mistral", "mistral", **{**_LLAMA_LIKE, "num_hidden_layers": 3}),
+    _case("qwen2", "qwen2", **_LLAMA_LIKE),  # q/k/v carry biases
+    # head_dim 32 != hidden/heads: the head size must come from the config
+    _case("qwen3", "qwen3", **{**_LLAMA_LIKE, "head_dim": 32}),
+    # multi-query (1 KV head), tied head, stored gamma-1
+    _case("gemma", "gemma", **{**_LLAMA_LIKE, "num_key_value_heads": 1, "head_dim": 16, "tie_word_embeddings": True}),
+    _case("gemma2", "gemma2", **{**_LLAMA_LIKE, "head_dim": 16, "tie_word_embeddings": True, "query_pre_attn_scalar": 16}),
+    # Gemma-3 text decoder: Gemma-2 layout plus per-head q/k norms, also stored as gamma-1
+    _case("gemma3", "gemma3_text", family="gemma2", **{**_LLAMA_LIKE, "head_dim": 16, "tie_word_embeddings": True,
+                                                      "query_pre_attn_scalar": 16}),
+    _case("phi3", "phi3", **{**_LLAMA_LIKE, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0}),
+    _case("gpt2", "gpt2", n_embd=HIDDEN, n_layer=2, n_head=HEADS, n_positions=MAX_POS,
+          bos_token_id=0, eos_token_id=0),
+    _case("gpt_neox", "gpt_neox", hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=2,
+          num_attention_heads=HEADS, max_position_embeddings=MAX_POS, rotary_pct=0.5,
+          use_parallel_residual=True, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0),
+    _case("gptj", "gptj", n_embd=HIDDEN, n_layer=2, n_head=HEADS, n_inner=FFN, rotary_dim=8,
+          n_positions=MAX_POS, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0),
+    _case("opt", "opt", hidden_size=HIDDEN, ffn_dim=FFN, num_hidden_layers=2, num_attention_heads=HEADS,
+          word_embed_proj_dim=HIDDEN, max_position_embeddings=MAX_POS, do_layer_norm_before=True,
+          pad_token_id=1, bos_token_id=0, eos_token_id=0),
+    # Falcon-7B: multi-query, parallel attention/MLP reading one input_layernorm, rotary
+    _case("falcon", "falcon", hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
+          multi_query=True, new_decoder_architecture=False, parallel_attn=True, alibi=False, bias=False,
+          bos_token_id=0, eos_token_id=0),
+    # Falcon-40B/180B: grouped [Hkv, g+2, dh] QKV, separate ln_attn / ln_mlp
+    _case("falcon-40b", "falcon", family="falcon", hidden_size=HIDDEN, num_hidden_layers=2,
+          num_attention_heads=HEADS, num_kv_heads=KV_HEADS, new_decoder_architecture=True,
+          num_ln_in_parallel_attn=2, parallel_attn=True, alibi=False, bias=False,
+          bos_token_id=0, eos_token_id=0),
+    # Falcon2-11B: grouped QKV but a single input_layernorm for both branches
+    _case("falcon2-11b", "falcon", family="falcon", hidden_size=HIDDEN, num_hidden_layers=2,
+          num_attention_heads=HEADS, num_kv_heads=KV_HEADS, new_decoder_architecture=True,
+          num_ln_in_parallel_attn=1, parallel_attn=True, alibi=False, bias=False,
+          bos_token_id=0, eos_token_id=0),
+    # Falcon-RW: MHA with per-head interleaved q,k,v, ALiBi, sequential block with biases
+    _case("falcon-rw", "falcon", family="falcon", hidden_size=HIDDEN, num_hidden_layers=2,
+          num_attention_heads=HEADS, multi_query=False, new_decoder_architecture=False,
+          parallel_attn=False, alibi=True, bias=True, bos_token_id=0, eos_token_id=0),
+    _case("bloom", "bloom", hidden_size=HIDDEN, n_layer=2, n_head=HEADS, bos_token_id=0, eos_token_id=0,
+          pad_token_id=0),
+    _case("mpt", "mpt", d_model=HIDDEN, n_heads=HEADS, n_layers=2, expansion_ratio=2, max_seq_len=MAX_POS),
+    _case("starcoder2", "starcoder2", **{**_LLAMA_LIKE, "use_bias": True, "bos_token_id": 0, "eos_token_id": 0}),
+    _case("olmo", "olmo", **{**_LLAMA_LIKE, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 0}),
+    _case("stablelm", "stablelm", **{**_LLAMA_LIKE, "partial_rotary_factor": 0.25, "use_qkv_bias": True,
+                                     "bos_token_id": 0, "eos_token_id": 0}),
+    _case("mixtral", "mixtral", **{**_LLAMA_LIKE, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                   "intermediate_size": 32}),
+    _case("qwen2_moe", "qwen2_moe", **{**_LLAMA_LIKE, "num_experts": 4, "num_experts_per_tok": 2,
+                                       "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48,
+                                       "decoder_sparse_step": 1, "mlp_only_layers": []}),
+    _case("qwen3_moe", "qwen3_moe", **{**_LLAMA_LIKE, "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2,
+                                       "moe_intermediate_size": 32, "decoder_sparse_step": 1, "mlp_only_layers": []}),
+    _case("bert", "bert", auto="base", hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
+          intermediate_size=FFN, max_position_embeddings=MAX_POS, pad_token_id=0),
+]
+
+CASES: dict[str, FamilyCase] = {c.name: c for c in _CASES}
+FAMILY_CASES: list[str] = list(CASES)
+
+
+def tiny_config(name: str, **overrides: Any) -> Any:
+    """The `transformers` config object of a case (float32, vocabulary of VOCAB_SIZE)."""
+    from transformers import AutoConfig
+
+    case = CASES[name]
+    kwargs = {"vocab_size": VOCAB_SIZE, **case.config, **overrides}
+    return AutoConfig.for_model(case.model_type, **kwargs)
