@@ -86,3 +86,27 @@ class Palette:
         i = min(int(x), n - 1)
         f = x - i
         return oklab_to_rgb(self._labs[i] * (1 - f) + self._labs[i + 1] * f)
+
+
+COAT_L_MAX = 0.955  # OKLab lightness of the palest coat
+COAT_L_MIN = 0.28  # and of the darkest
+
+
+def coat(light: float, warmth: float) -> RGB:
+    """A natural dog coat colour from two continuous axes in [0, 1].
+
+    light: white (0) .. black (1). warmth: blue-grey (0) .. grey .. gold/red (1).
+    Chroma peaks at mid lightness (gold, red, tan) and fades towards white and
+    black, which is where real coats live; hue drifts from yellow to red as the
+    coat darkens and warms.
+    """
+    lig = COAT_L_MAX + (COAT_L_MIN - COAT_L_MAX) * light
+    cmax = 0.018 + 0.115 * math.exp(-(((lig - 0.6) / 0.22) ** 2))
+    c = -0.028 + (cmax + 0.028) * warmth
+    mixw = min(1.0, max(0.0, 0.5 * warmth + 0.6 * (COAT_L_MAX - lig) / (COAT_L_MAX - COAT_L_MIN)))
+    h = 82.0 + (46.0 - 82.0) * mixw
+    return oklch(lig, c, h)
+
+
+def oklab(lig: float, a: float, b: float) -> RGB:
+    return oklab_to_rgb((lig, a, b))

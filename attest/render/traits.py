@@ -45,11 +45,11 @@ TRAITS: tuple[TraitSpec, ...] = (
     # head
     TraitSpec("head_width", 100.0, 136.0, "half-width of the skull, px"),
     TraitSpec("head_height", 96.0, 120.0, "half-height of the skull, px"),
-    TraitSpec("jaw_taper", 0.0, 0.42, "how much the head narrows towards the jaw"),
-    TraitSpec("skull_squareness", 2.0, 3.4, "superellipse exponent of the skull (round -> boxy)"),
+    TraitSpec("jaw_taper", 0.0, 0.34, "how much the head narrows towards the jaw"),
+    TraitSpec("skull_squareness", 2.0, 2.9, "superellipse exponent of the skull (round -> boxy)"),
     TraitSpec("cheek_fluff", 0.0, 1.0, "size of the fur tufts on the cheeks"),
     TraitSpec("fur_length", 0.0, 1.0, "length and density of fur strokes"),
-    TraitSpec("head_tilt", -7.0, 7.0, "head tilt, degrees"),
+    TraitSpec("head_tilt", -5.0, 5.0, "head tilt, degrees"),
     # ears
     TraitSpec("ear_floppiness", 0.0, 1.0, "0 pricked and pointed, 1 hanging; in between the tip folds over"),
     TraitSpec("ear_angle", 4.0, 40.0, "outward splay of the upright part, degrees"),
@@ -70,14 +70,18 @@ TRAITS: tuple[TraitSpec, ...] = (
     TraitSpec("eye_height", 0.0, 1.0, "vertical placement of the eyes"),
     TraitSpec("eye_slant", -1.0, 1.0, "almond slant of the eyes"),
     TraitSpec("iris_colour", 0.0, 1.0, "dark brown -> amber -> hazel -> blue"),
+    TraitSpec("eyelids", 0.0, 0.42, "how far the upper lids come down: alert .. soulful"),
     TraitSpec("brow_marks", 0.0, 1.0, "strength of tan brow pips"),
     # nose
     TraitSpec("nose_size", 0.0, 1.0, "nose width"),
     TraitSpec("nose_colour", 0.0, 1.0, "black -> liver -> pink"),
     # coat
-    TraitSpec("coat_colour", 0.0, 1.0, "position on the coat palette (white .. black .. silver)"),
-    TraitSpec("coat_shade", -1.0, 1.0, "lighten / darken the coat colour"),
-    TraitSpec("second_colour", 0.0, 1.0, "position on the coat palette of the marking colour"),
+    # Colours use two linear axes rather than one hue angle: a hue circle
+    # wraps, so it changes as fast as a line but spreads dogs apart less.
+    TraitSpec("coat_light", 0.0, 1.0, "coat lightness: white .. black"),
+    TraitSpec("coat_warmth", 0.0, 1.0, "coat warmth: blue-grey .. grey .. golden / red"),
+    TraitSpec("second_light", 0.0, 1.0, "marking colour: darker .. lighter than the coat"),
+    TraitSpec("second_warmth", 0.0, 1.0, "marking colour warmth"),
     TraitSpec("blaze", 0.0, 1.0, "width of the white blaze on the forehead"),
     TraitSpec("chest_white", 0.0, 1.0, "size of the white bib"),
     TraitSpec("patch_size", 0.0, 1.0, "size of the eye patch"),
@@ -85,15 +89,21 @@ TRAITS: tuple[TraitSpec, ...] = (
     TraitSpec("spots", 0.0, 1.0, "size of coat spots"),
     TraitSpec("brindle", 0.0, 1.0, "strength of brindle striping"),
     TraitSpec("face_mask", 0.0, 1.0, "strength of a dark face mask"),
+    TraitSpec("hood", 0.0, 1.0, "marking colour creeping down from the crown over the eyes"),
+    TraitSpec("saddle", 0.0, 1.0, "marking colour spreading in from the sides of the chest"),
     # collar
-    TraitSpec("collar_hue", 0.0, 360.0, "collar hue, degrees (OKLCH)"),
+    TraitSpec("collar_a", -1.0, 1.0, "collar colour, green .. red axis (OKLab a)"),
+    TraitSpec("collar_b", -1.0, 1.0, "collar colour, blue .. yellow axis (OKLab b)"),
     TraitSpec("collar_width", 0.0, 1.0, "collar band width"),
     TraitSpec("tag_square", 0.0, 1.0, "tag shape: round -> rounded square"),
     TraitSpec("tag_points", 0.0, 1.0, "tag shape: smooth -> star badge"),
     TraitSpec("tag_metal", 0.0, 1.0, "gold -> silver -> copper"),
     # background
-    TraitSpec("bg_hue", 0.0, 360.0, "background hue, degrees (OKLCH)"),
+    TraitSpec("bg_a", -1.0, 1.0, "background colour, green .. red axis (OKLab a)"),
+    TraitSpec("bg_b", -1.0, 1.0, "background colour, blue .. yellow axis (OKLab b)"),
     TraitSpec("bg_light", 0.0, 1.0, "background lightness"),
+    TraitSpec("bg_low_a", -1.0, 1.0, "colour shift towards the bottom of the background, a axis"),
+    TraitSpec("bg_low_b", -1.0, 1.0, "colour shift towards the bottom of the background, b axis"),
     TraitSpec("bg_dots", 0.0, 1.0, "strength of polka dots"),
     TraitSpec("bg_stripes", 0.0, 1.0, "strength of diagonal stripes"),
     TraitSpec("bg_halo", 0.0, 1.0, "strength of the halo behind the head"),
@@ -135,20 +145,22 @@ def _as_directions(latent: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(z2)):
         raise InputError("latent contains NaN or infinite values")
     norms = np.sqrt(np.sum(z2 * z2, axis=1))
-    if np.any(norms <= 1e-12):
-        raise InputError("latent is all zeros; it has no direction to draw")
-    return z2 / norms[:, None] * math.sqrt(LATENT_DIM)
+    # An all-zero latent (a degenerate sketch) has no direction; it maps to the
+    # centre of trait space, the "average dog", rather than failing an issue.
+    safe = np.where(norms > 1e-12, norms, np.inf)
+    return z2 / safe[:, None] * math.sqrt(LATENT_DIM)
 
 
 def raw_traits(latent: np.ndarray) -> np.ndarray:
     """Gaussian trait coordinates, ~N(0,1) each for a N(0, I) latent.
 
     Accepts one latent (512,) or a batch (n, 512); the latent's scale is
-    ignored, only its direction matters.
+    ignored, only its direction matters. NaN or infinite entries, or a wrong
+    shape, raise InputError.
     """
     z = _as_directions(latent)
-    # Row-by-row sums rather than a BLAS matmul keep results bit-stable across
-    # BLAS builds and thread counts for the single-latent case we render.
+    # Row-by-row sums rather than a BLAS matmul: results then do not depend on
+    # the BLAS build or its thread count.
     q = projection()
     t = np.stack([np.sum(q * zi[None, :], axis=1) for zi in z])
     return t[0] if np.asarray(latent).ndim == 1 else t
