@@ -117,6 +117,26 @@ def build_tiny_model(case: str, seed: int = 0, **config_overrides: Any) -> Any:
     return model.eval()
 
 
+def save_model(model: Any, folder: str | Path, *, safe_serialization: bool = True, tokenizer: bool = True) -> Path:
+    """Save an in-memory model as a Hugging Face folder (+ the shared tokenizer).
+
+    transformers 5 only writes safetensors, so `safe_serialization=False` writes the
+    legacy form by hand: config.json and a `torch.save`d state dict, `pytorch_model.bin`.
+    """
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if safe_serialization:
+        model.save_pretrained(folder)
+    else:
+        model.config.save_pretrained(folder)
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    if tokenizer:
+        write_tokenizer(folder)
+    return folder
+
+
 def save_tiny_model(
     family: str,
     path: str | Path,
@@ -130,13 +150,8 @@ def save_tiny_model(
 
     Returns the folder.  `safe_serialization=False` writes `pytorch_model.bin`.
     """
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
     model = build_tiny_model(family, seed, **config_overrides)
-    model.save_pretrained(folder, safe_serialization=safe_serialization)
-    if tokenizer:
-        write_tokenizer(folder)
-    return folder
+    return save_model(model, path, safe_serialization=safe_serialization, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from conftest import build_tiny_model, write_tokenizer  # noqa: E402
+from conftest import build_tiny_model, save_model, write_tokenizer  # noqa: E402
 from family_configs import CASES  # noqa: E402
 
 # --------------------------------------------------------------------------- what each case exercises
@@ -312,13 +312,9 @@ def _save(case: str, form: str, root: Path) -> Path:
             model.config.save_pretrained(folder)
             state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight" or not model.config.tie_word_embeddings}
             save_file(state, str(folder / "model.safetensors"))
-        elif form == "bin":
-            # transformers 5 only writes safetensors; a legacy checkpoint is a torch.save'd state dict.
-            model.config.save_pretrained(folder)
-            torch.save(model.state_dict(), folder / "pytorch_model.bin")
+            write_tokenizer(folder)
         else:
-            model.save_pretrained(folder)
-        write_tokenizer(folder)
+            save_model(model, folder, safe_serialization=form == "safetensors")
         _FOLDERS[key] = folder
     return _FOLDERS[key]
 
