@@ -82,13 +82,13 @@ def _similarities(stored: dict[int, dict[str, torch.Tensor]], z: dict[str, torch
     """
     out: dict[str, np.ndarray] = {}
     for term, zb in z.items():
-        flat_b = zb.reshape(-1).to(torch.float16).float()
+        flat_b = zb.reshape(-1).to(torch.float16).double()
         norm_b = float(flat_b.norm())
         sims = np.full(len(order), np.nan)
         for k, i in enumerate(order):
             za = stored[i].get(term)
             if za is not None:
-                fa = za.float()
+                fa = za.double()
                 denom = float(fa.norm()) * norm_b
                 sims[k] = float(torch.dot(fa, flat_b)) / denom if denom > 0 else np.nan
         out[term] = sims

@@ -106,6 +106,8 @@ class CanonicalModel:
             vocab.strings.extend([None] * (self.dims.vocab - len(vocab)))
         self.vocab = vocab
         self.lm_head_name = self._pick(self.spec.lm_head, "output head", required=False)
+        if self.lm_head_name is None and config is not None and config.get("tie_word_embeddings") is False:
+            self.warnings.append("config says the output head is untied but no head tensor was found; using the embedding")
         self.final_norm_name = self._pick(self.spec.final_norm, "final norm", required=False)
 
     # -- name resolution -------------------------------------------------

@@ -118,7 +118,7 @@ GPT_NEOX = ArchSpec(
     attn_norm=("input_layernorm.weight",),
     ffn_norm=("post_attention_layernorm.weight",),
     final_norm=("gpt_neox.final_layer_norm.weight",),
-    lm_head=("embed_out.weight",),
+    lm_head=("embed_out.weight", "lm_head.weight"),
     config_keys=ConfigKeys(kv_heads=()),
     detect=("attention.query_key_value.weight", "mlp.dense_h_to_4h.weight", "input_layernorm.weight"),
 )

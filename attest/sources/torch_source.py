@@ -27,8 +27,12 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
-        raise InputError(f"{path}: refused by the safe (weights_only) loader: {first}") from None
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        # torch's message advises weights_only=False; we never do that, so keep only the reason.
+        reason = next((ln for ln in lines if "Unsupported global" in ln or "Unsupported operand" in ln), lines[0] if lines else "refused")
+        raise InputError(
+            f"{path}: refused by the safe (weights_only) loader, which never runs code from a checkpoint: {reason}"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InputError(f"{path}: corrupt torch checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
