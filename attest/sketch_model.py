@@ -24,13 +24,17 @@ def sketch_model(
     dtype: torch.dtype,
     tracker: Tracker = SILENT,
     label: str = "computing invariants",
+    skipped: list[tuple[int, str]] | None = None,
 ) -> tuple[list[tuple[int, str]], np.ndarray]:
-    """(cells, values [cells, m]) for the method's terms over `layers`, then global terms."""
+    """(cells, values [cells, m]) for the method's terms over `layers`, then global terms.
+
+    Pass a `skipped` list to tolerate incomplete layers (see `iter_layers`).
+    """
     probe = make_probe(model, ids, method)
     cells: list[tuple[int, str]] = []
     rows: list[np.ndarray] = []
     task = tracker.task(label, len(layers))
-    for res in iter_layers(model, probe, method, layers, dtype, lambda _i: tracker.advance(task)):
+    for res in iter_layers(model, probe, method, layers, dtype, lambda _i: tracker.advance(task), skipped):
         for term in method.terms:
             if term in res.terms:
                 cells.append((res.index, term))

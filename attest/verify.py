@@ -143,7 +143,11 @@ def verify_suspect(
         return result(Verdict.INCONCLUSIVE, [f"only {remapped.shape[0]} sketch pairs are covered by the suspect's tokens"])
     dtype = compute_dtype(precision)
     layers_s = parse_layers(method.layers, suspect.n_layers)
-    cells_s, vals_s = sketch_model(suspect, covered_ids, method, layers_s, remapped, dtype, tracker, "computing suspect invariants")
+    skipped: list[tuple[int, str]] = []
+    cells_s, vals_s = sketch_model(suspect, covered_ids, method, layers_s, remapped, dtype, tracker,
+                                   "computing suspect invariants", skipped)
+    for i, why in skipped[:5]:
+        notes.append(f"suspect layer {i} could not be read: {why}")
     where_s = {c: k for k, c in enumerate(cells_s)}
     base_vals = view.values[:, valid]
 
@@ -202,4 +206,10 @@ def verify_suspect(
     if glob.get("emb", 0.0) >= policy.threshold and est.score < policy.threshold:
         notes.append(f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not")
     verdict, reasons = decide(est.score, coverage, len(covered_ids), policy, est.ci)
+    if skipped:
+        verdict = Verdict.INCONCLUSIVE
+        reasons.append(
+            f"{len(skipped)} of the suspect's {len(layers_s)} layers are incomplete; "
+            f"layer coverage {1 - len(skipped) / len(layers_s):.0%}"
+        )
     return result(verdict, reasons, est.score, est.ci, layer_rows, glob, aligned, k)

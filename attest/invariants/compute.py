@@ -9,6 +9,7 @@ import torch
 
 from attest.arch.canonical import CanonicalModel, Layer, Mlp
 from attest.arch.spec import NormKind
+from attest.errors import InputError
 from attest.invariants import terms as T
 from attest.invariants.methods import Method
 
@@ -130,14 +131,28 @@ def iter_layers(
     layer_indices: Sequence[int],
     dtype: torch.dtype,
     on_layer: Callable[[int], None] | None = None,
+    skipped: list[tuple[int, str]] | None = None,
 ) -> Iterator[LayerResult]:
-    """Read, compute and release one layer at a time."""
+    """Read, compute and release one layer at a time.
+
+    With a `skipped` list, a layer whose tensors are missing or malformed is
+    recorded there and passed over instead of ending the run (verification of
+    an incomplete suspect is inconclusive, not a crash).
+    """
     for i in layer_indices:
-        layer = model.layer(i)
+        try:
+            layer = model.layer(i)
+        except InputError as exc:
+            if skipped is None:
+                raise
+            skipped.append((i, str(exc)))
+            if on_layer is not None:
+                on_layer(i)
+            continue
         raw = layer_terms(layer, probe, method, model, dtype)
         del layer
-        z, skipped = standardised(raw, method)
+        z, constant_terms = standardised(raw, method)
         del raw
-        yield LayerResult(i, z, skipped)
+        yield LayerResult(i, z, constant_terms)
         if on_layer is not None:
             on_layer(i)
