@@ -14,10 +14,14 @@ from attest.decision import DEFAULT_POLICY, Policy, Verdict, decide
 from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype, use_all_cores
+from attest.latent import project
 from attest.layer_alignment import monotone_pairs
+from attest.sketch import choose_pairs, pairs_for_budget, sample
 from attest.model_info import describe
 from attest.progress import SILENT, Tracker
 from attest.tokens import DEFAULT_SELECTION_KEY, align_pair
+
+LATENT_PAIR_SEED = 0x9A125  # the pair positions `attest issue` uses, so dogs agree across commands
 
 
 @dataclass
@@ -51,6 +55,8 @@ class Comparison:
     seconds: float = 0.0
     precision: str = "fp32"
     token_mode: str = "strings"
+    latent_a: np.ndarray | None = None  # dog latents: A's sketch, and B's aligned to A's cells
+    latent_b: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,15 +135,21 @@ def compare_models(
 
     probe_a = make_probe(a, align.ids_a, method)
     probe_b = make_probe(b, align.ids_b, method)
+    n = len(align.strings)
+    pairs = choose_pairs(n, pairs_for_budget(n, len(layers_a) * len(method.terms)), LATENT_PAIR_SEED)
     task = tracker.task("fingerprinting A", len(layers_a))
     stored: dict[int, dict[str, torch.Tensor]] = {}
+    sample_a: dict[tuple[int, str], np.ndarray] = {}
+    sample_b: dict[tuple[int, str], np.ndarray] = {}
     for res in iter_layers(a, probe_a, method, layers_a, dtype, lambda _i: tracker.advance(task)):
         stored[res.index] = {t: m.reshape(-1).to(torch.float16) for t, m in res.terms.items()}
+        sample_a.update({(res.index, t): sample(m, pairs) for t, m in res.terms.items()})
     sims: dict[str, np.ndarray] = {}
     task = tracker.task("fingerprinting B", len(layers_b))
     for k, res in enumerate(iter_layers(b, probe_b, method, layers_b, dtype, lambda _i: tracker.advance(task))):
         for term, col in _similarities(stored, res.terms, layers_a).items():
             sims.setdefault(term, np.full((len(layers_a), len(layers_b)), np.nan))[:, k] = col
+        sample_b.update({(res.index, t): sample(m, pairs) for t, m in res.terms.items()})
     del stored
 
     shared_terms = [t for t in method.terms if t in sims]
@@ -161,6 +173,10 @@ def compare_models(
         pairs.append(LayerPair(layers_a[ka], layers_b[kb], terms))
         cells.extend(terms.values())
     score = float(np.mean(cells)) if cells else float("nan")
+    cell_keys = list(sample_a)
+    matched = {(layers_a[ka], t): (layers_b[kb], t) for ka, kb in index_pairs for t in shared_terms}
+    latent_a = project(np.stack([sample_a[c] for c in cell_keys]))
+    latent_b = project(np.stack([sample_b.get(matched.get(c, (-1, "")), np.zeros(len(pairs), np.float32)) for c in cell_keys]))
 
     glob: dict[str, float] = {}
     if method.global_terms:
@@ -179,5 +195,5 @@ def compare_models(
         coverage=align.coverage, n_tokens=len(align.strings), pairs=pairs, global_terms=glob,
         layer_matrix=layer_matrix, layers_a=layers_a, layers_b=layers_b, model_a=info_a, model_b=info_b,
         notes=notes, seconds=time.perf_counter() - t0, precision=str(dtype).replace("torch.", ""),
-        token_mode=align.mode,
+        token_mode=align.mode, latent_a=latent_a, latent_b=latent_b,
     )

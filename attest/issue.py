@@ -27,7 +27,7 @@ from attest.sketch_model import sketch_model
 from attest.statement import build_document
 from attest.tokens import DEFAULT_SELECTION_KEY, select
 
-DEFAULT_PAIR_SEED = 0x9A125
+from attest.compare import LATENT_PAIR_SEED as DEFAULT_PAIR_SEED
 
 
 @dataclass

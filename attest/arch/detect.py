@@ -12,6 +12,7 @@ from attest.errors import UnsupportedModelError
 from attest.sources import open_weights
 from attest.sources.base import WeightSource
 from attest.vocab import Vocabulary, load_vocabulary
+from attest.vocab.readers import load_vocabulary_file
 
 BY_MODEL_TYPE: dict[str, ArchSpec] = {t: spec for spec in HF_FAMILIES for t in spec.hf_model_types}
 
@@ -51,17 +52,22 @@ def spec_for(source: WeightSource, config: dict[str, Any] | None) -> ArchSpec:
     return spec
 
 
-def load_model(path: str | Path) -> CanonicalModel:
+def load_model(path: str | Path, tokenizer: str | Path | None = None) -> CanonicalModel:
+    """Open a model; `tokenizer` names a tokenizer file to use instead of the one beside it
+    (for weights that ship without one, such as most ONNX exports)."""
     p = Path(path)
     source = open_weights(p)
+    vocab = load_vocabulary_file(Path(tokenizer)) if tokenizer is not None else None
     if source.format == "gguf":
         spec, dims = source.arch_spec()  # type: ignore[attr-defined]
-        vocab = load_vocabulary(p, source.metadata())
-        return CanonicalModel(source, spec, vocab, None, gguf_dims=dims)
-    config = source.config()
-    spec = spec_for(source, config)
-    vocab = load_vocabulary(p)
-    return CanonicalModel(source, spec, vocab, config)
+        model = CanonicalModel(source, spec, vocab or load_vocabulary(p, source.metadata()), None, gguf_dims=dims)
+    else:
+        config = source.config()
+        spec = spec_for(source, config)
+        model = CanonicalModel(source, spec, vocab or load_vocabulary(p), config)
+    for warning in source.metadata().get("warnings", []) if source.format == "onnx" else []:
+        model.warnings.append(str(warning))
+    return model
 
 
 def model_from_tensors(

@@ -80,7 +80,8 @@ def _trust(pubkey: Path | None, trust_dir: Path | None) -> TrustStore:
 
 @app.command()
 def issue(
-    model: Path = typer.Argument(..., help="The base model to attest (HF folder, .safetensors, .gguf, .bin)."),
+    model: Path = typer.Argument(..., help="The base model to attest (HF folder, .safetensors, .gguf, .onnx, .bin)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer file when none sits beside the weights."),
     key: Path = typer.Option(..., "--key", help="Publisher's private key (NAME.key from `attest keygen`)."),
     out: Path = typer.Option(..., "--out", help="Bundle to write (FILE.attest); the dog goes to FILE.png."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name recorded as the statement subject (default: folder name)."),
@@ -104,7 +105,7 @@ def issue(
         raise InputError(f"{out} exists; use --force to overwrite")
     priv = _load_key(key, passphrase_env)
     m = get_method(method).with_options(n_tokens=tokens, layers=layers)
-    cm = load_model(model)
+    cm = load_model(model, tokenizer)
     with progress(show_progress(json_out)) as tracker:
         res = issue_bundle(cm, priv, out, method=m, name=name or model.resolve().name, issuer=issuer,
                            meta=_parse_meta(meta), precision=precision, tracker=tracker)
@@ -157,7 +158,8 @@ def _print_verification(v: Any) -> None:
 
 @app.command()
 def verify(
-    suspect: Path = typer.Argument(..., help="The suspect model (HF folder, .safetensors, .gguf, .bin)."),
+    suspect: Path = typer.Argument(..., help="The suspect model (HF folder, .safetensors, .gguf, .onnx, .bin)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer file when none sits beside the suspect's weights."),
     bundle: Path = typer.Option(..., "--bundle", help="The publisher's FILE.attest."),
     pubkey: Optional[Path] = typer.Option(None, "--pubkey", help="Trust exactly this public key (NAME.pub)."),
     trust: Optional[Path] = typer.Option(None, "--trust", help="Trust-store folder of .pub files (default: ./keys)."),
@@ -182,7 +184,7 @@ def verify(
     data = read_bounded(bundle, MAX_ATTESTATION_BYTES, what="bundle")
     opened = read_attestation(data, store)  # BundleError -> exit 3 before any model is read
     signer = _load_key(key, passphrase_env) if key is not None else None
-    cm = load_model(suspect)
+    cm = load_model(suspect, tokenizer)
     with progress(show_progress(json_out)) as tracker:
         suspect_subject = _subject_of_suspect(cm, tracker)
         policy = None

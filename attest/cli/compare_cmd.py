@@ -47,14 +47,17 @@ def render_comparison(c: Comparison) -> None:
 
 @app.command()
 def compare(
-    model_a: Path = typer.Argument(..., help="First model: HF folder, .safetensors, .gguf or .bin."),
+    model_a: Path = typer.Argument(..., help="First model: HF folder, .safetensors, .gguf, .onnx or .bin."),
     model_b: Path = typer.Argument(..., help="Second model."),
+    tokenizer_a: Optional[Path] = typer.Option(None, "--tokenizer-a", help="Tokenizer file for A when none sits beside it."),
+    tokenizer_b: Optional[Path] = typer.Option(None, "--tokenizer-b", help="Tokenizer file for B when none sits beside it."),
     method: str = typer.Option("attest-v1", "--method", help=METHOD_HELP),
     tokens: Optional[int] = typer.Option(None, "--tokens", help=TOKENS_HELP),
     layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
     terms: Optional[str] = typer.Option(None, "--terms", help=TERMS_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the match threshold."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG with both models' dogs side by side."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Exact similarity of two local models, layer by layer, with a verdict.
@@ -63,20 +66,30 @@ def compare(
     """
     m = get_method(method).with_options(n_tokens=tokens, layers=layers, terms=parse_terms(terms))
     policy = DEFAULT_POLICY if threshold is None else Policy(threshold=threshold, no_match_below=min(DEFAULT_POLICY.no_match_below, threshold))
-    a = load_model(model_a)
-    b = load_model(model_b)
+    a = load_model(model_a, tokenizer_a)
+    b = load_model(model_b, tokenizer_b)
     with progress(show_progress(json_out)) as tracker:
         result = compare_models(a, b, m, policy=policy, precision=precision, tracker=tracker)
+    if sheet is not None and result.latent_a is not None:
+        from attest.render.sheet import comparison_sheet, save_png
+
+        img = comparison_sheet(result.latent_a, result.latent_b, verdict=result.verdict.value, score=result.score,
+                               ci=None, per_layer=[(f"{p.a}", p.mean) for p in result.pairs],
+                               title=f"{model_a.name} vs {model_b.name}")
+        save_png(img, sheet)
     if json_out:
         emit_json(result.to_json())
     else:
         render_comparison(result)
+        if sheet is not None:
+            err_console.print(f"wrote {sheet}")
     raise typer.Exit(int(result.verdict.exit_code))
 
 
 @app.command()
 def fingerprint(
-    model: Path = typer.Argument(..., help="Model to fingerprint."),
+    model: Path = typer.Argument(..., help="Model to fingerprint (HF folder, .safetensors, .gguf, .onnx or .bin)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer file when none sits beside the weights."),
     out: Path = typer.Option(..., "--out", help="Output folder (created; must be empty or new)."),
     method: str = typer.Option("attest-v1", "--method", help=METHOD_HELP),
     tokens: Optional[int] = typer.Option(None, "--tokens", help=TOKENS_HELP),
@@ -89,7 +102,7 @@ def fingerprint(
     from attest.fingerprint import write_fingerprint
 
     m = get_method(method).with_options(n_tokens=tokens, layers=layers, terms=parse_terms(terms))
-    cm = load_model(model)
+    cm = load_model(model, tokenizer)
     with progress(show_progress(json_out)) as tracker:
         summary = write_fingerprint(cm, m, out, precision=precision, tracker=tracker)
     if json_out:

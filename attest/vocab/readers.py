@@ -154,6 +154,19 @@ _FILE_READERS = (
 )
 
 
+def load_vocabulary_file(path: Path) -> Vocabulary:
+    """A vocabulary from one named tokenizer file (tokenizer.json, tokenizer.model, vocab.json, vocab.txt)."""
+    if not path.is_file():
+        raise InputError(f"{path}: tokenizer file not found")
+    by_suffix = {".json": from_tokenizer_json, ".model": from_sentencepiece, ".txt": from_vocab_txt}
+    if path.name == "vocab.json":
+        return from_vocab_json(path)
+    reader = by_suffix.get(path.suffix)
+    if reader is None:
+        raise InputError(f"{path}: unknown tokenizer file type (tokenizer.json, tokenizer.model, vocab.json or vocab.txt)")
+    return reader(path)
+
+
 def load_vocabulary(model_path: Path, gguf_meta: dict[str, Any] | None = None) -> Vocabulary | None:
     """The vocabulary next to a model, or None when there is no tokenizer at all."""
     if gguf_meta:
