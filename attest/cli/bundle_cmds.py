@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
 import sys
@@ -13,21 +12,21 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from attest import __version__
 from attest.arch.detect import load_model
 from attest.bundle.container import (
     MAX_ATTESTATION_BYTES, MAX_EVIDENCE_BYTES, inspect_attestation, read_attestation, read_bounded,
-    read_evidence, write_evidence,
+    read_evidence,
 )
 from attest.cli.app import app
 from attest.cli.common import PRECISION_HELP, TOKENS_HELP, LAYERS_HELP, emit_json, err_console, out_console, show_progress
 from attest.crypto.keys import TrustStore, load_private_key
 from attest.decision import Policy
-from attest.errors import BundleError, InputError
+from attest.errors import InputError
 from attest.invariants.methods import get_method
 from attest.progress import progress
+from attest.verify_outputs import write_outputs
 from attest.render.base import get_renderer
-from attest.render.sheet import comparison_sheet, png_bytes
+from attest.render.sheet import png_bytes
 
 DEFAULT_TRUST_DIR = Path("keys")
 _STYLE = {"match": "bold green", "no_match": "bold red", "inconclusive": "bold yellow"}
@@ -195,36 +194,8 @@ def verify(
             policy = Policy(**{**base_policy.__dict__, "threshold": threshold,
                                "no_match_below": min(base_policy.no_match_below, threshold)})
         v = verify_suspect(opened, cm, policy=policy, precision=precision, suspect_subject=suspect_subject, tracker=tracker)
-    result = v.to_json()
-    renderer = get_renderer()
-    suspect_png = png_bytes(renderer.render(v.suspect_latent))
-    sheet_png = None
-    if sheet is not None or report is not None or evidence is not None:
-        per_layer = [(f"{row['a']}", row["mean"]) for row in result["layers"]]
-        ci = tuple(result["ci"]) if result["score"] is not None else None
-        sheet_img = comparison_sheet(v.base_latent, v.suspect_latent, verdict=v.verdict.value,
-                                     score=v.score, ci=ci, per_layer=per_layer,
-                                     title=f"{v.signature['subject']} vs {suspect.name}")
-        sheet_png = png_bytes(sheet_img)
-        if sheet is not None:
-            sheet.write_bytes(sheet_png)
-    if evidence is not None:
-        body = {
-            "attestation": data,
-            "suspect": {"path_name": suspect.name, "subject": suspect_subject, "model": v.suspect_model,
-                        "sketch": {"dtype": "float16", "shape": list(v.suspect_values.shape),
-                                   "data": v.suspect_values.astype("<f2").tobytes()}},
-            "results": _cbor_safe(result),
-            "tool": {"name": "attest", "version": __version__},
-            "time": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        }
-        write_evidence(evidence, body, base_png=opened.png, suspect_png=suspect_png, sheet_png=sheet_png, key=signer)
-        result["evidence"] = str(evidence)
-    if report is not None:
-        from attest.report.html import render_report
-
-        result["time"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-        report.write_text(render_report(result, opened.png, suspect_png, sheet_png), encoding="utf-8")
+    result = write_outputs(data, opened.png, v, suspect.name, suspect_subject,
+                           evidence=evidence, report=report, sheet=sheet, signer=signer)
     if json_out:
         emit_json(result)
     else:
@@ -233,17 +204,6 @@ def verify(
             if path is not None:
                 out_console.print(f"  wrote {label}: {path}")
     raise typer.Exit(int(v.verdict.exit_code))
-
-
-def _cbor_safe(obj: Any) -> Any:
-    """JSON results as CBOR-friendly data: no NaN, text keys, lists."""
-    if isinstance(obj, dict):
-        return {str(k): _cbor_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_cbor_safe(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _looks_like_evidence(raw: bytes) -> bool:
