@@ -30,6 +30,7 @@ def _register() -> None:
     # so parallel work on different commands never touches the same line.
     from attest.cli import bundle_cmds, compare_cmd  # noqa: F401
     # --- command modules (one import per line) ---
+    from attest.cli import demo_cmd  # noqa: F401
     from attest.cli import gallery_cmd  # noqa: F401
     from attest.cli import keygen_cmd  # noqa: F401
 

