@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from attest.arch.canonical import CanonicalModel
 from attest.errors import InputError
 from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
 from attest.invariants.methods import Method, parse_layers
+from attest.invariants.terms import FLOPS
 from attest.invariants.precision import compute_dtype, use_all_cores
 from attest.model_info import describe
 from attest.progress import SILENT, Tracker
@@ -23,8 +25,10 @@ from attest.tokens import DEFAULT_SELECTION_KEY, select
 def write_fingerprint(model: CanonicalModel, method: Method, out: Path, *, precision: str = "auto", tracker: Tracker = SILENT) -> dict[str, Any]:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not an empty folder; refusing to overwrite")
-    use_all_cores()
+    threads = use_all_cores()
     dtype = compute_dtype(precision)
+    FLOPS.reset()
+    t0 = time.perf_counter()
     strings = select(model.vocab, method.n_tokens, DEFAULT_SELECTION_KEY)
     ids = [model.vocab.index()[s] for s in strings]
     layers = parse_layers(method.layers, model.n_layers)
@@ -37,6 +41,8 @@ def write_fingerprint(model: CanonicalModel, method: Method, out: Path, *, preci
     g, _ = standardised(global_terms(model, probe, method, dtype), method)
     for term, z in g.items():
         tensors[f"global.{term}"] = z.to(torch.float16).contiguous()
+    compute_seconds = time.perf_counter() - t0
+    flops = FLOPS.reset()
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "invariants.safetensors"), metadata={"method": method.name, "tool": __version__})
     summary = {
@@ -50,6 +56,7 @@ def write_fingerprint(model: CanonicalModel, method: Method, out: Path, *, preci
         "terms": sorted({k.split(".")[-1] for k in tensors}),
         "warnings": model.warnings,
         "files": {"matrices": "invariants.safetensors"},
+        "compute": {"seconds": round(compute_seconds, 3), "flops": flops, "threads": threads},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary

@@ -1,0 +1,233 @@
+"""Wall time, peak RSS and GFLOP/s of fingerprinting real-shape checkpoints.
+
+    python bench/perf.py [--cache /work/bench-cache] [--runs 3] [--shapes llama-1.2b,llama-7b] [--no-baseline]
+
+Every measured run is its own fresh process (bench/peak_rss.py reads the
+kernel's peak RSS for it); figures are medians.  Measured:
+- `attest fingerprint` with the default method and with huref-2024;
+- a full-model-load baseline that mirrors the HuRef reference code
+  (`AutoModelForCausalLM.from_pretrained` in float32, then the paper's
+  formulas on the last two layers), only where float32 weights fit in RAM;
+- plain torch.matmul GFLOP/s at the same dtype and sizes, in the same run;
+- how much bf16 changes scores against fp32.
+Results are printed as markdown and written to bench/RESULTS-perf.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from peak_rss import median_of  # noqa: E402
+
+FP32_BYTES_PER_PARAM = 4
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def ensure_checkpoint(shape: str, cache: Path) -> Path:
+    out = cache / shape
+    subprocess.run([sys.executable, str(HERE / "make_checkpoint.py"), shape, "--out", str(out)], check=True)
+    return out
+
+
+def fingerprint_cmd(ckpt: Path, method: str, out: Path, precision: str = "auto") -> list[str]:
+    return [sys.executable, "-m", "attest", "fingerprint", str(ckpt), "--out", str(out), "--method", method,
+            "--precision", precision, "--json"]
+
+
+def run_fingerprint(ckpt: Path, method: str, runs: int, precision: str = "auto") -> dict[str, object]:
+    summaries: list[dict[str, object]] = []
+    outs: list[Path] = []
+
+    def fresh_out() -> Path:
+        d = Path(tempfile.mkdtemp(prefix="attest-perf-")) / "fp"
+        outs.append(d)
+        return d
+
+    walls, rss = [], []
+    for _ in range(runs):
+        out = fresh_out()
+        m = median_of(fingerprint_cmd(ckpt, method, out, precision), runs=1)
+        walls.append(m.wall_s)
+        rss.append(m.peak_rss_bytes)
+        summaries.append(json.loads((out / "summary.json").read_text()))
+    walls.sort()
+    rss.sort()
+    compute = sorted(summaries, key=lambda s: s["compute"]["seconds"])[len(summaries) // 2]["compute"]  # type: ignore[index]
+    return {"wall_s": walls[len(walls) // 2], "peak_rss": rss[len(rss) // 2], "compute": compute,
+            "matrices": outs[-1] / "invariants.safetensors", "params": summaries[0]["model"]["parameters"]}  # type: ignore[index]
+
+
+BASELINE = r'''
+import sys, time, torch
+from transformers import AutoModelForCausalLM
+torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+path, n = sys.argv[1], int(sys.argv[2])
+t0 = time.perf_counter()
+model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+x = model.model.embed_tokens.weight[torch.randperm(model.config.vocab_size, generator=torch.Generator().manual_seed(0))[:n]]
+cfg = model.config
+g = cfg.num_attention_heads // cfg.num_key_value_heads
+dh = cfg.hidden_size // cfg.num_attention_heads
+mats = []
+with torch.no_grad():
+    for layer in model.model.layers[-2:]:
+        a, m = layer.self_attn, layer.mlp
+        k = a.k_proj.weight.reshape(-1, dh, cfg.hidden_size).repeat_interleave(g, 0).reshape(-1, cfg.hidden_size)
+        v = a.v_proj.weight.reshape(-1, dh, cfg.hidden_size).repeat_interleave(g, 0).reshape(-1, cfg.hidden_size)
+        mats.append(x @ a.q_proj.weight.T @ k @ x.T)
+        mats.append(x @ v.T @ a.o_proj.weight.T @ x.T)
+        mats.append(x @ (m.gate_proj.weight.T * m.up_proj.weight.T) @ m.down_proj.weight.T @ x.T)
+    mats = [(s - s.mean()) / s.std() for s in mats]
+print(time.perf_counter() - t0)
+'''
+
+
+def run_baseline(ckpt: Path, runs: int) -> dict[str, float]:
+    script = Path(tempfile.mkdtemp()) / "baseline.py"
+    script.write_text(BASELINE)
+    m = median_of([sys.executable, str(script), str(ckpt), "4096"], runs=runs)
+    return {"wall_s": m.wall_s, "peak_rss": m.peak_rss_bytes}
+
+
+MATMUL = r'''
+import sys, time, torch, os
+torch.set_num_threads(len(os.sched_getaffinity(0)))
+n, d, f, dt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), getattr(torch, sys.argv[4])
+a, b = torch.randn(n, d).to(dt), torch.randn(d, f).to(dt)
+a @ b
+ts = []
+for _ in range(5):
+    t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)
+ts.sort()
+print(2 * n * d * f / ts[2] / 1e9)
+'''
+
+
+def plain_matmul_gflops(n: int, d: int, f: int, dtype: str) -> float:
+    out = subprocess.run([sys.executable, "-c", MATMUL, str(n), str(d), str(f), dtype], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def precision_effect(ckpt_a: Path, ckpt_b: Path) -> dict[str, float]:
+    """Score of A vs B and of A's bf16 vs fp32 fingerprint, at both precisions."""
+    sys.path.insert(0, str(HERE.parent))
+    from attest.arch.detect import load_model
+    from attest.compare import compare_models
+    from attest.invariants.methods import DEFAULT, HUREF_2024
+
+    out: dict[str, float] = {}
+    for method in (DEFAULT.with_options(layers="first:4"), HUREF_2024):
+        s32 = compare_models(load_model(ckpt_a), load_model(ckpt_b), method, precision="fp32").score
+        s16 = compare_models(load_model(ckpt_a), load_model(ckpt_b), method, precision="bf16").score
+        out[f"{method.name} score fp32"] = s32
+        out[f"{method.name} score bf16"] = s16
+        out[f"{method.name} |diff|"] = abs(s32 - s16)
+    return out
+
+
+def self_precision(fp32: Path, bf16: Path) -> float:
+    """Minimum over cells of the similarity between a model's fp32 and bf16 matrices."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(fp32)), load_file(str(bf16))
+    worst = 1.0
+    for k in a:
+        x, y = a[k].double().reshape(-1), b[k].double().reshape(-1)
+        worst = min(worst, float(x @ y / (x.norm() * y.norm())))
+    return worst
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, default=Path("/work/bench-cache"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--shapes", default="llama-1.2b,llama-1.2b-gqa,llama-7b,mixtral-small")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--out", type=Path, default=HERE / "RESULTS-perf.md")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    lines = [
+        "# Performance",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, {mem_total / 2**30:.0f} GiB RAM",
+        f"- command: `python bench/perf.py {' '.join(sys.argv[1:])}`",
+        f"- each figure: median of {args.runs} fresh processes; peak RSS from the kernel (wait4)",
+        "",
+        "| shape | params | method | wall s | compute s | peak RSS GB | GFLOP | GFLOP/s | plain matmul GFLOP/s | % of plain |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    results: dict[str, dict[str, object]] = {}
+    for shape in args.shapes.split(","):
+        ckpt = ensure_checkpoint(shape, args.cache)
+        cfg = json.loads((ckpt / "config.json").read_text())
+        d, f = cfg["hidden_size"], cfg["intermediate_size"]
+        for method, n in (("attest-v1", 1024), ("huref-2024", 4096)):
+            r = run_fingerprint(ckpt, method, args.runs)
+            results[f"{shape}/{method}"] = r
+            comp = r["compute"]
+            gflop = comp["flops"] / 1e9  # type: ignore[index]
+            rate = gflop / comp["seconds"]  # type: ignore[index]
+            plain = plain_matmul_gflops(n, d, f, "bfloat16")
+            lines.append(f"| {shape} | {r['params'] / 1e9:.2f}B | {method} | {r['wall_s']:.1f} | {comp['seconds']:.1f} | "  # type: ignore[index]
+                         f"{r['peak_rss'] / 1e9:.2f} | {gflop:.0f} | {rate:.0f} | {plain:.0f} | {100 * rate / plain:.0f}% |")
+            print(lines[-1], flush=True)
+    if not args.no_baseline:
+        lines += ["", "## Full-model-load baseline (HuRef reference code path: float32 `from_pretrained`, last two layers, 4096 tokens)", "",
+                  "| shape | baseline wall s | baseline peak RSS GB | attest huref-2024 wall s | peak RSS GB | speed-up | memory ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for shape in args.shapes.split(","):
+            key = f"{shape}/huref-2024"
+            if key not in results:
+                continue
+            params = int(results[key]["params"])  # type: ignore[arg-type]
+            if params * FP32_BYTES_PER_PARAM * 1.3 > mem_total or "mixtral" in shape:
+                lines.append(f"| {shape} | skipped: {params * 4 / 1e9:.0f} GB of float32 weights do not fit in RAM (or not a llama layout) | | | | | |")
+                continue
+            b = run_baseline(args.cache / shape, args.runs)
+            r = results[key]
+            lines.append(f"| {shape} | {b['wall_s']:.1f} | {b['peak_rss'] / 1e9:.2f} | {r['wall_s']:.1f} | {r['peak_rss'] / 1e9:.2f} | "  # type: ignore[operator]
+                         f"{b['wall_s'] / r['wall_s']:.1f}× | {b['peak_rss'] / r['peak_rss']:.1f}× |")  # type: ignore[operator]
+            print(lines[-1], flush=True)
+    shapes = args.shapes.split(",")
+    if "llama-1.2b" in shapes and "llama-1.2b-gqa" in shapes:
+        eff = precision_effect(args.cache / "llama-1.2b", args.cache / "llama-1.2b-gqa")
+        lines += ["", "## bf16 against fp32", "",
+                  "Scores of llama-1.2b vs llama-1.2b-gqa (independent random weights) at both precisions "
+                  "(attest-v1 on the first 4 layers to keep the fp32 run short, and huref-2024):", "",
+                  "| quantity | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.6f} |" for k, v in eff.items()]
+        for shape in ("llama-1.2b",):
+            r32 = run_fingerprint(args.cache / shape, "huref-2024", 1, precision="fp32")
+            worst = self_precision(Path(r32["matrices"]), Path(results[f"{shape}/huref-2024"]["matrices"]))  # type: ignore[arg-type]
+            lines.append(f"| {shape} huref-2024: min over cells of sim(bf16 matrices, fp32 matrices) | {worst:.7f} |")
+    lines += ["", f"Total benchmark time: {time.perf_counter() - t_start:.0f} s."]
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
