@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from attest.arch.canonical import CanonicalModel
-from attest.decision import DEFAULT_POLICY, Policy, Verdict, decide
+from attest.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_and_p
 from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype, use_all_cores
@@ -59,9 +59,12 @@ class Comparison:
     latent_b: np.ndarray | None = None
 
     def to_json(self) -> dict[str, Any]:
+        z, p = z_and_p(self.score, self.policy)
         return {
             "verdict": self.verdict.value,
             "score": self.score,
+            "z": z if np.isfinite(z) else None,
+            "p_value": p if np.isfinite(p) else None,
             "threshold": self.policy.threshold,
             "policy": self.policy.to_dict(),
             "coverage": self.coverage,

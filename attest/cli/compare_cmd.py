@@ -15,7 +15,7 @@ from attest.cli.common import (
     emit_json, err_console, out_console, parse_terms, show_progress,
 )
 from attest.compare import Comparison, compare_models
-from attest.decision import DEFAULT_POLICY, Policy
+from attest.decision import DEFAULT_POLICY, Policy, z_and_p
 from attest.invariants.methods import get_method
 from attest.progress import progress
 
@@ -36,8 +36,9 @@ def render_comparison(c: Comparison) -> None:
     if c.global_terms:
         out_console.print("Global terms: " + ", ".join(f"{k} {v:+.3f}" for k, v in c.global_terms.items()))
     style = _VERDICT_STYLE[c.verdict.value]
+    z, p = z_and_p(c.score, c.policy)
     out_console.print(
-        f"Score [bold]{c.score:+.4f}[/bold]  threshold {c.policy.threshold}  "
+        f"Score [bold]{c.score:+.4f}[/bold]  z {z:.1f}  p {p:.2g}  threshold {c.policy.threshold}  "
         f"coverage {c.coverage:.0%}  verdict [{style}]{c.verdict.value.replace('_', ' ')}[/{style}]"
     )
     for line in c.reasons + c.notes:
