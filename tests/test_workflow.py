@@ -170,3 +170,29 @@ def test_inspect_bundle_and_untrusted(world, issued, tmp_path, capsys, monkeypat
     generate_keypair(tmp_path / "stranger", None)
     code, out, err = run(["inspect", str(issued["bundle"]), "--pubkey", str(tmp_path / "stranger.pub")], capsys, monkeypatch)
     assert code == 3
+
+
+def test_real_statement_document_matches_the_cddl(issued) -> None:
+    pycddl = pytest.importorskip("pycddl")
+    import cbor2
+
+    from attest.bundle.container import inspect_attestation
+
+    text = (ROOT / "schemas" / "attestation.cddl").read_text()
+    doc = inspect_attestation(issued["bundle"].read_bytes()).document
+    pycddl.Schema(f"start = statement-document\n{text}").validate_cbor(cbor2.dumps(dict(doc), canonical=True))
+    for rule, key in (("core-method", "method"), ("core-sketch", "sketch"), ("core-policy", "policy"),
+                      ("core-model", "model"), ("core-image", "image")):
+        pycddl.Schema(f"start = {rule}\n{text}").validate_cbor(cbor2.dumps(_plain(doc[key]), canonical=True))
+    broken = _plain(doc["method"])
+    broken["terms"] = ["qk", "telepathy"]
+    with pytest.raises(pycddl.ValidationError):
+        pycddl.Schema(f"start = core-method\n{text}").validate_cbor(cbor2.dumps(broken, canonical=True))
+
+
+def _plain(obj):
+    if hasattr(obj, "items"):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
