@@ -282,17 +282,9 @@ def config_json(s: Shape) -> dict[str, Any]:
 
 
 def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte-level alphabet: each byte maps to a printable code point."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
+    from attest.vocab.vocabulary import byte_encoder
+
+    return dict(byte_encoder())
 
 
 def _stdlib_words(limit_bytes: int = 24 << 20) -> list[str]:

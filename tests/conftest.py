@@ -29,16 +29,9 @@ SPECIAL_TOKEN = "<|endoftext|>"
 
 # --------------------------------------------------------------------------- tokenizer
 def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (byte-level BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
+    from attest.vocab.vocabulary import byte_encoder
+
+    return dict(byte_encoder())
 
 
 def tokenizer_vocab(size: int = VOCAB_SIZE, seed: int = 1234) -> tuple[dict[str, int], list[tuple[str, str]]]:

@@ -29,15 +29,9 @@ TOKEN_NORMAL, TOKEN_CONTROL = 1, 3
 
 # --------------------------------------------------------------------------- tokens
 def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
+    from attest.vocab.vocabulary import byte_encoder
+
+    return dict(byte_encoder())
 
 
 def byte_level_tokens(size: int = 512, seed: int = 7) -> list[str]:

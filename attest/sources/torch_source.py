@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from attest.errors import InputError
-from attest.sources.base import WeightSource
+from attest.sources.memory import DictSource
 from attest.sources.safetensors_source import read_json, shard_files_from_index
 
 INDEX_NAME = "pytorch_model.bin.index.json"
@@ -42,19 +42,18 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-class TorchSource(WeightSource):
+class TorchSource(DictSource):
     format = "torch"
 
     def __init__(self, root: Path, files: list[Path], config: dict[str, Any] | None) -> None:
-        super().__init__(root)
-        self._files = files
-        self._config = config
-        self._tensors: dict[str, torch.Tensor] = {}
+        tensors: dict[str, torch.Tensor] = {}
         for f in files:
             for name, t in _load_state_dict(f).items():
-                if name in self._tensors:
+                if name in tensors:
                     raise InputError(f"{root}: tensor '{name}' appears in more than one shard")
-                self._tensors[name] = t
+                tensors[name] = t
+        super().__init__(tensors, config, root=str(root))
+        self._files = files
 
     @classmethod
     def from_path(cls, path: Path) -> "TorchSource":
@@ -70,19 +69,5 @@ class TorchSource(WeightSource):
             raise InputError(f"{path}: no pytorch_model*.bin files")
         return cls(path, files, config)
 
-    def names(self) -> list[str]:
-        return list(self._tensors)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        self.require(name)
-        return tuple(self._tensors[name].shape)
-
-    def get(self, name: str) -> torch.Tensor:
-        self.require(name)
-        return self._tensors[name]
-
     def files(self) -> list[Path]:
         return list(self._files)
-
-    def config(self) -> dict[str, Any] | None:
-        return self._config

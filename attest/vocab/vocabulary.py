@@ -13,8 +13,8 @@ from functools import lru_cache
 
 
 @lru_cache(maxsize=1)
-def byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode table (byte-level BPE alphabet)."""
+def byte_encoder() -> dict[int, str]:
+    """GPT-2's bytes_to_unicode table: each byte as a printable character (byte-level BPE alphabet)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
@@ -23,7 +23,13 @@ def byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+@lru_cache(maxsize=1)
+def byte_decoder() -> dict[str, int]:
+    """Inverse of `byte_encoder`."""
+    return {c: b for b, c in byte_encoder().items()}
 
 
 def decode_byte_level(piece: str) -> str | None:
