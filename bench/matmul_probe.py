@@ -78,15 +78,29 @@ def _rel(c: torch.Tensor, ref: torch.Tensor) -> float:
     return float(torch.linalg.norm(c.double() - ref) / torch.linalg.norm(ref))
 
 
-def probe(n: int, d: int, f: int, reps: int, err_rows: int, gen: torch.Generator) -> dict[str, float]:
+def probe(n: int, d: int, f: int, reps: int, err_rows: int, gen: torch.Generator,
+          min_share: float = 0.0, patience: float = 0.0) -> dict[str, float]:
     a = torch.randn(n, d, generator=gen)
     b = torch.randn(d, f, generator=gen)
     a16, b16 = a.bfloat16(), b.bfloat16()
     flop = 2.0 * n * d * f
 
-    share: list[float] = []
-    t32 = _time(lambda: torch.matmul(a, b), reps, share)
-    t16 = _time(lambda: torch.matmul(a16, b16), reps, share)
+    # On a shared machine, retry a shape whose timing did not get the cores,
+    # for up to `patience` seconds, and keep the least disturbed attempt.
+    best: tuple[float, float, list[float]] | None = None
+    give_up = time.monotonic() + patience
+    attempts = 0
+    while True:
+        attempts += 1
+        share: list[float] = []
+        t32 = _time(lambda: torch.matmul(a, b), reps, share)
+        t16 = _time(lambda: torch.matmul(a16, b16), reps, share)
+        if best is None or min(share) > min(best[2]):
+            best = (t32, t16, share)
+        if min(share) >= min_share or time.monotonic() > give_up:
+            break
+        time.sleep(5.0)
+    t32, t16, share = best
 
     r = min(err_rows, n)
     c32 = torch.matmul(a, b)[:r]
@@ -103,7 +117,7 @@ def probe(n: int, d: int, f: int, reps: int, err_rows: int, gen: torch.Generator
         "bf16_kernel": _rel(c16, ref_q),
         "bf16_floor": _rel(ref_q.bfloat16(), ref_q),
         "out_dtype": str(c16.dtype).removeprefix("torch."),
-        "share32": share[0], "share16": share[1],
+        "share32": share[0], "share16": share[1], "attempts": attempts,
     }
 
 
@@ -124,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--err-rows", type=int, default=512)
     ap.add_argument("--quick", action="store_true", help="only n=1024 (a smoke run)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-share", type=float, default=0.9,
+                    help="retry a shape whose timed runs got less than this share of the cores")
+    ap.add_argument("--patience", type=float, default=90.0,
+                    help="seconds per shape to keep retrying for --min-share")
     ap.add_argument("--out", type=Path, help="also write the report to this file")
     a = ap.parse_args(argv)
 
@@ -138,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in ns:
         for d in DS:
             for f in FS:
-                r = probe(n, d, f, a.reps, a.err_rows, gen)
+                r = probe(n, d, f, a.reps, a.err_rows, gen, a.min_share, a.patience)
                 rows.append(r)
-                print(f"  n={n} d={d} f={f}: fp32 {r['fp32_gflops']:.0f}, bf16 {r['bf16_gflops']:.0f} GFLOP/s",
+                print(f"  n={n} d={d} f={f}: fp32 {r['fp32_gflops']:.0f}, bf16 {r['bf16_gflops']:.0f} GFLOP/s, "
+                      f"share {r['share32']:.2f}/{r['share16']:.2f} after {r['attempts']} attempt(s)",
                       file=sys.stderr)
     sims = [(d, *simulated_bf16_accumulation(d, gen)) for d in DS]
     elapsed = (_dt.datetime.now(_dt.timezone.utc) - started).total_seconds()
@@ -154,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     out.append(f"- load average at start: {load:.2f}; the machine is shared, so *core share* gives this process's "
                f"CPU seconds / (wall seconds x {threads}) during the timed runs: near 1.00 means the timing had "
                f"the cores to itself, lower means other processes took some; times are medians of {a.reps} "
-               f"runs after one warm-up")
-    out.append(f"- command: `python bench/matmul_probe.py{' --quick' if a.quick else ''} --reps {a.reps}`, "
+               f"runs after one warm-up; a shape whose share fell below {a.min_share} was retried for up to "
+               f"{a.patience:.0f} s and the least disturbed attempt kept")
+    out.append(f"- command: `python bench/matmul_probe.py{' --quick' if a.quick else ''} --reps {a.reps} "
+               f"--min-share {a.min_share} --patience {a.patience:.0f}`, "
                f"{elapsed:.0f} s")
     out.append("- inputs: i.i.d. N(0,1); bf16 inputs are the fp32 inputs rounded; conversion time not included; "
                f"bf16 matmul output dtype on CPU: {rows[0]['out_dtype']}")
