@@ -11,7 +11,7 @@ import torch
 
 from attest.arch.canonical import CanonicalModel
 from attest.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_and_p
-from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
+from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype, use_all_cores
 from attest.latent import project
@@ -83,23 +83,25 @@ class Comparison:
         }
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    x, y = a.reshape(-1).double(), b.reshape(-1).double()
+    denom = float(x.norm() * y.norm())
+    return float(x @ y) / denom if denom > 0 else float("nan")
+
+
 def _similarities(stored: dict[int, dict[str, torch.Tensor]], z: dict[str, torch.Tensor], order: list[int]) -> dict[str, np.ndarray]:
     """Pearson similarity of one layer of B against every stored layer of A, per term.
 
-    A's matrices are kept in float16 to halve memory; B is rounded the same way
-    and the cosine taken, so a model compared with itself scores exactly 1.
+    Both sides are float16 (see `standardised`), so a model compared with
+    itself scores exactly 1.
     """
     out: dict[str, np.ndarray] = {}
     for term, zb in z.items():
-        flat_b = zb.reshape(-1).to(torch.float16).double()
-        norm_b = float(flat_b.norm())
         sims = np.full(len(order), np.nan)
         for k, i in enumerate(order):
             za = stored[i].get(term)
             if za is not None:
-                fa = za.double()
-                denom = float(fa.norm()) * norm_b
-                sims[k] = float(torch.dot(fa, flat_b)) / denom if denom > 0 else np.nan
+                sims[k] = _cosine(za, zb)
         out[term] = sims
     return out
 
@@ -145,7 +147,7 @@ def compare_models(
     sample_a: dict[tuple[int, str], np.ndarray] = {}
     sample_b: dict[tuple[int, str], np.ndarray] = {}
     for res in iter_layers(a, probe_a, method, layers_a, dtype, lambda _i: tracker.advance(task)):
-        stored[res.index] = {t: m.reshape(-1).to(torch.float16) for t, m in res.terms.items()}
+        stored[res.index] = res.terms
         sample_a.update({(res.index, t): sample(m, pairs) for t, m in res.terms.items()})
     sims: dict[str, np.ndarray] = {}
     task = tracker.task("fingerprinting B", len(layers_b))
@@ -183,11 +185,11 @@ def compare_models(
 
     glob: dict[str, float] = {}
     if method.global_terms:
-        ga, _ = standardised(global_terms(a, probe_a, method, dtype), method)
-        gb, _ = standardised(global_terms(b, probe_b, method, dtype), method)
+        ga = global_matrices(a, probe_a, method, dtype)
+        gb = global_matrices(b, probe_b, method, dtype)
         for t in ga:
             if t in gb:
-                glob[t] = float((ga[t] * gb[t]).mean())
+                glob[t] = _cosine(ga[t], gb[t])
     if glob.get("emb", 0.0) >= policy.threshold and score < policy.threshold:
         notes.append(
             f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not"

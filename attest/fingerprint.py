@@ -7,18 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import save_file
 
 from attest import __version__
 from attest.arch.canonical import CanonicalModel
 from attest.errors import InputError
-from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
+from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.terms import FLOPS
 from attest.invariants.precision import compute_dtype, use_all_cores
 from attest.model_info import describe
 from attest.progress import SILENT, Tracker
+from attest.sources.safetensors_file import SafetensorsWriter
 from attest.tokens import DEFAULT_SELECTION_KEY, select
 
 
@@ -33,18 +32,19 @@ def write_fingerprint(model: CanonicalModel, method: Method, out: Path, *, preci
     ids = [model.vocab.index()[s] for s in strings]
     layers = parse_layers(method.layers, model.n_layers)
     probe = make_probe(model, ids, method)
-    tensors: dict[str, torch.Tensor] = {}
-    task = tracker.task("fingerprinting", len(layers))
-    for res in iter_layers(model, probe, method, layers, dtype, lambda _i: tracker.advance(task)):
-        for term, z in res.terms.items():
-            tensors[f"layer.{res.index}.{term}"] = z.to(torch.float16).contiguous()
-    g, _ = standardised(global_terms(model, probe, method, dtype), method)
-    for term, z in g.items():
-        tensors[f"global.{term}"] = z.to(torch.float16).contiguous()
-    compute_seconds = time.perf_counter() - t0
-    flops = FLOPS.reset()
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "invariants.safetensors"), metadata={"method": method.name, "tool": __version__})
+    names: list[str] = []
+    task = tracker.task("fingerprinting", len(layers))
+    with SafetensorsWriter(out / "invariants.safetensors", {"method": method.name, "tool": __version__}) as writer:
+        for res in iter_layers(model, probe, method, layers, dtype, lambda _i: tracker.advance(task)):
+            for term, z in res.terms.items():
+                names.append(f"layer.{res.index}.{term}")
+                writer.add(names[-1], z)
+        for term, z in global_matrices(model, probe, method, dtype).items():
+            names.append(f"global.{term}")
+            writer.add(names[-1], z)
+        compute_seconds = time.perf_counter() - t0
+        flops = FLOPS.reset()
     summary = {
         "tool": f"attest {__version__}",
         "model": describe(model),
@@ -53,7 +53,7 @@ def write_fingerprint(model: CanonicalModel, method: Method, out: Path, *, preci
         "selection_key": DEFAULT_SELECTION_KEY,
         "tokens": strings,
         "layers": layers,
-        "terms": sorted({k.split(".")[-1] for k in tensors}),
+        "terms": sorted({k.split(".")[-1] for k in names}),
         "warnings": model.warnings,
         "files": {"matrices": "invariants.safetensors"},
         "compute": {"seconds": round(compute_seconds, 3), "flops": flops, "threads": threads},

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from attest.arch.canonical import CanonicalModel
-from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
+from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method
 from attest.progress import SILENT, Tracker
 from attest.sketch import sample
@@ -39,7 +39,7 @@ def sketch_model(
             if term in res.terms:
                 cells.append((res.index, term))
                 rows.append(sample(res.terms[term], pairs))
-    g, _ = standardised(global_terms(model, probe, method, dtype), method)
+    g = global_matrices(model, probe, method, dtype)
     for term in method.global_terms:
         if term in g:
             cells.append((GLOBAL, term))

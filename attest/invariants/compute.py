@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -58,8 +58,12 @@ def _stack_mlps(mlps: Sequence[Mlp]) -> Mlp:
     )
 
 
-def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalModel, dtype: torch.dtype) -> dict[str, Tensor]:
-    """Raw (unstandardised) n×n matrices for the method's terms of one layer."""
+def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalModel, dtype: torch.dtype) -> Iterator[tuple[str, Tensor]]:
+    """Raw (unstandardised) n×n matrices for the method's terms of one layer.
+
+    A generator, so each matrix can be standardised and shrunk to float16
+    before the next one is computed: peak memory holds one n×n float32.
+    """
     fold = method.fold_gains
     x = probe.x
     x_attn = _scaled(x, layer.attn_norm, fold)
@@ -67,61 +71,64 @@ def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalMode
     x_attn_out = _scaled(x, layer.attn_out_norm, fold)
     x_ffn_out = _scaled(x, layer.ffn_out_norm, fold)
     wanted = set(method.terms)
-    out: dict[str, Tensor] = {}
     if "qk" in wanted:
-        out["qk"] = T.qk(x_attn, layer.attn, dtype)
+        yield "qk", T.qk(x_attn, layer.attn, dtype)
     if "vo" in wanted:
-        out["vo"] = T.vo(x_attn, x_attn_out, layer.attn, dtype)
+        yield "vo", T.vo(x_attn, x_attn_out, layer.attn, dtype)
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
     if not mlps:
-        return out
+        return
     ffn = _stack_mlps(mlps)
     if method.huref_ffn:
         if "ffn" in wanted:
-            w_in = ffn.up.float() * ffn.gate.float() if ffn.gate is not None else ffn.up
-            out["ffn"] = T.bilinear(x_ffn, w_in, ffn.down, x_ffn_out, dtype)
-        return out
+            w_in = ffn.up.float().mul_(ffn.gate) if ffn.gate is not None else ffn.up
+            yield "ffn", T.bilinear(x_ffn, w_in, ffn.down, x_ffn_out, dtype)
+        return
     if "up" in wanted:
-        out["up"] = T.bilinear(x_ffn, ffn.up, ffn.down, x_ffn_out, dtype)
+        yield "up", T.bilinear(x_ffn, ffn.up, ffn.down, x_ffn_out, dtype)
     if "gate" in wanted and ffn.gate is not None:
         center = method.center_layernorm and model.norm_kind == NormKind.LAYER
         c = T.neuron_coupling(ffn.up, ffn.down, layer.ffn_norm if fold else None, layer.ffn_out_norm if fold else None, center)
-        out["gate"] = T.weighted_gram(x_ffn, ffn.gate, c, dtype)
+        yield "gate", T.weighted_gram(x_ffn, ffn.gate, c, dtype)
     if "router" in wanted and layer.router is not None:
         r = T.mm(x_ffn, layer.router.t(), dtype).float()
-        out["router"] = T.mm(r, r.t(), torch.float32)
-    return out
+        yield "router", T.mm(r, r.t(), torch.float32)
 
 
-def global_terms(model: CanonicalModel, probe: Probe, method: Method, dtype: torch.dtype) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
+def global_terms(model: CanonicalModel, probe: Probe, method: Method, dtype: torch.dtype) -> Iterator[tuple[str, Tensor]]:
     x = probe.x
     if "emb" in method.global_terms:
-        out["emb"] = T.mm(x, x.t(), dtype).float()
+        yield "emb", T.mm(x, x.t(), dtype)
     if "head" in method.global_terms:
         head = model.head_rows(probe.ids).float()
         x_head = _scaled(x, model.final_norm_gain(), method.fold_gains)
-        out["head"] = T.mm(x_head, head.t(), dtype).float()
-    return out
+        yield "head", T.mm(x_head, head.t(), dtype)
 
 
 @dataclass
 class LayerResult:
     index: int
-    terms: dict[str, Tensor]  # standardised, float32
+    terms: dict[str, Tensor]  # standardised, float16
     skipped: list[str] = field(default_factory=list)
 
 
-def standardised(raw: dict[str, Tensor], method: Method) -> tuple[dict[str, Tensor], list[str]]:
+def standardised(raw: Iterable[tuple[str, Tensor]], method: Method) -> tuple[dict[str, Tensor], list[str]]:
+    """Standardise each raw matrix as it arrives and keep it as float16."""
     out: dict[str, Tensor] = {}
     skipped: list[str] = []
-    for name, m in raw.items():
+    for name, m in raw:
         z = T.standardise(m, drop_diagonal=method.drop_diagonal)
+        del m
         if z is None:
             skipped.append(name)
         else:
             out[name] = z
     return out, skipped
+
+
+def global_matrices(model: CanonicalModel, probe: Probe, method: Method, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Standardised global terms (emb, head)."""
+    return standardised(global_terms(model, probe, method, dtype), method)[0]
 
 
 def iter_layers(
@@ -149,10 +156,8 @@ def iter_layers(
             if on_layer is not None:
                 on_layer(i)
             continue
-        raw = layer_terms(layer, probe, method, model, dtype)
+        z, constant_terms = standardised(layer_terms(layer, probe, method, model, dtype), method)
         del layer
-        z, constant_terms = standardised(raw, method)
-        del raw
         yield LayerResult(i, z, constant_terms)
         if on_layer is not None:
             on_layer(i)

@@ -68,13 +68,13 @@ def grouped_outputs(attn: Attention) -> Tensor:
 def qk(x_in: Tensor, attn: Attention, dtype: torch.dtype) -> Tensor:
     q = mm(x_in, grouped_queries(attn).t(), dtype)
     k = mm(x_in, keys(attn).t(), dtype)
-    return mm(q, k.t(), dtype).float()
+    return mm(q, k.t(), dtype)
 
 
 def vo(x_in: Tensor, x_out: Tensor, attn: Attention, dtype: torch.dtype) -> Tensor:
     v = mm(x_in, attn.v.t(), dtype)
     o = mm(x_out, grouped_outputs(attn), dtype)
-    return mm(v, o.t(), dtype).float()
+    return mm(v, o.t(), dtype)
 
 
 def bilinear(x_left: Tensor, w_left: Tensor, w_right: Tensor, x_right: Tensor, dtype: torch.dtype) -> Tensor:
@@ -86,9 +86,9 @@ def bilinear(x_left: Tensor, w_left: Tensor, w_right: Tensor, x_right: Tensor, d
     if via_neurons <= via_hidden:
         a = mm(x_left, w_left.t(), dtype)
         b = mm(x_right, w_right, dtype)
-        return mm(a, b.t(), dtype).float()
+        return mm(a, b.t(), dtype)
     m = mm(w_left.t(), w_right.t(), dtype)
-    return mm(mm(x_left, m, dtype), x_right.t(), dtype).float()
+    return mm(mm(x_left, m, dtype), x_right.t(), dtype)
 
 
 def weighted_gram(x: Tensor, w: Tensor, c: Tensor, dtype: torch.dtype) -> Tensor:
@@ -99,9 +99,9 @@ def weighted_gram(x: Tensor, w: Tensor, c: Tensor, dtype: torch.dtype) -> Tensor
     via_hidden = d * d * f + n * d * d + n * n * d
     if via_neurons <= via_hidden:
         a = mm(x, w.t(), dtype)
-        return mm(a * c.to(a.dtype), a.t(), dtype).float()
+        return mm(a * c.to(a.dtype), a.t(), dtype)
     m = mm(w.t(), w * c[:, None].to(w.dtype), dtype)
-    return mm(mm(x, m, dtype), x.t(), dtype).float()
+    return mm(mm(x, m, dtype), x.t(), dtype)
 
 
 def neuron_coupling(up: Tensor, down: Tensor, gain_in: Tensor | None, gain_out: Tensor | None, center: bool) -> Tensor:
@@ -123,8 +123,8 @@ def neuron_coupling(up: Tensor, down: Tensor, gain_in: Tensor | None, gain_out: 
     return (u * dcols.t()).sum(1)
 
 
-def standardise(m: Tensor, drop_diagonal: bool = False) -> Tensor | None:
-    """Zero mean, unit (population) std over the n² entries; None if constant.
+def standardise(m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype = torch.float16, rows: int = 256) -> Tensor | None:
+    """Zero mean, unit (population) std over the n² entries, as `out_dtype`; None if constant.
 
     With `drop_diagonal`, statistics use only the off-diagonal entries, the
     diagonal is set to 0 and the rest scaled by sqrt(n²/(n²-n)), so that
@@ -132,26 +132,36 @@ def standardise(m: Tensor, drop_diagonal: bool = False) -> Tensor | None:
     correlation of the off-diagonal entries.  The diagonal of a Gram-like term
     holds squared norms, which correlate between unrelated models.
 
-    float32 is enough: torch reduces with cascaded sums, and the values are
-    compared at 1e-4, far above the rounding of a 16M-entry mean.
+    Works in blocks of `rows` rows with float64 sums, so a 4096×4096 bf16
+    matrix never gets a float32 (64 MB) or float64 copy.  float16 keeps ~3
+    significant digits of values that are ~N(0, 1); similarities built from
+    them move by < 1e-5.
     """
-    z = m.float().clone()
-    square = z.dim() == 2 and z.shape[0] == z.shape[1] and z.shape[0] > 1
-    if drop_diagonal and square:
-        n = z.shape[0]
-        diag = z.diagonal()
-        count = n * n - n
-        mean = (z.sum(dtype=torch.float64) - diag.sum(dtype=torch.float64)) / count
-        z -= mean.float()
-        diag.zero_()
-        var = z.pow(2).sum(dtype=torch.float64) / count
-        scale = (n * n / count) ** 0.5
-    else:
-        std, mean = torch.std_mean(z, unbiased=False)
-        z -= mean
-        var = std.double() ** 2
-        scale = 1.0
-    if not torch.isfinite(var) or var.item() <= 0.0:
+    n_rows = m.shape[0]
+    total = torch.zeros((), dtype=torch.float64)
+    total_sq = torch.zeros((), dtype=torch.float64)
+    for a in range(0, n_rows, rows):
+        block = m[a:a + rows].double()
+        total += block.sum()
+        total_sq += block.pow(2).sum()
+        del block
+    count = m.numel()
+    square = m.dim() == 2 and m.shape[0] == m.shape[1] and n_rows > 1
+    drop = drop_diagonal and square
+    if drop:
+        diag = m.diagonal().double()
+        total -= diag.sum()
+        total_sq -= diag.pow(2).sum()
+        count -= n_rows
+    mean = total / count
+    var = total_sq / count - mean * mean
+    if not torch.isfinite(var) or var.item() <= 1e-300:
         return None
-    z *= float(scale / var.sqrt())
-    return z
+    scale = float(1.0 / var.sqrt()) * ((m.numel() / count) ** 0.5 if drop else 1.0)
+    shift = float(mean)
+    out = torch.empty(m.shape, dtype=out_dtype)
+    for a in range(0, n_rows, rows):
+        out[a:a + rows] = ((m[a:a + rows].float() - shift) * scale).to(out_dtype)
+    if drop:
+        out.fill_diagonal_(0.0)
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import mmap
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,11 +120,27 @@ class SafetensorsFile:
         start = self._data_start + begin
         return np.frombuffer(self._mmap, dtype=np.uint8, count=end - begin, offset=start)
 
+    def _release(self, begin: int, end: int) -> None:
+        """Drop the mapped pages of a range we have copied out.
+
+        The data is in our own buffer now; without this the kernel keeps the
+        file pages mapped into the process and a 7B model would slowly fill
+        the resident set, one layer at a time.
+        """
+        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = self._data_start + begin
+        aligned = start - start % mmap.PAGESIZE
+        length = self._data_start + end - aligned
+        if length > 0:
+            self._mmap.madvise(mmap.MADV_DONTNEED, aligned, length)
+
     def get(self, name: str) -> torch.Tensor:
         e = self.entries[name]
         if e.end == e.begin:
             return torch.empty(e.shape, dtype=e.dtype)
         raw = self._bytes(e.begin, e.end).copy()
+        self._release(e.begin, e.end)
         return torch.from_numpy(raw).view(e.dtype).reshape(e.shape)
 
     def get_rows(self, name: str, rows: Sequence[int]) -> torch.Tensor:
@@ -137,6 +154,8 @@ class SafetensorsFile:
         row_bytes = n_cols * e.itemsize
         table = self._bytes(e.begin, e.end).reshape(n_rows, row_bytes)
         picked = np.ascontiguousarray(table[idx])
+        del table
+        self._release(e.begin, e.end)
         return torch.from_numpy(picked).view(e.dtype).reshape(len(idx), n_cols)
 
     def close(self) -> None:
@@ -148,3 +167,53 @@ class SafetensorsFile:
                 pass
             self._mmap = None
         self._fh.close()
+
+
+_DTYPE_NAMES = {dtype: name for name, (dtype, _size) in _DTYPES.items()}
+
+
+class SafetensorsWriter:
+    """Write a safetensors file tensor by tensor, holding none of them.
+
+    Tensor bytes go to a temporary data file as they arrive; `close` writes
+    the header (which needs every offset) and appends the data.  Peak memory
+    is one tensor, not the whole file as with `safetensors.torch.save_file`.
+    """
+
+    def __init__(self, path: Path, metadata: dict[str, str] | None = None) -> None:
+        self.path = path
+        self._meta = dict(metadata or {})
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._offset = 0
+        self._data_path = path.with_name(path.name + ".part")
+        self._data = open(self._data_path, "wb")
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if name in self._entries:
+            raise ValueError(f"tensor {name} written twice")
+        t = tensor.detach().contiguous()
+        size = t.numel() * t.element_size()
+        self._entries[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+                               "data_offsets": [self._offset, self._offset + size]}
+        self._data.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+        self._offset += size
+
+    def close(self) -> None:
+        self._data.close()
+        header = json.dumps({"__metadata__": self._meta, **self._entries}, separators=(",", ":")).encode("utf-8")
+        header += b" " * (-len(header) % 8)
+        with open(self.path, "wb") as out, open(self._data_path, "rb") as data:
+            out.write(struct.pack("<Q", len(header)))
+            out.write(header)
+            shutil.copyfileobj(data, out, 16 * 1024 * 1024)
+        self._data_path.unlink()
+
+    def __enter__(self) -> "SafetensorsWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._data.close()
+            self._data_path.unlink(missing_ok=True)
