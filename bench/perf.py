@@ -64,17 +64,22 @@ def run_fingerprint(ckpt: Path, method: str, runs: int, precision: str = "auto")
         outs.append(d)
         return d
 
-    walls, rss = [], []
+    walls, rss, shares = [], [], []
+    cores = len(os.sched_getaffinity(0))
     for _ in range(runs):
         out = fresh_out()
         m = median_of(fingerprint_cmd(ckpt, method, out, precision), runs=1)
         walls.append(m.wall_s)
         rss.append(m.peak_rss_bytes)
+        run = m.runs[0]
+        shares.append((run.user_s + run.sys_s) / (run.wall_s * cores))
         summaries.append(json.loads((out / "summary.json").read_text()))
     walls.sort()
     rss.sort()
     compute = sorted(summaries, key=lambda s: s["compute"]["seconds"])[len(summaries) // 2]["compute"]  # type: ignore[index]
+    shares.sort()
     return {"wall_s": walls[len(walls) // 2], "peak_rss": rss[len(rss) // 2], "compute": compute,
+            "core_share": shares[len(shares) // 2],
             "matrices": outs[-1] / "invariants.safetensors", "params": summaries[0]["model"]["parameters"]}  # type: ignore[index]
 
 
@@ -176,8 +181,11 @@ def main() -> int:
         f"- command: `python bench/perf.py {' '.join(sys.argv[1:])}`",
         f"- each figure: median of {args.runs} fresh processes; peak RSS from the kernel (wait4)",
         "",
-        "| shape | params | method | wall s | compute s | peak RSS GB | GFLOP | GFLOP/s | plain matmul GFLOP/s | % of plain |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "*core share* = CPU seconds / (wall seconds × cores) of the measured process: 1.0 means it had the machine;"
+        " lower means other work on the machine took cores (the wall time is then pessimistic).",
+        "",
+        "| shape | params | method | wall s | compute s | peak RSS GB | GFLOP | GFLOP/s | plain matmul GFLOP/s | % of plain | core share |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     results: dict[str, dict[str, object]] = {}
     for shape in args.shapes.split(","):
@@ -192,7 +200,7 @@ def main() -> int:
             rate = gflop / comp["seconds"]  # type: ignore[index]
             plain = plain_matmul_gflops(n, d, f, "bfloat16")
             lines.append(f"| {shape} | {r['params'] / 1e9:.2f}B | {method} | {r['wall_s']:.1f} | {comp['seconds']:.1f} | "  # type: ignore[index]
-                         f"{r['peak_rss'] / 1e9:.2f} | {gflop:.0f} | {rate:.0f} | {plain:.0f} | {100 * rate / plain:.0f}% |")
+                         f"{r['peak_rss'] / 1e9:.2f} | {gflop:.0f} | {rate:.0f} | {plain:.0f} | {100 * rate / plain:.0f}% | {r['core_share']:.2f} |")
             print(lines[-1], flush=True)
     if not args.no_baseline:
         lines += ["", "## Full-model-load baseline (HuRef reference code path: float32 `from_pretrained`, last two layers, 4096 tokens)", "",
