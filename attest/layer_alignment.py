@@ -5,10 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def positional_pairs(n_a: int, n_b: int) -> list[tuple[int, int]]:
-    return [(i, i) for i in range(min(n_a, n_b))]
-
-
 def monotone_pairs(sim: np.ndarray) -> list[tuple[int, int]]:
     """The order-preserving one-to-one matching of maximal total similarity in
     which every layer of the shallower model is matched.

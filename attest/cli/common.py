@@ -6,7 +6,6 @@ import json
 import sys
 from typing import Any
 
-import typer
 from rich.console import Console
 
 from attest.errors import InputError
@@ -45,7 +44,3 @@ TOKENS_HELP = "Number of probe tokens n (the terms are n×n). Default: the metho
 LAYERS_HELP = "Layers to use: all, last:K, first:K, a-b or i,j,k. Default: the method's."
 TERMS_HELP = "Comma-separated terms: qk, vo, up, gate, router, emb, head (huref-2024: qk, vo, ffn)."
 PRECISION_HELP = "Matmul inputs: auto (bf16 where the CPU has native bf16, else fp32), bf16 or fp32."
-
-
-def exit_with(code: int) -> None:
-    raise typer.Exit(code)
