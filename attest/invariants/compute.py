@@ -66,10 +66,11 @@ def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalMode
     """
     fold = method.fold_gains
     x = probe.x
-    x_attn = _scaled(x, layer.attn_norm, fold)
-    x_ffn = _scaled(x, layer.ffn_norm, fold)
-    x_attn_out = _scaled(x, layer.attn_out_norm, fold)
-    x_ffn_out = _scaled(x, layer.ffn_out_norm, fold)
+    # Cast each probe variant once per layer rather than inside every product.
+    x_attn = _scaled(x, layer.attn_norm, fold).to(dtype)
+    x_ffn = _scaled(x, layer.ffn_norm, fold).to(dtype)
+    x_attn_out = _scaled(x, layer.attn_out_norm, fold).to(dtype)
+    x_ffn_out = _scaled(x, layer.ffn_out_norm, fold).to(dtype)
     wanted = set(method.terms)
     if "qk" in wanted:
         yield "qk", T.qk(x_attn, layer.attn, dtype)

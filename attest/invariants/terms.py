@@ -13,6 +13,8 @@ group size.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from attest.arch.canonical import Attention
@@ -37,14 +39,15 @@ FLOPS = FlopCounter()
 def mm(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
     """a @ b with inputs in `dtype` (accumulation is fp32 inside torch's CPU kernels)."""
     FLOPS.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-    return torch.matmul(a.to(dtype), b.to(dtype))
+    return torch.matmul(a if a.dtype == dtype else a.to(dtype), b if b.dtype == dtype else b.to(dtype))
 
 
 def grouped_queries(attn: Attention) -> Tensor:
     """Query weights summed within each KV group: [Hkv*dh, d]."""
-    q = attn.q.float()
     h, hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
-    q = q.reshape(h, dh, -1)
+    if h == hkv and attn.q_norm is None:
+        return attn.q
+    q = attn.q.float().reshape(h, dh, -1)
     if attn.q_norm is not None:
         q = q * attn.q_norm.float().reshape(1, dh, 1)
     return q.reshape(hkv, h // hkv, dh, -1).sum(1).reshape(hkv * dh, -1)
@@ -60,8 +63,10 @@ def keys(attn: Attention) -> Tensor:
 
 def grouped_outputs(attn: Attention) -> Tensor:
     """Output-projection columns summed within each KV group: [d, Hkv*dh]."""
-    o = attn.o.float()
     h, hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    if h == hkv:
+        return attn.o
+    o = attn.o.float()
     return o.reshape(o.shape[0], hkv, h // hkv, dh).sum(2).reshape(o.shape[0], hkv * dh)
 
 
@@ -111,19 +116,19 @@ def neuron_coupling(up: Tensor, down: Tensor, gain_in: Tensor | None, gain_out: 
     symmetry of gated FFNs) leaves c_i unchanged, and c_i is rotation-invariant
     once gains are folded, so c weights the gate term without breaking either.
     """
-    u = up.float()
-    if gain_in is not None:
-        u = u * gain_in.float()
-    dcols = down.float()
+    # d_i as rows: one contiguous transpose instead of a strided product.
+    d_rows = down.t().float().contiguous()
     if gain_out is not None:
-        dcols = dcols * gain_out.float()[:, None]
+        d_rows.mul_(gain_out.float())
     if center:
         # LayerNorm reads only the centred stream: the reachable part of û is û·C.
-        dcols = dcols - dcols.mean(0, keepdim=True)
-    return (u * dcols.t()).sum(1)
+        d_rows.sub_(d_rows.mean(1, keepdim=True))
+    if gain_in is not None:
+        d_rows.mul_(gain_in.float())
+    return (up.float() * d_rows).sum(1)
 
 
-def standardise(m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype = torch.float16, rows: int = 256) -> Tensor | None:
+def standardise(m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype = torch.float16, rows: int = 1024) -> Tensor | None:
     """Zero mean, unit (population) std over the n² entries, as `out_dtype`; None if constant.
 
     With `drop_diagonal`, statistics use only the off-diagonal entries, the
@@ -138,30 +143,29 @@ def standardise(m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype =
     them move by < 1e-5.
     """
     n_rows = m.shape[0]
-    total = torch.zeros((), dtype=torch.float64)
-    total_sq = torch.zeros((), dtype=torch.float64)
+    total = 0.0
+    total_sq = 0.0
     for a in range(0, n_rows, rows):
-        block = m[a:a + rows].double()
-        total += block.sum()
-        total_sq += block.pow(2).sum()
+        block = m[a:a + rows].float().reshape(-1)
+        total += float(block.sum(dtype=torch.float64))
+        total_sq += float(torch.dot(block, block))
         del block
     count = m.numel()
     square = m.dim() == 2 and m.shape[0] == m.shape[1] and n_rows > 1
     drop = drop_diagonal and square
     if drop:
         diag = m.diagonal().double()
-        total -= diag.sum()
-        total_sq -= diag.pow(2).sum()
+        total -= float(diag.sum())
+        total_sq -= float(diag.pow(2).sum())
         count -= n_rows
     mean = total / count
     var = total_sq / count - mean * mean
-    if not torch.isfinite(var) or var.item() <= 1e-300:
+    if not math.isfinite(var) or var <= 1e-300 * max(1.0, mean * mean):
         return None
-    scale = float(1.0 / var.sqrt()) * ((m.numel() / count) ** 0.5 if drop else 1.0)
-    shift = float(mean)
+    scale = (1.0 / math.sqrt(var)) * ((m.numel() / count) ** 0.5 if drop else 1.0)
     out = torch.empty(m.shape, dtype=out_dtype)
     for a in range(0, n_rows, rows):
-        out[a:a + rows] = ((m[a:a + rows].float() - shift) * scale).to(out_dtype)
+        out[a:a + rows] = m[a:a + rows].float().sub_(mean).mul_(scale)
     if drop:
         out.fill_diagonal_(0.0)
     return out
