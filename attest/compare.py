@@ -141,20 +141,20 @@ def compare_models(
     probe_a = make_probe(a, align.ids_a, method)
     probe_b = make_probe(b, align.ids_b, method)
     n = len(align.strings)
-    pairs = choose_pairs(n, pairs_for_budget(n, len(layers_a) * len(method.terms)), LATENT_PAIR_SEED)
+    positions = choose_pairs(n, pairs_for_budget(n, len(layers_a) * len(method.terms)), LATENT_PAIR_SEED)
     task = tracker.task("fingerprinting A", len(layers_a))
     stored: dict[int, dict[str, torch.Tensor]] = {}
     sample_a: dict[tuple[int, str], np.ndarray] = {}
     sample_b: dict[tuple[int, str], np.ndarray] = {}
     for res in iter_layers(a, probe_a, method, layers_a, dtype, lambda _i: tracker.advance(task)):
         stored[res.index] = res.terms
-        sample_a.update({(res.index, t): sample(m, pairs) for t, m in res.terms.items()})
+        sample_a.update({(res.index, t): sample(m, positions) for t, m in res.terms.items()})
     sims: dict[str, np.ndarray] = {}
     task = tracker.task("fingerprinting B", len(layers_b))
     for k, res in enumerate(iter_layers(b, probe_b, method, layers_b, dtype, lambda _i: tracker.advance(task))):
         for term, col in _similarities(stored, res.terms, layers_a).items():
             sims.setdefault(term, np.full((len(layers_a), len(layers_b)), np.nan))[:, k] = col
-        sample_b.update({(res.index, t): sample(m, pairs) for t, m in res.terms.items()})
+        sample_b.update({(res.index, t): sample(m, positions) for t, m in res.terms.items()})
     del stored
 
     shared_terms = [t for t in method.terms if t in sims]
@@ -181,7 +181,7 @@ def compare_models(
     cell_keys = list(sample_a)
     matched = {(layers_a[ka], t): (layers_b[kb], t) for ka, kb in index_pairs for t in shared_terms}
     latent_a = project(np.stack([sample_a[c] for c in cell_keys]))
-    latent_b = project(np.stack([sample_b.get(matched.get(c, (-1, "")), np.zeros(len(pairs), np.float32)) for c in cell_keys]))
+    latent_b = project(np.stack([sample_b.get(matched.get(c, (-1, "")), np.zeros(len(positions), np.float32)) for c in cell_keys]))
 
     glob: dict[str, float] = {}
     if method.global_terms:

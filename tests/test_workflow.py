@@ -196,3 +196,30 @@ def _plain(obj):
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def test_compare_and_verify_a_model_with_a_layer_dropped(world, issued, tmp_path, capsys, monkeypatch) -> None:
+    from safetensors.torch import load_file as _load
+
+    src = world["derived"]
+    cfg = json.loads((src / "config.json").read_text())
+    last = cfg["num_hidden_layers"] - 1
+    dropped = tmp_path / "dropped"
+    dropped.mkdir()
+    tensors = {}
+    for k, v in _load(src / "model.safetensors").items():
+        if ".layers.0." in k:
+            continue
+        for i in range(1, last + 1):
+            k = k.replace(f".layers.{i}.", f".layers.{i - 1}.") if f".layers.{i}." in k else k
+        tensors[k] = v
+    save_file(tensors, dropped / "model.safetensors")
+    cfg["num_hidden_layers"] = last
+    (dropped / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(src / "tokenizer.json", dropped / "tokenizer.json")
+    code, out, err = run(["compare", str(world["base"]), str(dropped), "--tokens", TOKENS, "--json"], capsys, monkeypatch)
+    report = json.loads(out)
+    assert code == 0 and report["verdict"] == "match", err
+    assert [(p["a"], p["b"]) for p in report["layers"]] == [(i + 1, i) for i in range(last)]
+    code, out, err = run(["verify", str(dropped), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch)
+    assert code == 0 and json.loads(out)["verdict"] == "match", err
