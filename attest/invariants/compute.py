@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -66,11 +67,17 @@ def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalMode
     """
     fold = method.fold_gains
     x = probe.x
-    # Cast each probe variant once per layer rather than inside every product.
-    x_attn = _scaled(x, layer.attn_norm, fold).to(dtype)
-    x_ffn = _scaled(x, layer.ffn_norm, fold).to(dtype)
-    x_attn_out = _scaled(x, layer.attn_out_norm, fold).to(dtype)
-    x_ffn_out = _scaled(x, layer.ffn_out_norm, fold).to(dtype)
+    # Cast each probe variant once per layer rather than inside every product,
+    # and share one cast among the variants that carry no gain.
+    x_plain = x.to(dtype)
+
+    def probe_for(gain: Tensor | None) -> Tensor:
+        return (x * gain).to(dtype) if (fold and gain is not None) else x_plain
+
+    x_attn = probe_for(layer.attn_norm)
+    x_ffn = probe_for(layer.ffn_norm)
+    x_attn_out = probe_for(layer.attn_out_norm)
+    x_ffn_out = probe_for(layer.ffn_out_norm)
     wanted = set(method.terms)
     if "qk" in wanted:
         yield "qk", T.qk(x_attn, layer.attn, dtype)
@@ -82,7 +89,9 @@ def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalMode
     ffn = _stack_mlps(mlps)
     if method.huref_ffn:
         if "ffn" in wanted:
-            w_in = ffn.up.float().mul_(ffn.gate) if ffn.gate is not None else ffn.up
+            # The product is cast to the matmul dtype anyway: forming it there
+            # rounds once, as forming it in fp32 and casting would.
+            w_in = ffn.up.to(dtype) * ffn.gate.to(dtype) if ffn.gate is not None else ffn.up
             yield "ffn", T.bilinear(x_ffn, w_in, ffn.down, x_ffn_out, dtype)
         return
     if "up" in wanted:
@@ -104,6 +113,21 @@ def global_terms(model: CanonicalModel, probe: Probe, method: Method, dtype: tor
         head = model.head_rows(probe.ids).float()
         x_head = _scaled(x, model.final_norm_gain(), method.fold_gains)
         yield "head", T.mm(x_head, head.t(), dtype)
+
+
+def _libc_trim() -> Callable[[], None]:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: None if trim(0) else None
+
+
+release_free_memory = _libc_trim()
+"""Hand freed heap pages back to the OS.  glibc keeps a layer's freed
+buffers in its arenas; without this the resident set grows by the largest
+layer's temporaries even though Python released them."""
 
 
 @dataclass
@@ -159,6 +183,7 @@ def iter_layers(
             continue
         z, constant_terms = standardised(layer_terms(layer, probe, method, model, dtype), method)
         del layer
+        release_free_memory()
         yield LayerResult(i, z, constant_terms)
         if on_layer is not None:
             on_layer(i)
