@@ -190,7 +190,7 @@ def compare_models(
         for t in ga:
             if t in gb:
                 glob[t] = _cosine(ga[t], gb[t])
-    if glob.get("emb", 0.0) >= policy.threshold and score < policy.threshold:
+    if glob.get("emb", 0.0) >= policy.related_embeddings and score < policy.threshold:
         notes.append(
             f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not"
         )

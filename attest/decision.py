@@ -29,14 +29,17 @@ class Policy:
     they do not; in between, or with too little token coverage, the answer is
     inconclusive.  See docs/method.md and docs/calibration.md for the numbers."""
 
-    threshold: float = 0.30
+    threshold: float = 0.35
     no_match_below: float = 0.15
     min_coverage: float = 0.50
     min_tokens: int = 64
     # Null distribution of the aggregate score for unrelated models (docs/calibration.md).
-    null_mean: float = 0.0
-    null_std: float = 0.05
-    calibration: str = "provisional-2026-11"
+    null_mean: float = 0.05
+    null_std: float = 0.025
+    # emb similarity above which the report says the token embeddings are related;
+    # independent models of one tokenizer family reach 0.50, reused embeddings 0.82+.
+    related_embeddings: float = 0.70
+    calibration: str = "attest-calibration/2026-11-27"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -7,6 +7,7 @@ parts agree with each other before anything is recomputed from it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -158,8 +159,12 @@ class StatementView:
             policy = Policy(**{k: pol[k] for k in Policy.__dataclass_fields__ if k in pol})
         except TypeError:
             raise BundleError("statement document: malformed policy") from None
-        if not all(isinstance(getattr(policy, f), (int, float, str)) for f in Policy.__dataclass_fields__):
-            raise BundleError("statement document: malformed policy")
+        for f in Policy.__dataclass_fields__:
+            value = getattr(policy, f)
+            ok = isinstance(value, str) if f == "calibration" else (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+            if not ok:
+                raise BundleError(f"statement document: policy field {f!r} has an invalid value")
         return cls(
             method=method, tokens=tokens, token_mode=str(m.get("token_mode", "strings")),
             selection_key=str(m.get("selection_key", "")), layers=layers, cells=cells, pairs=pairs,

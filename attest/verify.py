@@ -203,7 +203,7 @@ def verify_suspect(
             ib, is_ = where_b[(GLOBAL, t)], where_s[(GLOBAL, t)]
             glob[t] = float(cell_estimates(base_vals[ib:ib + 1], vals_s[is_:is_ + 1])[0])
             aligned[ib, valid] = vals_s[is_]
-    if glob.get("emb", 0.0) >= policy.threshold and est.score < policy.threshold:
+    if glob.get("emb", 0.0) >= policy.related_embeddings and est.score < policy.threshold:
         notes.append(f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not")
     verdict, reasons = decide(est.score, coverage, len(covered_ids), policy, est.ci)
     if skipped:
