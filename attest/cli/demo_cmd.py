@@ -20,8 +20,8 @@ def demo(
     precision: str = typer.Option("auto", "--precision", help="Matmul inputs: auto, bf16 or fp32."),
 ) -> None:
     """Run the whole story on real embedded models: issue a signed bundle for
-    all-MiniLM-L6-v2, then verify a disguised copy, a third-party int8 ONNX export
-    and an unrelated model against it.  Needs the `demo` extra; no network."""
+    all-MiniLM-L6-v2, then verify a disguised copy, a third-party int8 ONNX export,
+    a sibling model and an unrelated model against it.  Needs the `demo` extra; no network."""
     from attest.demo import run_demo
 
     with progress(True) as tracker:
