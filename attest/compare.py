@@ -19,7 +19,7 @@ from attest.layer_alignment import monotone_pairs
 from attest.sketch import choose_pairs, pairs_for_budget, sample
 from attest.model_info import describe
 from attest.progress import SILENT, Tracker
-from attest.tokens import DEFAULT_SELECTION_KEY, align_pair
+from attest.tokens import DEFAULT_SELECTION_KEY, align_pair, eligible_strings
 
 LATENT_PAIR_SEED = 0x9A125  # the pair positions `attest issue` uses, so dogs agree across commands
 
@@ -55,6 +55,7 @@ class Comparison:
     seconds: float = 0.0
     precision: str = "fp32"
     token_mode: str = "strings"
+    vocabulary_overlap: float = 1.0  # share of A's ranked strings that B also has
     latent_a: np.ndarray | None = None  # dog latents: A's sketch, and B's aligned to A's cells
     latent_b: np.ndarray | None = None
 
@@ -68,6 +69,7 @@ class Comparison:
             "threshold": self.policy.threshold,
             "policy": self.policy.to_dict(),
             "coverage": self.coverage,
+            "vocabulary_overlap": self.vocabulary_overlap,
             "tokens": self.n_tokens,
             "token_mode": self.token_mode,
             "method": self.method.name,
@@ -81,6 +83,18 @@ class Comparison:
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
+
+
+def probe_coverage(a: CanonicalModel, b: CanonicalModel) -> float:
+    """Order-free coverage for `compare`: |E_A ∩ E_B| / min(|E_A|, |E_B|) over eligible strings.
+
+    The walk coverage of `align_pair` depends on which model is A (a large
+    vocabulary against a small one covers little of its own ranking), which
+    could flip a verdict when the arguments are swapped.
+    """
+    ea, eb = set(eligible_strings(a.vocab)), set(eligible_strings(b.vocab))
+    smaller = min(len(ea), len(eb))
+    return len(ea & eb) / smaller if smaller else 0.0
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -121,6 +135,7 @@ def compare_models(
     dtype = compute_dtype(precision)
     notes = list(dict.fromkeys(a.warnings + b.warnings))
     align = align_pair(a.vocab, b.vocab, method.n_tokens, selection_key)
+    coverage = probe_coverage(a, b)
     layers_a = parse_layers(method.layers, a.n_layers)
     layers_b = parse_layers(method.layers, b.n_layers)
     info_a, info_b = describe(a), describe(b)
@@ -129,7 +144,7 @@ def compare_models(
 
     def empty(reason: str) -> Comparison:
         verdict, reasons = Verdict.INCONCLUSIVE, [reason]
-        return Comparison(method, policy, float("nan"), verdict, reasons, align.coverage, len(align.strings), [], {},
+        return Comparison(method, policy, float("nan"), verdict, reasons, coverage, len(align.strings), [], {},
                           np.zeros((0, 0)), layers_a, layers_b, info_a, info_b, notes, time.perf_counter() - t0,
                           str(dtype).replace("torch.", ""), align.mode)
 
@@ -194,11 +209,11 @@ def compare_models(
         notes.append(
             f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not"
         )
-    verdict, reasons = decide(score, align.coverage, len(align.strings), policy)
+    verdict, reasons = decide(score, coverage, len(align.strings), policy)
     return Comparison(
         method=method, policy=policy, score=score, verdict=verdict, reasons=reasons,
-        coverage=align.coverage, n_tokens=len(align.strings), pairs=pairs, global_terms=glob,
+        coverage=coverage, n_tokens=len(align.strings), pairs=pairs, global_terms=glob,
         layer_matrix=layer_matrix, layers_a=layers_a, layers_b=layers_b, model_a=info_a, model_b=info_b,
         notes=notes, seconds=time.perf_counter() - t0, precision=str(dtype).replace("torch.", ""),
-        token_mode=align.mode, latent_a=latent_a, latent_b=latent_b,
+        token_mode=align.mode, latent_a=latent_a, latent_b=latent_b, vocabulary_overlap=align.coverage,
     )

@@ -339,7 +339,23 @@ BERT = ArchSpec(
     detect=("attention.self.query.weight", "intermediate.dense.weight"),
 )
 
+MPNET = replace(
+    BERT,
+    family="mpnet",
+    hf_model_types=("mpnet",),
+    embed=("embeddings.word_embeddings.weight", "mpnet.embeddings.word_embeddings.weight"),
+    embed_norm=("embeddings.LayerNorm.weight", "mpnet.embeddings.LayerNorm.weight"),
+    layer_prefix=("encoder.layer.{i}.", "mpnet.encoder.layer.{i}."),
+    q=("attention.attn.q.weight",),
+    k=("attention.attn.k.weight",),
+    v=("attention.attn.v.weight",),
+    o=("attention.attn.o.weight",),
+    # Post-LN like BERT; the relative-position bias is shared by all layers and read by no term.
+    ffn_norm=("attention.LayerNorm.weight",),
+    detect=("attention.attn.q.weight", "intermediate.dense.weight"),
+)
+
 HF_FAMILIES: tuple[ArchSpec, ...] = (
     LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA, GEMMA2, PHI3, GPT2, GPT_NEOX, GPTJ, OPT,
-    FALCON, BLOOM, MPT, STARCODER2, OLMO, STABLELM, MIXTRAL, QWEN2_MOE, QWEN3_MOE, BERT,
+    FALCON, BLOOM, MPT, STARCODER2, OLMO, STABLELM, MIXTRAL, QWEN2_MOE, QWEN3_MOE, BERT, MPNET,
 )
