@@ -45,6 +45,11 @@ REPO = Path(__file__).resolve().parent.parent
 for _p in (str(REPO), str(REPO / "bench")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
+# attest/ and tests/ are imported from a snapshot of one commit (see `snapshot_source`), so that work
+# committed by others while this runs cannot mix versions between the main process and its workers.
+SRC_ENV = "ATTEST_ROBUSTNESS_SRC"
+if os.environ.get(SRC_ENV):
+    sys.path.insert(0, os.environ[SRC_ENV])
 
 CACHE_ROOT = Path("/work/bench-cache/robustness")
 PKG_CACHE = Path("/work/bench-cache/pkgs")
@@ -123,15 +128,24 @@ def save_hf(model: Any, tokenizer_json: str, folder: Path) -> Path:
     return transforms.save(subj, folder)
 
 
-def git_head() -> str:
-    try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "attest"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" (attest/ has uncommitted changes)" if dirty else " (attest/ clean)")
+def snapshot_source(dest_root: Path) -> tuple[str, Path]:
+    """Extract attest/ and tests/ of the current HEAD to dest_root/<commit> and put it first on sys.path."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    dest = dest_root / commit[:12]
+    if not (dest / ".done").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "attest", "tests"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        (dest / ".done").write_text(commit)
+    os.environ[SRC_ENV] = str(dest)
+    sys.path.insert(0, str(dest))
+    for name in [m for m in sys.modules if m == "attest" or m.startswith("attest.") or m == "tests" or m.startswith("tests.")]:
+        del sys.modules[name]
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "attest"], capture_output=True,
+                           text=True).stdout.strip()
+    return commit[:7] + (" (working tree had uncommitted attest/ changes, not used)" if dirty else ""), dest
 
 
 def cpu_model() -> str:
@@ -734,6 +748,7 @@ class Scorer:
             "terms": {t: float(np.mean(v)) for t, v in terms.items()},
             "cells": {t: v for t, v in terms.items()}, "global": dict(c.global_terms), "reasons": c.reasons,
             "notes": c.notes, "precision": c.precision, "seconds": c.seconds, "swapped": swapped, "error": error,
+            "policy": c.policy.to_dict(),
         }
 
 
@@ -888,6 +903,7 @@ def main() -> int:
     args = ap.parse_args()
     t_start = time.perf_counter()
     load_start = os.getloadavg()
+    attest_commit, src_dir = snapshot_source(CACHE_ROOT / "src")
     steps = QUICK if args.quick else FULL
     cache = CACHE_ROOT / ("quick" if args.quick else "full")
     cache.mkdir(parents=True, exist_ok=True)
@@ -1044,6 +1060,14 @@ def main() -> int:
                 r["a"], r["b"] = a.name if a.is_dir() else a.parent.name, b.name if b.is_dir() else b.parent.name
                 results.setdefault(job["group"], []).append(r)
     real_rows.sort(key=lambda row: [j[0] for j in real_jobs].index(row[0]))
+    # The policy the comparisons actually used (attest may change while this runs: others work in parallel).
+    used = {json.dumps(r[m]["policy"], sort_keys=True) for rs in results.values() for r in rs for m in ("v1", "huref")
+            if m in r and "policy" in r[m]}
+    if len(used) != 1:
+        log(f"warning: comparisons used {len(used)} different policies")
+    from attest.decision import Policy
+
+    pol = Policy(**json.loads(sorted(used)[0])) if used else pol
     cmp_wall = time.perf_counter() - t_cmp
 
     # =========================================================================
@@ -1055,7 +1079,7 @@ def main() -> int:
     emit("")
     emit(f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     emit(f"- CPU: {cpu_model()}; torch {torch.__version__}, Python {platform.python_version()}")
-    emit(f"- attest at commit {git_head()}")
+    emit(f"- attest: commit {attest_commit}, imported from a snapshot (`git archive` of attest/ and tests/ in {src_dir})")
     emit(f"- command: `{' '.join([Path(sys.executable).as_posix(), 'bench/robustness.py'] + sys.argv[1:])}`")
     emit(f"- total runtime: {total:.0f} s ({total / 60:.1f} min): training {train_wall:.0f} s "
          f"({sum(1 for r in recs.values() if not r['_cached'])} models trained now, {sum(1 for r in recs.values() if r['_cached'])} taken from the cache), derived models {derive_wall:.0f} s, "
@@ -1211,8 +1235,10 @@ def main() -> int:
                 return f"≈ {math.exp(x):.1%} (between {NOISE_LEVELS[k - 1]:.1%} and {NOISE_LEVELS[k]:.1%}, log-interpolated)"
         return "not crossed within the sweep" if med_by_rel[-1] >= level else "below at every level"
 
-    emit(f"- median score crosses the match threshold {pol.threshold}: {crossing(pol.threshold)}")
-    emit(f"- median score crosses the no-match bound {pol.no_match_below}: {crossing(pol.no_match_below)}")
+    for level in sorted({pol.threshold, pol.no_match_below, 0.30, 0.15}, reverse=True):
+        what = [w for w, v in (("the policy's match threshold", pol.threshold), ("the policy's no-match bound", pol.no_match_below),
+                               ("the issue's threshold", 0.30), ("the issue's no-match bound", 0.15)) if v == level]
+        emit(f"- median score crosses {level:.2f} ({', '.join(what)}): {crossing(level)}")
     emit("")
 
     # ---- independence --------------------------------------------------------
@@ -1295,34 +1321,43 @@ def main() -> int:
     md.extend(table(["pair", "kind", "attest-v1", "verdict", "coverage (tokens)", "emb", "head", "huref-2024", "verdict",
                      "coverage (tokens)", "v1 seconds"], rows))
     emit("")
-    emit("⇄: `compare_models(A, B)` raised (see the last section), so the row is `compare_models(B, A)`. "
-         "\"MiniLM-L6\" is all-MiniLM-L6-v2; pair labels name A first.")
+    if any(r[m].get("swapped") for _, _, r in real_rows for m in r):
+        emit("⇄: `compare_models(A, B)` raised (see the last section), so the row is `compare_models(B, A)`.")
+    emit("\"MiniLM-L6\" is all-MiniLM-L6-v2; pair labels name A first; coverage is what `compare_models` reports.")
     emit("")
     for lbl, kind, r in real_rows:
         for m in ("v1", "huref"):
             if m in r and r[m]["reasons"]:
                 emit(f"- {lbl} ({'attest-v1' if m == 'v1' else 'huref-2024'}): {'; '.join(r[m]['reasons'])}")
     emit("")
-    emit("Token coverage depends on which model is A: `align_pair` walks A's keyed ranking of eligible strings and keeps "
-         "those B also has, coverage = kept / walked (`attest.tokens.align_pair`, both orders):")
+    import attest.compare as _cmp
+
+    probe_cov = getattr(_cmp, "probe_coverage", None)
+    emit("Token coverage in both orders. *walk*: `attest.tokens.align_pair` walks A's keyed ranking of eligible strings "
+         "and keeps those B also has (kept / walked), which depends on which model is A; "
+         + ("*compare*: the order-free `attest.compare.probe_coverage` (|E_A ∩ E_B| / min(|E_A|, |E_B|)) that "
+            "`compare_models` now uses for the verdict." if probe_cov else "`compare_models` uses the walk coverage."))
     emit("")
     from attest.tokens import align_pair, eligible_strings
 
-    vocabs = {"MiniLM-L6": load_model(minilm).vocab, "SmolLM2-135M": load_model(smol_gguf).vocab,
-              "tiny llama": load_model(P("pretrain-0")).vocab}
+    cms = {"MiniLM-L6": load_model(minilm), "SmolLM2-135M": load_model(smol_gguf), "tiny llama": load_model(P("pretrain-0"))}
+    vocabs = {k: v.vocab for k, v in cms.items()}
     rows = []
     for na, va in vocabs.items():
         for nb, vb in vocabs.items():
             if na == nb:
                 continue
             cells = [na, nb, str(len(eligible_strings(va))), str(len(eligible_strings(vb)))]
+            if probe_cov:
+                pc = probe_cov(cms[na], cms[nb])
+                cells.append(f"{pc:.1%}{'' if pc >= pol.min_coverage else ' → inconclusive'}")
             for n in (1024, 4096):
                 al = align_pair(va, vb, n)
-                ok = al.coverage >= pol.min_coverage and len(al.strings) >= pol.min_tokens
+                ok = probe_cov is not None or (al.coverage >= pol.min_coverage and len(al.strings) >= pol.min_tokens)
                 cells.append(f"{al.coverage:.1%} ({len(al.strings)} of {al.considered} walked){'' if ok else ' → inconclusive'}")
             rows.append(cells)
-    md.extend(table(["A", "B", "eligible strings A", "eligible strings B", "coverage n=1024 (attest-v1)",
-                     "coverage n=4096 (huref-2024)"], rows))
+    md.extend(table(["A", "B", "eligible strings A", "eligible strings B"] + (["compare coverage (order-free)"] if probe_cov else [])
+                    + ["walk coverage n=1024 (attest-v1)", "walk coverage n=4096 (huref-2024)"], rows))
     emit("")
 
     # ---- summary -----------------------------------------------------------------
@@ -1366,14 +1401,15 @@ def main() -> int:
         emit("")
     fresh_rec = cache / "last_training_run.json"
     n_trained = sum(1 for r in recs.values() if not r["_cached"])
-    if n_trained == len(recs):
+    if n_trained:
         fresh_rec.write_text(json.dumps({"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="minutes"),
                                          "total_seconds": round(time.perf_counter() - t_start), "train_seconds": round(train_wall),
-                                         "argv": sys.argv[1:]}))
+                                         "trained": n_trained, "of": len(recs), "argv": sys.argv[1:]}))
     elif fresh_rec.exists():
         fr = json.loads(fresh_rec.read_text())
-        md.insert(7, f"- the last run that trained every model ({fr['date']}, args {fr['argv'] or 'none'}) took "
-                     f"{fr['total_seconds']} s ({fr['total_seconds'] / 60:.1f} min) in total, {fr['train_seconds']} s of it training")
+        md.insert(7, f"- the last run that trained models ({fr['trained']} of {fr['of']}; {fr['date']}, args "
+                     f"{fr['argv'] or 'none'}) took {fr['total_seconds']} s ({fr['total_seconds'] / 60:.1f} min) in total, "
+                     f"{fr['train_seconds']} s of it training")
     text = "\n".join(md) + "\n"
     print(text)
     args.out.write_text(text, encoding="utf-8")
