@@ -269,8 +269,8 @@ def emb_residual_diagnostic(results: dict[str, Any]) -> list[dict[str, Any]]:
     from attest.arch.detect import load_model
     from attest.invariants.compute import global_terms, iter_layers, make_probe, standardised
     from attest.invariants.methods import DEFAULT
-    from attest.layer_alignment import monotone_pairs
-    from attest.tokens import DEFAULT_SELECTION_KEY, align_pair
+    from attest.scoring.layer_alignment import monotone_pairs
+    from attest.vocab.selection import DEFAULT_SELECTION_KEY, align_pair
 
     def mats(m: Any, ids: list[int]) -> tuple[Any, dict[int, dict[str, Any]]]:
         pr = make_probe(m, ids, DEFAULT)
@@ -355,7 +355,7 @@ def cell_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(null_rows: list[dict[str, Any]], related: list[dict[str, Any]], prop: dict[str, Any], results: dict[str, Any],
              timings: dict[str, float], diag: list[dict[str, Any]]) -> str:
-    from attest.decision import DEFAULT_POLICY
+    from attest.scoring.decision import DEFAULT_POLICY
 
     L: list[str] = ["## Null calibration (bench/calibrate.py)\n"]
     fams = sorted({g for g in (r["group"] for r in null_rows)})
@@ -471,7 +471,7 @@ def main() -> None:
     timings = {"tiny_models_and_pairs": time.perf_counter() - t}
     null_rows = null_rows_from(results, tiny)
     # derived pairs whose coverage is above the policy minimum must reach z > 12
-    from attest.decision import DEFAULT_POLICY
+    from attest.scoring.decision import DEFAULT_POLICY
 
     derived = [r for r in results["rows"] if r["kind"] == "derived" and r["coverage"] >= DEFAULT_POLICY.min_coverage]
     related = related_rows_from(results, tiny)

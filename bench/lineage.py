@@ -24,8 +24,8 @@ FFN permutation; no rotation for post-LN BERT), and vocabulary pruning.  Every
 disguise is checked to preserve the model's outputs before it is scored.
 
 Then it scores every pair, derived and independent, with
-`attest.compare.compare_models` (exact) and with `attest.issue.issue_bundle` +
-`attest.verify.verify_suspect` (the sketch estimate and its 95% interval), and
+`attest.workflows.compare.compare_models` (exact) and with `attest.workflows.issue.issue_bundle` +
+`attest.workflows.verify.verify_suspect` (the sketch estimate and its 95% interval), and
 writes bench/RESULTS-lineage.md and the plots in bench/img/.  Raw numbers go to
 /work/bench-cache/lineage/results.json, which bench/calibrate.py reads.
 
@@ -843,7 +843,7 @@ def ordered(a: Any, b: Any, na: str, nb: str) -> tuple[Any, Any, str, str]:
 
 
 def score_pair(ma: Any, mb: Any, precision: str) -> dict[str, Any]:
-    from attest.compare import compare_models
+    from attest.workflows.compare import compare_models
     from attest.invariants.methods import DEFAULT
 
     t = time.perf_counter()
@@ -859,7 +859,7 @@ def score_pair(ma: Any, mb: Any, precision: str) -> dict[str, Any]:
 
 def issue(e: Entry, model: Any, key: Any, precision: str) -> Path:
     from attest.invariants.methods import DEFAULT
-    from attest.issue import issue_bundle
+    from attest.workflows.issue import issue_bundle
 
     BUNDLES.mkdir(parents=True, exist_ok=True)
     out = BUNDLES / f"{e.name}.attest"
@@ -870,7 +870,7 @@ def issue(e: Entry, model: Any, key: Any, precision: str) -> Path:
 
 def verify(bundle: Path, trust: Any, suspect: Any, policy: Any, precision: str) -> dict[str, Any]:
     from attest.bundle import read_attestation
-    from attest.verify import verify_suspect
+    from attest.workflows.verify import verify_suspect
 
     t = time.perf_counter()
     opened = read_attestation(bundle.read_bytes(), trust)
@@ -885,7 +885,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from attest.crypto.keys import TrustStore
-    from attest.decision import DEFAULT_POLICY
+    from attest.scoring.decision import DEFAULT_POLICY
 
     torch.set_num_threads(2)
     head = _git_head()  # the code this process imported
@@ -956,7 +956,7 @@ def _git_head() -> str:
 
 def proposed_policy() -> Any:
     """The policy bench/calibrate.py proposed (None before it has run)."""
-    from attest.decision import Policy
+    from attest.scoring.decision import Policy
 
     if not CALIBRATION_JSON.is_file():
         return None
@@ -975,7 +975,7 @@ def fmt_p(p: float) -> str:
 
 
 def evaluate(row: dict[str, Any], policy: Any) -> tuple[float, float, str]:
-    from attest.decision import decide, z_and_p
+    from attest.scoring.decision import decide, z_and_p
 
     z, p = z_and_p(row["score"], policy)
     v, _ = decide(row["score"], row["coverage"], row["n_tokens"], policy)
@@ -984,7 +984,7 @@ def evaluate(row: dict[str, Any], policy: Any) -> tuple[float, float, str]:
 
 def bundle_verdict(b: dict[str, Any], policy: Any) -> str:
     """The verify verdict under `policy` (recomputed from the stored estimate, interval and coverage)."""
-    from attest.decision import decide
+    from attest.scoring.decision import decide
 
     if b["score"] is None or not math.isfinite(b["score"]):
         return b["verdict"]
@@ -993,7 +993,7 @@ def bundle_verdict(b: dict[str, Any], policy: Any) -> str:
 
 
 def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -> str:
-    from attest.decision import DEFAULT_POLICY, Policy
+    from attest.scoring.decision import DEFAULT_POLICY, Policy
 
     pol = proposed_policy() or DEFAULT_POLICY
     tag = "proposed (bench/calibrate.py)" if proposed_policy() else "current attest/decision.py"
@@ -1078,7 +1078,7 @@ def plots(results: dict[str, Any], null_scores: list[tuple[str, float]] | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from attest.decision import DEFAULT_POLICY
+    from attest.scoring.decision import DEFAULT_POLICY
 
     pol = proposed_policy() or DEFAULT_POLICY
     IMG.mkdir(parents=True, exist_ok=True)

@@ -138,7 +138,7 @@ def precision_effect(ckpt_a: Path, ckpt_b: Path) -> dict[str, float]:
     """Score of A vs B and of A's bf16 vs fp32 fingerprint, at both precisions."""
     sys.path.insert(0, str(HERE.parent))
     from attest.arch.detect import load_model
-    from attest.compare import compare_models
+    from attest.workflows.compare import compare_models
     from attest.invariants.methods import DEFAULT, HUREF_2024
 
     out: dict[str, float] = {}

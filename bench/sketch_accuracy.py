@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from attest.arch.detect import load_model  # noqa: E402
 from attest.bundle.container import read_attestation  # noqa: E402
-from attest.compare import compare_models  # noqa: E402
+from attest.workflows.compare import compare_models  # noqa: E402
 from attest.crypto.keys import TrustStore, generate_keypair, load_private_key  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
-from attest.issue import issue_bundle  # noqa: E402
-from attest.verify import verify_suspect  # noqa: E402
+from attest.workflows.issue import issue_bundle  # noqa: E402
+from attest.workflows.verify import verify_suspect  # noqa: E402
 
 NOISE = (0.0, 0.1, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0)
 PAIRS = (1024, 2048, 4096, 8192)
@@ -59,7 +59,7 @@ def bases(work: Path) -> list[tuple[str, Path, list[Path]]]:
     unrelated = [save_tiny_model("llama", work / f"tiny-other{s}", s, num_hidden_layers=4) for s in (1, 2)]
     out.append(("tiny llama (4 layers)", tiny, unrelated))
     try:
-        from attest.demo_models import MINILM_L6
+        from attest.demo.models import MINILM_L6
 
         out.append(("all-MiniLM-L6-v2", MINILM_L6.locate().parent, []))
     except Exception as exc:  # the demo extra is optional

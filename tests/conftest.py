@@ -27,6 +27,21 @@ from family_configs import CASES, VOCAB_SIZE, tiny_config  # noqa: E402
 SPECIAL_TOKEN = "<|endoftext|>"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _attest_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Keep the local verifier key (and any attest config) out of the real home folder."""
+    import os
+
+    home = tmp_path_factory.mktemp("attest-home")
+    before = os.environ.get("ATTEST_HOME")
+    os.environ["ATTEST_HOME"] = str(home)
+    yield home
+    if before is None:
+        os.environ.pop("ATTEST_HOME", None)
+    else:
+        os.environ["ATTEST_HOME"] = before
+
+
 # --------------------------------------------------------------------------- tokenizer
 def _bytes_to_unicode() -> dict[int, str]:
     from attest.vocab.vocabulary import byte_encoder

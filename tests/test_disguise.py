@@ -9,8 +9,8 @@ from transformers import BertConfig, BertModel
 from conftest import write_tokenizer
 
 from attest.arch.detect import load_model
-from attest.compare import compare_models
-from attest.disguise import disguise_bert
+from attest.workflows.compare import compare_models
+from attest.demo.disguise import disguise_bert
 from attest.invariants.methods import DEFAULT
 
 

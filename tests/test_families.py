@@ -491,8 +491,8 @@ def test_canonical_view_reproduces_the_model(case: str, root: Path) -> None:
 
 @pytest.mark.parametrize("case", CASE_NAMES)
 def test_self_comparison_is_exact(case: str, root: Path) -> None:
-    from attest.compare import compare_models
-    from attest.decision import Verdict
+    from attest.workflows.compare import compare_models
+    from attest.scoring.decision import Verdict
     from attest.invariants.methods import DEFAULT, HUREF_2024
 
     cm = _load(case, "safetensors", root)

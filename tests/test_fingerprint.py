@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from attest.arch.detect import load_model
-from attest.compare import compare_models
+from attest.workflows.compare import compare_models
 from attest.invariants.methods import DEFAULT
 
 

@@ -34,8 +34,8 @@ from gguf_fixtures import (  # noqa: E402
 from attest.arch.canonical import CanonicalModel  # noqa: E402
 from attest.arch.detect import load_model  # noqa: E402
 from attest.arch.gguf_families import GGUF_ARCHS  # noqa: E402
-from attest.compare import compare_models  # noqa: E402
-from attest.decision import Verdict  # noqa: E402
+from attest.workflows.compare import compare_models  # noqa: E402
+from attest.scoring.decision import Verdict  # noqa: E402
 from attest.errors import ExitCode, InputError, UnsupportedModelError  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
 from attest.sources.gguf_source import GGUFSource  # noqa: E402

@@ -8,11 +8,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from attest.arch.detect import load_model
-from attest.compare import compare_models
+from attest.workflows.compare import compare_models
 from attest.invariants.methods import DEFAULT, HUREF_2024
 from attest.invariants.terms import standardise
-from attest.sketch import aggregate, choose_pairs, remap_pairs
-from attest.tokens import align_pair
+from attest.sketch.sampling import aggregate, choose_pairs, remap_pairs
+from attest.vocab.selection import align_pair
 
 
 def _tiny_llama(tmp_path, seed: int, tokenizer_json: str):

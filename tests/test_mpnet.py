@@ -8,7 +8,7 @@ from transformers import MPNetConfig, MPNetModel
 from conftest import write_tokenizer
 
 from attest.arch.detect import load_model
-from attest.compare import compare_models
+from attest.workflows.compare import compare_models
 from attest.invariants.methods import DEFAULT
 
 

@@ -31,8 +31,8 @@ from onnx_fixtures import (  # noqa: E402
 )
 
 from attest.arch.detect import load_model  # noqa: E402
-from attest.compare import compare_models  # noqa: E402
-from attest.decision import Verdict  # noqa: E402
+from attest.workflows.compare import compare_models  # noqa: E402
+from attest.scoring.decision import Verdict  # noqa: E402
 from attest.errors import ExitCode, InputError, UnsupportedModelError  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
 from attest.sources import onnx_source  # noqa: E402

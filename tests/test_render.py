@@ -272,9 +272,9 @@ def test_make_gallery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_gallery_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from attest.cli.app import _register, app
+    from attest.cli.app import build_app
 
-    _register()  # the real command set, as `attest` builds it
+    app = build_app()  # the real command set, as `attest` builds it
     monkeypatch.setattr(gallery_mod, "PAIR_ROWS", 1)
     res = CliRunner().invoke(app, ["gallery", "--out", str(tmp_path / "cli"), "--n", "2", "--seed", "3"])
     assert res.exit_code == 0, res.output

@@ -50,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_models as tm  # noqa: E402
 import transforms as tf  # noqa: E402
 
-from attest.compare import Comparison, compare_models  # noqa: E402
-from attest.decision import Verdict  # noqa: E402
+from attest.workflows.compare import Comparison, compare_models  # noqa: E402
+from attest.scoring.decision import Verdict  # noqa: E402
 from attest.invariants.methods import DEFAULT, HUREF_2024  # noqa: E402
 
 METHOD = DEFAULT.with_options(n_tokens=256)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from conftest import build_tiny_model, save_model, write_tokenizer
 
 from attest.arch.detect import load_model
-from attest.compare import compare_models
+from attest.workflows.compare import compare_models
 from attest.invariants.methods import DEFAULT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def issued(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from attest.crypto.keys import generate_keypair, load_private_key
-    from attest.issue import issue_bundle
+    from attest.workflows.issue import issue_bundle
 
     keys = tmp_path_factory.mktemp("keys")
     generate_keypair(keys / "pub", b"correct horse")

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import math
 import os
-import tempfile
 import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +45,8 @@ from attest.bundle.cose import (
 from attest.bundle.png_safe import check_png
 from attest.crypto.keys import TrustStore, key_id
 from attest.errors import BundleError, InputError
+from attest.output.paths import atomic_write
+from attest.formats import ATTESTATION_FORMAT, EVIDENCE_FORMAT, LATENT_DIM, STATEMENT_FORMAT
 
 __all__ = [
     "ATTESTATION_FORMAT",
@@ -72,9 +73,6 @@ __all__ = [
     "read_bounded",
 ]
 
-ATTESTATION_FORMAT = "attest-bundle/1"
-STATEMENT_FORMAT = "attest-statement/1"
-EVIDENCE_FORMAT = "attest-evidence/1"
 STATEMENT_CONTENT_TYPE = "application/vnd.attest.statement+cbor"
 EVIDENCE_CONTENT_TYPE = "application/vnd.attest.evidence+cbor"
 PNG_MEDIA_TYPE = "image/png"
@@ -91,7 +89,6 @@ MAX_TOKEN_BYTES = 256
 MAX_UNSIGNED_ENTRIES = 64  # receipts, timestamps
 MAX_DOCUMENT_DEPTH = 16
 MAX_DOCUMENT_ITEMS = 2_000_000  # 100k subject files x 7 items, plus tokens
-LATENT_DIM = 512
 
 # Top-level document keys (DESIGN §8) and the CBOR type each must have.  The
 # sub-maps belong to the core engine; only the parts the signer binds or that
@@ -137,29 +134,6 @@ def read_bounded(path: Path, max_bytes: int, *, what: str = "bundle") -> bytes:
     if len(data) > max_bytes:
         raise BundleError(f"{what} {path} is more than the {max_bytes}-byte limit")
     return data
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # Readers never see half a bundle, and a failed write leaves the old one.
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------
@@ -402,7 +376,7 @@ def encode_attestation(statement: bytes, png: bytes) -> bytes:
 def write_attestation(path: Path, statement: bytes, png: bytes) -> bytes:
     """Write a `.attest` file atomically; returns the bytes written."""
     data = encode_attestation(statement, png)
-    _atomic_write(Path(path), data)
+    atomic_write(Path(path), data)
     return data
 
 
@@ -491,7 +465,7 @@ def write_evidence(
                      content_type=EVIDENCE_CONTENT_TYPE)
     else:
         data = payload
-    _atomic_write(Path(path), data)
+    atomic_write(Path(path), data)
     return data
 
 

@@ -8,18 +8,15 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from attest.arch.detect import load_model
-from attest.cli.app import app
+from attest import api
 from attest.cli.common import (
-    LAYERS_HELP, METHOD_HELP, PRECISION_HELP, TERMS_HELP, TOKENS_HELP,
-    emit_json, err_console, out_console, parse_terms, show_progress,
+    LAYERS_HELP, METHOD_HELP, PRECISION_HELP, TERMS_HELP, THREADS_HELP, TOKENS_HELP, VERDICT_STYLE,
+    emit_json, err_console, out_console, parse_terms, safe, threads_option,
 )
-from attest.compare import Comparison, compare_models
-from attest.decision import DEFAULT_POLICY, Policy, z_and_p
-from attest.invariants.methods import get_method
+from attest.output.paths import check_output
 from attest.progress import progress
-
-_VERDICT_STYLE = {"match": "bold green", "no_match": "bold red", "inconclusive": "bold yellow"}
+from attest.scoring.decision import z_and_p
+from attest.workflows.compare import Comparison
 
 
 def render_comparison(c: Comparison) -> None:
@@ -30,22 +27,22 @@ def render_comparison(c: Comparison) -> None:
     for t in terms:
         table.add_column(t, justify="right")
     table.add_column("mean", justify="right", style="bold")
-    for p in c.pairs:
-        table.add_row(str(p.a), str(p.b), *[f"{p.terms[t]:+.3f}" if t in p.terms else "-" for t in terms], f"{p.mean:+.3f}")
+    for pair in c.pairs:
+        table.add_row(str(pair.a), str(pair.b), *[f"{pair.terms[t]:+.3f}" if t in pair.terms else "-" for t in terms],
+                      f"{pair.mean:+.3f}")
     out_console.print(table)
     if c.global_terms:
-        out_console.print("Global terms: " + ", ".join(f"{k} {v:+.3f}" for k, v in c.global_terms.items()))
-    style = _VERDICT_STYLE[c.verdict.value]
+        out_console.print("Global terms: " + ", ".join(f"{safe(k)} {v:+.3f}" for k, v in c.global_terms.items()))
+    style = VERDICT_STYLE[c.verdict.value]
     z, p = z_and_p(c.score, c.policy)
     out_console.print(
         f"Score [bold]{c.score:+.4f}[/bold]  z {z:.1f}  p {p:.2g}  threshold {c.policy.threshold}  "
         f"coverage {c.coverage:.0%}  verdict [{style}]{c.verdict.value.replace('_', ' ')}[/{style}]"
     )
     for line in c.reasons + c.notes:
-        out_console.print(f"  note: {line}")
+        out_console.print(f"  note: {safe(line)}")
 
 
-@app.command()
 def compare(
     model_a: Path = typer.Argument(..., help="First model: HF folder, .safetensors, .gguf, .onnx or .bin."),
     model_b: Path = typer.Argument(..., help="Second model."),
@@ -56,37 +53,40 @@ def compare(
     layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
     terms: Optional[str] = typer.Option(None, "--terms", help=TERMS_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the match threshold."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Decide under this policy JSON instead of the shipped calibration."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the match threshold (0..1)."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG with both models' dogs side by side."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --sheet file."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Exact similarity of two local models, layer by layer, with a verdict.
 
     Exit code 0 match, 1 no match, 2 inconclusive, 4 input error.
     """
-    m = get_method(method).with_options(n_tokens=tokens, layers=layers, terms=parse_terms(terms))
-    policy = DEFAULT_POLICY if threshold is None else Policy(threshold=threshold, no_match_below=min(DEFAULT_POLICY.no_match_below, threshold))
-    a = load_model(model_a, tokenizer_a)
-    b = load_model(model_b, tokenizer_b)
-    with progress(show_progress(json_out)) as tracker:
-        result = compare_models(a, b, m, policy=policy, precision=precision, tracker=tracker)
-    if sheet is not None and result.latent_a is not None:
-        from attest.render.sheet import comparison_sheet, save_png
+    if sheet is not None:
+        check_output(sheet, what="--sheet", suffixes=(".png",), force=force)
+    with progress(not json_out) as tracker:
+        result = api.compare(model_a, model_b, method=method, tokens=tokens, layers=layers, terms=parse_terms(terms),
+                             precision=precision, policy=policy, threshold=threshold, tokenizer_a=tokenizer_a,
+                             tokenizer_b=tokenizer_b, threads=threads_option(threads), progress=tracker)
+    if sheet is not None and result.latent_a is not None and result.latent_b is not None:
+        from attest.output.paths import atomic_write
+        from attest.render.sheet import comparison_sheet, png_bytes
 
         img = comparison_sheet(result.latent_a, result.latent_b, verdict=result.verdict.value, score=result.score,
                                ci=None, per_layer=[(f"{p.a}", p.mean) for p in result.pairs],
                                title=f"{model_a.name} vs {model_b.name}")
-        save_png(img, sheet)
+        atomic_write(sheet, png_bytes(img))
     if json_out:
         emit_json(result.to_json())
     else:
         render_comparison(result)
         if sheet is not None:
-            err_console.print(f"wrote {sheet}")
+            err_console.print(f"wrote {safe(sheet)}")
     raise typer.Exit(int(result.verdict.exit_code))
 
 
-@app.command()
 def fingerprint(
     model: Path = typer.Argument(..., help="Model to fingerprint (HF folder, .safetensors, .gguf, .onnx or .bin)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer file when none sits beside the weights."),
@@ -96,16 +96,20 @@ def fingerprint(
     layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
     terms: Optional[str] = typer.Option(None, "--terms", help=TERMS_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Write the standardised invariant matrices and a summary, for research use."""
-    from attest.fingerprint import write_fingerprint
-
-    m = get_method(method).with_options(n_tokens=tokens, layers=layers, terms=parse_terms(terms))
-    cm = load_model(model, tokenizer)
-    with progress(show_progress(json_out)) as tracker:
-        summary = write_fingerprint(cm, m, out, precision=precision, tracker=tracker)
+    with progress(not json_out) as tracker:
+        summary = api.fingerprint(model, out, method=method, tokens=tokens, layers=layers, terms=parse_terms(terms),
+                                  precision=precision, tokenizer=tokenizer, threads=threads_option(threads),
+                                  progress=tracker)
     if json_out:
         emit_json(summary)
     else:
-        err_console.print(f"wrote {summary['files']['matrices']} and summary.json to {out}")
+        err_console.print(f"wrote {safe(summary['files']['matrices'])} and summary.json to {safe(out)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(compare)
+    app.command()(fingerprint)

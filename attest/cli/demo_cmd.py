@@ -7,14 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from attest.cli.app import app
-from attest.cli.common import out_console
+from attest.cli.common import out_console, threads_option
 from attest.progress import progress
 
 _PLAIN = {"match": "[bold green]match[/]", "no_match": "[bold red]no match[/]", "inconclusive": "[bold yellow]inconclusive[/]"}
 
 
-@app.command()
 def demo(
     out: Path = typer.Option(Path("attest-demo"), "--out", help="Folder for the bundle, dogs, sheets, reports and evidence."),
     precision: str = typer.Option("auto", "--precision", help="Matmul inputs: auto, bf16 or fp32."),
@@ -22,10 +20,10 @@ def demo(
     """Run the whole story on real embedded models: issue a signed bundle for
     all-MiniLM-L6-v2, then verify a disguised copy, a third-party int8 ONNX export,
     a sibling model and an unrelated model against it.  Needs the `demo` extra; no network."""
-    from attest.demo import run_demo
+    from attest.demo.story import run_demo
 
     with progress(True) as tracker:
-        cases = run_demo(out, say=out_console.print, tracker=tracker, precision=precision)
+        cases = run_demo(out, say=out_console.print, tracker=tracker, precision=precision, threads=threads_option(None))
     table = Table()
     for col in ("suspect", "verdict", "score", "95% CI", "z", "emb"):
         table.add_column(col, no_wrap=True)
@@ -37,4 +35,8 @@ def demo(
         for note in c.notes:
             out_console.print(f"   {c.name}: {note}")
     out_console.print(f"Open {out / 'verify' / cases[0].name / 'report.html'} for a report a non-specialist can read;")
-    out_console.print(f"the evidence bundles re-verify offline with: attest inspect {cases[0].evidence} --pubkey {out / 'keys' / 'demo-publisher.pub'}")
+    out_console.print(f"the evidence bundles re-verify offline with: attest inspect {cases[0].evidence} --pubkey {out / 'keys' / 'demo-publisher.pub'} --verifier-pubkey {out / 'keys' / 'demo-verifier.pub'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

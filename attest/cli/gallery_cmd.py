@@ -6,19 +6,9 @@ from pathlib import Path
 
 import typer
 
-from attest.cli.app import app
 from attest.errors import InputError
 
 
-@app.command(
-    "gallery",
-    help=(
-        "Draw dogs from random latents: DIR/gallery.png holds N random dogs (are they "
-        "varied?), DIR/gallery-pairs.png holds base dogs next to latents at cosine "
-        "0.99, 0.95, 0.9, 0.7 and 0 from them (do near latents look alike?). "
-        "Same --seed, same pictures."
-    ),
-)
 def gallery(
     out: Path = typer.Option(..., "--out", help="Directory to write gallery.png and gallery-pairs.png into (created if missing)."),
     n: int = typer.Option(64, "--n", help="Number of random dogs on the contact sheet (1..1024)."),
@@ -38,3 +28,15 @@ def gallery(
         raise InputError(f"cannot write to {out}: {exc.strerror or exc}") from exc
     for p in paths:
         typer.echo(str(p))
+
+
+GALLERY_HELP = (
+        "Draw dogs from random latents: DIR/gallery.png holds N random dogs (are they "
+        "varied?), DIR/gallery-pairs.png holds base dogs next to latents at cosine "
+        "0.99, 0.95, 0.9, 0.7 and 0 from them (do near latents look alike?). "
+        "Same --seed, same pictures."
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gallery", help=GALLERY_HELP)(gallery)

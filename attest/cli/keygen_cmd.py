@@ -9,7 +9,6 @@ from pathlib import Path
 
 import typer
 
-from attest.cli.app import app
 from attest.crypto.keys import generate_keypair, private_key_path, public_key_path
 from attest.errors import InputError
 
@@ -38,7 +37,6 @@ def _passphrase(env_var: str | None, prompt: bool | None, out: Path) -> bytes | 
     return value.encode("utf-8") if value else None
 
 
-@app.command("keygen")
 def keygen(
     out: Path = typer.Option(
         ..., "--out", metavar="DIR/NAME",
@@ -80,3 +78,7 @@ def keygen(
     typer.echo(f"public key   {info.public_path}  (publish; verifiers add it to their trust store)")
     if not info.encrypted:
         typer.echo("warning: the private key is not encrypted (use --passphrase-env VAR or --prompt)", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("keygen")(keygen)

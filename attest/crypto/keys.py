@@ -27,6 +27,9 @@ __all__ = [
     "KeyInfo",
     "TrustedKey",
     "TrustStore",
+    "identity_of",
+    "key_file_is_encrypted",
+    "private_key_exposure",
     "generate_keypair",
     "load_private_key",
     "load_public_key",
@@ -189,6 +192,29 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+IDENTITY_SUFFIX = ".identity"
+_MAX_IDENTITY_BYTES = 1024
+
+
+def identity_of(pub_path: Path) -> str:
+    """The name a trust store gives the key in `pub_path`.
+
+    The verifier decides who a key belongs to, never the bundle: the optional
+    text file NAME.identity beside NAME.pub (its first line), else the file stem.
+    """
+    ident = pub_path.with_suffix(IDENTITY_SUFFIX)
+    if ident.is_file() and not ident.is_symlink():
+        if ident.stat().st_size > _MAX_IDENTITY_BYTES:
+            raise InputError(f"{ident}: an identity file holds one short line (at most {_MAX_IDENTITY_BYTES} bytes)")
+        try:
+            line = ident.read_text(encoding="utf-8").splitlines()[0].strip() if ident.stat().st_size else ""
+        except UnicodeDecodeError:
+            raise InputError(f"{ident}: an identity file must be UTF-8 text") from None
+        if line:
+            return line
+    return pub_path.stem
+
+
 @dataclass(frozen=True)
 class TrustedKey:
     """One key the verifier trusts, and the name it is trusted under."""
@@ -221,7 +247,7 @@ class TrustStore:
     def from_pubkey(cls, path: Path) -> TrustStore:
         path = Path(path)
         pk = load_public_key(path)
-        return cls([TrustedKey(path.stem, key_id(pk), pk, path)])
+        return cls([TrustedKey(identity_of(path), key_id(pk), pk, path)])
 
     @classmethod
     def from_dir(cls, path: Path) -> TrustStore:
@@ -236,7 +262,7 @@ class TrustStore:
         keys = []
         for f in files:
             pk = load_public_key(f)
-            keys.append(TrustedKey(f.stem, key_id(pk), pk, f))
+            keys.append(TrustedKey(identity_of(f), key_id(pk), pk, f))
         return cls(keys)
 
     @classmethod
@@ -256,3 +282,24 @@ class TrustStore:
 
     def __contains__(self, kid: object) -> bool:
         return isinstance(kid, (bytes, bytearray)) and bytes(kid) in self._by_kid
+
+
+def private_key_exposure(path: Path) -> str | None:
+    """A warning when a private key file can be read by others than its owner (mode & 0o077)."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return f"private key {path} is readable by others (mode {mode & 0o777:04o}); chmod 600 it"
+    return None
+
+
+def key_file_is_encrypted(path: Path) -> bool:
+    """Whether a PEM private key file is passphrase-encrypted (reads only its first line)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return b"ENCRYPTED" in head

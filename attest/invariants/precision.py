@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,8 +32,27 @@ def compute_dtype(precision: str) -> torch.dtype:
     raise InputError(f"unknown precision '{precision}' (auto, bf16 or fp32)")
 
 
-def use_all_cores() -> int:
-    # torch defaults to physical cores, which can undercount on VMs.
+def available_cores() -> int:
+    """Cores this process may run on (torch's default counts physical cores, which undercounts on VMs)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, n))
-    return n
+    return max(1, n)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run a block with `threads` torch threads, restoring the caller's setting after.
+
+    None leaves torch's global setting alone: a library call must not change a
+    process-wide knob unless asked.  The CLI asks for every available core.
+    """
+    before = torch.get_num_threads()
+    if threads is None:
+        yield before
+        return
+    if threads < 1:
+        raise InputError(f"threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)

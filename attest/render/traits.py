@@ -21,7 +21,7 @@ import numpy as np
 
 from attest.errors import InputError
 
-LATENT_DIM = 512
+from attest.formats import LATENT_DIM
 
 # Changing the seed or the trait list changes every dog: bump the renderer
 # version in dog.py if you do.

@@ -253,7 +253,10 @@ def _signature(report: Mapping[str, Any]) -> str:
         v = '<span class="muted">unknown</span>'
     rows = [
         ("Signature", v),
-        ("Issuer", _s(sig.get("issuer"), 500) or "—"),
+        ("Signed by (trust store)", _s(sig.get("trusted_identity"), 500) or "—"),
+        ("Issuer claimed in the bundle", (_s(sig.get("issuer"), 500) or "—")
+         + ("" if sig.get("issuer_matches_identity", True) else
+            ' <span class="no">does not match the trusted identity: only the trusted identity is verified</span>')),
         ("Subject (model name)", _s(sig.get("subject"), 500) or "—"),
         ("Key id", f'<span class="mono">{_s(sig.get("kid"), 200)}</span>' if sig.get("kid") is not None else "—"),
     ]
@@ -309,8 +312,11 @@ of the fingerprint was compared. A verdict is firm when the whole interval is on
 p-value means an unrelated model would almost never score this high.</li>
 <li><strong>Coverage</strong> is the share of the fingerprint's vocabulary that the suspect model also has. Low
 coverage makes the comparison weaker and can make it inconclusive.</li>
-<li><strong>The signature</strong> shows that the base fingerprint really was published by the named issuer and has not
-been altered since. If it is not valid, do not rely on this report.</li>
+<li><strong>The signature</strong> shows that the base fingerprint was signed by the key this verifier's trust store
+names under "Signed by", and has not been altered since. The issuer name inside the bundle is the publisher's own
+claim; only the trust-store name is verified. If the signature is not valid, do not rely on this report.</li>
+<li><strong>The policy</strong> is the verifier's own (the calibrated one shipped with attest unless another was given);
+a policy recorded in the bundle is shown in the notes but never applied.</li>
 <li><strong>The dogs</strong> are drawn from the fingerprints: derived models give look-alike dogs. They help you see the
 result at a glance but are not evidence on their own.</li>
 </ul></section>"""

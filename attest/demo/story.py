@@ -21,17 +21,11 @@ from typing import Callable
 
 from safetensors.torch import load_file, save_file
 
-from attest.arch.detect import load_model
-from attest.bundle.container import MAX_ATTESTATION_BYTES, read_attestation, read_bounded
-from attest.crypto.keys import TrustStore, generate_keypair, load_private_key
-from attest.demo_models import GEMMA3_DESCRIPTION, MINILM_L6, MINILM_L6_INT8_ONNX, PARAPHRASE_L3_ONNX, assemble_gemma3
-from attest.disguise import disguise_bert
-from attest.errors import InputError
-from attest.invariants.methods import DEFAULT
-from attest.issue import issue_bundle, subject_of
+from attest import api
+from attest.crypto.keys import generate_keypair
+from attest.demo.disguise import disguise_bert
+from attest.demo.models import GEMMA3_DESCRIPTION, MINILM_L6, MINILM_L6_INT8_ONNX, PARAPHRASE_L3_ONNX, assemble_gemma3
 from attest.progress import SILENT, Tracker
-from attest.verify import verify_suspect
-from attest.verify_outputs import write_outputs
 
 _TOKENIZER_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -66,7 +60,8 @@ def make_disguised_copy(base_dir: Path, out: Path, seed: int = 7) -> Path:
     return out
 
 
-def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker = SILENT, precision: str = "auto") -> list[DemoCase]:
+def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker = SILENT, precision: str = "auto",
+             threads: int | None = None) -> list[DemoCase]:
     t0 = time.perf_counter()
     base_weights = MINILM_L6.locate()
     base_dir = base_weights.parent
@@ -77,14 +72,14 @@ def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker 
         (out / sub).mkdir(exist_ok=True)
 
     say(f"1. The publisher holds {MINILM_L6.description}.")
-    key_stem = out / "keys" / "demo-publisher"
-    if not key_stem.with_suffix(".key").exists():
-        generate_keypair(key_stem, None)
-    key = load_private_key(key_stem.with_suffix(".key"), None)
+    keys = out / "keys"
+    for stem in ("demo-publisher", "demo-verifier"):
+        if not (keys / f"{stem}.key").exists():
+            generate_keypair(keys / stem, None)
     bundle = out / "minilm-l6.attest"
-    issued = issue_bundle(load_model(base_dir), key, bundle, method=DEFAULT, name="all-MiniLM-L6-v2",
-                          issuer="attest demo publisher", meta={"licence": MINILM_L6.licence},
-                          precision=precision, tracker=tracker)
+    issued = api.issue(base_dir, keys / "demo-publisher.key", bundle, name="all-MiniLM-L6-v2",
+                       issuer="attest demo publisher", meta={"licence": MINILM_L6.licence},
+                       precision=precision, force=True, threads=threads, progress=tracker)
     say(f"   It signs an attestation: {bundle} ({issued.bundle_bytes:,} bytes, key id {issued.kid_hex[:16]}…),")
     say(f"   and publishes its dog: {issued.png_path}")
 
@@ -98,19 +93,16 @@ def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker 
         ("paraphrase-l3-onnx", l3_onnx, vocab, PARAPHRASE_L3_ONNX.description + "; a sibling: both descend from MiniLM-L12"),
         ("gemma-3-270m", gemma, None, GEMMA3_DESCRIPTION),
     ]
-    trust = TrustStore.from_pubkey(key_stem.with_suffix(".pub"))
-    data = read_bounded(bundle, MAX_ATTESTATION_BYTES, what="bundle")
-    opened = read_attestation(data, trust)
+    # The licensee pins who must have signed: the trust store's name for the key.
+    opened = api.open_bundle(bundle, keys / "demo-publisher.pub", expect_issuer="demo-publisher")
     cases: list[DemoCase] = []
     for name, path, tokenizer, story in suspects:
         say(f"   - {name}: {story}")
-        model = load_model(path, tokenizer)
-        subject = subject_of(model, tracker)
-        v = verify_suspect(opened, model, precision=precision, suspect_subject=subject, tracker=tracker)
         folder = out / "verify" / name
         folder.mkdir(exist_ok=True)
         paths = {"report": folder / "report.html", "sheet": folder / "sheet.png", "evidence": folder / "evidence.cbor"}
-        write_outputs(data, opened.png, v, name, subject, **paths)
+        v = api.verify(path, opened, tokenizer=tokenizer, precision=precision, verifier_key=keys / "demo-verifier.key",
+                       force=True, threads=threads, progress=tracker, **paths)
         cases.append(DemoCase(name, story, v.verdict.value, v.score, v.ci, v.z, v.coverage,
                               v.global_terms.get("emb"), v.notes + v.reasons, **paths))
     say(f"3. Verified all four against the signed bundle in {time.perf_counter() - t0:.0f} s:")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -13,21 +13,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.arch.canonical import CanonicalModel
 from attest.bundle import issue_statement, write_attestation
-from attest.decision import DEFAULT_POLICY, Policy
+from attest.output.paths import atomic_write, check_output
+from attest.scoring.decision import DEFAULT_POLICY, Policy
 from attest.hashing import hash_files
 from attest.invariants.methods import Method, parse_layers
-from attest.invariants.precision import compute_dtype, use_all_cores
-from attest.latent import DEFAULT_LATENT_SEED, project
-from attest.model_info import describe
+from attest.invariants.precision import compute_dtype
+from attest.formats import LATENT_SEED, MANIFEST_LAYOUT, PAIR_SEED
+from attest.sketch.latent import project
+from attest.arch.model_info import describe
 from attest.progress import SILENT, Tracker
 from attest.render.base import DEFAULT_RENDERER, get_renderer
 from attest.render.sheet import png_bytes
-from attest.sketch import DEFAULT_PAIRS, choose_pairs, pairs_for_budget
-from attest.sketch_model import sketch_model
-from attest.statement import build_document
-from attest.tokens import DEFAULT_SELECTION_KEY, select
-
-from attest.compare import LATENT_PAIR_SEED as DEFAULT_PAIR_SEED
+from attest.sketch.sampling import DEFAULT_PAIRS, choose_pairs, pairs_for_budget
+from attest.sketch.model_sketch import sketch_model
+from attest.sketch.statement import build_document
+from attest.vocab.selection import DEFAULT_SELECTION_KEY, select
 
 
 @dataclass
@@ -40,12 +40,28 @@ class Issued:
     seconds: dict[str, float]
     kid_hex: str
     subject_root_hex: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "bundle": str(self.bundle_path), "image": str(self.png_path), "bundle_bytes": self.bundle_bytes,
+            "statement_bytes": self.document_bytes, "sketch_shape": list(self.sketch_shape), "kid": self.kid_hex,
+            "subject_root": self.subject_root_hex, "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "warnings": list(self.warnings),
+        }
+
+
+def bundle_paths(out: Path, force: bool = False) -> tuple[Path, Path]:
+    """OUT.attest and the OUT.png beside it, both checked as outputs."""
+    out = check_output(Path(out), what="--out", suffixes=(".attest",), force=force)
+    png = check_output(out.with_suffix(".png"), what="the dog image", suffixes=(".png",), force=force)
+    return out, png
 
 
 def subject_of(model: CanonicalModel, tracker: Tracker = SILENT) -> dict[str, object]:
     files = model.source.files()
     if not files:
-        return {"files": [], "root": b"", "algorithm": "sha256", "layout": "attest-manifest/1"}
+        return {"files": [], "root": b"", "algorithm": "sha256", "layout": MANIFEST_LAYOUT}
     base = model.source.root if model.source.root.is_dir() else model.source.root.parent
     total = sum(f.stat().st_size for f in files)
     task = tracker.task("hashing weight files", total)
@@ -66,8 +82,13 @@ def issue_bundle(
     precision: str = "auto",
     pairs_requested: int = DEFAULT_PAIRS,
     tracker: Tracker = SILENT,
+    force: bool = False,
 ) -> Issued:
-    use_all_cores()
+    """Fingerprint `model`, sign the statement with `key`, write OUT.attest and OUT.png.
+
+    Both output paths are checked before any work (see attest.output.paths).
+    """
+    out, png_path = bundle_paths(out, force)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     subject = subject_of(model, tracker)
@@ -80,12 +101,12 @@ def issue_bundle(
     layers = parse_layers(method.layers, model.n_layers)
     n_cells = len(layers) * len(method.terms) + len(method.global_terms)
     m = pairs_for_budget(len(tokens), n_cells, pairs_requested)
-    pairs = choose_pairs(len(tokens), m, DEFAULT_PAIR_SEED)
+    pairs = choose_pairs(len(tokens), m, PAIR_SEED)
     cells, values = sketch_model(model, ids, method, layers, pairs, dtype, tracker)
     timings["invariants"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    latent = project(values, DEFAULT_LATENT_SEED)
+    latent = project(values, LATENT_SEED)
     renderer = get_renderer(DEFAULT_RENDERER)
     png = png_bytes(renderer.render(latent))
     timings["render"] = time.perf_counter() - t
@@ -100,8 +121,8 @@ def issue_bundle(
         layers=layers,
         cells=cells,
         pairs=pairs,
-        pair_seed=DEFAULT_PAIR_SEED,
-        latent_seed=DEFAULT_LATENT_SEED,
+        pair_seed=PAIR_SEED,
+        latent_seed=LATENT_SEED,
         values=values.astype(np.float16),
         latent=latent,
         image_sha256=hashlib.sha256(png).digest(),
@@ -112,8 +133,7 @@ def issue_bundle(
     )
     statement = issue_statement(document, key, issuer=issuer, subject=name)
     data = write_attestation(out, statement, png)
-    png_path = out.with_suffix(".png")
-    png_path.write_bytes(png)
+    atomic_write(png_path, png)
     from attest.crypto.keys import key_id
 
     return Issued(

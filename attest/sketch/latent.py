@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-LATENT_DIM = 512
-DEFAULT_LATENT_SEED = 0x5EED_D06
+from attest.formats import LATENT_DIM, LATENT_SEED
 
 
-def project(values: np.ndarray, seed: int = DEFAULT_LATENT_SEED, dim: int = LATENT_DIM) -> np.ndarray:
+def project(values: np.ndarray, seed: int = LATENT_SEED, dim: int = LATENT_DIM) -> np.ndarray:
     s = np.nan_to_num(np.asarray(values, dtype=np.float64).reshape(-1))
     rng = np.random.Generator(np.random.PCG64(seed))
     buckets = rng.integers(0, dim, size=s.size)

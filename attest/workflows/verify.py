@@ -11,17 +11,18 @@ import numpy as np
 from attest import __version__
 from attest.arch.canonical import CanonicalModel
 from attest.bundle.container import OpenedAttestation
-from attest.decision import Policy, Verdict, decide, z_and_p
+from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, z_and_p
+from attest.scoring.sketch_verdict import sketch_verdict
 from attest.invariants.methods import parse_layers
-from attest.invariants.precision import compute_dtype, use_all_cores
-from attest.latent import cosine, project
-from attest.layer_alignment import monotone_pairs
-from attest.model_info import describe
+from attest.invariants.precision import compute_dtype
+from attest.sketch.latent import cosine, project
+from attest.scoring.pairing import embedding_note, pair_layers
+from attest.arch.model_info import describe
 from attest.progress import SILENT, Tracker
-from attest.sketch import aggregate, cell_estimates, remap_pairs
-from attest.sketch_model import sketch_model
-from attest.statement import GLOBAL, StatementView
-from attest.tokens import locate
+from attest.sketch.sampling import cell_estimates, remap_pairs
+from attest.sketch.model_sketch import sketch_model
+from attest.sketch.statement import GLOBAL, StatementView
+from attest.vocab.selection import locate
 from attest.vocab.vocabulary import Vocabulary
 
 
@@ -47,9 +48,19 @@ class Verification:
     suspect_model: dict[str, Any]
     base_latent: np.ndarray
     suspect_latent: np.ndarray
-    suspect_values: np.ndarray  # aligned to the base's cells, 0 where missing
+    suspect_values: np.ndarray  # float32, aligned to the base's cells, 0 where missing
+    bundle_policy: Policy = DEFAULT_POLICY  # what the bundle records: shown, never applied
+    covered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per bundle token
+    matched_cells: list[int] = field(default_factory=list)  # base cell rows the aggregate used
+    incomplete_layers: int = 0
+    suspect_layers: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    artefacts: dict[str, str] = field(default_factory=dict)  # files written (evidence, report, sheet)
+
+    @property
+    def policy_differences(self) -> list[str]:
+        return self.policy.differences(self.bundle_policy)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,13 +71,15 @@ class Verification:
             "p_value": _finite(self.p_value),
             "threshold": self.policy.threshold,
             "policy": self.policy.to_dict(),
+            "bundle_policy": self.bundle_policy.to_dict(),
+            "policy_differences": self.policy_differences,
             "coverage": self.coverage,
             "tokens_covered": self.tokens_covered,
             "pairs_used": self.pairs_used,
             "method": self.method,
             "signature": self.signature,
-            "subject": {"base": _plain(self.base_subject), "suspect": _plain(self.suspect_subject)},
-            "models": {"base": _plain(self.base_model), "suspect": self.suspect_model},
+            "subject": {"base": plain(self.base_subject), "suspect": plain(self.suspect_subject)},
+            "models": {"base": plain(self.base_model), "suspect": self.suspect_model},
             "layers": self.layers,
             "global": self.global_terms,
             "latent_cosine": cosine(self.base_latent, self.suspect_latent),
@@ -74,6 +87,7 @@ class Verification:
             "notes": self.notes,
             "tool_version": __version__,
             "seconds": round(self.seconds, 3),
+            **self.artefacts,
         }
 
 
@@ -81,30 +95,60 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
     """CBOR-decoded values (bytes, frozendicts, tuples) as JSON-friendly values."""
     if isinstance(obj, bytes):
         return obj.hex()
     if hasattr(obj, "items"):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
+
+
+def signature_record(opened: OpenedAttestation) -> dict[str, Any]:
+    """Who signed: the trust store's identity for the key, beside what the bundle claims."""
+    v = opened.verified
+    return {
+        "valid": True, "kid": v.kid.hex(), "trusted_identity": v.signer, "issuer": v.issuer,
+        "issuer_matches_identity": v.issuer == v.signer, "subject": v.subject, "iat": v.iat,
+    }
+
+
+def trust_notes(signature: dict[str, Any], bundle_policy: Policy, policy: Policy) -> list[str]:
+    """Flags every output must carry: a claimed issuer the trust store does not vouch
+    for, and a bundle policy other than the one applied."""
+    notes: list[str] = []
+    if not signature["issuer_matches_identity"]:
+        notes.append(
+            f"the bundle claims issuer {signature['issuer']!r}, but the key that signed it is trusted as "
+            f"{signature['trusted_identity']!r}: only the trusted identity is verified"
+        )
+    diff = policy.differences(bundle_policy)
+    if diff:
+        shown = ", ".join(f"{f} {getattr(bundle_policy, f)!r}" for f in diff)
+        notes.append(f"the bundle records another policy ({shown}); the verifier's own policy was applied")
+    return notes
 
 
 def verify_suspect(
     opened: OpenedAttestation,
     suspect: CanonicalModel,
     *,
-    policy: Policy | None = None,
+    policy: Policy = DEFAULT_POLICY,
     precision: str = "auto",
     suspect_subject: Any = None,
     tracker: Tracker = SILENT,
+    view: StatementView | None = None,
 ) -> Verification:
+    """Recompute `suspect` at the bundle's tokens, layers and pairs, and decide under `policy`.
+
+    `policy` is the verifier's (the shipped calibration unless the caller gives
+    another); the policy the bundle records is reported beside it and never
+    applied, so a publisher cannot lower the bar its own bundle is judged by.
+    """
     t0 = time.perf_counter()
-    use_all_cores()
-    view = StatementView.parse(opened.document)
-    policy = policy or view.policy
+    view = view or StatementView.parse(opened.document)
     method = view.method
     notes = list(suspect.warnings)
     vocab = suspect.vocab
@@ -115,16 +159,15 @@ def verify_suspect(
     present = [i is not None for i in located]
     covered_ids = [i for i in located if i is not None]
     coverage = len(covered_ids) / len(view.tokens)
-    verified = opened.verified
-    signature = {
-        "valid": True, "kid": verified.kid.hex(), "issuer": verified.issuer,
-        "subject": verified.subject, "iat": verified.iat,
-    }
+    signature = signature_record(opened)
+    notes = trust_notes(signature, view.policy, policy) + notes
     base_cells = view.cells
+    covered = np.asarray(present, dtype=bool)
 
     def result(verdict: Verdict, reasons: list[str], score: float = float("nan"), ci: tuple[float, float] = (float("nan"), float("nan")),
                layers: list[dict[str, Any]] | None = None, glob: dict[str, float] | None = None,
-               aligned: np.ndarray | None = None, pairs_used: int = 0) -> Verification:
+               aligned: np.ndarray | None = None, pairs_used: int = 0, matched: list[int] | None = None,
+               incomplete: int = 0, n_layers: int = 0) -> Verification:
         aligned = aligned if aligned is not None else np.zeros_like(view.values)
         z, p = z_and_p(score, policy)
         return Verification(
@@ -133,7 +176,8 @@ def verify_suspect(
             layers=layers or [], global_terms=glob or {}, signature=signature, base_subject=view.subject,
             suspect_subject=suspect_subject, base_model=view.model, suspect_model=describe(suspect),
             base_latent=view.latent, suspect_latent=project(aligned, view.latent_seed),
-            suspect_values=aligned, notes=notes, seconds=time.perf_counter() - t0,
+            suspect_values=aligned, bundle_policy=view.policy, covered=covered, matched_cells=matched or [],
+            incomplete_layers=incomplete, suspect_layers=n_layers, notes=notes, seconds=time.perf_counter() - t0,
         )
 
     if len(covered_ids) < 8:
@@ -174,15 +218,11 @@ def verify_suspect(
         return result(Verdict.INCONCLUSIVE, ["the suspect has none of the bundle's invariant terms (different architecture kind?)"])
     with np.errstate(invalid="ignore"):
         matrix = np.where(counts > 0, matrix / np.maximum(counts, 1), 0.0)
-    if len(base_layers) == len(layers_s) or not method.depth_alignment:
-        index_pairs = [(i, i) for i in range(min(len(base_layers), len(layers_s)))]
-    else:
-        index_pairs = monotone_pairs(matrix)
-        notes.append(f"depths differ ({len(base_layers)} vs {len(layers_s)} layers): layers were paired by a monotone alignment")
+    index_pairs, pairing_notes = pair_layers(matrix, method.depth_alignment)
+    notes.extend(pairing_notes)
 
     aligned = np.zeros_like(view.values)
     matched_b: list[int] = []
-    matched_s: list[int] = []
     layer_rows: list[dict[str, Any]] = []
     for a, b in index_pairs:
         bl, sl = base_layers[a], layers_s[b]
@@ -191,25 +231,21 @@ def verify_suspect(
             if (bl, t) in where_b and (sl, t) in where_s:
                 ib, is_ = where_b[(bl, t)], where_s[(sl, t)]
                 matched_b.append(ib)
-                matched_s.append(is_)
                 row[t] = float(cell_estimates(base_vals[ib:ib + 1], vals_s[is_:is_ + 1])[0])
                 aligned[ib, valid] = vals_s[is_]
         if row:
             layer_rows.append({"a": bl, "b": sl, "terms": row, "mean": float(np.mean(list(row.values())))})
-    est = aggregate(base_vals[matched_b], vals_s[matched_s])
     glob: dict[str, float] = {}
     for t in method.global_terms:
         if (GLOBAL, t) in where_b and (GLOBAL, t) in where_s:
             ib, is_ = where_b[(GLOBAL, t)], where_s[(GLOBAL, t)]
             glob[t] = float(cell_estimates(base_vals[ib:ib + 1], vals_s[is_:is_ + 1])[0])
             aligned[ib, valid] = vals_s[is_]
-    if glob.get("emb", 0.0) >= policy.related_embeddings and est.score < policy.threshold:
-        notes.append(f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not")
-    verdict, reasons = decide(est.score, coverage, len(covered_ids), policy, est.ci)
-    if skipped:
-        verdict = Verdict.INCONCLUSIVE
-        reasons.append(
-            f"{len(skipped)} of the suspect's {len(layers_s)} layers are incomplete; "
-            f"layer coverage {1 - len(skipped) / len(layers_s):.0%}"
-        )
-    return result(verdict, reasons, est.score, est.ci, layer_rows, glob, aligned, k)
+    decided = sketch_verdict(view.values, aligned, valid, matched_b, coverage=coverage, tokens_covered=len(covered_ids),
+                             policy=policy, incomplete_layers=len(skipped), suspect_layers=len(layers_s))
+    est = decided.estimate
+    emb_note = embedding_note(glob, est.score, policy)
+    if emb_note:
+        notes.append(emb_note)
+    return result(decided.verdict, decided.reasons, est.score, est.ci, layer_rows, glob, aligned, k,
+                  matched_b, len(skipped), len(layers_s))

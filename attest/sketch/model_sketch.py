@@ -11,8 +11,8 @@ from attest.arch.canonical import CanonicalModel
 from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method
 from attest.progress import SILENT, Tracker
-from attest.sketch import sample
-from attest.statement import GLOBAL
+from attest.sketch.sampling import sample
+from attest.sketch.statement import GLOBAL
 
 
 def sketch_model(

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from attest.formats import SKETCH_BUDGET_BYTES
+
 DEFAULT_PAIRS = 8192
-MAX_SKETCH_BYTES = 3_500_000  # keeps a bundle under 4 MB before the image
 Z_95 = 1.959963984540054
 
 
@@ -37,7 +38,7 @@ def choose_pairs(n_tokens: int, m: int, seed: int) -> np.ndarray:
 
 def pairs_for_budget(n_tokens: int, n_cells: int, requested: int = DEFAULT_PAIRS) -> int:
     """Largest m <= requested whose float16 sketch fits the size budget."""
-    fit = MAX_SKETCH_BYTES // max(1, 2 * n_cells)
+    fit = SKETCH_BUDGET_BYTES // max(1, 2 * n_cells)
     return int(max(256, min(requested, fit, n_tokens * (n_tokens - 1))))
 
 

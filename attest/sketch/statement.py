@@ -16,12 +16,12 @@ import numpy as np
 
 from attest import __version__
 from attest.bundle.cbor_safe import is_array
-from attest.decision import Policy
+from attest.scoring.decision import Policy
 from attest.errors import BundleError
+from attest.formats import GLOBAL_LAYER, KNOWN_TERMS, STATEMENT_FORMAT
 from attest.invariants.methods import METHODS, Method
 
-STATEMENT_FORMAT = "attest-statement/1"
-GLOBAL = -1  # layer index used for global cells (emb, head)
+GLOBAL = GLOBAL_LAYER
 
 
 def _as_int(v: Any, what: str) -> int:
@@ -124,7 +124,7 @@ class StatementView:
         gterms = m.get("global_terms")
         if not is_array(terms) or not is_array(gterms):
             raise BundleError("statement document: method terms must be arrays")
-        known = {"qk", "vo", "up", "gate", "router", "ffn", "emb", "head"}
+        known = KNOWN_TERMS
         if not set(terms) | set(gterms) <= known:
             raise BundleError("statement document: unknown invariant term")
         method = Method(**{**base_method.__dict__, "terms": tuple(terms), "global_terms": tuple(gterms), "n_tokens": len(tokens)})

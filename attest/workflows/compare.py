@@ -10,18 +10,18 @@ import numpy as np
 import torch
 
 from attest.arch.canonical import CanonicalModel
-from attest.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_and_p
+from attest.formats import PAIR_SEED
+from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_and_p
 from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
-from attest.invariants.precision import compute_dtype, use_all_cores
-from attest.latent import project
-from attest.layer_alignment import monotone_pairs
-from attest.sketch import choose_pairs, pairs_for_budget, sample
-from attest.model_info import describe
+from attest.invariants.precision import compute_dtype
+from attest.sketch.latent import project
+from attest.scoring.pairing import embedding_note, pair_layers
+from attest.sketch.sampling import choose_pairs, pairs_for_budget, sample
+from attest.arch.model_info import describe
 from attest.progress import SILENT, Tracker
-from attest.tokens import DEFAULT_SELECTION_KEY, align_pair, eligible_strings
+from attest.vocab.selection import DEFAULT_SELECTION_KEY, align_pair, eligible_strings
 
-LATENT_PAIR_SEED = 0x9A125  # the pair positions `attest issue` uses, so dogs agree across commands
 
 
 @dataclass
@@ -131,7 +131,6 @@ def compare_models(
     tracker: Tracker = SILENT,
 ) -> Comparison:
     t0 = time.perf_counter()
-    use_all_cores()
     dtype = compute_dtype(precision)
     notes = list(dict.fromkeys(a.warnings + b.warnings))
     align = align_pair(a.vocab, b.vocab, method.n_tokens, selection_key)
@@ -156,7 +155,7 @@ def compare_models(
     probe_a = make_probe(a, align.ids_a, method)
     probe_b = make_probe(b, align.ids_b, method)
     n = len(align.strings)
-    positions = choose_pairs(n, pairs_for_budget(n, len(layers_a) * len(method.terms)), LATENT_PAIR_SEED)
+    positions = choose_pairs(n, pairs_for_budget(n, len(layers_a) * len(method.terms)), PAIR_SEED)
     task = tracker.task("fingerprinting A", len(layers_a))
     stored: dict[int, dict[str, torch.Tensor]] = {}
     sample_a: dict[tuple[int, str], np.ndarray] = {}
@@ -179,13 +178,8 @@ def compare_models(
     with np.errstate(all="ignore"):
         layer_matrix = np.nanmean(stack, axis=0)
     layer_matrix = np.nan_to_num(layer_matrix, nan=0.0)
-    if len(layers_a) == len(layers_b) or not method.depth_alignment:
-        index_pairs = [(k, k) for k in range(min(len(layers_a), len(layers_b)))]
-    else:
-        index_pairs = monotone_pairs(layer_matrix)
-        notes.append(
-            f"depths differ ({a.n_layers} vs {b.n_layers} layers): layers were paired by a monotone alignment"
-        )
+    index_pairs, pairing_notes = pair_layers(layer_matrix, method.depth_alignment)
+    notes.extend(pairing_notes)
     pairs: list[LayerPair] = []
     cells: list[float] = []
     for ka, kb in index_pairs:
@@ -205,10 +199,9 @@ def compare_models(
         for t in ga:
             if t in gb:
                 glob[t] = _cosine(ga[t], gb[t])
-    if glob.get("emb", 0.0) >= policy.related_embeddings and score < policy.threshold:
-        notes.append(
-            f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not"
-        )
+    emb_note = embedding_note(glob, score, policy)
+    if emb_note:
+        notes.append(emb_note)
     verdict, reasons = decide(score, coverage, len(align.strings), policy)
     return Comparison(
         method=method, policy=policy, score=score, verdict=verdict, reasons=reasons,

@@ -1,0 +1,443 @@
+"""attest's public Python API: the five workflows as plain calls over paths.
+
+    import attest
+
+    result = attest.compare("base-model/", "suspect-model/")
+    print(result.verdict, result.score)
+
+    issued = attest.issue("base-model/", "keys/acme.key", "base.attest", issuer="ACME Labs")
+    v = attest.verify("suspect/", "base.attest", trust="keys/", evidence="evidence.cbor")
+    print(v.verdict, v.signature["trusted_identity"])
+    info = attest.inspect("evidence.cbor", trust="keys/")
+
+Every function takes paths (or already-loaded keys and trust stores), returns a
+typed result with `.to_json()`, and raises only the typed errors of
+`attest.errors` for anything a caller can cause (`InputError` for unusable
+input, `BundleError` for a bad, tampered or untrusted bundle).  None of them
+touches torch's global thread count unless `threads=` is given.  The CLI, the
+demo and the benchmarks call only this module.  docs/api.md has the details.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from attest.arch.canonical import CanonicalModel
+from attest.arch.detect import load_model
+from attest.bundle.container import (
+    MAX_ATTESTATION_BYTES,
+    MAX_EVIDENCE_BYTES,
+    OpenedAttestation,
+    inspect_attestation,
+    read_attestation,
+    read_bounded,
+    read_evidence,
+)
+from attest.crypto.keys import (
+    TrustStore,
+    key_file_is_encrypted,
+    load_private_key,
+    private_key_exposure,
+)
+from attest.crypto.local_verifier import local_verifier_key, verifier_trust_dir
+from attest.errors import BundleError, InputError
+from attest.formats import EVIDENCE_FORMAT
+from attest.invariants.methods import Method, get_method
+from attest.invariants.precision import torch_threads
+from attest.progress import SILENT, Tracker
+from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict
+from attest.sketch.statement import StatementView
+from attest.workflows.compare import Comparison, compare_models
+from attest.workflows.evidence import EvidenceCheck, recheck
+from attest.workflows.fingerprint import write_fingerprint
+from attest.workflows.issue import Issued, bundle_paths, issue_bundle, subject_of
+from attest.workflows.outputs import VerificationOutputs, write_outputs
+from attest.workflows.verify import Verification, plain, signature_record, verify_suspect
+
+__all__ = [
+    "Comparison",
+    "Inspection",
+    "Issued",
+    "Verification",
+    "Verdict",
+    "Policy",
+    "DEFAULT_POLICY",
+    "compare",
+    "fingerprint",
+    "inspect",
+    "issue",
+    "load",
+    "open_bundle",
+    "resolve_policy",
+    "trust_store",
+    "verify",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+TrustLike = Union[TrustStore, PathLike]
+KeyLike = Union[Ed25519PrivateKey, PathLike]
+
+
+# -- inputs -------------------------------------------------------------------
+
+
+def load(model: PathLike, tokenizer: PathLike | None = None) -> CanonicalModel:
+    """Open a model path lazily (nothing is read beyond headers until a workflow streams it)."""
+    return load_model(Path(model), Path(tokenizer) if tokenizer is not None else None)
+
+
+def trust_store(trust: TrustLike) -> TrustStore:
+    """A TrustStore, or a path to one `.pub` file or a folder of them."""
+    return trust if isinstance(trust, TrustStore) else TrustStore.from_path(Path(trust))
+
+
+def _private_key(key: KeyLike, passphrase: bytes | None, strict: bool, warnings: list[str]) -> Ed25519PrivateKey:
+    if isinstance(key, Ed25519PrivateKey):
+        return key
+    path = Path(key)
+    if not path.is_file():
+        raise InputError(f"{path}: no such key file")
+    exposure = private_key_exposure(path)
+    if exposure:
+        if strict:
+            raise InputError(f"{exposure} (refused under --strict)")
+        warnings.append(exposure)
+    if key_file_is_encrypted(path) and passphrase is None:
+        raise InputError(f"private key {path} is encrypted: give its passphrase (--passphrase-env VAR)")
+    return load_private_key(path, passphrase)
+
+
+def resolve_policy(policy: Policy | PathLike | None = None, threshold: float | None = None) -> Policy:
+    """The verifier's policy: the shipped calibration, a Policy or a policy JSON file, optionally re-thresholded."""
+    if policy is None:
+        chosen = DEFAULT_POLICY
+    elif isinstance(policy, Policy):
+        bad = policy.problems()
+        if bad:
+            raise InputError(f"policy: {'; '.join(bad)}")
+        chosen = policy
+    else:
+        chosen = Policy.from_file(Path(policy))
+    return chosen if threshold is None else chosen.with_threshold(threshold)
+
+
+def _method(method: str | Method, tokens: int | None, layers: str | None, terms: tuple[str, ...] | None) -> Method:
+    base = get_method(method) if isinstance(method, str) else method
+    return base.with_options(n_tokens=tokens, layers=layers, terms=terms)
+
+
+# -- compare and fingerprint -----------------------------------------------------
+
+
+def compare(
+    a: PathLike | CanonicalModel,
+    b: PathLike | CanonicalModel,
+    *,
+    method: str | Method = "attest-v1",
+    tokens: int | None = None,
+    layers: str | None = None,
+    terms: tuple[str, ...] | None = None,
+    precision: str = "auto",
+    policy: Policy | PathLike | None = None,
+    threshold: float | None = None,
+    tokenizer_a: PathLike | None = None,
+    tokenizer_b: PathLike | None = None,
+    threads: int | None = None,
+    progress: Tracker = SILENT,
+) -> Comparison:
+    """Exact similarity of two locally held models, layer by layer, with a verdict."""
+    m = _method(method, tokens, layers, terms)
+    pol = resolve_policy(policy, threshold)
+    ma = a if isinstance(a, CanonicalModel) else load(a, tokenizer_a)
+    mb = b if isinstance(b, CanonicalModel) else load(b, tokenizer_b)
+    with torch_threads(threads):
+        return compare_models(ma, mb, m, policy=pol, precision=precision, tracker=progress)
+
+
+def fingerprint(
+    model: PathLike | CanonicalModel,
+    out: PathLike,
+    *,
+    method: str | Method = "attest-v1",
+    tokens: int | None = None,
+    layers: str | None = None,
+    terms: tuple[str, ...] | None = None,
+    precision: str = "auto",
+    tokenizer: PathLike | None = None,
+    threads: int | None = None,
+    progress: Tracker = SILENT,
+) -> dict[str, Any]:
+    """Write the standardised invariant matrices and summary.json into the new or empty folder `out`."""
+    m = _method(method, tokens, layers, terms)
+    cm = model if isinstance(model, CanonicalModel) else load(model, tokenizer)
+    with torch_threads(threads):
+        return write_fingerprint(cm, m, Path(out), precision=precision, tracker=progress)
+
+
+# -- issue ----------------------------------------------------------------------
+
+
+def issue(
+    model: PathLike | CanonicalModel,
+    key: KeyLike,
+    out: PathLike,
+    *,
+    name: str | None = None,
+    issuer: str = "unknown publisher",
+    meta: Mapping[str, str] | None = None,
+    method: str | Method = "attest-v1",
+    tokens: int | None = None,
+    layers: str | None = None,
+    precision: str = "auto",
+    tokenizer: PathLike | None = None,
+    passphrase: bytes | None = None,
+    strict: bool = False,
+    force: bool = False,
+    threads: int | None = None,
+    progress: Tracker = SILENT,
+) -> Issued:
+    """Fingerprint `model` and sign it as OUT.attest (with the dog at OUT.png)."""
+    bundle_paths(Path(out), force)  # refuse a bad output before reading a key or a weight
+    warnings: list[str] = []
+    priv = _private_key(key, passphrase, strict, warnings)
+    m = _method(method, tokens, layers, None)
+    cm = model if isinstance(model, CanonicalModel) else load(model, tokenizer)
+    if name is None:
+        name = Path(model).resolve().name if not isinstance(model, CanonicalModel) else cm.source.root.name
+    with torch_threads(threads):
+        issued = issue_bundle(cm, priv, Path(out), method=m, name=name, issuer=issuer, meta=dict(meta or {}),
+                              precision=precision, tracker=progress, force=force)
+    issued.warnings.extend(warnings)
+    return issued
+
+
+# -- verify ---------------------------------------------------------------------
+
+
+def open_bundle(
+    bundle: PathLike | bytes,
+    trust: TrustLike,
+    *,
+    expect_issuer: str | None = None,
+    expect_subject: str | None = None,
+) -> OpenedAttestation:
+    """Read a bundle and check its signature against `trust` (BundleError on any failure).
+
+    `expect_issuer` pins the trust-store identity of the signing key (never the
+    name the bundle claims for itself); `expect_subject` pins the signed model name.
+    The statement is validated here too, before any suspect is read.
+    """
+    store = trust_store(trust)
+    data = bytes(bundle) if isinstance(bundle, (bytes, bytearray)) else \
+        read_bounded(Path(bundle), MAX_ATTESTATION_BYTES, what="bundle")
+    opened = read_attestation(data, store)
+    signer = opened.verified.signer
+    if expect_issuer is not None and signer != expect_issuer:
+        raise BundleError(
+            f"the bundle was signed by the key the trust store names {signer!r}, not {expect_issuer!r} "
+            f"(it claims issuer {opened.verified.issuer!r})"
+        )
+    if expect_subject is not None and opened.verified.subject != expect_subject:
+        raise BundleError(f"the bundle attests {opened.verified.subject!r}, not {expect_subject!r}")
+    StatementView.parse(opened.document)
+    return opened
+
+
+def verify(
+    suspect: PathLike | CanonicalModel,
+    bundle: PathLike | bytes | OpenedAttestation,
+    *,
+    trust: TrustLike | None = None,
+    policy: Policy | PathLike | None = None,
+    threshold: float | None = None,
+    expect_issuer: str | None = None,
+    expect_subject: str | None = None,
+    tokenizer: PathLike | None = None,
+    precision: str = "auto",
+    evidence: PathLike | None = None,
+    report: PathLike | None = None,
+    sheet: PathLike | None = None,
+    verifier_key: KeyLike | None = None,
+    passphrase: bytes | None = None,
+    strict: bool = False,
+    force: bool = False,
+    threads: int | None = None,
+    progress: Tracker = SILENT,
+) -> Verification:
+    """Check the bundle's signature, recompute the suspect, decide under the verifier's policy.
+
+    The policy is the shipped calibration unless `policy` or `threshold` says
+    otherwise; the bundle's own recorded policy is reported, never applied.
+    Evidence is always signed: by `verifier_key`, else by the local verifier key
+    (created on first use; see attest.crypto.local_verifier).
+    """
+    outputs = VerificationOutputs(
+        evidence=Path(evidence) if evidence is not None else None,
+        report=Path(report) if report is not None else None,
+        sheet=Path(sheet) if sheet is not None else None,
+        force=force,
+    ).check()  # before any work: a long run never ends in "cannot write"
+    pol = resolve_policy(policy, threshold)
+    if isinstance(bundle, OpenedAttestation):
+        opened = bundle
+    else:
+        if trust is None:
+            raise InputError("verify needs a trust store: trust=PATH (a .pub file or a folder of them)")
+        opened = open_bundle(bundle, trust, expect_issuer=expect_issuer, expect_subject=expect_subject)
+    view = StatementView.parse(opened.document)
+    warnings: list[str] = []
+    signer: Ed25519PrivateKey | None = None
+    signer_note = None
+    if outputs.evidence is not None:
+        if verifier_key is not None:
+            signer = _private_key(verifier_key, passphrase, strict, warnings)
+        else:
+            local = local_verifier_key()
+            signer = local.key
+            signer_note = (f"evidence signed with the local verifier key {local.private_path} (kid {local.kid_hex[:16]}…"
+                           f"{', created now' if local.created else ''}); share {local.public_path} with whoever "
+                           f"re-checks it")
+    cm = suspect if isinstance(suspect, CanonicalModel) else load(suspect, tokenizer)
+    suspect_name = Path(suspect).name if not isinstance(suspect, CanonicalModel) else cm.source.root.name
+    with torch_threads(threads):
+        suspect_subject = subject_of(cm, progress)
+        v = verify_suspect(opened, cm, policy=pol, precision=precision, suspect_subject=suspect_subject,
+                           tracker=progress, view=view)
+    v.notes.extend(warnings)
+    if signer_note:
+        v.notes.append(signer_note)
+    if outputs.evidence or outputs.report or outputs.sheet:
+        written = write_outputs(opened.raw, opened.png, v, suspect_name, suspect_subject, outputs, signer=signer)
+        v.artefacts.update({k: written[k] for k in ("evidence", "report", "sheet", "time") if k in written})
+    return v
+
+
+# -- inspect --------------------------------------------------------------------
+
+
+def looks_like_evidence(raw: bytes) -> bool:
+    """A signed evidence file is a bare COSE_Sign1 (tag 18 = 0xd2); an unsigned one is a
+    map whose format names it; bundles are maps with another format."""
+    return raw[:1] == b"\xd2" or EVIDENCE_FORMAT.encode() in raw[:512]
+
+
+@dataclass
+class Inspection:
+    """What `inspect` found; `ok` only when every check passed."""
+
+    kind: str  # "attestation" or "evidence"
+    info: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+    check: EvidenceCheck | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.info, kind=self.kind, ok=self.ok, problems=list(self.problems))
+        if self.check is not None:
+            out["recomputation"] = self.check.to_json()
+        return out
+
+
+def inspect(
+    path: PathLike,
+    *,
+    trust: TrustLike,
+    verifier_trust: TrustLike | None = None,
+    suspect: PathLike | None = None,
+    suspect_tokenizer: PathLike | None = None,
+    progress: Tracker = SILENT,
+) -> Inspection:
+    """Re-verify a bundle or an evidence file offline.
+
+    For evidence: the publisher's signature against `trust`; the verifier's
+    signature against `verifier_trust` (default: the local verifier trust
+    folder), which must exist; the verdict and score recomputed from the
+    sketches; and, with `suspect`, the suspect's file digests.  Every failed
+    check is listed in `problems`; a bad or untrusted signature raises BundleError.
+    """
+    file = Path(path)
+    raw = read_bounded(file, MAX_EVIDENCE_BYTES, what="file")
+    store = trust_store(trust)
+    info: dict[str, Any] = {"file": str(file), "bytes": len(raw)}
+    problems: list[str] = []
+    check: EvidenceCheck | None = None
+    if looks_like_evidence(raw):
+        kind = "evidence"
+        vstore = _verifier_store(verifier_trust)
+        try:
+            ev = read_evidence(raw, store, verifier_trust=vstore if vstore is not None else TrustStore())
+        except BundleError as exc:
+            if vstore is None and raw[:1] == b"\xd2":
+                raise BundleError(f"{exc} (no verifier trust store: give --verifier-trust DIR or --verifier-pubkey K)") from None
+            raise
+        att = ev.attestation
+        if ev.signed is None:
+            problems.append("the evidence is not signed by a verifier")
+        check = recheck(ev)
+        if check.reason:
+            problems.append(f"the verdict cannot be recomputed: {check.reason}")
+        problems.extend(f"recorded result differs from the recomputation: {d}" for d in check.differences)
+        info["evidence"] = {
+            "time": ev.body["time"], "tool": plain(ev.body["tool"]), "results": plain(ev.body["results"]),
+            "suspect": {k: plain(v) for k, v in ev.body["suspect"].items() if k not in ("sketch", "covered")},
+            "signed": ev.signed is not None,
+            "verifier_kid": ev.signed.kid.hex() if ev.signed else None,
+            "verifier_identity": ev.signed.signer if ev.signed else None,
+            "verifier_claimed_issuer": ev.signed.issuer if ev.signed else None,
+        }
+        if suspect is not None:
+            cm = load(suspect, suspect_tokenizer)
+            actual = plain(subject_of(cm, progress)).get("root")
+            recorded = plain(ev.body["suspect"].get("subject") or {}).get("root")
+            info["suspect_check"] = {"path": str(suspect), "root": actual, "recorded_root": recorded}
+            if actual != recorded:
+                problems.append(f"the evidence is about other files: recorded root {recorded}, {suspect} has {actual}")
+    else:
+        kind = "attestation"
+        att = read_attestation(raw, store)
+    doc = att.document
+    info["signature"] = signature_record(att)
+    info["model"] = plain(doc["model"])
+    info["subject"] = plain(doc["subject"])
+    info["method"] = {k: plain(v) for k, v in doc["method"].items() if k not in ("tokens", "pairs")}
+    info["method"]["tokens"] = len(doc["method"]["tokens"])
+    info["sketch_shape"] = list(doc["sketch"]["shape"])
+    info["policy"] = plain(doc["policy"])
+    info["meta"] = plain(doc.get("meta", {}))
+    import hashlib
+
+    info["image"] = {"sha256": hashlib.sha256(att.png).hexdigest(), "bytes": len(att.png), **plain(doc["image"])}
+    return Inspection(kind, info, problems, check)
+
+
+def _verifier_store(verifier_trust: TrustLike | None) -> TrustStore | None:
+    if verifier_trust is not None:
+        return trust_store(verifier_trust)
+    folder = verifier_trust_dir()
+    if folder.is_dir() and any(folder.glob("*.pub")):
+        return TrustStore.from_dir(folder)
+    return None
+
+
+def bundle_latent(path: PathLike) -> tuple[Any, str]:
+    """The latent and renderer name of a bundle, with no signature check (drawing is harmless)."""
+    import numpy as np
+
+    file = Path(path)
+    raw = read_bounded(file, MAX_EVIDENCE_BYTES, what="file")
+    if looks_like_evidence(raw):
+        raise InputError(f"{file} is an evidence file; render takes the publisher's .attest bundle")
+    doc = inspect_attestation(raw).document
+    latent = np.frombuffer(doc["latent"], dtype="<f4")
+    renderer = doc["image"].get("renderer", {})
+    name = str(renderer.get("name", "dog-v1")) if isinstance(renderer, Mapping) else "dog-v1"
+    return latent, name

@@ -1,0 +1,1 @@
+"""Writing files safely: output paths checked before any work, atomic writes."""

@@ -1,0 +1,52 @@
+"""The last step of `verify`, kept apart so that `inspect` can redo it from an
+evidence file alone: the aggregate estimate over the matched sketch cells and
+the verdict under a policy.
+
+Everything it reads is in the evidence: the publisher's sketch (inside the
+signed attestation), the suspect's values aligned to the publisher's cells,
+which probe tokens the suspect covered, which cells were matched, and the
+policy.  Because `verify` itself decides through this function, a recomputed
+verdict can only differ from the recorded one if the record was edited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from attest.scoring.decision import Policy, Verdict, decide
+from attest.sketch.sampling import Estimate, aggregate
+
+
+@dataclass(frozen=True)
+class SketchVerdict:
+    estimate: Estimate
+    verdict: Verdict
+    reasons: list[str]
+
+
+def sketch_verdict(
+    base_values: np.ndarray,
+    suspect_aligned: np.ndarray,
+    valid_pairs: np.ndarray,
+    matched_cells: Sequence[int],
+    *,
+    coverage: float,
+    tokens_covered: int,
+    policy: Policy,
+    incomplete_layers: int = 0,
+    suspect_layers: int = 0,
+) -> SketchVerdict:
+    """Estimate and verdict from [cells, m] sketches, the valid-pair mask and the matched cell rows."""
+    rows = list(matched_cells)
+    est = aggregate(base_values[rows][:, valid_pairs], suspect_aligned[rows][:, valid_pairs])
+    verdict, reasons = decide(est.score, coverage, tokens_covered, policy, est.ci)
+    if incomplete_layers:
+        verdict = Verdict.INCONCLUSIVE
+        share = 1 - incomplete_layers / max(1, suspect_layers)
+        reasons.append(
+            f"{incomplete_layers} of the suspect's {suspect_layers} layers are incomplete; layer coverage {share:.0%}"
+        )
+    return SketchVerdict(est, verdict, reasons)
