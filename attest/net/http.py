@@ -75,11 +75,13 @@ def request(
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_BYTES,
     what: str = "service",
+    errors_as_responses: bool = False,
 ) -> HttpResponse:
     """One HTTP exchange.  2xx and 3xx come back as responses; 4xx/5xx and transport failures raise NetworkError.
 
     `HttpResponse` for 4xx/5xx is never returned: callers would have to
-    remember to check.  The error text includes the status and the first
+    remember to check (unless `errors_as_responses`, for protocols whose
+    error bodies carry meaning, such as SCRAPI's problem details).  The error text includes the status and the first
     bytes of any body (servers often explain themselves there).
     """
     check_url(url, what)
@@ -92,7 +94,7 @@ def request(
             return HttpResponse(status=int(resp.status), headers=dict(resp.headers.items()), body=data)
     except urllib.error.HTTPError as exc:
         hdrs = dict(exc.headers.items()) if exc.headers is not None else {}
-        if 300 <= exc.code < 400:
+        if 300 <= exc.code < 400 or errors_as_responses:
             try:
                 data = _read_capped(exc, max_bytes, url)
             except OSError:
