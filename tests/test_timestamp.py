@@ -166,3 +166,59 @@ def test_flipped_bit_in_signed_imprint_never_verifies(files: Files, tsa: LocalTS
     assert at > 0
     token[at] ^= 1
     assert not verify_token(bytes(token), sig_field, [pki.root]).verified
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    import sys
+
+    from attest.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["attest", *argv])
+    with pytest.raises(SystemExit) as exc:
+        main()
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def test_cli_timestamp_and_proofs(files: Files, tsa: LocalTSA, pki: Pki, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    src = tmp_path / "m.attest"
+    src.write_bytes(files.bundle)
+    # Before: no tokens.
+    code, out, _ = _run(["proofs", str(src), "--tsa-ca", str(pki.root_pem), "--json"], capsys, monkeypatch)
+    assert code == 0 and json.loads(out)["timestamps"] == []
+    # Never replaces FILE without --force.
+    code, _, err = _run(["timestamp", str(src), "--tsa", tsa.url], capsys, monkeypatch)
+    assert code == 4 and "--force" in err and src.read_bytes() == files.bundle
+    dst = tmp_path / "stamped.attest"
+    code, _, _ = _run(["timestamp", str(src), "--tsa", tsa.url, "--tsa-ca", str(pki.root_pem), "--out", str(dst)],
+                      capsys, monkeypatch)
+    assert code == 0 and src.read_bytes() == files.bundle
+    code, out, _ = _run(["proofs", str(dst), "--tsa-ca", str(pki.root_pem), "--json"], capsys, monkeypatch)
+    [stamp] = json.loads(out)["timestamps"]
+    assert code == 0 and stamp["verified"] and stamp["time"] and "Test TSA" in stamp["tsa"]
+    # Against another root: shown as not verified, with no time, exit 3.
+    other = make_pki(tmp_path / "other", root_cn="Other")
+    code, out, _ = _run(["proofs", str(dst), "--tsa-ca", str(other.root_pem), "--json"], capsys, monkeypatch)
+    [stamp] = json.loads(out)["timestamps"]
+    assert code == 3 and stamp["verified"] is False and stamp["time"] is None and stamp["reason"]
+
+
+def test_cli_tsa_optional(files: Files, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "m.attest"
+    src.write_bytes(files.bundle)
+    dst = tmp_path / "out.attest"
+    with LocalTSA(pki, "slow") as server:
+        code, _, err = _run(["timestamp", str(src), "--tsa", server.url, "--timeout", "0.5", "--out", str(dst)],
+                            capsys, monkeypatch)
+        assert code == 4 and "did not answer" in err and not dst.exists()
+        code, _, err = _run(["timestamp", str(src), "--tsa", server.url, "--timeout", "0.5", "--out", str(dst),
+                             "--tsa-optional"], capsys, monkeypatch)
+        assert code == 0 and "WITHOUT a timestamp" in err and dst.read_bytes() == files.bundle

@@ -168,3 +168,31 @@ def test_ts_key_files(tmp_path: Path, ts: LocalTransparencyService) -> None:
     pem.write_bytes(ts.public_pem())
     [key] = load_ts_keys([pem])
     assert key.kid == ts.kid == hashlib.sha256(cbor2.dumps(ts.cose_key, canonical=True)).digest()
+
+
+def test_cli_register_and_proofs(files: Files, ts: LocalTransparencyService, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import sys
+
+    from attest.cli.app import main
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["attest", *argv])
+        with pytest.raises(SystemExit) as exc:
+            main()
+            raise SystemExit(0)
+        out, err = capsys.readouterr()
+        return int(exc.value.code or 0), out, err
+
+    src = tmp_path / "m.attest"
+    src.write_bytes(files.bundle)
+    pem = tmp_path / "ts.pem"
+    pem.write_bytes(ts.public_pem())
+    code, _, _ = run(["register", str(src), "--scitt", ts.url, "--ts-key", str(pem), "--force"])
+    assert code == 0 and src.read_bytes() != files.bundle
+    code, out, _ = run(["proofs", str(src), "--ts-key", str(pem), "--json"])
+    [receipt] = json.loads(out)["receipts"]
+    assert code == 0 and receipt["verified"] and receipt["tree_size"] == 6
+    code, out, _ = run(["proofs", str(src), "--json"])
+    assert code == 3 and json.loads(out)["receipts"][0]["verified"] is False
