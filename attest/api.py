@@ -68,6 +68,7 @@ __all__ = [
     "Verdict",
     "Policy",
     "DEFAULT_POLICY",
+    "TsaOptions",
     "compare",
     "fingerprint",
     "inspect",
@@ -85,6 +86,34 @@ KeyLike = Union[Ed25519PrivateKey, PathLike]
 
 
 # -- inputs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TsaOptions:
+    """Ask an RFC 3161 time-stamp authority to stamp what a workflow signed (docs/transparency.md).
+
+    `optional`: if the TSA fails, keep the file unstamped (with a warning)
+    instead of failing; `roots`: PEM root CAs the new token must chain to.
+    """
+
+    url: str
+    optional: bool = False
+    roots: tuple[PathLike, ...] = ()
+    timeout: float = 10.0
+
+
+def _stamp_file(path: Path, tsa: TsaOptions, warnings: list[str]) -> bool:
+    from attest.output.paths import atomic_write
+    from attest.timestamp import load_tsa_roots, stamp_container_result
+
+    data = read_bounded(path, MAX_EVIDENCE_BYTES, what="file")
+    res = stamp_container_result(data, tsa.url, timeout=tsa.timeout, optional=tsa.optional,
+                                 tsa_roots=load_tsa_roots([Path(r) for r in tsa.roots]))
+    if res.stamped:
+        atomic_write(path, res.data)
+    else:
+        warnings.append(f"{path} was written WITHOUT a timestamp: {res.reason}")
+    return bool(res.stamped)
 
 
 def load(model: PathLike, tokenizer: PathLike | None = None) -> CanonicalModel:
@@ -199,6 +228,7 @@ def issue(
     passphrase: bytes | None = None,
     strict: bool = False,
     force: bool = False,
+    tsa: TsaOptions | None = None,
     threads: int | None = None,
     progress: Tracker = SILENT,
 ) -> Issued:
@@ -213,6 +243,9 @@ def issue(
     with torch_threads(threads):
         issued = issue_bundle(cm, priv, Path(out), method=m, name=name, issuer=issuer, meta=dict(meta or {}),
                               precision=precision, tracker=progress, force=force)
+    if tsa is not None:
+        _stamp_file(issued.bundle_path, tsa, warnings)
+        issued.bundle_bytes = issued.bundle_path.stat().st_size
     issued.warnings.extend(warnings)
     return issued
 
@@ -267,6 +300,7 @@ def verify(
     passphrase: bytes | None = None,
     strict: bool = False,
     force: bool = False,
+    tsa: TsaOptions | None = None,
     threads: int | None = None,
     progress: Tracker = SILENT,
 ) -> Verification:
@@ -283,6 +317,8 @@ def verify(
         sheet=Path(sheet) if sheet is not None else None,
         force=force,
     ).check()  # before any work: a long run never ends in "cannot write"
+    if tsa is not None and outputs.evidence is None:
+        raise InputError("--tsa stamps the evidence file: give --evidence too")
     pol = resolve_policy(policy, threshold)
     if isinstance(bundle, OpenedAttestation):
         opened = bundle
@@ -315,6 +351,10 @@ def verify(
     if outputs.evidence or outputs.report or outputs.sheet:
         written = write_outputs(opened.raw, opened.png, v, suspect_name, suspect_subject, outputs, signer=signer)
         v.artefacts.update({k: written[k] for k in ("evidence", "report", "sheet", "time") if k in written})
+    if tsa is not None:
+        if outputs.evidence is None:
+            raise InputError("--tsa stamps the evidence file: give --evidence too")
+        _stamp_file(outputs.evidence, tsa, v.notes)
     return v
 
 
@@ -354,6 +394,8 @@ def inspect(
     verifier_trust: TrustLike | None = None,
     suspect: PathLike | None = None,
     suspect_tokenizer: PathLike | None = None,
+    tsa_roots: tuple[PathLike, ...] = (),
+    ts_keys: tuple[PathLike, ...] = (),
     progress: Tracker = SILENT,
 ) -> Inspection:
     """Re-verify a bundle or an evidence file offline.
@@ -416,7 +458,28 @@ def inspect(
     import hashlib
 
     info["image"] = {"sha256": hashlib.sha256(att.png).hexdigest(), "bytes": len(att.png), **plain(doc["image"])}
+    _proofs(raw, info, problems, tsa_roots, ts_keys)
     return Inspection(kind, info, problems, check)
+
+
+def _proofs(raw: bytes, info: dict[str, Any], problems: list[str], tsa_roots: tuple[PathLike, ...],
+            ts_keys: tuple[PathLike, ...]) -> None:
+    """Time-stamp tokens and SCITT receipts: each shown verified, or not verified with the reason.
+
+    A token or receipt that fails while its root or key was given is a problem;
+    without roots or keys they are listed as unverified, since nothing was asked.
+    """
+    from attest.timestamp import load_tsa_roots, timestamp_report
+    from attest.transparency import load_ts_keys, receipt_report
+
+    stamps = timestamp_report(raw, load_tsa_roots([Path(r) for r in tsa_roots]))
+    receipts = receipt_report(raw, load_ts_keys([Path(k) for k in ts_keys]))
+    info["timestamps"] = [c.to_json() for c in stamps]
+    info["receipts"] = [r.to_json() for r in receipts]
+    if tsa_roots:
+        problems.extend(f"timestamp not verified: {c.reason}" for c in stamps if not c.verified)
+    if ts_keys:
+        problems.extend(f"receipt not verified: {r.reason}" for r in receipts if not r.verified)
 
 
 def _verifier_store(verifier_trust: TrustLike | None) -> TrustStore | None:

@@ -3,7 +3,8 @@
 Everything that affects meaning sits in the protected header: alg, kid,
 content type and the CWT claims iss/sub/iat (label 15, RFC 9597).  The
 unprotected header must be empty apart from labels that are unsigned by
-nature (SCITT receipts), because anything there can be changed by anyone.
+nature (SCITT receipts, label 394; RFC 9921 time-stamp tokens, label 270),
+because anything there can be changed by anyone.
 External AAD is empty so a SCITT transparency service can register the
 statement as it is.
 """
@@ -46,6 +47,7 @@ H_CONTENT_TYPE = 3
 H_KID = 4
 H_CWT_CLAIMS = 15  # RFC 9597
 H_RECEIPTS = 394  # SCITT receipts: unsigned by design, never read for the verdict
+H_3161_CTT = 270  # RFC 9921 "3161-ctt": a time-stamp token over the signature, unsigned by design
 
 # CWT claim keys (RFC 8392)
 CWT_ISS = 1
@@ -57,7 +59,7 @@ ALG_ED25519 = -19  # fully specified (RFC 9864); same signature bytes
 ALLOWED_ALGS = frozenset({ALG_EDDSA, ALG_ED25519})
 
 _PROTECTED_LABELS = frozenset({H_ALG, H_CONTENT_TYPE, H_KID, H_CWT_CLAIMS})
-_HARMLESS_UNPROTECTED = frozenset({H_RECEIPTS})
+_HARMLESS_UNPROTECTED = frozenset({H_RECEIPTS, H_3161_CTT})
 _CWT_LABELS = frozenset({CWT_ISS, CWT_SUB, CWT_IAT})
 
 MAX_STATEMENT_BYTES = 48 * 1024 * 1024
@@ -65,6 +67,7 @@ MAX_PROTECTED_BYTES = 16 * 1024
 MAX_KID_BYTES = 64
 MAX_CLAIM_CHARS = 1024
 _MAX_RECEIPTS = 64
+MAX_UNSIGNED_TOKEN_BYTES = 64 * 1024  # one receipt or time-stamp token
 _SIGNATURE_BYTES = 64
 
 
@@ -193,6 +196,12 @@ def _check_unprotected(uhdr: object) -> None:
             raise BundleError("COSE_Sign1: kid in the unprotected header (kid must be protected)")
         if label not in _HARMLESS_UNPROTECTED:
             raise BundleError(f"COSE_Sign1: unexpected unprotected header label {label!r}")
+        if label == H_3161_CTT:
+            # RFC 9921 §3.1: one DER TimeStampToken in a byte string.
+            if not isinstance(value, bytes) or not 0 < len(value) <= MAX_UNSIGNED_TOKEN_BYTES:
+                raise BundleError("COSE_Sign1: 3161-ctt (label 270) must be a byte string of at most "
+                                  f"{MAX_UNSIGNED_TOKEN_BYTES} bytes")
+            continue
         if not is_array(value) or len(value) > _MAX_RECEIPTS or not all(isinstance(r, bytes) for r in value):
             raise BundleError("COSE_Sign1: receipts (label 394) must be an array of byte strings")
 

@@ -26,6 +26,14 @@ _PLAIN = {
 }
 
 
+def _tsa(url: str | None, optional: bool, roots: list[Path]) -> api.TsaOptions | None:
+    if url is None:
+        if optional or roots:
+            raise InputError("--tsa-optional and --tsa-ca go with --tsa URL")
+        return None
+    return api.TsaOptions(url=url, optional=optional, roots=tuple(roots))
+
+
 def _parse_meta(items: list[str]) -> dict[str, str]:
     meta: dict[str, str] = {}
     for item in items:
@@ -53,6 +61,9 @@ def issue(
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     strict: bool = typer.Option(False, "--strict", help="Refuse a private key file that others can read."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing FILE.attest / FILE.png."),
+    tsa: Optional[str] = typer.Option(None, "--tsa", metavar="URL", help="Have this RFC 3161 time-stamp authority stamp the signature (docs/transparency.md)."),
+    tsa_optional: bool = typer.Option(False, "--tsa-optional", help="If the TSA fails, keep the file unstamped with a warning instead of failing."),
+    tsa_ca: List[Path] = typer.Option([], "--tsa-ca", help="Root CA (PEM) a new token must chain to (repeatable)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -65,8 +76,8 @@ def issue(
     with progress(not json_out) as tracker:
         res = api.issue(model, key, out, name=name, issuer=issuer, meta=_parse_meta(meta), method=method,
                         tokens=tokens, layers=layers, precision=precision, tokenizer=tokenizer,
-                        passphrase=passphrase, strict=strict, force=force, threads=threads_option(threads),
-                        progress=tracker)
+                        passphrase=passphrase, strict=strict, force=force, tsa=_tsa(tsa, tsa_optional, tsa_ca),
+                        threads=threads_option(threads), progress=tracker)
     if json_out:
         emit_json(res.to_json())
         return
@@ -129,6 +140,9 @@ def verify(
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG with both dogs side by side."),
     strict: bool = typer.Option(False, "--strict", help="Refuse a verifier key file that others can read."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing --evidence/--report/--sheet files."),
+    tsa: Optional[str] = typer.Option(None, "--tsa", metavar="URL", help="Have this RFC 3161 time-stamp authority stamp the evidence file's signature (docs/transparency.md)."),
+    tsa_optional: bool = typer.Option(False, "--tsa-optional", help="If the TSA fails, keep the file unstamped with a warning instead of failing."),
+    tsa_ca: List[Path] = typer.Option([], "--tsa-ca", help="Root CA (PEM) a new token must chain to (repeatable)."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (schemas/report.schema.json)."),
@@ -148,7 +162,8 @@ def verify(
         v = api.verify(suspect, bundle, trust=store, policy=policy, threshold=threshold, expect_issuer=expect_issuer,
                        expect_subject=expect_subject, tokenizer=tokenizer, precision=precision, evidence=evidence,
                        report=report, sheet=sheet, verifier_key=key, passphrase=passphrase, strict=strict,
-                       force=force, threads=threads_option(threads), progress=tracker)
+                       force=force, tsa=_tsa(tsa, tsa_optional, tsa_ca), threads=threads_option(threads),
+                       progress=tracker)
     if json_out:
         emit_json(v.to_json())
     else:
@@ -172,6 +187,8 @@ def inspect(
     verifier_pubkey: Optional[Path] = typer.Option(None, "--verifier-pubkey", help="Trust exactly this verifier public key for evidence."),
     verifier_trust: Optional[Path] = typer.Option(None, "--verifier-trust", help="Verifier trust-store folder (default: the local verifier's, under $ATTEST_HOME or ~/.config/attest/verifiers)."),
     suspect: Optional[Path] = typer.Option(None, "--suspect", help="Check that evidence is about this model's files (their digests)."),
+    tsa_ca: List[Path] = typer.Option([], "--tsa-ca", help="TSA root CA (PEM) to verify time-stamp tokens against (repeatable)."),
+    ts_key: List[Path] = typer.Option([], "--ts-key", help="Transparency-service public key (PEM) to verify SCITT receipts (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show a bundle or evidence file and re-verify it offline.
@@ -184,7 +201,7 @@ def inspect(
     """
     store = trust_from_options(pubkey, trust)
     found = api.inspect(file, trust=store, verifier_trust=_verifier_trust(verifier_pubkey, verifier_trust),
-                        suspect=suspect)
+                        suspect=suspect, tsa_roots=tuple(tsa_ca), ts_keys=tuple(ts_key))
     info = found.to_json()
     if json_out:
         emit_json(info)
@@ -213,6 +230,14 @@ def _print_inspection(found: api.Inspection) -> None:
                           f"verifier {safe(repr(e['verifier_identity']))} (kid {safe(e['verifier_kid'])})")
         if found.check is not None and found.check.ok:
             out_console.print("  recomputed from the sketches: verdict and score agree")
+    for stamp in info.get("timestamps", []):
+        if stamp["verified"]:
+            out_console.print(f"  timestamp [green]verified[/green]: {safe(stamp['time'])} by {safe(stamp['tsa'])}")
+        else:
+            out_console.print(f"  timestamp [yellow]not verified[/yellow]: {safe(stamp['reason'])}")
+    for receipt in info.get("receipts", []):
+        state = "[green]verified[/green]" if receipt.get("verified") else "[yellow]not verified[/yellow]"
+        out_console.print(f"  SCITT receipt {state}" + ("" if receipt.get("verified") else f": {safe(receipt.get('reason'))}"))
     for problem in found.problems:
         out_console.print(f"  [bold red]problem:[/] {safe(problem)}")
 
