@@ -50,9 +50,10 @@ class Prepared:
     alive: Tensor  # bool per column: both channels non-constant
 
 
-def prepare(first: Tensor, second: Tensor) -> Prepared:
+def prepare(first: Tensor, second: Tensor, decorrelated: bool = True) -> Prepared:
+    """Unit columns; the second channel decorrelated from the first unless told otherwise (experiments only)."""
     a = unit_columns(first)
-    b = decorrelate(unit_columns(second), a)
+    b = decorrelate(unit_columns(second), a) if decorrelated else unit_columns(second)
     alive = (a.abs().sum(0) > 0) & (b.abs().sum(0) > 0)
     return Prepared(a, b, alive)
 

@@ -51,13 +51,14 @@ def test_pair(
     reference_agreement: float = REFERENCE_AGREEMENT,
     dtype: torch.dtype = torch.float32,
     tracker: Tracker = SILENT,
+    decorrelated: bool = True,
 ) -> LineageResult:
     """Is B derived from A?  `ids_a[t]` and `ids_b[t]` are the same token string in each vocabulary."""
     if len(ids_a) != len(ids_b):
         raise InputError("test_pair: the two token id lists must be aligned (same length)")
     base = base_layers(model_a, ids_a, neurons, seed, dtype, tracker)
     return run_suspect(base, model_b, ids_b, "exact", dtype=dtype, alpha=alpha,
-                       reference_agreement=reference_agreement, tracker=tracker)
+                       reference_agreement=reference_agreement, tracker=tracker, decorrelated=decorrelated)
 
 
 test_pair.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name

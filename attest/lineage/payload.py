@@ -37,7 +37,8 @@ from attest.progress import SILENT, Tracker
 
 PAYLOAD_FORMAT = "attest-lineage/1"
 BUNDLE_NEURONS = 256
-BUNDLE_TOKENS = 224
+BUNDLE_TOKENS = 224  # the fewest tokens a default payload uses (what fits at 7B shape)
+DATA_BUDGET = 3_750_000  # int8 response bytes; more tokens are stored when the model is shallow
 MAX_LAYERS = 4096
 MAX_PAYLOAD_VALUES = 64_000_000  # int8 values: refuse to allocate more from a hostile bundle
 CHANNEL_SETS = (("gate", "up"), ("up", "down"))
@@ -62,15 +63,18 @@ def build_payload(
     token_ids: Sequence[int],
     *,
     neurons: int = BUNDLE_NEURONS,
-    tokens: int = BUNDLE_TOKENS,
+    tokens: int | None = None,
     seed: int = NEURON_SEED,
     tracker: Tracker = SILENT,
 ) -> dict[str, Any]:
     """The lineage payload for a statement whose token list has the ids `token_ids` in `model`.
 
-    The first `tokens` entries of the list are used: the list is already in
-    keyed-hash order, so they are a pseudo-random subset of it.
+    The first `tokens` entries of the list are used (default: as many as
+    DATA_BUDGET allows for this depth, at least BUNDLE_TOKENS): the list is
+    already in keyed-hash order, so they are a pseudo-random subset of it.
     """
+    if tokens is None:
+        tokens = max(BUNDLE_TOKENS, DATA_BUDGET // max(1, 2 * neurons * model.n_layers))
     if neurons < 2 or tokens < 8:
         raise InputError("lineage payload needs at least 2 neurons and 8 tokens per layer")
     m = min(tokens, len(token_ids))

@@ -13,6 +13,16 @@ DEFAULT_ALPHA = 1e-6  # a match needs the combined p-value at or below this
 REFERENCE_AGREEMENT = 0.2  # "enough power" = this much agreement would have reached alpha
 METHOD = "attest-lineage-v1"
 
+def min_tokens(suspect_neurons: int) -> int:
+    """Shared tokens needed before "no lineage" may be claimed.
+
+    Among f unrelated responses over m tokens the largest |correlation| is about
+    √(2·ln(2f)/(m−1)); m ≥ 8·ln(2f)+1 keeps it under 0.5, so a descendant whose
+    responses still correlate clearly with its ancestor's can be told apart.
+    """
+    return math.ceil(8 * math.log(2 * max(1, suspect_neurons))) + 1
+
+
 LINEAGE = "lineage"
 NO_LINEAGE = "no_lineage"
 UNDERPOWERED = "insufficient_power"
@@ -56,10 +66,14 @@ class LineageResult:
         return sum(x.agree for x in self.layers) / n if n else float("nan")
 
     @property
+    def enough_tokens(self) -> bool:
+        return all(x.tokens >= min_tokens(x.suspect_neurons) for x in self.layers)
+
+    @property
     def conclusion(self) -> str:
         if self.layers and self.p_value <= self.alpha:
             return LINEAGE
-        if self.layers and self.p_reference <= self.alpha:
+        if self.layers and self.p_reference <= self.alpha and self.enough_tokens:
             return NO_LINEAGE
         return UNDERPOWERED
 
@@ -76,6 +90,10 @@ class LineageResult:
             return ["lineage test not run: no layer pair has FFN neurons to match"]
         tokens = min(x.tokens for x in self.layers)
         neurons = min(x.neurons for x in self.layers)
+        if not self.enough_tokens:
+            need = max(min_tokens(x.suspect_neurons) for x in self.layers)
+            return [(f"lineage test underpowered: only {tokens} shared tokens, {need} are needed to tell a "
+                    f"descendant neuron from chance among {max(x.suspect_neurons for x in self.layers)}")]
         return [(f"lineage test underpowered: with {neurons} tested neurons per layer over {tokens} shared tokens "
                 f"and {len(self.layers)} matched layers, even {self.reference_agreement:.0%} agreement would give "
                 f"p = {self.p_reference:.1e} > α = {self.alpha:.0e} (full agreement: {self.p_full:.1e})")]
@@ -95,7 +113,7 @@ class LineageResult:
             "conclusion": self.conclusion,
             "required_layers": self.required,
             "power": {"p_full_agreement": self.p_full, "reference_agreement": self.reference_agreement,
-                      "p_at_reference": self.p_reference},
+                      "p_at_reference": self.p_reference, "enough_tokens": self.enough_tokens},
             "reasons": self.reasons(),
             "notes": list(self.notes),
         }

@@ -61,6 +61,7 @@ def run_suspect(
     alpha: float = DEFAULT_ALPHA,
     reference_agreement: float = REFERENCE_AGREEMENT,
     tracker: Tracker = SILENT,
+    decorrelated: bool = True,
 ) -> LineageResult:
     """Test every matched (base layer, suspect layer) pair and combine.
 
@@ -72,7 +73,7 @@ def run_suspect(
     notes: list[str] = []
     mismatch: set[str] = set()
     x = probe_rows(suspect, suspect_ids)
-    prepared_base = [prepare(b.first, b.second) for b in base]
+    prepared_base = [prepare(b.first, b.second, decorrelated) for b in base]
     n_s = suspect.n_layers
     same_depth = len(base) == n_s
     factor = 1 if same_depth else len(base) * n_s
@@ -91,7 +92,7 @@ def run_suspect(
         if resp is None:
             tracker.advance(task)
             continue
-        sp: Prepared = prepare(resp.first, resp.second)
+        sp: Prepared = prepare(resp.first, resp.second, decorrelated)
         channels = resp.channels
         del resp
         for i in wanted:
