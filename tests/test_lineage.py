@@ -19,15 +19,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attest.arch.canonical import CanonicalModel  # noqa: E402
-from attest.arch.detect import load_model  # noqa: E402
-from attest.errors import BundleError  # noqa: E402
-from attest.lineage import DEFAULT_ALPHA, build_payload, payload_size, test_against_payload, test_pair  # noqa: E402
-from attest.lineage.payload import parse_payload  # noqa: E402
-from attest.lineage.result import LINEAGE, NO_LINEAGE, UNDERPOWERED  # noqa: E402
-from attest.lineage.stats import permutation_tail, ruger  # noqa: E402
-from attest.tokens import align_pair, locate, select  # noqa: E402
-from lineage_synthetic import synthetic_embedding, synthetic_llama  # noqa: E402
+from lineage_synthetic import synthetic_embedding, synthetic_llama
+
+from attest.arch.canonical import CanonicalModel
+from attest.arch.detect import load_model
+from attest.errors import BundleError
+from attest.lineage import (
+    DEFAULT_ALPHA,
+    build_payload,
+    payload_size,
+    test_against_payload,
+    test_pair,
+)
+from attest.lineage.payload import parse_payload
+from attest.lineage.result import LINEAGE, NO_LINEAGE, UNDERPOWERED
+from attest.lineage.stats import permutation_tail, ruger
+from attest.tokens import align_pair, locate, select
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lineage"
 ALPHA = DEFAULT_ALPHA
@@ -184,7 +191,12 @@ def test_too_few_covered_tokens_is_underpowered_not_no_match(
 
 def test_payload_size_at_7b_shape() -> None:
     """32 layers, f = 11008: the default payload stays within the 4 MB budget (layout from a real payload)."""
-    from attest.lineage.payload import BUNDLE_NEURONS, BUNDLE_TOKENS, DATA_BUDGET, PAYLOAD_FORMAT
+    from attest.lineage.payload import (
+        BUNDLE_NEURONS,
+        BUNDLE_TOKENS,
+        DATA_BUDGET,
+        PAYLOAD_FORMAT,
+    )
 
     k, f = BUNDLE_NEURONS, 11008
     m = max(BUNDLE_TOKENS, DATA_BUDGET // (2 * k * 32))  # what build_payload picks at 32 layers
