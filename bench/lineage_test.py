@@ -26,13 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-import test_lineage as T  # noqa: E402
-from lineage_synthetic import synthetic_embedding, synthetic_llama  # noqa: E402
+import test_lineage as T
+from lineage_synthetic import synthetic_embedding, synthetic_llama
 
-from attest.lineage import build_payload, payload_size, test_against_payload, test_pair  # noqa: E402
-from attest.lineage.matching import layer_test, prepare  # noqa: E402
-from attest.lineage.stats import binom_sf  # noqa: E402
-from attest.tokens import align_pair, locate, select  # noqa: E402
+from attest.lineage import build_payload, payload_size, test_against_payload, test_pair
+from attest.lineage.matching import layer_test, prepare
+from attest.lineage.stats import binom_sf
+from attest.tokens import align_pair, locate, select
 
 TOK = REPO / "tests" / "fixtures" / "lineage" / "base" / "tokenizer.json"
 

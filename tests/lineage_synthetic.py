@@ -44,7 +44,7 @@ def synthetic_llama(seed: int, tokenizer: Path, *, vocab: int = 1024, hidden: in
     def w(out: int, inp: int) -> torch.Tensor:
         return torch.randn(out, inp, generator=g) * inp ** -0.5
 
-    t: dict[str, torch.Tensor] = {
+    t: dict[str, object] = {
         "model.embed_tokens.weight": embedding if embedding is not None else synthetic_embedding(vocab, hidden, seed, anisotropy),
         "model.norm.weight": torch.ones(hidden),
         "lm_head.weight": w(vocab, hidden),
