@@ -1,0 +1,143 @@
+"""Per-layer neuron matching and its test: do the two channels find the same partner?
+
+For each sampled base neuron i, its gate partner g(i) is the suspect neuron
+whose gate response has the largest |correlation| with i's gate response over
+the shared tokens, and its up partner u(i) likewise by the up response.  In a
+derived model both are i's descendant; in an independent model they agree by
+chance.  See docs/lineage.md for the null.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from attest.lineage.stats import permutation_tail
+
+Tensor = torch.Tensor
+
+BLOCK = 1024  # base neurons per correlation block (bounds the [block, f] matrix)
+
+
+def unit_columns(r: Tensor) -> Tensor:
+    """Columns centred over tokens and scaled to unit norm (a zero column stays zero), float32."""
+    r = r.float()
+    r = r - r.mean(0, keepdim=True)
+    norm = r.norm(dim=0, keepdim=True)
+    return torch.where(norm > 1e-12, r / norm.clamp_min(1e-12), torch.zeros_like(r))
+
+
+def decorrelate(second: Tensor, first: Tensor) -> Tensor:
+    """The second channel with each column's projection on the same neuron's first channel removed.
+
+    Both inputs are unit columns.  A neuron whose gate and up responses are
+    alike would otherwise let the two matchings agree without any lineage;
+    this removes the linear part of that dependence on both sides.
+    """
+    coef = (second * first).sum(0, keepdim=True)
+    return unit_columns(second - coef * first)
+
+
+@dataclass
+class Prepared:
+    """One side's two channels as unit columns over the shared tokens."""
+
+    first: Tensor
+    second: Tensor
+    alive: Tensor  # bool per column: both channels non-constant
+
+
+def prepare(first: Tensor, second: Tensor, decorrelated: bool = True) -> Prepared:
+    """Unit columns; the second channel decorrelated from the first unless told otherwise (experiments only)."""
+    a = unit_columns(first)
+    b = decorrelate(unit_columns(second), a) if decorrelated else unit_columns(second)
+    alive = (a.abs().sum(0) > 0) & (b.abs().sum(0) > 0)
+    return Prepared(a, b, alive)
+
+
+def partners(base: Tensor, suspect: Tensor) -> Tensor:
+    """argmax_j |corr(base_i, suspect_j)| for every base column i (unit columns in, int64 out)."""
+    out = []
+    for s in range(0, base.shape[1], BLOCK):
+        c = base[:, s:s + BLOCK].t() @ suspect
+        out.append(c.abs().argmax(1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+@dataclass
+class LayerLineage:
+    """The lineage test of one (base layer, suspect layer) pair."""
+
+    a: int
+    b: int
+    neurons: int  # base neurons tested (k)
+    agree: int  # neurons whose two partners coincide (K)
+    chance: float  # E[K] when up partners are shuffled among base neurons: Σ_j G_j·U_j / k
+    p_value: float  # min(1, factor · permutation tail bound at K)
+    p_full: float  # the p-value full agreement would give (the layer's power)
+    tokens: int
+    suspect_neurons: int
+    factor: int = 1  # Bonferroni factor for a data-chosen layer pairing
+    cross: int = 0  # coincidences g(i) = u(i') over ordered pairs i ≠ i'
+
+    @property
+    def agreement(self) -> float:
+        return self.agree / self.neurons if self.neurons else float("nan")
+
+    @property
+    def chance_rate(self) -> float:
+        """Chance agreement per neuron under the shuffle."""
+        return self.chance / self.neurons if self.neurons else float("nan")
+
+    def p_at(self, fraction: float) -> float:
+        """The p-value an agreement of `fraction` would give with this layer's cross coincidences."""
+        if self.neurons < 2:
+            return 1.0
+        need = max(1, math.ceil(fraction * self.neurons))
+        return min(1.0, self.factor * permutation_tail(need, (self.cross + need) / self.neurons))
+
+    def to_json(self) -> dict[str, float | int]:
+        return {
+            "a": self.a, "b": self.b, "neurons": self.neurons, "agree": self.agree,
+            "agreement": self.agreement, "chance": self.chance, "chance_rate": self.chance_rate,
+            "p_value": self.p_value, "p_full": self.p_full, "tokens": self.tokens,
+            "suspect_neurons": self.suspect_neurons, "factor": self.factor,
+        }
+
+
+def counts(g: np.ndarray, u: np.ndarray, f: int) -> tuple[int, int]:
+    """(K, C): agreements g_i = u_i, and cross coincidences g_i = u_i' over ordered pairs i ≠ i'."""
+    agree = int((g == u).sum())
+    cg = np.bincount(g, minlength=f).astype(np.int64)
+    cu = np.bincount(u, minlength=f).astype(np.int64)
+    return agree, int((cg * cu).sum()) - agree
+
+
+def layer_test(a: int, b: int, base: Prepared, suspect: Prepared, factor: int = 1) -> LayerLineage:
+    """Match the live base neurons in both channels and test the agreement count.
+
+    The null: given the suspect and the gate partners, the up partners are
+    exchangeable over base neurons (true when base neurons are independent
+    draws whose two channels' partners are independent).  Then K has the law
+    of Σ_i [g_i = u_π(i)] for a uniform permutation π, whose mean is
+    Σ_j G_j·U_j / k (G_j, U_j: how many base neurons chose suspect neuron j in
+    each channel), and Chatterjee's inequality bounds its tail.  The shuffle
+    keeps every hub exactly as observed, so hubs cannot fake agreement.
+    """
+    keep = base.alive
+    bf, bs = base.first[:, keep], base.second[:, keep]
+    k = int(bf.shape[1])
+    f = int(suspect.first.shape[1])
+    tokens = int(bf.shape[0])
+    if k < 2 or f < 1 or tokens < 3:
+        return LayerLineage(a, b, k, 0, float("nan"), 1.0, 1.0, tokens, f, factor)
+    g = partners(bf, suspect.first).numpy()
+    u = partners(bs, suspect.second).numpy()
+    agree, cross = counts(g, u, f)
+    chance = (cross + agree) / k
+    p = min(1.0, factor * permutation_tail(agree, chance))
+    p_full = min(1.0, factor * permutation_tail(k, 1.0))
+    return LayerLineage(a, b, k, agree, chance, p, p_full, tokens, f, factor, cross)

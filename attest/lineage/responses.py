@@ -1,0 +1,85 @@
+"""FFN neuron responses over the probe rows: the units whose identity the lineage test follows.
+
+An FFN's hidden neurons are a privileged basis: the element-wise nonlinearity
+leaves only their permutation (and, for up/down, a per-neuron rescaling) free.
+Neuron i's response to the probe rows is a column of X_f·Wᵀ, with the FFN
+norm's gain folded into the rows as the invariant terms fold it
+(`attest.invariants.compute`), so a rotation or permutation of the residual
+stream, and moving scale between a gain and the weights that read it, leave
+every response unchanged.  Rescaling a neuron's up row (and its down column
+inversely) scales its response by a constant, which the test's correlations
+ignore.
+
+Two channels per neuron, so that a neuron can be found twice independently:
+
+* gated FFN (SwiGLU/GeGLU): gate response X_f·gate_iᵀ and up response X_f·up_iᵀ;
+* plain FFN: up response X_f·up_iᵀ and the down column's response X_o·down_i
+  (X_o carries a post-FFN norm's gain when the family has one);
+* mixture of experts: every expert's (and the shared experts') neurons pooled
+  into one neuron axis, like the invariant terms' stacking.  Pooling needs no
+  expert matching, is unchanged by an expert permutation (which only permutes
+  the pool), and the test's chance rate is estimated from the data whatever the
+  pool size; matching experts first would add a step whose errors the null
+  would have to account for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from attest.arch.canonical import Layer
+from attest.invariants.compute import _stack_mlps
+from attest.invariants.terms import mm
+
+Tensor = torch.Tensor
+
+GATED_CHANNELS = ("gate", "up")
+PLAIN_CHANNELS = ("up", "down")
+
+
+@dataclass
+class NeuronResponses:
+    """Two response matrices [tokens, neurons] of one layer's FFN, and their channel names."""
+
+    first: Tensor
+    second: Tensor
+    channels: tuple[str, str]
+
+    @property
+    def neurons(self) -> int:
+        return int(self.first.shape[1])
+
+
+def _rows(x: Tensor, gain: Tensor | None) -> Tensor:
+    return x * gain.float() if gain is not None else x
+
+
+def layer_responses(layer: Layer, x: Tensor, dtype: torch.dtype = torch.float32,
+                    neurons: Tensor | None = None) -> NeuronResponses | None:
+    """Responses of a layer's FFN neurons (all, or the `neurons` indices) to the probe rows x [n, d].
+
+    None when the layer has no FFN.
+    """
+    mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
+    if not mlps:
+        return None
+    ffn = _stack_mlps(mlps)
+    x_in = _rows(x, layer.ffn_norm)
+    if ffn.gate is not None:
+        gate, up = ffn.gate, ffn.up
+        if neurons is not None:
+            gate, up = gate[neurons], up[neurons]
+        return NeuronResponses(mm(x_in, gate.t(), dtype).float(), mm(x_in, up.t(), dtype).float(), GATED_CHANNELS)
+    up, down = ffn.up, ffn.down
+    if neurons is not None:
+        up, down = up[neurons], down[:, neurons]
+    x_out = _rows(x, layer.ffn_out_norm)
+    return NeuronResponses(mm(x_in, up.t(), dtype).float(), mm(x_out, down, dtype).float(), PLAIN_CHANNELS)
+
+
+def ffn_width(layer: Layer) -> int:
+    """Number of pooled FFN neurons of a layer (0 without an FFN)."""
+    mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
+    return sum(int(m.up.shape[0]) for m in mlps)

@@ -1,0 +1,119 @@
+"""The combined lineage result over matched layers, its power, and what it concludes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from attest.lineage.matching import LayerLineage
+from attest.lineage.stats import required_layers, ruger
+
+DEFAULT_ALPHA = 1e-6  # a match needs the combined p-value at or below this
+REFERENCE_AGREEMENT = 0.2  # "enough power" = this much agreement would have reached alpha
+METHOD = "attest-lineage-v1"
+
+def min_tokens(suspect_neurons: int) -> int:
+    """Shared tokens needed before "no lineage" may be claimed.
+
+    Among f unrelated responses over m tokens the largest |correlation| is about
+    √(2·ln(2f)/(m−1)); m ≥ 8·ln(2f)+1 keeps it under 0.5, so a descendant whose
+    responses still correlate clearly with its ancestor's can be told apart.
+    """
+    return math.ceil(8 * math.log(2 * max(1, suspect_neurons))) + 1
+
+
+LINEAGE = "lineage"
+NO_LINEAGE = "no_lineage"
+UNDERPOWERED = "insufficient_power"
+
+
+@dataclass
+class LineageResult:
+    """Per-layer tests and their combination (Rüger: at least half the layers must be significant)."""
+
+    layers: list[LayerLineage]
+    mode: str  # "exact" (both models held) or "bundle"
+    alpha: float = DEFAULT_ALPHA
+    reference_agreement: float = REFERENCE_AGREEMENT
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def required(self) -> int:
+        return required_layers(len(self.layers))
+
+    def _combine(self, ps: list[float]) -> float:
+        return ruger(ps, self.required) if ps else 1.0
+
+    @property
+    def p_value(self) -> float:
+        return self._combine([x.p_value for x in self.layers])
+
+    @property
+    def p_full(self) -> float:
+        """The combined p-value if every tested neuron agreed: the best this test can do."""
+        return self._combine([x.p_full for x in self.layers])
+
+    @property
+    def p_reference(self) -> float:
+        """The combined p-value at the reference agreement, with the observed chance rates."""
+        return self._combine([x.p_at(self.reference_agreement) for x in self.layers])
+
+    @property
+    def agreement(self) -> float:
+        """Agreeing neurons over tested neurons, pooled over matched layers."""
+        n = sum(x.neurons for x in self.layers)
+        return sum(x.agree for x in self.layers) / n if n else float("nan")
+
+    @property
+    def enough_tokens(self) -> bool:
+        return all(x.tokens >= min_tokens(x.suspect_neurons) for x in self.layers)
+
+    @property
+    def conclusion(self) -> str:
+        if self.layers and self.p_value <= self.alpha:
+            return LINEAGE
+        if self.layers and self.p_reference <= self.alpha and self.enough_tokens:
+            return NO_LINEAGE
+        return UNDERPOWERED
+
+    def reasons(self) -> list[str]:
+        """Plain-language statement of what was found, or what was missing."""
+        c = self.conclusion
+        if c == LINEAGE:
+            return [(f"lineage: {self.agreement:.0%} of tested FFN neurons are found by both channels "
+                    f"(combined p = {self.p_value:.1e} ≤ α = {self.alpha:.0e})")]
+        if c == NO_LINEAGE:
+            return [(f"no lineage: neuron agreement {self.agreement:.1%} (p = {self.p_value:.2g}); "
+                    f"{self.reference_agreement:.0%} agreement would have reached α = {self.alpha:.0e}")]
+        if not self.layers:
+            return ["lineage test not run: no layer pair has FFN neurons to match"]
+        tokens = min(x.tokens for x in self.layers)
+        neurons = min(x.neurons for x in self.layers)
+        if not self.enough_tokens:
+            need = max(min_tokens(x.suspect_neurons) for x in self.layers)
+            return [(f"lineage test underpowered: only {tokens} shared tokens, {need} are needed to tell a "
+                    f"descendant neuron from chance among {max(x.suspect_neurons for x in self.layers)}")]
+        return [(f"lineage test underpowered: with {neurons} tested neurons per layer over {tokens} shared tokens "
+                f"and {len(self.layers)} matched layers, even {self.reference_agreement:.0%} agreement would give "
+                f"p = {self.p_reference:.1e} > α = {self.alpha:.0e} (full agreement: {self.p_full:.1e})")]
+
+    def to_json(self) -> dict[str, Any]:
+        def fin(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        return {
+            "p_value": self.p_value,
+            "agreement": fin(self.agreement),
+            "layers": [x.to_json() for x in self.layers],
+            "method": f"{METHOD} ({self.mode}): gate/up partner agreement per layer against up "
+                      f"partners shuffled over base neurons (Chatterjee tail bound), Rüger combination "
+                      f"requiring {self.required} of {len(self.layers)} layers",
+            "alpha": self.alpha,
+            "conclusion": self.conclusion,
+            "required_layers": self.required,
+            "power": {"p_full_agreement": self.p_full, "reference_agreement": self.reference_agreement,
+                      "p_at_reference": self.p_reference, "enough_tokens": self.enough_tokens},
+            "reasons": self.reasons(),
+            "notes": list(self.notes),
+        }

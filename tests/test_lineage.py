@@ -1,0 +1,276 @@
+"""The lineage test on tiny trained llama models (tests/fixtures/lineage, made by
+tests/fixtures/make_lineage_models.py) and on synthetic independent pairs.
+
+Every case asserts the side of α its lineage p-value falls on, through both the
+exact path (both models held) and the bundle path (a quantised payload).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lineage_synthetic import synthetic_embedding, synthetic_llama
+
+from attest.arch.canonical import CanonicalModel
+from attest.arch.detect import load_model
+from attest.errors import BundleError
+from attest.lineage import (
+    DEFAULT_ALPHA,
+    build_payload,
+    payload_size,
+    test_against_payload,
+    test_pair,
+)
+from attest.lineage.payload import parse_payload
+from attest.lineage.result import LINEAGE, NO_LINEAGE, UNDERPOWERED
+from attest.lineage.stats import permutation_tail, ruger
+from attest.tokens import align_pair, locate, select
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lineage"
+ALPHA = DEFAULT_ALPHA
+DERIVED = ("finetune", "continued", "pruned", "dropped", "rotated")
+UNRELATED = ("twin", "transplant", "wide")
+
+
+def _sd(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
+
+
+def _save(sd: dict[str, torch.Tensor], cfg: dict[str, Any], out: Path) -> Path:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().to(torch.float16) for k, v in sd.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(cfg))
+    (out / "tokenizer.json").write_bytes((FIXTURES / "base" / "tokenizer.json").read_bytes())
+    return out
+
+
+def _pruned(out: Path, frac: float = 0.25) -> Path:
+    """Drop the quarter of FFN neurons with the smallest |up_i|·|down_i| in every layer."""
+    sd, cfg = _sd(FIXTURES / "base"), json.loads((FIXTURES / "base" / "config.json").read_text())
+    f = cfg["intermediate_size"]
+    keep_n = f - round(frac * f)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}.mlp."
+        score = sd[p + "up_proj.weight"].norm(dim=1) * sd[p + "down_proj.weight"].norm(dim=0)
+        keep = torch.sort(torch.topk(score, keep_n).indices).values
+        sd[p + "up_proj.weight"], sd[p + "gate_proj.weight"] = sd[p + "up_proj.weight"][keep], sd[p + "gate_proj.weight"][keep]
+        sd[p + "down_proj.weight"] = sd[p + "down_proj.weight"][:, keep]
+    return _save(sd, {**cfg, "intermediate_size": keep_n}, out)
+
+
+def _dropped(out: Path, drop: int = 2) -> Path:
+    sd, cfg = _sd(FIXTURES / "base"), json.loads((FIXTURES / "base" / "config.json").read_text())
+    order = [i for i in range(cfg["num_hidden_layers"]) if i != drop]
+    new = {k: v for k, v in sd.items() if not k.startswith("model.layers.")}
+    for i, j in enumerate(order):
+        for k, v in sd.items():
+            if k.startswith(f"model.layers.{j}."):
+                new[f"model.layers.{i}." + k[len(f"model.layers.{j}."):]] = v
+    return _save(new, {**cfg, "num_hidden_layers": len(order)}, out)
+
+
+def _rotated(out: Path) -> Path:
+    """Residual rotation + hidden/head/FFN permutations and rescaling (tests/transforms.py), logits checked."""
+    import transforms
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(FIXTURES / "base", dtype=torch.float32).eval()
+    tok = json.loads((FIXTURES / "base" / "tokenizer.json").read_text())
+    subj = transforms.Subject.of(model, "llama", tok)
+    ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    reference = transforms.logits(model, ids)
+    transforms.apply(subj, ["rotation", "hidden-perm", "gain-scale", "head-perm", "ffn-perm-scale"], seed=3)
+    rel, _ = transforms.logit_errors(reference, subj, ids)
+    assert rel < 1e-4, f"the disguise changed the function (relative logit error {rel:.1e})"
+    subj.model.to(torch.float32)
+    return transforms.save(subj, out)
+
+
+@pytest.fixture(scope="session")
+def lineage_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CanonicalModel]:
+    if not (FIXTURES / "base" / "model.safetensors").exists():
+        pytest.skip("lineage fixtures missing: run tests/fixtures/make_lineage_models.py")
+    tmp = tmp_path_factory.mktemp("lineage")
+    folders = {name: FIXTURES / name for name in ("base", "finetune", "continued", "twin", "transplant", "wide")}
+    folders["pruned"] = _pruned(tmp / "pruned")
+    folders["dropped"] = _dropped(tmp / "dropped")
+    folders["rotated"] = _rotated(tmp / "rotated")
+    return {name: load_model(path) for name, path in folders.items()}
+
+
+@pytest.fixture(scope="session")
+def base_payload(lineage_models: dict[str, CanonicalModel]) -> tuple[list[str], dict[str, Any]]:
+    base = lineage_models["base"]
+    tokens = select(base.vocab, 1024)
+    ids = [i for i in locate(base.vocab, tokens) if i is not None]
+    assert len(ids) == len(tokens)
+    return tokens, build_payload(base, ids)
+
+
+def _exact(models: dict[str, CanonicalModel], name: str) -> Any:
+    a, b = models["base"], models[name]
+    al = align_pair(a.vocab, b.vocab, 1024)
+    return test_pair(a, b, al.ids_a, al.ids_b)
+
+
+def _bundle(models: dict[str, CanonicalModel], payload: tuple[list[str], dict[str, Any]], name: str) -> Any:
+    tokens, doc = payload
+    doc = cbor2.loads(cbor2.dumps(doc))  # what a verifier reads back
+    suspect = models[name]
+    return test_against_payload(doc, suspect, locate(suspect.vocab, tokens))
+
+
+@pytest.mark.parametrize("name", DERIVED)
+def test_derived_models_show_lineage_exact(lineage_models: dict[str, CanonicalModel], name: str) -> None:
+    r = _exact(lineage_models, name)
+    assert r.p_value <= ALPHA, r.to_json()
+    assert r.conclusion == LINEAGE
+
+
+@pytest.mark.parametrize("name", DERIVED)
+def test_derived_models_show_lineage_bundle(lineage_models: dict[str, CanonicalModel],
+                                            base_payload: tuple[list[str], dict[str, Any]], name: str) -> None:
+    r = _bundle(lineage_models, base_payload, name)
+    assert r.p_value <= ALPHA, r.to_json()
+    assert r.conclusion == LINEAGE
+
+
+@pytest.mark.parametrize("name", UNRELATED)
+def test_unrelated_models_show_no_lineage_exact(lineage_models: dict[str, CanonicalModel], name: str) -> None:
+    r = _exact(lineage_models, name)
+    assert r.p_value > ALPHA, r.to_json()
+    assert r.conclusion == NO_LINEAGE, r.reasons()
+
+
+@pytest.mark.parametrize("name", UNRELATED)
+def test_unrelated_models_show_no_lineage_bundle(lineage_models: dict[str, CanonicalModel],
+                                                 base_payload: tuple[list[str], dict[str, Any]], name: str) -> None:
+    r = _bundle(lineage_models, base_payload, name)
+    assert r.p_value > ALPHA, r.to_json()
+    assert r.conclusion == NO_LINEAGE, r.reasons()
+
+
+def test_dropped_layer_is_aligned_and_penalised(lineage_models: dict[str, CanonicalModel]) -> None:
+    r = _exact(lineage_models, "dropped")
+    assert [(x.a, x.b) for x in r.layers] == [(0, 0), (1, 1), (3, 2)]
+    assert all(x.factor == 4 * 3 for x in r.layers)
+
+
+def test_json_shape(lineage_models: dict[str, CanonicalModel]) -> None:
+    j = _exact(lineage_models, "finetune").to_json()
+    assert set(j) >= {"p_value", "agreement", "layers", "method"}
+    assert j["agreement"] > 0.9 and len(j["layers"]) == 4
+    json.dumps(j)
+
+
+def test_too_few_covered_tokens_is_underpowered_not_no_match(
+        lineage_models: dict[str, CanonicalModel], base_payload: tuple[list[str], dict[str, Any]]) -> None:
+    tokens, doc = base_payload
+    twin = lineage_models["twin"]
+    located = locate(twin.vocab, tokens)
+    sparse = [i if k < 30 else None for k, i in enumerate(located)]
+    r = test_against_payload(doc, twin, sparse)
+    assert r.conclusion == UNDERPOWERED
+    assert "underpowered" in r.reasons()[0]
+
+
+def test_payload_size_at_7b_shape() -> None:
+    """32 layers, f = 11008: the default payload stays within the 4 MB budget (layout from a real payload)."""
+    from attest.lineage.payload import (
+        BUNDLE_NEURONS,
+        BUNDLE_TOKENS,
+        DATA_BUDGET,
+        PAYLOAD_FORMAT,
+    )
+
+    k, f = BUNDLE_NEURONS, 11008
+    m = max(BUNDLE_TOKENS, DATA_BUDGET // (2 * k * 32))  # what build_payload picks at 32 layers
+    layer = {"index": 31, "channels": ["gate", "up"], "width": f, "neurons": bytes(2 * k), "neuron_dtype": "uint16",
+             "scale": bytes(8 * k), "data": bytes(2 * m * k)}
+    doc = {"format": PAYLOAD_FORMAT, "seed": 2**31, "n_tokens": 1024, "token_positions": bytes(2 * m),
+           "token_dtype": "uint16", "layers": [dict(layer, index=i) for i in range(32)]}
+    size = payload_size(doc)
+    print(f"lineage payload at 7B shape: {size} bytes")
+    assert size <= 4_000_000
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d.update(format="x"),
+    lambda d: d.update(n_tokens=-1),
+    lambda d: d.update(token_positions=b"\xff\xff" * 3),
+    lambda d: d["layers"][0].update(data=b"\x00"),
+    lambda d: d["layers"][0].update(neurons=b"\xff\xff" * 300),
+    lambda d: d["layers"][0].update(scale=np.full(2 * 256, np.nan, "<f4").tobytes()),
+    lambda d: d["layers"][0].update(channels=["gate", "gate"]),
+    lambda d: d["layers"].append(dict(d["layers"][0])),
+    lambda d: d.update(layers=[]),
+])
+def test_hostile_payloads_raise_bundle_error(base_payload: tuple[list[str], dict[str, Any]], mutate: Any) -> None:
+    doc = cbor2.loads(cbor2.dumps(base_payload[1]))
+    doc["layers"] = [dict(x) for x in doc["layers"]]
+    mutate(doc)
+    with pytest.raises(BundleError):
+        parse_payload(doc)
+
+
+def _synthetic_pair(seed: int, **kw: Any) -> tuple[CanonicalModel, CanonicalModel]:
+    tok = FIXTURES / "base" / "tokenizer.json"
+    emb = synthetic_embedding(1024, 64, 900 + seed, kw.get("anisotropy", 0.0)) if kw.pop("shared", False) else None
+    return synthetic_llama(2 * seed, tok, embedding=emb, **kw), synthetic_llama(2 * seed + 1, tok, embedding=emb, **kw)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_null_is_calibrated_on_random_init_pairs(seed: int) -> None:
+    """Independent random models: no per-layer p-value below 1e-3 (each is a valid p-value)."""
+    if not (FIXTURES / "base" / "tokenizer.json").exists():
+        pytest.skip("lineage fixtures missing")
+    a, b = _synthetic_pair(seed)
+    al = align_pair(a.vocab, b.vocab, 1024)
+    r = test_pair(a, b, al.ids_a, al.ids_b)
+    assert min(x.p_value for x in r.layers) > 1e-3, r.to_json()
+    assert r.conclusion == NO_LINEAGE
+
+
+def test_decorrelation_keeps_correlated_channels_from_faking_lineage() -> None:
+    """Within-neuron gate/up correlation ρ = 0.9 and a shared anisotropic embedding (hubs): without the
+    decorrelation even the shuffle null reports lineage; with it, p stays large."""
+    if not (FIXTURES / "base" / "tokenizer.json").exists():
+        pytest.skip("lineage fixtures missing")
+    a, b = _synthetic_pair(0, gate_up_corr=0.9, anisotropy=10.0, shared=True)
+    al = align_pair(a.vocab, b.vocab, 1024)
+    raw = test_pair(a, b, al.ids_a, al.ids_b, decorrelated=False)
+    assert raw.p_value <= ALPHA  # the failure the decorrelation exists for
+    fixed = test_pair(a, b, al.ids_a, al.ids_b)
+    assert fixed.p_value > 1e-3, fixed.to_json()
+
+
+def test_permutation_tail_bounds_the_exact_shuffle_distribution() -> None:
+    """Chatterjee's bound is at least the Monte-Carlo tail of the shuffled agreement count, hubs included."""
+    rng = np.random.default_rng(0)
+    k, f = 200, 50
+    hub = rng.dirichlet(np.full(f, 0.3))  # strongly hubbed partner distributions
+    g, u = rng.choice(f, k, p=hub), rng.choice(f, k, p=hub)
+    mean = float((np.bincount(g, minlength=f) * np.bincount(u, minlength=f)).sum()) / k
+    sims = np.array([(g == u[rng.permutation(k)]).sum() for _ in range(20000)])
+    for observed in range(int(mean) + 1, int(mean) + 25, 3):
+        assert permutation_tail(observed, mean) >= (sims >= observed).mean()
+
+
+def test_ruger_needs_half_the_layers() -> None:
+    assert ruger([1e-30, 1.0, 1.0, 1.0], 2) == 1.0  # one layer of "universal" neurons cannot make a match
+    assert ruger([1e-30, 1e-20, 1.0, 1.0], 2) == pytest.approx(2e-20)
