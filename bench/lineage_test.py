@@ -32,7 +32,7 @@ from lineage_synthetic import synthetic_embedding, synthetic_llama
 from attest.lineage import build_payload, payload_size, test_against_payload, test_pair
 from attest.lineage.matching import layer_test, prepare
 from attest.lineage.stats import binom_sf
-from attest.tokens import align_pair, locate, select
+from attest.vocab.selection import align_pair, locate, select
 
 TOK = REPO / "tests" / "fixtures" / "lineage" / "base" / "tokenizer.json"
 

@@ -34,7 +34,7 @@ from attest.lineage import (
 from attest.lineage.payload import parse_payload
 from attest.lineage.result import LINEAGE, NO_LINEAGE, UNDERPOWERED
 from attest.lineage.stats import permutation_tail, ruger
-from attest.tokens import align_pair, locate, select
+from attest.vocab.selection import align_pair, locate, select
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lineage"
 ALPHA = DEFAULT_ALPHA

@@ -17,7 +17,7 @@ from attest.arch.canonical import CanonicalModel
 from attest.errors import InputError
 from attest.invariants.compute import make_probe, release_free_memory
 from attest.invariants.methods import DEFAULT
-from attest.layer_alignment import monotone_pairs
+from attest.scoring.layer_alignment import monotone_pairs
 from attest.lineage.matching import LayerLineage, Prepared, layer_test, prepare
 from attest.lineage.responses import layer_responses
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
