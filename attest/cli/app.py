@@ -74,18 +74,18 @@ def main(argv: list[str] | None = None) -> None:
     except AttestError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(int(exc.exit_code))
-    except exits as exc:
-        sys.exit(int(getattr(exc, "exit_code", 0)))
-    except aborts:
-        typer.echo("aborted", err=True)
-        sys.exit(int(ExitCode.INPUT_ERROR))
-    except usage_errors as exc:
-        exc.show()  # type: ignore[attr-defined]
-        sys.exit(int(ExitCode.INPUT_ERROR))
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
+        if isinstance(exc, exits):
+            sys.exit(int(getattr(exc, "exit_code", 0)))
+        if isinstance(exc, aborts):
+            typer.echo("aborted", err=True)
+            sys.exit(int(ExitCode.INPUT_ERROR))
+        if isinstance(exc, usage_errors):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(int(ExitCode.INPUT_ERROR))
         # A bug, not a verdict: never let it look like exit 1 ("no match").
         import traceback
 

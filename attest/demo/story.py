@@ -100,10 +100,10 @@ def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker 
         say(f"   - {name}: {story}")
         folder = out / "verify" / name
         folder.mkdir(exist_ok=True)
-        paths = {"report": folder / "report.html", "sheet": folder / "sheet.png", "evidence": folder / "evidence.cbor"}
+        report, sheet, evidence = folder / "report.html", folder / "sheet.png", folder / "evidence.cbor"
         v = api.verify(path, opened, tokenizer=tokenizer, precision=precision, verifier_key=keys / "demo-verifier.key",
-                       force=True, threads=threads, progress=tracker, **paths)
+                       report=report, sheet=sheet, evidence=evidence, force=True, threads=threads, progress=tracker)
         cases.append(DemoCase(name, story, v.verdict.value, v.score, v.ci, v.z, v.coverage,
-                              v.global_terms.get("emb"), v.notes + v.reasons, **paths))
+                              v.global_terms.get("emb"), v.notes + v.reasons, report, sheet, evidence))
     say(f"3. Verified all four against the signed bundle in {time.perf_counter() - t0:.0f} s:")
     return cases

@@ -144,5 +144,5 @@ def issue_bundle(
         sketch_shape=(int(values.shape[0]), int(values.shape[1])),
         seconds=timings,
         kid_hex=key_id(key.public_key()).hex(),
-        subject_root_hex=bytes(subject["root"]).hex() if subject.get("root") else "",  # type: ignore[arg-type]
+        subject_root_hex=root.hex() if isinstance(root := subject.get("root"), bytes) else "",
     )

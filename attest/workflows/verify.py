@@ -210,8 +210,8 @@ def verify_suspect(
         S = vals_s[[r for _, r in rows_s]].astype(np.float64)
         norms = np.sqrt((B * B).sum(1))[:, None] * np.sqrt((S * S).sum(1))[None, :]
         est = np.divide(B @ S.T, norms, out=np.zeros((B.shape[0], S.shape[0])), where=norms > 0)
-        for (a, _), row in zip(rows_b, est):
-            for (b, _), v in zip(rows_s, row):
+        for (a, _), est_row in zip(rows_b, est):
+            for (b, _), v in zip(rows_s, est_row):
                 matrix[a, b] += v
                 counts[a, b] += 1
     if not counts.any():
