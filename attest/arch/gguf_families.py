@@ -24,6 +24,7 @@ names, `convert_hf_to_gguf.py` and its `conversion/*.py` split for the layouts):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, NormKind, QKVLayout
 
@@ -63,7 +64,7 @@ class GGUFArch:
         return self.moe_spec if n_experts > 0 and self.moe_spec is not None else self.spec
 
 
-_MODEL = dict(
+_MODEL: dict[str, Any] = dict(
     embed=("token_embd.weight",),
     layer_prefix=(LAYER_PREFIX,),
     final_norm=("output_norm.weight",),
@@ -71,31 +72,31 @@ _MODEL = dict(
     source_format="gguf",
     config_keys=ConfigKeys(hidden=(), layers=(), heads=(), kv_heads=(), head_dim=(), experts=()),
 )
-_ATTN = dict(
+_ATTN: dict[str, Any] = dict(
     q=("attn_q.weight",),
     k=("attn_k.weight",),
     v=("attn_v.weight",),
     o=("attn_output.weight",),
 )
-_FUSED_QKV = dict(
+_FUSED_QKV: dict[str, Any] = dict(
     qkv=("attn_qkv.weight",),
     qkv_layout=QKVLayout.CONTIGUOUS,
 )
-_O = dict(o=("attn_output.weight",))
-_QK_NORM = dict(
+_O: dict[str, Any] = dict(o=("attn_output.weight",))
+_QK_NORM: dict[str, Any] = dict(
     q_norm=("attn_q_norm.weight",),
     k_norm=("attn_k_norm.weight",),
 )
-_GATED_FFN = dict(
+_GATED_FFN: dict[str, Any] = dict(
     up=("ffn_up.weight",),
     gate=("ffn_gate.weight",),
     down=("ffn_down.weight",),
 )
-_PLAIN_FFN = dict(
+_PLAIN_FFN: dict[str, Any] = dict(
     up=("ffn_up.weight",),
     down=("ffn_down.weight",),
 )
-_NORMS = dict(
+_NORMS: dict[str, Any] = dict(
     attn_norm=("attn_norm.weight",),
     ffn_norm=("ffn_norm.weight",),
 )
@@ -104,14 +105,16 @@ _STACKED_EXPERTS = ExpertNames(
     stacked_gate=("ffn_gate_exps.weight",),
     stacked_down=("ffn_down_exps.weight",),
 )
-_MOE = dict(
+_MOE: dict[str, Any] = dict(
     experts=_STACKED_EXPERTS,
     router=("ffn_gate_inp.weight",),
 )
-_SHARED_EXPERT = dict(
+_SHARED_EXPERT: dict[str, Any] = dict(
     shared_up=("ffn_up_shexp.weight",),
     shared_gate=("ffn_gate_shexp.weight",),
     shared_down=("ffn_down_shexp.weight",),
+    # the shared expert's sigmoid gate: read by no invariant
+    known_unused=("ffn_gate_inp_shexp.weight",),
 )
 
 
