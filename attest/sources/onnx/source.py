@@ -162,6 +162,9 @@ class OnnxSource(WeightSource):
             "warnings": list(self._map.warnings),
         }
 
+    def warnings(self) -> list[str]:
+        return list(self._map.warnings)
+
     def _describe(self, ref: TensorRef) -> str:
         """The graph tensor behind an HF name; weights rebuilt from an op's inputs are spelled out."""
         node = self._consts.producer.get(ref.const)
