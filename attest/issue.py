@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from attest.arch.canonical import CanonicalModel
 from attest.bundle import issue_statement, write_attestation
 from attest.decision import DEFAULT_POLICY, Policy
-from attest.hashing import hash_files
+from attest.subject import hash_files
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype, use_all_cores
 from attest.latent import DEFAULT_LATENT_SEED, project
