@@ -143,3 +143,21 @@ def test_a_hostile_layer_count_is_a_clean_error(original: Path, tmp_path: Path, 
     # 10**12 must be refused from the tensors' evidence, never by building range(10**12)
     with pytest.raises(InputError, match="layer"):
         load_model(folder)
+
+
+def test_junk_cannot_steer_the_layer_prefix(tmp_path: Path) -> None:
+    # A GPT-2 base model is saved under `h.{i}.`, the table's second prefix; a junk
+    # tensor under the first (`transformer.h.{i}.`) must not capture the choice.
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    model = GPT2Model(GPT2Config(vocab_size=512, n_embd=HIDDEN, n_layer=2, n_head=4, n_positions=64)).eval()
+    folder = tmp_path / "gpt2"
+    model.save_pretrained(folder)
+    write_tokenizer(folder)
+    clean = load_model(folder)
+    assert clean.layer_prefix == "h.{i}." and clean.n_layers == 2
+    junk = _with_junk(folder, tmp_path / "junk", {"transformer.h.0.dummy": torch.zeros(1)})
+    suspect = load_model(junk)
+    assert suspect.layer_prefix == "h.{i}." and suspect.n_layers == 2
+    torch.testing.assert_close(suspect.layer(1).attn.q, clean.layer(1).attn.q, rtol=0, atol=0)

@@ -84,10 +84,26 @@ class TensorNames:
         return self.pick(self.layer_names(i, rel), f"layer {i} {what}")
 
     def _pick_prefix(self) -> str:
+        """The first prefix alternative under which a table role has a tensor.
+
+        Only role tensors count, so a stray `transformer.h.0.dummy` cannot
+        steer a checkpoint saved as `h.{i}.` to the wrong prefix; a prefix
+        with only unclaimed tensors is a last resort (it yields the clearer
+        "no transformer layers" error later).
+        """
+        claims = _role_matcher(self.spec)
+        fallback: str | None = None
         for prefix in self.spec.layer_prefix:
-            probe = re.compile(_prefix_pattern(prefix))
-            if any(probe.match(n) for n in self.names):
-                return prefix
+            probe = re.compile(_prefix_pattern(prefix) + "(.*)", re.DOTALL)
+            for n in self.names:
+                m = probe.match(n)
+                if m is None:
+                    continue
+                if claims.fullmatch(m.group(2)):
+                    return prefix
+                fallback = fallback or prefix
+        if fallback is not None:
+            return fallback
         raise InputError(f"{self.root}: no transformer layers found for family {self.family}")
 
     # -- which layers exist ------------------------------------------------
