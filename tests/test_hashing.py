@@ -9,7 +9,7 @@ import cbor2
 import pytest
 
 from attest.errors import BundleError, InputError
-from attest.hashing import (
+from attest.subject import (
     FileDigest,
     Subject,
     hash_file,

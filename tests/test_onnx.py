@@ -35,8 +35,8 @@ from attest.workflows.compare import compare_models  # noqa: E402
 from attest.scoring.decision import Verdict  # noqa: E402
 from attest.errors import ExitCode, InputError, UnsupportedModelError  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
-from attest.sources import onnx_source  # noqa: E402
-from attest.sources.onnx_source import ONNX_EXTRA_HINT, OnnxSource  # noqa: E402
+from attest.sources.onnx import loader as onnx_source  # noqa: E402
+from attest.sources.onnx import ONNX_EXTRA_HINT, OnnxSource  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from attest.arch.canonical import CanonicalModel
 from attest.arch.families import HF_FAMILIES
+from attest.arch.gguf_families import resolve_gguf
 from attest.arch.spec import ArchSpec
 from attest.errors import UnsupportedModelError
 from attest.sources import open_weights
-from attest.sources.base import WeightSource
+from attest.sources.base import EmbeddedArchitecture, WeightSource
 from attest.vocab import Vocabulary, load_vocabulary
 from attest.vocab.readers import load_vocabulary_file
 
@@ -58,16 +60,30 @@ def load_model(path: str | Path, tokenizer: str | Path | None = None) -> Canonic
     p = Path(path)
     source = open_weights(p)
     vocab = load_vocabulary_file(Path(tokenizer)) if tokenizer is not None else None
-    if source.format == "gguf":
-        spec, dims = source.arch_spec()  # type: ignore[attr-defined]
+    embedded = source.embedded_architecture()
+    if embedded is not None:
+        spec, dims = _embedded_spec(source, embedded)
+        # A file that names its own architecture keeps its tokenizer in its metadata too.
         model = CanonicalModel(source, spec, vocab or load_vocabulary(p, source.metadata()), None, gguf_dims=dims)
     else:
         config = source.config()
         spec = spec_for(source, config)
         model = CanonicalModel(source, spec, vocab or load_vocabulary(p), config)
-    for warning in source.metadata().get("warnings", []) if source.format == "onnx" else []:
-        model.warnings.append(str(warning))
+    model.warnings.extend(source.warnings())
     return model
+
+
+# Naming scheme of an embedded architecture -> how to find its table and header dimensions.
+EMBEDDED_TABLES: dict[str, Callable[[WeightSource, str], tuple[ArchSpec, dict[str, int]]]] = {
+    "gguf": resolve_gguf,
+}
+
+
+def _embedded_spec(source: WeightSource, embedded: EmbeddedArchitecture) -> tuple[ArchSpec, dict[str, int]]:
+    resolve = EMBEDDED_TABLES.get(embedded.scheme)
+    if resolve is None:
+        raise _unsupported(f"{source.root}: no tables for {embedded.scheme} architecture '{embedded.name}'")
+    return resolve(source, embedded.name)
 
 
 def model_from_tensors(

@@ -7,25 +7,26 @@ Each entry is pure data (see `attest.arch.spec`).  GGUF tables live in
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
-from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, NormKind, QKVLayout, Variant
+from attest.arch.spec import ArchSpec, ConfigKeys, ConfigTest, ExpertNames, NormKind, QKVLayout, Variant
 
-_LLAMA_ATTN = dict(
+_LLAMA_ATTN: dict[str, Any] = dict(
     q=("self_attn.q_proj.weight",),
     k=("self_attn.k_proj.weight",),
     v=("self_attn.v_proj.weight",),
     o=("self_attn.o_proj.weight",),
 )
-_LLAMA_MLP = dict(
+_LLAMA_MLP: dict[str, Any] = dict(
     up=("mlp.up_proj.weight",),
     gate=("mlp.gate_proj.weight",),
     down=("mlp.down_proj.weight",),
 )
-_LLAMA_NORMS = dict(
+_LLAMA_NORMS: dict[str, Any] = dict(
     attn_norm=("input_layernorm.weight",),
     ffn_norm=("post_attention_layernorm.weight",),
 )
-_LLAMA_MODEL = dict(
+_LLAMA_MODEL: dict[str, Any] = dict(
     embed=("model.embed_tokens.weight",),
     layer_prefix=("model.layers.{i}.",),
     final_norm=("model.norm.weight",),
@@ -187,7 +188,7 @@ FALCON = ArchSpec(
         # Falcon-40B/180B decoder: separate norms for the parallel attention and MLP;
         # Falcon2-11B (num_ln_in_parallel_attn=1) has one input_layernorm for both.
         Variant(
-            when=lambda c: bool(c.get("new_decoder_architecture")),
+            when=(ConfigTest("new_decoder_architecture", True),),
             overrides=dict(
                 attn_norm=("ln_attn.weight", "input_layernorm.weight"),
                 ffn_norm=("ln_mlp.weight", "input_layernorm.weight"),
@@ -196,9 +197,16 @@ FALCON = ArchSpec(
         ),
         # Falcon-RW: plain MHA with per-head interleaved q,k,v.
         Variant(
-            when=lambda c: not c.get("new_decoder_architecture") and not c.get("multi_query", True),
+            when=(ConfigTest("new_decoder_architecture", False), ConfigTest("multi_query", False, default=True)),
             overrides=dict(qkv_layout=QKVLayout.PER_HEAD),
             label="falcon-rw",
+        ),
+        # Falcon-7B: the old decoder with multi_query has one KV head, as transformers'
+        # FalconAttention reads it, even when a re-saved config.json carries num_kv_heads.
+        Variant(
+            when=(ConfigTest("new_decoder_architecture", False), ConfigTest("multi_query", True, default=True)),
+            overrides=dict(fixed_kv_heads=1),
+            label="multi_query",
         ),
     ),
 )
@@ -307,6 +315,7 @@ QWEN2_MOE = ArchSpec(
     shared_up=("mlp.shared_expert.up_proj.weight",),
     shared_gate=("mlp.shared_expert.gate_proj.weight",),
     shared_down=("mlp.shared_expert.down_proj.weight",),
+    known_unused=("mlp.shared_expert_gate.weight",),
     detect=("mlp.shared_expert.up_proj.weight", "mlp.gate.weight"),
 )
 QWEN3_MOE = replace(

@@ -1,8 +1,9 @@
 """Per-architecture tensor tables for GGUF files written by llama.cpp's converter.
 
 Pure data, like `attest.arch.families`: `attest.arch.canonical` interprets the
-`ArchSpec`s and `attest.sources.gguf_source` applies the GGUF-only facts kept
-in `GGUFArch` (which `ArchSpec` has no field for).
+`ArchSpec`s; `GGUFArch` adds the GGUF-only choice of a MoE table. How the
+converter reordered tensor rows is storage knowledge and lives with the reader
+(`attest.sources.gguf_layout`), which undoes it before any table sees a tensor.
 
 Facts taken from llama.cpp (gguf-py `constants.py` / `tensor_mapping.py` for the
 names, `convert_hf_to_gguf.py` and its `conversion/*.py` split for the layouts):
@@ -17,37 +18,20 @@ names, `convert_hf_to_gguf.py` and its `conversion/*.py` split for the layouts):
 - Falcon's `attn_norm` is `input_layernorm` (7B) or `ln_mlp` (40B) and is read by
   the FFN; `attn_norm_2` (`ln_attn`, 40B only) is read by attention;
 - llama (also Mistral and Mixtral) and OLMo rows of Q and K are permuted by
-  `LlamaModel.permute` for llama.cpp's interleaved ("normal") RoPE;
+  `LlamaModel.permute` for llama.cpp's interleaved ("normal") RoPE (undone by
+  the reader, see `attest.sources.gguf_layout`);
 - MoE experts are stacked: `ffn_{gate,up,down}_exps` [E, f, d] / [E, d, f].
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, NormKind, QKVLayout
-
-LAYER_PREFIX = "blk.{i}."
-
-
-@dataclass(frozen=True)
-class RowPermutation:
-    """Rows the converter interleaved per head for llama.cpp's RoPE.
-
-    The converter applies `w.reshape(n, 2, rows // n // 2, ...).swapaxes(1, 2)`;
-    `n` is read from the metadata key `{arch}.{heads_key}` (the first present).
-    """
-
-    tensors: tuple[str, ...]  # names relative to LAYER_PREFIX
-    heads_keys: tuple[str, ...]
-
-
-# `LlamaModel.permute(q, n_head, n_head)` and `LlamaModel.permute(k, n_head, n_head_kv)`.
-LLAMA_ROPE_PERMUTATION: tuple[RowPermutation, ...] = (
-    RowPermutation(("attn_q.weight", "attn_q.bias"), ("attention.head_count",)),
-    RowPermutation(("attn_k.weight", "attn_k.bias"), ("attention.head_count_kv", "attention.head_count")),
-)
-
+from attest.errors import UnsupportedModelError
+from attest.sources.base import WeightSource
+from attest.sources.gguf_layout import LAYER_PREFIX
 
 @dataclass(frozen=True)
 class GGUFArch:
@@ -57,13 +41,12 @@ class GGUFArch:
     spec: ArchSpec
     # Used instead of `spec` when `{arch}.expert_count` > 0 (Mixtral is arch "llama").
     moe_spec: ArchSpec | None = None
-    row_permutations: tuple[RowPermutation, ...] = ()
 
     def spec_for(self, n_experts: int) -> ArchSpec:
         return self.moe_spec if n_experts > 0 and self.moe_spec is not None else self.spec
 
 
-_MODEL = dict(
+_MODEL: dict[str, Any] = dict(
     embed=("token_embd.weight",),
     layer_prefix=(LAYER_PREFIX,),
     final_norm=("output_norm.weight",),
@@ -71,31 +54,31 @@ _MODEL = dict(
     source_format="gguf",
     config_keys=ConfigKeys(hidden=(), layers=(), heads=(), kv_heads=(), head_dim=(), experts=()),
 )
-_ATTN = dict(
+_ATTN: dict[str, Any] = dict(
     q=("attn_q.weight",),
     k=("attn_k.weight",),
     v=("attn_v.weight",),
     o=("attn_output.weight",),
 )
-_FUSED_QKV = dict(
+_FUSED_QKV: dict[str, Any] = dict(
     qkv=("attn_qkv.weight",),
     qkv_layout=QKVLayout.CONTIGUOUS,
 )
-_O = dict(o=("attn_output.weight",))
-_QK_NORM = dict(
+_O: dict[str, Any] = dict(o=("attn_output.weight",))
+_QK_NORM: dict[str, Any] = dict(
     q_norm=("attn_q_norm.weight",),
     k_norm=("attn_k_norm.weight",),
 )
-_GATED_FFN = dict(
+_GATED_FFN: dict[str, Any] = dict(
     up=("ffn_up.weight",),
     gate=("ffn_gate.weight",),
     down=("ffn_down.weight",),
 )
-_PLAIN_FFN = dict(
+_PLAIN_FFN: dict[str, Any] = dict(
     up=("ffn_up.weight",),
     down=("ffn_down.weight",),
 )
-_NORMS = dict(
+_NORMS: dict[str, Any] = dict(
     attn_norm=("attn_norm.weight",),
     ffn_norm=("ffn_norm.weight",),
 )
@@ -104,14 +87,16 @@ _STACKED_EXPERTS = ExpertNames(
     stacked_gate=("ffn_gate_exps.weight",),
     stacked_down=("ffn_down_exps.weight",),
 )
-_MOE = dict(
+_MOE: dict[str, Any] = dict(
     experts=_STACKED_EXPERTS,
     router=("ffn_gate_inp.weight",),
 )
-_SHARED_EXPERT = dict(
+_SHARED_EXPERT: dict[str, Any] = dict(
     shared_up=("ffn_up_shexp.weight",),
     shared_gate=("ffn_gate_shexp.weight",),
     shared_down=("ffn_down_shexp.weight",),
+    # the shared expert's sigmoid gate: read by no invariant
+    known_unused=("ffn_gate_inp_shexp.weight",),
 )
 
 
@@ -179,7 +164,7 @@ BERT = _spec(
 GGUF_ARCHS: dict[str, GGUFArch] = {
     a.name: a
     for a in (
-        GGUFArch("llama", LLAMA, moe_spec=MIXTRAL, row_permutations=LLAMA_ROPE_PERMUTATION),
+        GGUFArch("llama", LLAMA, moe_spec=MIXTRAL),
         GGUFArch("qwen2", QWEN2),
         GGUFArch("qwen3", QWEN3),
         GGUFArch("qwen2moe", QWEN2_MOE),
@@ -194,7 +179,7 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
         GGUFArch("bloom", BLOOM),
         GGUFArch("mpt", MPT),
         GGUFArch("starcoder2", STARCODER2),
-        GGUFArch("olmo", OLMO, row_permutations=LLAMA_ROPE_PERMUTATION),
+        GGUFArch("olmo", OLMO),
         GGUFArch("stablelm", STABLELM),
         GGUFArch("bert", BERT),
     )
@@ -203,3 +188,21 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
 
 def supported_gguf_archs() -> list[str]:
     return list(GGUF_ARCHS)
+
+
+def gguf_table(root: object, architecture: str) -> GGUFArch:
+    """The table for a GGUF file's `general.architecture`; UnsupportedModelError listing the supported ones."""
+    entry = GGUF_ARCHS.get(architecture)
+    if entry is None:
+        raise UnsupportedModelError(
+            f"{root}: GGUF architecture '{architecture}' is not supported; "
+            f"supported GGUF architectures: {', '.join(supported_gguf_archs())}"
+        )
+    return entry
+
+
+def resolve_gguf(source: WeightSource, architecture: str) -> tuple[ArchSpec, dict[str, int]]:
+    """The family table and the header's dimensions of a GGUF source whose file names `architecture`."""
+    entry = gguf_table(source.root, architecture)
+    dims = source.recorded_dims()
+    return entry.spec_for(dims.get("experts", 0)), dims

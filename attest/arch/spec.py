@@ -1,7 +1,7 @@
 """The vocabulary of architecture tables: what a family's checkpoint looks like.
 
 A family is *data*: tensor-name templates per canonical role and a few layout
-flags.  `attest.arch.canonical` is the only code that interprets them, so adding
+flags.  `attest.arch` (names, dims, layouts, assembly) is the only code that reads them, so adding
 a family means adding a table in `attest.arch.families`, not new branches.
 
 Templates:
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 Names = tuple[str, ...]
 
@@ -62,12 +62,27 @@ class ExpertNames:
 
 
 @dataclass(frozen=True)
-class Variant:
-    """Overrides applied when `when(config)` holds (e.g. Falcon's two decoders)."""
+class ConfigTest:
+    """One condition on config.json: `bool(config.get(key, default)) is truthy`."""
 
-    when: Callable[[dict[str, Any]], bool]
+    key: str
+    truthy: bool
+    default: Any = None
+
+    def holds(self, config: dict[str, Any]) -> bool:
+        return bool(config.get(self.key, self.default)) is self.truthy
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Overrides applied when every test in `when` holds for the config (e.g. Falcon's decoders)."""
+
+    when: tuple[ConfigTest, ...]
     overrides: dict[str, Any]
     label: str = ""
+
+    def applies(self, config: dict[str, Any]) -> bool:
+        return all(test.holds(config) for test in self.when)
 
 
 @dataclass(frozen=True)
@@ -110,18 +125,34 @@ class ArchSpec:
     lm_head: Names = ()
     transposed: bool = False  # GPT-2 Conv1D stores [in, out]
     config_keys: ConfigKeys = field(default_factory=ConfigKeys)
+    # KV-head count fixed by the architecture whatever config.json says (Falcon-7B's
+    # multi-query decoder has one KV head even when a re-saved config carries num_kv_heads)
+    fixed_kv_heads: int | None = None
+    # layer tensors the family has but no invariant reads (Qwen2-MoE's shared-expert gate):
+    # claimed, so they are neither counted as junk nor reported as ignored
+    known_unused: Names = ()
     # tensor names (relative to layer 0) whose presence identifies the family without a config
     detect: Names = ()
     variants: tuple[Variant, ...] = ()
     source_format: str = "hf"  # "hf" or "gguf": which naming the table describes
 
-    def resolve(self, config: dict[str, Any] | None) -> "ArchSpec":
+    def resolve(self, config: dict[str, Any] | None) -> ArchSpec:
         spec = self
         for variant in self.variants:
-            if config is not None and variant.when(config):
+            if config is not None and variant.applies(config):
                 spec = replace(spec, **variant.overrides)
         return spec
 
     @property
     def is_moe(self) -> bool:
         return self.experts is not None
+
+
+# The ArchSpec fields that name tensors relative to a layer prefix (the roles a
+# layer's tensors can play); experts are described by `ArchSpec.experts`.
+LAYER_ROLE_FIELDS: tuple[str, ...] = (
+    "q", "k", "v", "qkv", "o", "q_norm", "k_norm", "attn_norm", "ffn_norm", "attn_out_norm", "ffn_out_norm",
+    "up", "gate", "down", "gate_up", "router", "shared_up", "shared_gate", "shared_down", "known_unused",
+)  # fmt: skip
+# The ArchSpec fields that name whole tensors outside the layers.
+MODEL_ROLE_FIELDS: tuple[str, ...] = ("embed", "embed_norm", "final_norm", "lm_head")

@@ -8,7 +8,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from attest.arch.canonical import CanonicalModel, Layer, Mlp
+from attest.arch.assembly import Layer, Mlp
+from attest.arch.canonical import CanonicalModel
 from attest.arch.spec import NormKind
 from attest.errors import InputError
 from attest.invariants import terms as T

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from attest.arch.canonical import Attention
+from attest.arch.assembly import Attention
 
 Tensor = torch.Tensor
 

@@ -7,10 +7,9 @@ that looks random (fur strokes, spot outlines, brindle stripes) comes from
 FIXED seeds and is only scaled, bent or recoloured by traits, so a nearby
 latent nudges that detail instead of reshuffling it.
 
-The picture is drawn at SS times the output size with plain polygons and
-downscaled with LANCZOS, which gives the anti-aliasing. Masks are cropped to
-the bounding box of what they cover, because full-canvas pastes dominated
-the render time.
+This module holds the dog's anatomy and markings only; the generic drawing
+(supersampled canvas, cropped masks, ramps, the anti-aliasing downsample)
+lives in `attest.render.raster`.
 """
 
 from __future__ import annotations
@@ -19,20 +18,29 @@ import math
 import statistics
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from attest.render.colour import COAT_L_MAX, COAT_L_MIN, RGB, Palette, lightness, mix, oklab, shade
 from attest.render.colour import coat as coat_colour
+from attest.render.raster import (
+    SIZE,
+    SS,
+    Canvas,
+    Layer,
+    Pts,
+    W,
+    blank_like,
+    ellipse,
+    lerp,
+    line_mask,
+    mask,
+    ramp,
+    stroke_width,
+    tri,
+)
 from attest.render.traits import scaled_traits
-
-SIZE = 512
-SS = 2
-W = SIZE * SS
-
-Pts = np.ndarray  # (n, 2) float array in 512-px logical coordinates
 
 IRIS = Palette([(58, 34, 20), (112, 64, 28), (170, 112, 36), (126, 118, 56), (96, 146, 186), (150, 190, 220)])
 NOSE = Palette([(30, 27, 30), (58, 40, 36), (112, 64, 54), (190, 116, 116)])
@@ -42,28 +50,6 @@ _NORMAL = statistics.NormalDist()
 TONGUE: RGB = (226, 110, 126)
 INK: RGB = (34, 26, 26)
 
-
-def _ramp(u: float, a: float, b: float) -> float:
-    """0 below a, 1 above b, smoothstep between: markings fade in, never pop."""
-    x = min(1.0, max(0.0, (u - a) / (b - a)))
-    return x * x * (3 - 2 * x)
-
-
-def _lerp(a: float, b: float, t: float) -> float:
-    return a + (b - a) * t
-
-
-def _ellipse(cx: float, cy: float, rx: float, ry: float, rot: float = 0.0, n: int = 72) -> Pts:
-    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    x, y = rx * np.cos(t), ry * np.sin(t)
-    c, s = math.cos(rot), math.sin(rot)
-    return np.stack([cx + c * x - s * y, cy + s * x + c * y], axis=1)
-
-
-def _tri(x: np.ndarray) -> np.ndarray:
-    """Triangle wave in [0, 1] with period 1, for zig-zag fur tufts."""
-    f = x - np.floor(x)
-    return 1.0 - 2.0 * np.abs(f - 0.5)
 
 
 @lru_cache(maxsize=1)
@@ -107,78 +93,6 @@ def _fixed() -> dict[str, np.ndarray]:
     }
 
 
-@lru_cache(maxsize=256)
-def _opacity_lut(alpha: int) -> list[int]:
-    return [(v * alpha + 127) // 255 for v in range(256)]
-
-
-class _Layer:
-    """An L mask covering only the box (x0, y0)+size of the SS-scale canvas."""
-
-    __slots__ = ("im", "x0", "y0")
-
-    def __init__(self, im: Image.Image, x0: int, y0: int):
-        self.im, self.x0, self.y0 = im, x0, y0
-
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        return (self.x0, self.y0, self.x0 + self.im.width, self.y0 + self.im.height)
-
-    def soft(self, radius: float) -> "_Layer":
-        """Gaussian blur; done at reduced resolution when the blur hides it."""
-        r = radius * SS
-        if r <= 0:
-            return self
-        k = 4 if r >= 10 else (2 if r >= 4 else 1)
-        if k == 1 or self.im.width < 4 * k or self.im.height < 4 * k:
-            return _Layer(self.im.filter(ImageFilter.GaussianBlur(r)), self.x0, self.y0)
-        small = self.im.reduce(k).filter(ImageFilter.GaussianBlur(r / k))
-        return _Layer(small.resize(self.im.size, Image.Resampling.BILINEAR), self.x0, self.y0)
-
-    def _other(self, other: "_Layer") -> Image.Image:
-        return other.im.crop(
-            (self.x0 - other.x0, self.y0 - other.y0, self.x0 - other.x0 + self.im.width, self.y0 - other.y0 + self.im.height)
-        )
-
-    def clip(self, other: "_Layer") -> "_Layer":
-        return _Layer(ImageChops.multiply(self.im, self._other(other)), self.x0, self.y0)
-
-    def minus(self, other: "_Layer") -> "_Layer":
-        return _Layer(ImageChops.subtract(self.im, self._other(other)), self.x0, self.y0)
-
-    def shifted(self, dx: float, dy: float) -> "_Layer":
-        return _Layer(self.im, self.x0 + int(round(dx * SS)), self.y0 + int(round(dy * SS)))
-
-
-def _xy(pts: Pts) -> list[tuple[float, float]]:
-    return [(float(x) * SS, float(y) * SS) for x, y in pts]
-
-
-def _mask(polys: Sequence[Pts], pad: float = 0.0, value: int = 255) -> _Layer:
-    """Rasterise polygons into a layer cropped to their bounding box + pad (logical px)."""
-    allp = np.concatenate(polys) * SS
-    p = pad * SS + 2
-    x0 = max(0, int(math.floor(allp[:, 0].min() - p)))
-    y0 = max(0, int(math.floor(allp[:, 1].min() - p)))
-    x1 = min(W, int(math.ceil(allp[:, 0].max() + p)))
-    y1 = min(W, int(math.ceil(allp[:, 1].max() + p)))
-    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-    im = Image.new("L", (x1 - x0, y1 - y0), 0)
-    d = ImageDraw.Draw(im)
-    for poly in polys:
-        d.polygon([(float(x) * SS - x0, float(y) * SS - y0) for x, y in poly], fill=value)
-    return _Layer(im, x0, y0)
-
-
-def _line_mask(pts: Pts, width: float, pad: float = 4.0) -> _Layer:
-    """A polyline of the given logical width, rasterised into a cropped layer."""
-    m = _mask([pts], pad=pad + width, value=0)
-    ImageDraw.Draw(m.im).line(
-        [(float(x) * SS - m.x0, float(y) * SS - m.y0) for x, y in pts], fill=255, width=max(1, int(round(width * SS)))
-    )
-    return m
-
-
 def _marking_colour(coat_l: float, light: float, warmth: float) -> RGB:
     """The colour of spots, patches, hood and saddle.
 
@@ -194,33 +108,6 @@ def _marking_colour(coat_l: float, light: float, warmth: float) -> RGB:
     l2 = coat_l + offset
     l2 = 2 * lo - l2 if l2 < lo else (2 * hi - l2 if l2 > hi else l2)
     return coat_colour((hi - l2) / (hi - lo), warmth)
-
-
-class _Canvas:
-    def __init__(self, bg: RGB):
-        self.img = Image.new("RGB", (W, W), bg)
-        self.draw = ImageDraw.Draw(self.img)
-
-    def fill(self, colour: RGB, layer: _Layer, opacity: float = 1.0) -> None:
-        if opacity <= 0.0:
-            return
-        m = layer.im
-        if opacity < 1.0:
-            m = m.point(_opacity_lut(int(round(opacity * 255))))
-        # paste() clips boxes that run off the canvas for us
-        self.img.paste(colour, layer.box, m)
-
-    def poly(self, p: Pts, colour: RGB, opacity: float = 1.0) -> None:
-        if opacity >= 1.0:
-            self.draw.polygon(_xy(p), fill=colour)
-        else:
-            self.fill(colour, _mask([p]), opacity)
-
-    def line(self, p: Pts, colour: RGB, width: float, closed: bool = False) -> None:
-        pts = _xy(p)
-        if closed:
-            pts = pts + pts[:1]
-        self.draw.line(pts, fill=colour, width=max(1, int(round(width * SS))), joint="curve")
 
 
 @dataclass
@@ -263,7 +150,7 @@ def _head_outline(g: _Geo, tr: dict[str, float], n: int = 200) -> Pts:
     # fur tufts on the cheeks, fading out towards crown and chin
     fluff = tr["cheek_fluff"] * (0.45 + 0.55 * tr["fur_length"])
     env = np.exp(-(((y - 0.38) / 0.36) ** 2)) * np.clip(np.abs(x) * 3 - 0.6, 0, 1)
-    tuft = 15.0 * fluff * env * (_tri(t * 12.0 / (2 * math.pi) + 0.25) ** 1.8)
+    tuft = 15.0 * fluff * env * (tri(t * 12.0 / (2 * math.pi) + 0.25) ** 1.8)
     nx, ny = np.sign(x), 0.45 * y
     nn = np.hypot(nx, ny) + 1e-9
     return g.t(np.stack([g.cx + px + tuft * nx / nn, g.cy + py + tuft * ny / nn], axis=1))
@@ -285,21 +172,21 @@ def _ear(g: _Geo, tr: dict[str, float], side: int) -> _Ear:
     f=0 is a pricked ear, f=1 a hound's ear, in between a folded tip, and
     every value is a valid shape, so the ear type changes continuously.
     """
-    f = _ramp(tr["ear_floppiness"], 0.12, 0.88)
-    L = tr["ear_length"] * g.hh * _lerp(1.0, 1.2, f)
-    wb = tr["ear_width"] * g.hw * _lerp(0.78, 0.62, f)
+    f = ramp(tr["ear_floppiness"], 0.12, 0.88)
+    L = tr["ear_length"] * g.hh * lerp(1.0, 1.2, f)
+    wb = tr["ear_width"] * g.hw * lerp(0.78, 0.62, f)
     # hanging ears hang from the sides of the skull, pricked ones sit on top
-    set_a = math.radians(_lerp(_lerp(66.0, 38.0, tr["ear_set"]), _lerp(46.0, 30.0, tr["ear_set"]), f))
-    bx = g.cx + side * g.hw * math.cos(set_a) * _lerp(0.82, 0.97, f)
-    by = g.cy - g.hh * math.sin(set_a) * _lerp(0.86, 0.97, f)
-    splay = math.radians(tr["ear_angle"] + _lerp(0, 16, tr["ear_set"]))
+    set_a = math.radians(lerp(lerp(66.0, 38.0, tr["ear_set"]), lerp(46.0, 30.0, tr["ear_set"]), f))
+    bx = g.cx + side * g.hw * math.cos(set_a) * lerp(0.82, 0.97, f)
+    by = g.cy - g.hh * math.sin(set_a) * lerp(0.86, 0.97, f)
+    splay = math.radians(tr["ear_angle"] + lerp(0, 16, tr["ear_set"]))
     up = np.array([side * math.sin(splay), -math.cos(splay)])
     perp = np.array([-up[1], up[0]])
     tip = tr["ear_tip"]
 
     def prof(sv: np.ndarray) -> np.ndarray:
         one = np.clip(1 - sv, 0, 1)
-        upright = one ** _lerp(0.9, 0.42, tip) * (1 + 0.25 * np.sin(np.pi * np.clip(sv, 0, 1)))
+        upright = one ** lerp(0.9, 0.42, tip) * (1 + 0.25 * np.sin(np.pi * np.clip(sv, 0, 1)))
         lobe = np.sqrt(one) * (0.62 + 0.6 * np.sin(np.pi * np.clip(sv, 0, 1) * 0.8))
         return (1 - f) * upright + f * lobe
 
@@ -319,12 +206,12 @@ def _ear(g: _Geo, tr: dict[str, float], side: int) -> _Ear:
         inner = np.concatenate([ic - ih[:, None] * perp, (ic + ih[:, None] * perp)[::-1]])
     if f > 1e-3:
         fold_pt = base + up * (s_fold * L)
-        hang = math.radians(_lerp(8.0, 24.0, tr["ear_angle"] / 40.0))
+        hang = math.radians(lerp(8.0, 24.0, tr["ear_angle"] / 40.0))
         down = np.array([side * math.sin(hang), math.cos(hang)])
         dperp = np.array([-down[1], down[0]])
         sv = np.linspace(s_fold, 1.0, n)
         d = (sv - s_fold) * L
-        half = wb * 0.5 * prof(sv) * _lerp(1.0, 1.15, f)
+        half = wb * 0.5 * prof(sv) * lerp(1.0, 1.15, f)
         centre = fold_pt[None, :] + d[:, None] * down[None, :]
         # a little outward swing so long ears frame the face
         swing = np.sin(np.pi * 0.5 * (sv - s_fold) / f) * wb * 0.18 * f
@@ -373,20 +260,19 @@ def _draw(tr: dict[str, float]) -> Image.Image:
     coat = coat_colour(tr["coat_light"], tr["coat_warmth"])
     coat_l = lightness(coat)
     second = _marking_colour(coat_l, tr["second_light"], tr["second_warmth"])
-    dk = _ramp(coat_l, 0.3, 0.45)  # 0 for near-black coats, whose shadows must stay subtle
-    coat_dark = shade(coat, _lerp(-0.07, -0.14, dk))
-    coat_light = shade(coat, _lerp(0.09, 0.03, _ramp(coat_l, 0.8, 0.9)))
-    outline = shade(coat, _lerp(-0.13, -0.34, dk))
+    dk = ramp(coat_l, 0.3, 0.45)  # 0 for near-black coats, whose shadows must stay subtle
+    coat_dark = shade(coat, lerp(-0.07, -0.14, dk))
+    coat_light = shade(coat, lerp(0.09, 0.03, ramp(coat_l, 0.8, 0.9)))
     # pale dogs get deeper backgrounds so they never wash out
-    pale = _ramp(coat_l, 0.72, 0.95)
-    bg_l = _lerp(0.80, 0.93, tr["bg_light"]) - 0.15 * pale
+    pale = ramp(coat_l, 0.72, 0.95)
+    bg_l = lerp(0.80, 0.93, tr["bg_light"]) - 0.15 * pale
     ba, bb = (0.095 + 0.03 * pale) * tr["bg_a"], (0.095 + 0.03 * pale) * tr["bg_b"]
     bg = oklab(bg_l, ba, bb)
     bg_low = oklab(bg_l - 0.08, ba * 1.1 + 0.05 * tr["bg_low_a"], bb * 1.1 + 0.05 * tr["bg_low_b"])
-    bg_accent = oklab(bg_l + _lerp(0.045, -0.06, _ramp(bg_l, 0.86, 0.92)), ba * 0.8, bb * 0.8)
+    bg_accent = oklab(bg_l + lerp(0.045, -0.06, ramp(bg_l, 0.86, 0.92)), ba * 0.8, bb * 0.8)
     halo_col = oklab(min(0.97, bg_l + 0.07), ba * 0.5, bb * 0.5)
 
-    cv = _Canvas(bg)
+    cv = Canvas(bg)
     _background(cv, tr, bg_low, bg_accent, halo_col)
 
     hw, hh = tr["head_width"], tr["head_height"]
@@ -397,35 +283,35 @@ def _draw(tr: dict[str, float]) -> Image.Image:
     _body(cv, tr, g, coat, coat_dark, second, fx)
 
     # ears standing behind the head
-    ear_col = mix(coat, second, 0.9 * max(_ramp(tr["ear_darkness"], 0.4, 1.0), _ramp(tr["hood"], 0.3, 0.8)))
+    ear_col = mix(coat, second, 0.9 * max(ramp(tr["ear_darkness"], 0.4, 1.0), ramp(tr["hood"], 0.3, 0.8)))
     ear_inner = mix(ear_col, (222, 158, 150), 0.6)
     ears = [_ear(g, tr, s) for s in (-1, 1)]
     for e in ears:
         if e.upright is None:
             continue
         cv.poly(e.upright, ear_col)
-        um = _mask([e.upright], pad=4)
+        um = mask([e.upright], pad=4)
         cv.fill(shade(ear_col, -0.12), um.minus(um.soft(5)), 0.8)
         cv.line(e.upright, shade(ear_col, -0.3), 1.4, closed=True)
         if e.inner is not None:
-            cv.fill(ear_inner, _mask([e.inner], pad=4).soft(2.5), 0.9)
+            cv.fill(ear_inner, mask([e.inner], pad=4).soft(2.5), 0.9)
 
     # head
     outline_pts = _head_outline(g, tr)
-    hm = _mask([outline_pts], pad=30)
+    hm = mask([outline_pts], pad=30)
     shadow = hm.soft(8).shifted(0, 7).minus(hm)
     cv.fill(shade(coat, -0.3), shadow, 0.5)
     cv.fill(coat, hm)
 
-    es = hw * _lerp(0.30, 0.42, tr["eye_spacing"])
-    ey = cy - hh * _lerp(0.02, 0.2, tr["eye_height"])
-    er = hw * _lerp(0.11, 0.165, tr["eye_size"])
+    es = hw * lerp(0.30, 0.42, tr["eye_spacing"])
+    ey = cy - hh * lerp(0.02, 0.2, tr["eye_height"])
+    er = hw * lerp(0.11, 0.165, tr["eye_size"])
     ml = tr["muzzle_length"]
-    mw = hw * _lerp(0.32, 0.46, tr["muzzle_width"])
-    nose_y = cy + hh * _lerp(0.24, 0.46, ml)
-    nw = hw * _lerp(0.25, 0.37, tr["nose_size"])
+    mw = hw * lerp(0.32, 0.46, tr["muzzle_width"])
+    nose_y = cy + hh * lerp(0.24, 0.46, ml)
+    nw = hw * lerp(0.25, 0.37, tr["nose_size"])
     nh = nw * 0.68
-    lobe_rx, lobe_ry = mw * 0.58, hh * _lerp(0.16, 0.21, ml)
+    lobe_rx, lobe_ry = mw * 0.58, hh * lerp(0.16, 0.21, ml)
     lobe_y = nose_y + nh * 0.42 + lobe_ry * 0.55
     face = _Face(es, ey, er, mw, nose_y, nw, nh, lobe_rx, lobe_ry, lobe_y)
 
@@ -433,7 +319,7 @@ def _draw(tr: dict[str, float]) -> Image.Image:
     _fur(cv, fx["fur"], coat, hm, cx, cy, hw, hh, tr, g)
 
     # volume: light from the upper left, a darker rim
-    light = _mask([g.t(_ellipse(cx - hw * 0.3, cy - hh * 0.45, hw * 0.72, hh * 0.5))], pad=40)
+    light = mask([g.t(ellipse(cx - hw * 0.3, cy - hh * 0.45, hw * 0.72, hh * 0.5))], pad=40)
     cv.fill(coat_light, light.soft(24).clip(hm), 0.55)
     cv.fill(coat_dark, hm.minus(hm.soft(14)), 0.8)
     # brow ridges: soft darker arcs over the eyes give the face expression
@@ -449,8 +335,8 @@ def _draw(tr: dict[str, float]) -> Image.Image:
                 ]
             )
         )
-        brow = mix(shade(coat, 0.1), coat_dark, _ramp(coat_l, 0.25, 0.35))
-        cv.fill(brow, _line_mask(arc, 2.2, pad=8).soft(1.5), 0.7)
+        brow = mix(shade(coat, 0.1), coat_dark, ramp(coat_l, 0.25, 0.35))
+        cv.fill(brow, line_mask(arc, 2.2, pad=8).soft(1.5), 0.7)
 
     _muzzle(cv, g, tr, face, coat, second, hm)
     _nose(cv, g, tr, cx, nose_y, nw, nh)
@@ -461,16 +347,16 @@ def _draw(tr: dict[str, float]) -> Image.Image:
     for e in ears:
         if e.flap is None:
             continue
-        fm = _mask([e.flap], pad=14)
+        fm = mask([e.flap], pad=14)
         cv.fill(shade(coat, -0.32), fm.soft(5).shifted(3, 5).minus(fm).clip(hm), 0.55)
         cv.fill(ear_col, fm)
-        cv.fill(shade(ear_col, 0.07), _mask([e.flap * 0.7 + e.flap.mean(0) * 0.3], pad=10).soft(6).clip(fm), 0.5)
+        cv.fill(shade(ear_col, 0.07), mask([e.flap * 0.7 + e.flap.mean(0) * 0.3], pad=10).soft(6).clip(fm), 0.5)
         cv.fill(shade(ear_col, -0.13), fm.minus(fm.soft(6)), 0.85)
         if e.fold is not None and e.upright is not None:
             cv.line(e.fold, shade(ear_col, -0.3), 1.6)
         cv.line(e.flap, shade(ear_col, -0.3), 1.4, closed=True)
 
-    return cv.img.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+    return cv.finish()
 
 
 @dataclass
@@ -487,34 +373,34 @@ class _Face:
     lobe_y: float
 
 
-def _background(cv: _Canvas, tr: dict[str, float], bg_low: RGB, bg_accent: RGB, halo_col: RGB) -> None:
+def _background(cv: Canvas, tr: dict[str, float], bg_low: RGB, bg_accent: RGB, halo_col: RGB) -> None:
     grad = Image.linear_gradient("L").resize((W, W), Image.Resampling.BILINEAR)
     cv.img.paste(bg_low, (0, 0), grad)
-    stripes = _ramp(tr["bg_stripes"], 0.4, 1.0)
+    stripes = ramp(tr["bg_stripes"], 0.4, 1.0)
     if stripes > 0:
         polys = [
             np.array([[k * 56, 0], [k * 56 + 24, 0], [k * 56 + 24 + SIZE, SIZE], [k * 56 + SIZE, SIZE]])
             for k in range(-10, 10)
         ]
-        cv.fill(bg_accent, _mask(polys), 0.55 * stripes)
-    dots = _ramp(tr["bg_dots"], 0.4, 1.0)
+        cv.fill(bg_accent, mask(polys), 0.55 * stripes)
+    dots = ramp(tr["bg_dots"], 0.4, 1.0)
     if dots > 0:
         r = 9.0 * dots
         polys = [
-            _ellipse(i * 44 + (22 if j % 2 else 0), j * 40 + 6, r, r, n=20) for j in range(0, 14) for i in range(0, 13)
+            ellipse(i * 44 + (22 if j % 2 else 0), j * 40 + 6, r, r, n=20) for j in range(14) for i in range(13)
         ]
-        cv.fill(bg_accent, _mask(polys), 0.85)
-    halo = _ramp(tr["bg_halo"], 0.25, 1.0)
+        cv.fill(bg_accent, mask(polys), 0.85)
+    halo = ramp(tr["bg_halo"], 0.25, 1.0)
     if halo > 0:
-        m = _mask([_ellipse(256, 236, 200, 200)], pad=20)
+        m = mask([ellipse(256, 236, 200, 200)], pad=20)
         cv.fill(halo_col, m.soft(6), 0.85 * halo)
     # vignette
     vig = Image.radial_gradient("L").resize((W + 400, W + 400), Image.Resampling.BILINEAR).crop((200, 200, W + 200, W + 200))
-    cv.fill(shade(bg_low, -0.08), _Layer(vig.point(lambda v: max(0, v - 150) * 2), 0, 0), 0.7)
+    cv.fill(shade(bg_low, -0.08), Layer(vig.point(lambda v: max(0, v - 150) * 2), 0, 0), 0.7)
 
 
 def _body(
-    cv: _Canvas, tr: dict[str, float], g: _Geo, coat: RGB, coat_dark: RGB, second: RGB, fx: dict[str, np.ndarray]
+    cv: Canvas, tr: dict[str, float], g: _Geo, coat: RGB, coat_dark: RGB, second: RGB, fx: dict[str, np.ndarray]
 ) -> None:
     cx, cy, hw, hh = g.cx, g.cy, g.hw, g.hh
     ny = cy + hh * 0.55
@@ -526,31 +412,31 @@ def _body(
     ys = ny + tau * (SIZE + 12 - ny)
     fl = tr["fur_length"]
     # neck ruff: zig-zag fur along the sides
-    wid = wid + 7.0 * fl * _tri(tau * 7.0) * (1 - tau)
+    wid = wid + 7.0 * fl * tri(tau * 7.0) * (1 - tau)
     left = np.column_stack([cx - wid, ys])
     right = np.column_stack([cx + wid, ys])[::-1]
     body = np.concatenate([left, right])
-    bm = _mask([body], pad=20)
+    bm = mask([body], pad=20)
     cv.fill(coat, bm)
-    bib = _ramp(tr["chest_white"], 0.25, 1.0)
+    bib = ramp(tr["chest_white"], 0.25, 1.0)
     if bib > 0:
-        top = ny + 34
+        bib_top = ny + 34
         t = np.linspace(0, 2 * math.pi, 60, endpoint=False)
         bw_ = hw * 0.55 * (0.55 + 0.45 * bib)
-        bh = (SIZE - top) * (0.5 + 0.5 * bib)
+        bh = (SIZE - bib_top) * (0.5 + 0.5 * bib)
         # teardrop: narrow under the collar, wide lower down
         x = np.sin(t) * bw_ * (0.45 + 0.55 * (1 - np.cos(t)) / 2)
         y = SIZE + 8 - bh + (1 - np.cos(t)) / 2 * bh * 1.4 - bh * 0.4
         poly = np.column_stack([cx + x, y])
-        cv.fill((247, 243, 236), _mask([poly], pad=10).soft(2.5).clip(bm), 0.95)
-    sp = _ramp(tr["spots"], 0.4, 1.0)
+        cv.fill((247, 243, 236), mask([poly], pad=10).soft(2.5).clip(bm), 0.95)
+    sp = ramp(tr["spots"], 0.4, 1.0)
     if sp > 0:
         polys = [
-            _ellipse(cx + x * swid * 0.8, ny + y * (SIZE - ny), r * swid * 0.5 * sp, r * swid * 0.44 * sp)
+            ellipse(cx + x * swid * 0.8, ny + y * (SIZE - ny), r * swid * 0.5 * sp, r * swid * 0.44 * sp)
             for x, y, r in fx["body_spots"]
         ]
-        cv.fill(second, _mask(polys).clip(bm))
-    sd = _ramp(tr["saddle"], 0.4, 1.0)
+        cv.fill(second, mask(polys).clip(bm))
+    sd = ramp(tr["saddle"], 0.4, 1.0)
     if sd > 0:
         # bands growing in from both sides: a jacket over the shoulders
         band = sd * 0.62 * wid * np.clip(0.35 + tau * 1.2, 0, 1)
@@ -558,14 +444,14 @@ def _body(
         for s_ in (-1, 1):
             inner_x = cx + s_ * (wid - band + wav)
             poly = np.concatenate([np.column_stack([cx + s_ * (wid + 8), ys]), np.column_stack([inner_x, ys])[::-1]])
-            cv.fill(second, _mask([poly], pad=4).soft(1.5).clip(bm))
+            cv.fill(second, mask([poly], pad=4).soft(1.5).clip(bm))
     _brindle(cv, tr, coat, second, bm, cx, ny, swid, SIZE - ny, None)
     _fur(cv, fx["bfur"], coat, bm, cx, (SIZE + ny) / 2 + 10, swid * 0.85, (SIZE - ny) / 2 + 6, tr, None)
     cv.fill(coat_dark, bm.minus(bm.soft(16)), 0.8)
     cv.line(body[:-1], shade(coat, -0.3), 1.4)
 
     # collar
-    cw = _lerp(12.0, 22.0, tr["collar_width"])
+    cw = lerp(12.0, 22.0, tr["collar_width"])
     ncx = hw * 0.95
     ny0 = cy + hh * 0.74
     xs = np.linspace(-ncx, ncx, 40)
@@ -576,57 +462,55 @@ def _body(
     collar = np.concatenate([top, bot[::-1]])
     ccol = oklab(0.6, 0.16 * tr["collar_a"], 0.16 * tr["collar_b"])
     # the collar wraps round the neck, so it is clipped to the body outline
-    cm = _mask([collar], pad=2).clip(bm)
+    cm = mask([collar], pad=2).clip(bm)
     cv.fill(shade(ccol, -0.22), cm)
-    inner_c = _mask([collar], pad=2)
-    inner_c = _Layer(inner_c.im.filter(ImageFilter.MinFilter(3)), inner_c.x0, inner_c.y0).clip(bm)
-    inner_c = _Layer(inner_c.im.filter(ImageFilter.MinFilter(3)), inner_c.x0, inner_c.y0)
+    inner_c = mask([collar], pad=2).eroded(3).clip(bm).eroded(3)
     cv.fill(ccol, inner_c)
-    cv.fill(shade(ccol, 0.08), _mask([np.concatenate([top, (top + np.array([0, cw * 0.3]))[::-1]])]).clip(inner_c), 0.8)
-    cv.fill(shade(ccol, -0.12), _mask([np.concatenate([bot, (bot - np.array([0, cw * 0.28]))[::-1]])]).clip(inner_c), 0.8)
+    cv.fill(shade(ccol, 0.08), mask([np.concatenate([top, (top + np.array([0, cw * 0.3]))[::-1]])]).clip(inner_c), 0.8)
+    cv.fill(shade(ccol, -0.12), mask([np.concatenate([bot, (bot - np.array([0, cw * 0.28]))[::-1]])]).clip(inner_c), 0.8)
     # stitching, clipped to the visible band (shrunk once more so it keeps off the edge)
     mid = (top + bot) / 2
-    st = Image.new("L", inner_c.im.size, 0)
+    st = blank_like(inner_c)
     sd_ = ImageDraw.Draw(st)
     for i in range(0, len(mid) - 1, 3):
         seg = [(float(x) * SS - inner_c.x0, float(y) * SS - inner_c.y0) for x, y in mid[i : i + 2]]
-        sd_.line(seg, fill=255, width=max(1, int(round(1.1 * SS))))
-    keep = _Layer(inner_c.im.filter(ImageFilter.MinFilter(5)), inner_c.x0, inner_c.y0)
-    cv.fill(shade(ccol, 0.17), _Layer(st, inner_c.x0, inner_c.y0).clip(keep))
+        sd_.line(seg, fill=255, width=stroke_width(1.1))
+    keep = inner_c.eroded(5)
+    cv.fill(shade(ccol, 0.17), Layer(st, inner_c.x0, inner_c.y0).clip(keep))
     ring_y = ny0 + cw + sag * 1.15
     metal = METAL(tr["tag_metal"])
-    cv.line(_ellipse(cx, ring_y + 3, 5, 6), shade(metal, -0.2), 2.0, closed=True)
+    cv.line(ellipse(cx, ring_y + 3, 5, 6), shade(metal, -0.2), 2.0, closed=True)
     _tag(cv, tr, metal, cx, ring_y + 26)
 
 
-def _tag(cv: _Canvas, tr: dict[str, float], metal: RGB, x: float, y: float) -> None:
+def _tag(cv: Canvas, tr: dict[str, float], metal: RGB, x: float, y: float) -> None:
     r0 = 17.0
     th = np.linspace(0, 2 * math.pi, 100, endpoint=False) - math.pi / 2
     c, s = np.cos(th), np.sin(th)
     sq = tr["tag_square"]
-    n = _lerp(2.0, 5.0, sq)
+    n = lerp(2.0, 5.0, sq)
     rs = (np.abs(c) ** n + np.abs(s) ** n) ** (-1.0 / n)  # circle -> rounded square
-    star = 1.0 + 0.26 * _ramp(tr["tag_points"], 0.3, 1.0) * np.cos(5 * (th + math.pi / 2))
+    star = 1.0 + 0.26 * ramp(tr["tag_points"], 0.3, 1.0) * np.cos(5 * (th + math.pi / 2))
     r = r0 * rs * star / (1.0 + 0.1 * sq)
     pts = np.column_stack([x + r * c, y + r * s])
     cv.poly(pts + np.array([1.5, 2.5]), shade(metal, -0.45), 0.3)
     cv.poly(pts, metal)
-    m = _mask([pts], pad=3)
-    glint = _mask([_ellipse(x - r0 * 0.35, y - r0 * 0.4, r0 * 0.45, r0 * 0.3, rot=-0.5)], pad=6)
+    m = mask([pts], pad=3)
+    glint = mask([ellipse(x - r0 * 0.35, y - r0 * 0.4, r0 * 0.45, r0 * 0.3, rot=-0.5)], pad=6)
     cv.fill(shade(metal, 0.14), glint.soft(3).clip(m), 0.9)
     cv.fill(shade(metal, -0.2), m.minus(m.soft(3)), 0.9)
     cv.line(pts, shade(metal, -0.32), 1.0, closed=True)
     eng = shade(metal, -0.22)
-    cv.poly(_ellipse(x, y + 3.5, 4.6, 3.8), eng)
+    cv.poly(ellipse(x, y + 3.5, 4.6, 3.8), eng)
     for dx, dy in ((-5.2, -2.0), (-2.0, -5.4), (2.0, -5.4), (5.2, -2.0)):
-        cv.poly(_ellipse(x + dx, y + dy, 1.8, 2.1, n=16), eng)
+        cv.poly(ellipse(x + dx, y + dy, 1.8, 2.1, n=16), eng)
 
 
 def _fur(
-    cv: _Canvas,
+    cv: Canvas,
     anchors: np.ndarray,
     coat: RGB,
-    clip: _Layer,
+    clip: Layer,
     cx: float,
     cy: float,
     hw: float,
@@ -644,7 +528,7 @@ def _fur(
     # fur falls downward, more so on the chest
     pull = 0.25 if g is not None else 0.6
     ang = np.arctan2(np.sin(ang) * (1 - pull) + pull, np.cos(ang) * (1 - pull))
-    L = _lerp(4.0, 10.0, fl) * ln
+    L = lerp(4.0, 10.0, fl) * ln
     dx, dy = np.cos(ang) * L, np.sin(ang) * L
     bend = 0.22
     p0 = np.column_stack([x, y])
@@ -652,35 +536,34 @@ def _fur(
     p2 = np.column_stack([x + dx, y + dy])
     if g is not None:
         p0, p1, p2 = g.t(p0), g.t(p1), g.t(p2)
-    dark = Image.new("L", clip.im.size, 0)
-    light = Image.new("L", clip.im.size, 0)
+    dark, light = blank_like(clip), blank_like(clip)
     dd, dl = ImageDraw.Draw(dark), ImageDraw.Draw(light)
-    w = max(1, int(round(1.1 * SS)))
+    w = stroke_width(1.1)
     ox, oy = clip.x0, clip.y0
     P = np.stack([p0, p1, p2], axis=1) * SS - np.array([ox, oy])
     for i in range(n):
         (dd if tone[i] > 0.5 else dl).line([tuple(q) for q in P[i].tolist()], fill=255, width=w)
     cl = lightness(coat)
-    cv.fill(shade(coat, _lerp(-0.05, -0.10, _ramp(cl, 0.25, 0.35))), _Layer(dark, ox, oy).clip(clip), 0.5)
-    cv.fill(shade(coat, _lerp(0.08, 0.02, _ramp(cl, 0.85, 0.95))), _Layer(light, ox, oy).clip(clip), 0.45)
+    cv.fill(shade(coat, lerp(-0.05, -0.10, ramp(cl, 0.25, 0.35))), Layer(dark, ox, oy).clip(clip), 0.5)
+    cv.fill(shade(coat, lerp(0.08, 0.02, ramp(cl, 0.85, 0.95))), Layer(light, ox, oy).clip(clip), 0.45)
 
 
 def _brindle(
-    cv: _Canvas,
+    cv: Canvas,
     tr: dict[str, float],
     coat: RGB,
     second: RGB,
-    clip: _Layer,
+    clip: Layer,
     cx: float,
     top: float,
     hw: float,
     h: float,
     g: _Geo | None,
 ) -> None:
-    b = _ramp(tr["brindle"], 0.5, 1.0)
+    b = ramp(tr["brindle"], 0.5, 1.0)
     if b <= 0:
         return
-    m = Image.new("L", clip.im.size, 0)
+    m = blank_like(clip)
     d = ImageDraw.Draw(m)
     col = mix(shade(coat, -0.25), second, 0.4)
     for xo, ph, wt in _fixed()["brindle"]:
@@ -690,81 +573,81 @@ def _brindle(
         if g is not None:
             pts = g.t(pts)
         # stripe width swells and vanishes along its length, so stripes break up
-        wid = np.clip(np.sin(yy * 9.0 + ph * 1.7), 0, None) ** 0.7 * _lerp(1.5, 4.0, b) * wt * SS
+        wid = np.clip(np.sin(yy * 9.0 + ph * 1.7), 0, None) ** 0.7 * lerp(1.5, 4.0, b) * wt * SS
         q = [(float(a) * SS - clip.x0, float(c) * SS - clip.y0) for a, c in pts]
         for i in range(len(q) - 1):
-            wi = int(round((wid[i] + wid[i + 1]) / 2))
+            wi = round((wid[i] + wid[i + 1]) / 2)
             if wi > 0:
                 d.line([q[i], q[i + 1]], fill=255, width=wi)
-    cv.fill(col, _Layer(m, clip.x0, clip.y0).soft(1.0).clip(clip), (0.4 if g is not None else 0.55) * b)
+    cv.fill(col, Layer(m, clip.x0, clip.y0).soft(1.0).clip(clip), (0.4 if g is not None else 0.55) * b)
 
 
 def _head_markings(
-    cv: _Canvas, g: _Geo, tr: dict[str, float], hm: _Layer, coat: RGB, second: RGB, fc: _Face, fx: dict[str, np.ndarray]
+    cv: Canvas, g: _Geo, tr: dict[str, float], hm: Layer, coat: RGB, second: RGB, fc: _Face, fx: dict[str, np.ndarray]
 ) -> None:
     cx, cy, hw, hh = g.cx, g.cy, g.hw, g.hh
-    sp = _ramp(tr["spots"], 0.4, 1.0)
+    sp = ramp(tr["spots"], 0.4, 1.0)
     if sp > 0:
         polys = []
         for (x, y, r), (p1, p2, _p3) in zip(fx["spots"], fx["spot_wob"]):
             t = np.linspace(0, 2 * math.pi, 36, endpoint=False)
             rr = r * sp * hw * (1 + 0.12 * np.sin(2 * t + p1) + 0.08 * np.sin(3 * t + p2))
             polys.append(g.t(np.column_stack([cx + x * hw + rr * np.cos(t), cy + y * hh + rr * np.sin(t) * 0.9])))
-        cv.fill(second, _mask(polys).clip(hm))
+        cv.fill(second, mask(polys).clip(hm))
     _brindle(cv, tr, coat, second, hm, cx, cy - hh, hw, 2 * hh, g)
-    ho = _ramp(tr["hood"], 0.4, 1.0)
+    ho = ramp(tr["hood"], 0.4, 1.0)
     if ho > 0:
         # the hood's lower edge descends from above the crown to below the
         # eyes as it grows, leaving a notch for the snout bridge
         xs = np.linspace(-1.3, 1.3, 40) * hw
-        edge = _lerp(cy - hh * 1.15, fc.ey + fc.er * 1.5, ho) + 0.1 * hh * (xs / hw) ** 2
+        edge = lerp(cy - hh * 1.15, fc.ey + fc.er * 1.5, ho) + 0.1 * hh * (xs / hw) ** 2
         notch = (fc.er * 2.2 + hh * 0.12) * ho * np.exp(-((xs / (fc.mw * 0.6 + 4)) ** 2))
         crown = [[cx + 1.3 * hw, cy - hh * 1.4], [cx - 1.3 * hw, cy - hh * 1.4]]
         poly = np.concatenate([np.column_stack([cx + xs, edge - notch]), crown])
-        cv.fill(second, _mask([g.t(poly)], pad=4).soft(1.5).clip(hm))
+        cv.fill(second, mask([g.t(poly)], pad=4).soft(1.5).clip(hm))
     # eye patch: its centre slides from the left eye over the brow to the right eye
-    ps = _ramp(tr["patch_size"], 0.4, 1.0)
+    ps = ramp(tr["patch_size"], 0.4, 1.0)
     if ps > 0:
         side = tr["patch_side"]
         px = cx + side * fc.es
         py = fc.ey - fc.er * 0.5 * (1 - abs(side))
         t = np.linspace(0, 2 * math.pi, 60, endpoint=False)
-        R = fc.er * _lerp(1.6, 3.0, ps)
+        R = fc.er * lerp(1.6, 3.0, ps)
         rr = R * (1 + 0.12 * np.sin(3 * t + 1.3) + 0.07 * np.sin(5 * t + 0.4))
         poly = g.t(np.column_stack([px + rr * np.cos(t) * 1.05, py + rr * np.sin(t) * 0.95 - R * 0.12]))
-        cv.fill(second, _mask([poly]).clip(hm))
-    fm = _ramp(tr["face_mask"], 0.5, 1.0)
+        cv.fill(second, mask([poly]).clip(hm))
+    fm = ramp(tr["face_mask"], 0.5, 1.0)
     if fm > 0:
         polys = [
-            g.t(_ellipse(cx, (fc.ey + fc.nose_y) / 2 + 12, fc.mw * 1.1, (fc.nose_y - fc.ey) / 2 + 36)),
-            g.t(_ellipse(cx - fc.es, fc.ey, fc.er * 2.0, fc.er * 1.7)),
-            g.t(_ellipse(cx + fc.es, fc.ey, fc.er * 2.0, fc.er * 1.7)),
+            g.t(ellipse(cx, (fc.ey + fc.nose_y) / 2 + 12, fc.mw * 1.1, (fc.nose_y - fc.ey) / 2 + 36)),
+            g.t(ellipse(cx - fc.es, fc.ey, fc.er * 2.0, fc.er * 1.7)),
+            g.t(ellipse(cx + fc.es, fc.ey, fc.er * 2.0, fc.er * 1.7)),
         ]
-        cv.fill(shade(mix(second, (40, 36, 36), 0.5), -0.05), _mask(polys, pad=20).soft(9).clip(hm), 0.9 * fm)
-    bl = _ramp(tr["blaze"], 0.35, 1.0)
+        cv.fill(shade(mix(second, (40, 36, 36), 0.5), -0.05), mask(polys, pad=20).soft(9).clip(hm), 0.9 * fm)
+    bl = ramp(tr["blaze"], 0.35, 1.0)
     if bl > 0:
         wt = hw * 0.09 * bl
         wb = fc.mw * 0.75 * (0.4 + 0.6 * bl)
         yy = np.linspace(cy - hh * 1.1, fc.nose_y, 20)
         ww = wt + (wb - wt) * ((yy - yy[0]) / (yy[-1] - yy[0])) ** 2.4
         poly = g.t(np.concatenate([np.column_stack([cx - ww, yy]), np.column_stack([cx + ww, yy])[::-1]]))
-        cv.fill(WHITE, _mask([poly], pad=4).soft(1.5).clip(hm), 0.95)
-    br = _ramp(tr["brow_marks"], 0.45, 1.0)
+        cv.fill(WHITE, mask([poly], pad=4).soft(1.5).clip(hm), 0.95)
+    br = ramp(tr["brow_marks"], 0.45, 1.0)
     if br > 0:
         cl = lightness(coat)
-        tan = mix((200, 132, 64), (118, 68, 40), _ramp(cl, 0.5, 0.8))
+        tan = mix((200, 132, 64), (118, 68, 40), ramp(cl, 0.5, 0.8))
         polys = [
-            g.t(_ellipse(cx + s * (fc.es - fc.er * 0.1), fc.ey - fc.er * 1.6, fc.er * 0.6, fc.er * 0.42, rot=s * 0.25))
+            g.t(ellipse(cx + s * (fc.es - fc.er * 0.1), fc.ey - fc.er * 1.6, fc.er * 0.6, fc.er * 0.42, rot=s * 0.25))
             for s in (-1, 1)
         ]
-        cv.fill(tan, _mask(polys, pad=4).soft(1.5), 0.95 * br)
+        cv.fill(tan, mask(polys, pad=4).soft(1.5), 0.95 * br)
 
 
-def _muzzle(cv: _Canvas, g: _Geo, tr: dict[str, float], fc: _Face, coat: RGB, second: RGB, hm: _Layer) -> None:
+def _muzzle(cv: Canvas, g: _Geo, tr: dict[str, float], fc: _Face, coat: RGB, second: RGB, hm: Layer) -> None:
     cx = g.cx
     light = tr["muzzle_light"]
-    muzzle_col = mix(coat, WHITE, _lerp(0.05, 0.85, light))
-    mask_dark = _ramp(tr["face_mask"], 0.5, 1.0)
+    muzzle_col = mix(coat, WHITE, lerp(0.05, 0.85, light))
+    mask_dark = ramp(tr["face_mask"], 0.5, 1.0)
     if mask_dark > 0:
         muzzle_col = mix(muzzle_col, shade(mix(second, (40, 36, 36), 0.5), -0.05), 0.9 * mask_dark)
     # snout: narrow between the eyes, widening to the whisker pads
@@ -775,84 +658,81 @@ def _muzzle(cv: _Canvas, g: _Geo, tr: dict[str, float], fc: _Face, coat: RGB, se
     top_arc = np.column_stack([cx + ww[0] * np.cos(arc_t), yy[0] + 8 * np.sin(arc_t)])
     snout = np.concatenate([np.column_stack([cx - ww, yy])[::-1], top_arc, np.column_stack([cx + ww, yy])])
     snout = g.t(snout)
-    sm = _mask([snout], pad=16)
+    sm = mask([snout], pad=16)
     # the snout's flanks sit in shadow, whatever the colour
     cv.fill(shade(coat, -0.18), sm.soft(6).shifted(0, 2).minus(sm.soft(1)).clip(hm), 0.35)
     cv.fill(muzzle_col, sm.soft(4).clip(hm), 0.55 + 0.45 * max(light, mask_dark))
     chin_y = fc.lobe_y + fc.lobe_ry * 0.72
-    cv.poly(g.t(_ellipse(cx, chin_y, fc.lobe_rx * 0.95, fc.lobe_ry * 0.82)), shade(muzzle_col, -0.12))
-    tongue = _ramp(tr["tongue"], 0.42, 1.0)
+    cv.poly(g.t(ellipse(cx, chin_y, fc.lobe_rx * 0.95, fc.lobe_ry * 0.82)), shade(muzzle_col, -0.12))
+    tongue = ramp(tr["tongue"], 0.42, 1.0)
     if tongue > 0:
         # at zero length the tip still sits behind the whisker pads
-        tl = _lerp(0.0, 50.0, tongue)
+        tl = lerp(0.0, 50.0, tongue)
         tw = fc.lobe_rx * 0.72
         ty0 = fc.lobe_y
         tt = np.linspace(0, math.pi, 30)
         body = np.column_stack([cx - tw * np.cos(tt), ty0 + fc.lobe_ry * 0.4 + tl * np.sin(tt) ** 0.6])
         tpts = g.t(np.concatenate([[[cx - tw, ty0]], body, [[cx + tw, ty0]]]))
-        tm = _mask([tpts], pad=6)
+        tm = mask([tpts], pad=6)
         cv.fill(TONGUE, tm)
-        sheen = _mask([g.t(_ellipse(cx - tw * 0.35, ty0 + fc.lobe_ry * 0.4 + tl * 0.45, tw * 0.25, tl * 0.3 + 3))], pad=6)
+        sheen = mask([g.t(ellipse(cx - tw * 0.35, ty0 + fc.lobe_ry * 0.4 + tl * 0.45, tw * 0.25, tl * 0.3 + 3))], pad=6)
         cv.fill(shade(TONGUE, 0.1), sheen.soft(3).clip(tm), 0.7)
         cv.fill(shade(TONGUE, -0.12), tm.minus(tm.soft(3)), 0.8)
         crease = np.array([[cx, ty0 + fc.lobe_ry * 0.4], [cx, ty0 + fc.lobe_ry * 0.4 + tl * 0.7]])
         cv.line(g.t(crease), shade(TONGUE, -0.16), 1.5)
-    lobes = [g.t(_ellipse(cx + s * fc.lobe_rx * 0.82, fc.lobe_y, fc.lobe_rx, fc.lobe_ry)) for s in (-1, 1)]
-    lm = _mask(lobes, pad=8)
+    lobes = [g.t(ellipse(cx + s * fc.lobe_rx * 0.82, fc.lobe_y, fc.lobe_rx, fc.lobe_ry)) for s in (-1, 1)]
+    lm = mask(lobes, pad=8)
     cv.fill(muzzle_col, lm)
     cv.fill(shade(muzzle_col, -0.13), lm.minus(lm.shifted(0, -3).soft(4)), 0.6)
     dot = shade(muzzle_col, -0.3)
     for s in (-1, 1):
         for wx, wy in _fixed()["whiskers"]:
             p = g.tp(cx + s * fc.lobe_rx * wx, fc.lobe_y + wy * fc.lobe_ry)
-            cv.poly(_ellipse(p[0], p[1], 1.5, 1.5, n=10), dot)
-    mouth_c = shade(muzzle_col, _lerp(-0.2, -0.45, _ramp(lightness(muzzle_col), 0.35, 0.45)))
+            cv.poly(ellipse(p[0], p[1], 1.5, 1.5, n=10), dot)
+    mouth_c = shade(muzzle_col, lerp(-0.2, -0.45, ramp(lightness(muzzle_col), 0.35, 0.45)))
     smile = tr["smile"]
     for s in (-1, 1):
         tt = np.linspace(0.0, 1.0, 16)
         mx = cx + s * tt * fc.lobe_rx * 1.75
-        my = fc.lobe_y + fc.lobe_ry * (0.92 - 0.2 * tt**2) - tt**2 * fc.lobe_ry * _lerp(0.0, 0.9, smile)
+        my = fc.lobe_y + fc.lobe_ry * (0.92 - 0.2 * tt**2) - tt**2 * fc.lobe_ry * lerp(0.0, 0.9, smile)
         cv.line(g.t(np.column_stack([mx, my])), mouth_c, 1.6)
     cv.line(g.t(np.array([[cx, fc.nose_y + fc.nh * 0.3], [cx, fc.lobe_y + fc.lobe_ry * 0.92]])), mouth_c, 1.6)
 
 
-def _eye(cv: _Canvas, g: _Geo, tr: dict[str, float], x: float, y: float, r: float, side: int, coat: RGB) -> None:
+def _eye(cv: Canvas, g: _Geo, tr: dict[str, float], x: float, y: float, r: float, side: int, coat: RGB) -> None:
     rot = side * 0.22 * tr["eye_slant"] + g.tilt
     X, Y = g.tp(x, y)
-    socket = _mask([_ellipse(X, Y + r * 0.1, r * 1.45, r * 1.3, rot)], pad=8)
+    socket = mask([ellipse(X, Y + r * 0.1, r * 1.45, r * 1.3, rot)], pad=8)
     cv.fill(shade(coat, -0.22), socket.soft(4), 0.5)
-    cv.poly(_ellipse(X, Y, r * 1.1, r * 1.0, rot), INK)
+    cv.poly(ellipse(X, Y, r * 1.1, r * 1.0, rot), INK)
     iris = IRIS(tr["iris_colour"])
     for k in range(7):
         f = 1.0 - k / 7
         col = mix(shade(iris, -0.12), shade(iris, 0.12), k / 6)
         # concentric rings, lighter towards the lower middle: a cheap radial gradient
-        ring = _ellipse(X + r * 0.08 * (1 - f), Y + r * 0.12 * (1 - f), r * (0.92 * f + 0.05), r * (0.86 * f + 0.05), rot)
+        ring = ellipse(X + r * 0.08 * (1 - f), Y + r * 0.12 * (1 - f), r * (0.92 * f + 0.05), r * (0.86 * f + 0.05), rot)
         cv.poly(ring, col)
-    cv.poly(_ellipse(X, Y, r * 0.5, r * 0.5, rot, n=40), (16, 12, 12))
-    lid = _mask([_ellipse(X, Y - r * 0.55, r * 1.0, r * 0.55, rot)], pad=6)
-    eye = _mask([_ellipse(X, Y, r * 0.95, r * 0.9, rot)], pad=6)
+    cv.poly(ellipse(X, Y, r * 0.5, r * 0.5, rot, n=40), (16, 12, 12))
+    lid = mask([ellipse(X, Y - r * 0.55, r * 1.0, r * 0.55, rot)], pad=6)
+    eye = mask([ellipse(X, Y, r * 0.95, r * 0.9, rot)], pad=6)
     cv.fill(INK, lid.soft(2.5).clip(eye), 0.45)
     # upper lid in whatever colour the fur above the eye has (coat, patch or mask)
     c, s = math.cos(rot), math.sin(rot)
     edge = -r * 1.12 + tr["eyelids"] * r * 1.6
     lx, ly = X - s * (edge - r * 1.3), Y + c * (edge - r * 1.3)
-    lid_mask = _mask([_ellipse(lx, ly, r * 1.7, r * 1.3, rot)], pad=6)
-    lid_mask = lid_mask.clip(_mask([_ellipse(X, Y, r * 1.12, r * 1.02, rot)], pad=6))
+    lid_mask = mask([ellipse(lx, ly, r * 1.7, r * 1.3, rot)], pad=6)
+    lid_mask = lid_mask.clip(mask([ellipse(X, Y, r * 1.12, r * 1.02, rot)], pad=6))
     # average a patch rather than read one pixel, so a fur stroke passing the
     # sample point cannot flip the lid's colour
-    px_, py_ = int((X + s * r * 1.45) * SS), int((Y - c * r * 1.45) * SS)
-    k = int(3 * SS)
-    patch = np.asarray(cv.img.crop((px_ - k, py_ - k, px_ + k + 1, py_ + k + 1)), dtype=np.float64)
-    fur = tuple(int(round(v)) for v in patch.reshape(-1, 3).mean(axis=0))
+    fur = cv.mean_colour(X + s * r * 1.45, Y - c * r * 1.45, 3)
     cv.fill(fur, lid_mask)
     lash = lid_mask.minus(lid_mask.shifted(0, -1.6))
     cv.fill(INK, lash, 0.9)
-    cv.poly(_ellipse(X + r * 0.3, Y - r * 0.32, r * 0.26, r * 0.24, n=24), (255, 255, 255))
-    cv.poly(_ellipse(X - r * 0.32, Y + r * 0.36, r * 0.11, r * 0.1, n=16), (255, 255, 255), 0.85)
+    cv.poly(ellipse(X + r * 0.3, Y - r * 0.32, r * 0.26, r * 0.24, n=24), (255, 255, 255))
+    cv.poly(ellipse(X - r * 0.32, Y + r * 0.36, r * 0.11, r * 0.1, n=16), (255, 255, 255), 0.85)
 
 
-def _nose(cv: _Canvas, g: _Geo, tr: dict[str, float], x: float, y: float, nw: float, nh: float) -> None:
+def _nose(cv: Canvas, g: _Geo, tr: dict[str, float], x: float, y: float, nw: float, nh: float) -> None:
     col = NOSE(tr["nose_colour"])
     t = np.linspace(0, 2 * math.pi, 60, endpoint=False)
     c, s = np.cos(t), np.sin(t)
@@ -860,9 +740,9 @@ def _nose(cv: _Canvas, g: _Geo, tr: dict[str, float], x: float, y: float, nw: fl
     py = np.sign(s) * np.abs(s) ** 0.85 * nh / 2
     pts = g.t(np.column_stack([x + px, y + py]))
     cv.poly(pts, col)
-    m = _mask([pts], pad=4)
-    cv.fill(shade(col, 0.12), _mask([g.t(_ellipse(x, y - nh * 0.25, nw * 0.42, nh * 0.3))], pad=6).soft(3).clip(m), 0.8)
+    m = mask([pts], pad=4)
+    cv.fill(shade(col, 0.12), mask([g.t(ellipse(x, y - nh * 0.25, nw * 0.42, nh * 0.3))], pad=6).soft(3).clip(m), 0.8)
     for s_ in (-1, 1):
-        cv.poly(g.t(_ellipse(x + s_ * nw * 0.2, y + nh * 0.08, nw * 0.1, nh * 0.13, rot=s_ * 0.6, n=20)), shade(col, -0.2))
-    shine = _mask([g.t(_ellipse(x - nw * 0.12, y - nh * 0.22, nw * 0.16, nh * 0.1, rot=-0.2))], pad=4)
+        cv.poly(g.t(ellipse(x + s_ * nw * 0.2, y + nh * 0.08, nw * 0.1, nh * 0.13, rot=s_ * 0.6, n=20)), shade(col, -0.2))
+    shine = mask([g.t(ellipse(x - nw * 0.12, y - nh * 0.22, nw * 0.16, nh * 0.1, rot=-0.2))], pad=4)
     cv.fill((255, 255, 255), shine.soft(1.5), 0.75)

@@ -7,12 +7,26 @@ few rows of one tensor) at a time, and the bytes come from a memory map.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from attest.errors import InputError
+
+
+@dataclass(frozen=True)
+class EmbeddedArchitecture:
+    """A file's own statement of its architecture (GGUF's `general.architecture`).
+
+    `scheme` names the tensor-naming convention the tables for it describe
+    ("gguf"); `name` is the architecture as the file spells it ("llama").
+    Sources only report it; `attest.arch` decides what it means.
+    """
+
+    scheme: str
+    name: str
 
 
 class WeightSource(ABC):
@@ -52,6 +66,22 @@ class WeightSource(ABC):
     def metadata(self) -> dict[str, Any]:
         """Format-level key/value metadata (GGUF header fields, safetensors metadata)."""
         return {}
+
+    def embedded_architecture(self) -> EmbeddedArchitecture | None:
+        """The architecture the file itself names, for formats without a config.json (GGUF); else None.
+
+        A source that returns one also keeps its tokenizer in `metadata()`.
+        """
+        return None
+
+    def recorded_dims(self) -> dict[str, int]:
+        """Dimensions the file's own header records ("hidden", "layers", "heads", "kv_heads",
+        "head_dim", "experts"), for formats without a config.json; only those present."""
+        return {}
+
+    def warnings(self) -> list[str]:
+        """What the reader had to assume or ignore, for the model's notes (e.g. an untraced ONNX graph)."""
+        return []
 
     def has(self, name: str) -> bool:
         return name in self._name_set()

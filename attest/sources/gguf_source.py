@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import mmap
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from attest.arch.gguf_families import GGUF_ARCHS, LAYER_PREFIX, GGUFArch, RowPermutation, supported_gguf_archs
-from attest.arch.spec import ArchSpec
-from attest.errors import InputError, UnsupportedModelError
-from attest.sources.base import WeightSource
+from attest.errors import InputError
+from attest.sources.base import EmbeddedArchitecture, WeightSource
+from attest.sources.gguf_layout import CONVERTER_ROW_PERMUTATIONS, LAYER_NAME, RowPermutation
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -40,8 +38,6 @@ MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
 # GGUFValueType codes -> size in bytes for fixed-size scalars.
 _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING, _ARRAY, _UINT32 = 8, 9, 4
-
-_LAYER_NAME = re.compile(re.escape(LAYER_PREFIX).replace(r"\{i\}", r"(\d+)") + r"(.+)")
 
 
 @dataclass(frozen=True)
@@ -304,15 +300,8 @@ class GGUFSource(WeightSource):
             raise InputError(f"{self.root}: GGUF file has no 'general.architecture'")
         return arch
 
-    def _arch(self) -> GGUFArch:
-        arch = self.architecture
-        entry = GGUF_ARCHS.get(arch)
-        if entry is None:
-            raise UnsupportedModelError(
-                f"{self.root}: GGUF architecture '{arch}' is not supported; "
-                f"supported GGUF architectures: {', '.join(supported_gguf_archs())}"
-            )
-        return entry
+    def embedded_architecture(self) -> EmbeddedArchitecture:
+        return EmbeddedArchitecture("gguf", self.architecture)
 
     def _meta_int(self, key: str, *, required: bool = False) -> int | None:
         full = f"{self.architecture}.{key}"
@@ -323,11 +312,10 @@ class GGUFSource(WeightSource):
             return None
         return _positive_int(value, full, self.root)
 
-    def arch_spec(self) -> tuple[ArchSpec, dict[str, int]]:
-        """The family table for `general.architecture` and the dimensions the header records."""
-        entry = self._arch()
-        experts = self.metadata().get(f"{entry.name}.expert_count")
-        n_experts = _positive_int(experts, f"{entry.name}.expert_count", self.root) if experts else 0
+    def recorded_dims(self) -> dict[str, int]:
+        arch = self.architecture
+        experts = self.metadata().get(f"{arch}.expert_count")
+        n_experts = _positive_int(experts, f"{arch}.expert_count", self.root) if experts else 0
         dims = {
             "hidden": self._meta_int("embedding_length"),
             "layers": self._meta_int("block_count"),
@@ -336,7 +324,17 @@ class GGUFSource(WeightSource):
             "head_dim": self._meta_int("attention.key_length"),
             "experts": n_experts or None,
         }
-        return entry.spec_for(n_experts), {k: v for k, v in dims.items() if v is not None}
+        return {k: v for k, v in dims.items() if v is not None}
+
+    def arch_spec(self) -> tuple[Any, dict[str, int]]:
+        """Deprecated: `attest.arch.gguf_families.resolve_gguf(source, source.architecture)`.
+
+        Kept only for callers of the old API (tests/test_gguf.py); the import is
+        deferred so that `attest.sources` never depends on `attest.arch` when loaded.
+        """
+        from attest.arch.gguf_families import resolve_gguf
+
+        return resolve_gguf(self, self.architecture)
 
     # -- tensors ---------------------------------------------------------
     def names(self) -> list[str]:
@@ -398,12 +396,11 @@ class GGUFSource(WeightSource):
     def _permutation(self, name: str) -> RowPermutation | None:
         if self._permutations is None:
             name_of_arch = self.metadata().get("general.architecture")
-            arch = GGUF_ARCHS.get(name_of_arch) if isinstance(name_of_arch, str) else None
-            perms = arch.row_permutations if arch is not None else ()
+            perms = CONVERTER_ROW_PERMUTATIONS.get(name_of_arch, ()) if isinstance(name_of_arch, str) else ()
             self._permutations = {rel: p for p in perms for rel in p.tensors}
         if not self._permutations:
             return None
-        m = _LAYER_NAME.fullmatch(name)
+        m = LAYER_NAME.fullmatch(name)
         return self._permutations.get(m.group(2)) if m else None
 
     def _unpermute(self, w: torch.Tensor, perm: RowPermutation, name: str) -> torch.Tensor:

@@ -29,7 +29,7 @@ def open_weights(path: str | Path) -> WeightSource:
 
             return TorchSource.from_path(p)
         if suffix == ".onnx":
-            from attest.sources.onnx_source import OnnxSource
+            from attest.sources.onnx import OnnxSource
 
             return OnnxSource.from_path(p)
         raise InputError(f"{p}: unknown model file type '{suffix}'; expected {SUPPORTED}")
@@ -48,7 +48,7 @@ def open_weights(path: str | Path) -> WeightSource:
         return GGUFSource.from_path(ggufs[0])
     onnx = sorted(p.glob("*.onnx"))
     if len(onnx) == 1:
-        from attest.sources.onnx_source import OnnxSource
+        from attest.sources.onnx import OnnxSource
 
         return OnnxSource.from_path(onnx[0])
     raise InputError(f"{p}: no model weights found; expected {SUPPORTED}")

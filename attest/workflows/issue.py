@@ -15,7 +15,7 @@ from attest.arch.canonical import CanonicalModel
 from attest.bundle import issue_statement, write_attestation
 from attest.output.paths import atomic_write, check_output
 from attest.scoring.decision import DEFAULT_POLICY, Policy
-from attest.hashing import hash_files
+from attest.subject import hash_files
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype
 from attest.formats import LATENT_SEED, MANIFEST_LAYOUT, PAIR_SEED

@@ -1,0 +1,203 @@
+"""Layer assembly: one transformer layer's canonical tensors, read lazily from the source.
+
+Linear weights are `[out, in]` so that `y = x @ W.T`. Gains are kept apart
+from the weights that read them; `attest.invariants` decides how to fold
+them. Every tensor is shape-checked against the model's `Dims`, so a
+malformed checkpoint fails with the role and layer named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from attest.arch.dims import Dims
+from attest.arch.layouts import split_qkv
+from attest.arch.names import TensorNames
+from attest.arch.spec import ArchSpec, ExpertNames
+from attest.errors import InputError
+from attest.sources.base import WeightSource
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Attention:
+    q: Tensor  # [H*dh, d]
+    k: Tensor  # [Hkv*dh, d]
+    v: Tensor  # [Hkv*dh, d]
+    o: Tensor  # [d, H*dh]
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    q_norm: Tensor | None = None  # [dh] gain applied to every query head
+    k_norm: Tensor | None = None
+
+
+@dataclass
+class Mlp:
+    up: Tensor  # [f, d]
+    down: Tensor  # [d, f]
+    gate: Tensor | None = None  # [f, d] when gated
+
+
+@dataclass
+class Layer:
+    index: int
+    attn: Attention
+    attn_norm: Tensor | None  # gain read by q/k/v, None = all ones
+    ffn_norm: Tensor | None  # gain read by the FFN / router
+    mlp: Mlp | None = None
+    experts: list[Mlp] = field(default_factory=list)
+    shared_experts: list[Mlp] = field(default_factory=list)
+    router: Tensor | None = None  # [E, d]
+    attn_out_norm: Tensor | None = None  # gain on attention output (Gemma-2 post-norm)
+    ffn_out_norm: Tensor | None = None
+
+
+class LayerAssembler:
+    """Reads layers of one checkpoint through its (resolved) family table."""
+
+    def __init__(self, source: WeightSource, spec: ArchSpec, names: TensorNames, dims: Dims) -> None:
+        self.source = source
+        self.spec = spec
+        self.names = names
+        self.dims = dims
+        self.root = source.root
+
+    # -- tensor reads ------------------------------------------------------
+    def weight(self, name: str) -> Tensor:
+        t = self.source.get(name)
+        return t.t() if self.spec.transposed and t.dim() == 2 else t
+
+    def gain(self, name: str | None) -> Tensor | None:
+        if name is None:
+            return None
+        g = self.source.get(name).float()
+        return g + self.spec.norm_gain_offset if self.spec.norm_gain_offset else g
+
+    def check(self, t: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
+        if tuple(t.shape) != shape:
+            raise InputError(f"{self.root}: {what} has shape {tuple(t.shape)}, expected {shape}")
+        return t
+
+    def _optional_gain(self, i: int, rel: Sequence[str]) -> Tensor | None:
+        return self.gain(self.names.find_in_layer(i, rel)) if rel else None
+
+    # -- parts of a layer --------------------------------------------------
+    def attention(self, i: int) -> Attention:
+        d = self.dims
+        qd, kd = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
+        spec, names = self.spec, self.names
+        q_name = names.find_in_layer(i, spec.q) if spec.q else None
+        if q_name:
+            q = self.weight(q_name)
+            k = self.weight(names.in_layer(i, spec.k, "k"))
+            v = self.weight(names.in_layer(i, spec.v, "v"))
+        else:
+            fused = self.weight(names.in_layer(i, spec.qkv, "fused qkv"))
+            self.check(fused, (qd + 2 * kd, d.hidden), f"layer {i} fused qkv")
+            q, k, v = split_qkv(fused, spec.qkv_layout, d.n_heads, d.n_kv_heads, d.head_dim)
+        o = self.weight(names.in_layer(i, spec.o, "attention output"))
+        self.check(q, (qd, d.hidden), f"layer {i} q")
+        self.check(k, (kd, d.hidden), f"layer {i} k")
+        self.check(v, (kd, d.hidden), f"layer {i} v")
+        self.check(o, (d.hidden, qd), f"layer {i} attention output")
+        q_norm = self._optional_gain(i, spec.q_norm)
+        k_norm = self._optional_gain(i, spec.k_norm)
+        return Attention(q, k, v, o, d.n_heads, d.n_kv_heads, d.head_dim, q_norm, k_norm)
+
+    def mlp(
+        self, i: int, up: Sequence[str], gate: Sequence[str], down: Sequence[str], gate_up: Sequence[str], what: str
+    ) -> Mlp | None:
+        names = self.names
+        down_name = names.find_in_layer(i, down)
+        if down_name is None:
+            return None
+        down_w = self.weight(down_name)
+        fused = names.find_in_layer(i, gate_up) if gate_up else None
+        gate_w: Tensor | None
+        if fused:
+            gu = self.weight(fused)
+            f = gu.shape[0] // 2
+            gate_w, up_w = gu[:f], gu[f:]
+        else:
+            up_w = self.weight(names.in_layer(i, up, f"{what} up"))
+            gate_name = names.find_in_layer(i, gate) if gate else None
+            gate_w = self.weight(gate_name) if gate_name else None
+        f = up_w.shape[0]
+        self.check(up_w, (f, self.dims.hidden), f"layer {i} {what} up")
+        self.check(down_w, (self.dims.hidden, f), f"layer {i} {what} down")
+        if gate_w is not None:
+            self.check(gate_w, (f, self.dims.hidden), f"layer {i} {what} gate")
+        return Mlp(up=up_w, down=down_w, gate=gate_w)
+
+    def experts(self, i: int, ex: ExpertNames) -> list[Mlp]:
+        names = self.names
+        stacked_down = names.find_in_layer(i, ex.stacked_down)
+        if stacked_down:
+            down = self.source.get(stacked_down)
+            gu_name = names.find_in_layer(i, ex.stacked_gate_up)
+            gates: Tensor | None
+            if gu_name:
+                gu = self.source.get(gu_name)
+                f = gu.shape[1] // 2
+                gates, ups = gu[:, :f], gu[:, f:]
+            else:
+                ups = self.source.get(names.in_layer(i, ex.stacked_up, "stacked up"))
+                g_name = names.find_in_layer(i, ex.stacked_gate)
+                gates = self.source.get(g_name) if g_name else None
+            return [
+                Mlp(up=ups[e], down=down[e], gate=None if gates is None else gates[e]) for e in range(down.shape[0])
+            ]
+        experts: list[Mlp] = []
+        e = 0
+        while True:
+            prefix = ex.prefix.format(e=e)
+            mlp = self.mlp(
+                i, [prefix + n for n in ex.up], [prefix + n for n in ex.gate], [prefix + n for n in ex.down], (), f"expert {e}"
+            )
+            if mlp is None:
+                break
+            experts.append(mlp)
+            e += 1
+        if not experts:
+            raise InputError(f"{self.root}: layer {i} has no experts")
+        if self.dims.n_experts and len(experts) != self.dims.n_experts:
+            raise InputError(f"{self.root}: layer {i} has {len(experts)} experts, config says {self.dims.n_experts}")
+        return experts
+
+    # -- the layer ---------------------------------------------------------
+    def layer(self, i: int, embed_norm: Tensor | None) -> Layer:
+        """Layer i; `embed_norm` is what a post-LN layer 0 reads as its attention norm."""
+        spec, names = self.spec, self.names
+        attn = self.attention(i)
+        attn_norm: Tensor | None
+        if spec.attn_norm_from_previous_layer:
+            attn_norm = embed_norm if i == 0 else self.gain(names.find_in_layer(i - 1, spec.attn_norm))
+        else:
+            attn_norm = self._optional_gain(i, spec.attn_norm)
+        ffn_norm = self._optional_gain(i, spec.ffn_norm)
+        layer = Layer(index=i, attn=attn, attn_norm=attn_norm, ffn_norm=ffn_norm)
+        if spec.attn_out_norm:
+            layer.attn_out_norm = self.gain(names.find_in_layer(i, spec.attn_out_norm))
+        if spec.ffn_out_norm:
+            layer.ffn_out_norm = self.gain(names.find_in_layer(i, spec.ffn_out_norm))
+        if spec.experts is not None:
+            layer.experts = self.experts(i, spec.experts)
+            router = self.weight(names.in_layer(i, spec.router, "router"))
+            layer.router = self.check(router, (len(layer.experts), self.dims.hidden), f"layer {i} router")
+            shared = (
+                self.mlp(i, spec.shared_up, spec.shared_gate, spec.shared_down, (), "shared expert")
+                if spec.shared_down
+                else None
+            )
+            if shared is not None:
+                layer.shared_experts = [shared]
+        else:
+            layer.mlp = self.mlp(i, spec.up, spec.gate, spec.down, spec.gate_up, "FFN")
+            if layer.mlp is None:
+                raise InputError(f"{self.root}: layer {i} has no FFN down projection")
+        return layer
