@@ -33,6 +33,7 @@ def _register() -> None:
     from attest.cli import demo_cmd  # noqa: F401
     from attest.cli import gallery_cmd  # noqa: F401
     from attest.cli import keygen_cmd  # noqa: F401
+    from attest.cli import registry_cmd  # noqa: F401
 
 
 def main() -> None:
