@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from conftest import build_tiny_model, save_model
 
 # (name, tiny-model case, seed, probe tokens)
@@ -86,7 +85,11 @@ def _plain(obj: Any) -> Any:
 def forge_variant(bundle: Path, key: Any, i: int, out: Path, *, name: str | None = None,
                   files: list[Any] | None = None) -> Path:
     """A re-signed copy of `bundle` whose subject names another weight file (so another root)."""
-    from attest.bundle.container import encode_attestation, inspect_attestation, issue_statement
+    from attest.bundle.container import (
+        encode_attestation,
+        inspect_attestation,
+        issue_statement,
+    )
     from attest.hashing import FileDigest, Subject, root_digest
 
     opened = inspect_attestation(bundle.read_bytes())

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from registry_world import World, build_world, forge_variant
 
 from attest.crypto.keys import TrustStore
@@ -62,7 +61,11 @@ def test_add_indexes_each_bundle_by_subject_root_and_skips_duplicates(world, tru
     assert entries["base-qwen2"].n_tokens == 160 and entries["base-llama"].n_tokens == 128
     # The same bundle again, and a re-signed bundle of the same weights (other bytes, same subject): skipped.
     resigned = tmp_path / "resigned.attest"
-    from attest.bundle.container import encode_attestation, inspect_attestation, issue_statement
+    from attest.bundle.container import (
+        encode_attestation,
+        inspect_attestation,
+        issue_statement,
+    )
 
     opened = inspect_attestation(world.bundles["base-llama"].read_bytes())
     statement = issue_statement(opened.document, world.key, issuer="Registry Test Lab", subject="llama-again", iat=1)
@@ -176,15 +179,18 @@ def test_unknown_schema_version_and_foreign_databases_are_refused(world, trust, 
     other.mkdir()
     with sqlite3.connect(other / "registry.sqlite") as conn:
         conn.execute("CREATE TABLE songs (title TEXT)")
-    code, out, err = run_cli(["registry", "list", str(other)], capsys, monkeypatch)
+    code, _out, err = run_cli(["registry", "list", str(other)], capsys, monkeypatch)
     assert code == 4 and "not an attest registry" in err
-    code, out, err = run_cli(["registry", "add", str(other), str(world.bundles["base-gpt2"]), "--pubkey", str(world.pub)],
-                             capsys, monkeypatch)
+    code, _out, err = run_cli(["registry", "add", str(other), str(world.bundles["base-gpt2"]), "--pubkey", str(world.pub)],
+                              capsys, monkeypatch)
     assert code == 4 and "other SQLite database" in err
+    with sqlite3.connect(other / "registry.sqlite") as conn:  # left exactly as it was
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["songs"]
     (tmp_path / "garbage").mkdir()
     (tmp_path / "garbage" / "registry.sqlite").write_bytes(b"not a database at all" * 100)
-    code, out, err = run_cli(["registry", "list", str(tmp_path / "garbage")], capsys, monkeypatch)
-    assert code == 4 and "error:" in err
+    code, _out, err = run_cli(["registry", "list", str(tmp_path / "garbage")], capsys, monkeypatch)
+    assert code == 4 and "not a readable attest registry" in err
     # A non-empty folder that is not a registry is never adopted.
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("mine")

@@ -89,6 +89,8 @@ def connect(db_path: Path, *, create: bool) -> sqlite3.Connection:
         raise InputError(f"cannot open registry index {db_path}: {exc}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Before changing anything (WAL mode is persistent): is this ours?
+        _refuse_foreign(conn, db_path)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise InputError(f"registry index {db_path}: cannot switch to WAL mode (got {mode})")
@@ -120,15 +122,18 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def _initialise(conn: sqlite3.Connection) -> None:
     with write_transaction(conn):
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if app_id not in (0, APPLICATION_ID) or (tables and "meta" not in tables):
-            raise InputError("the registry index is some other SQLite database; refusing to modify it")
         for statement in _statements(DDL):
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (REGISTRY_FORMAT,))
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def _refuse_foreign(conn: sqlite3.Connection, db_path: Path) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if app_id not in (0, APPLICATION_ID) or (tables and "meta" not in tables):
+        raise InputError(f"{db_path} is some other SQLite database, not an attest registry; refusing to touch it")
 
 
 def _statements(script: str) -> list[str]:
