@@ -34,6 +34,7 @@ def _register() -> None:
     from attest.cli import gallery_cmd  # noqa: F401
     from attest.cli import keygen_cmd  # noqa: F401
     from attest.cli import registry_cmd  # noqa: F401
+    from attest.cli import identify_cmd  # noqa: F401
 
 
 def main() -> None:
