@@ -14,6 +14,7 @@ touching the ranking.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -149,8 +150,7 @@ class Identification:
 
 @dataclass
 class _Planned:
-    entry: Entry
-    opened: Any
+    entry: Entry  # as re-derived from the verified bundle
     request: Request | None
 
 
@@ -194,16 +194,21 @@ def _never_reread(*_args: Any, **_kwargs: Any) -> tuple[list[tuple[int, str]], n
     raise AssertionError("identify: verify asked for a sketch the one-pass plan did not foresee")
 
 
-def _load(registry: Registry, trust: TrustStore) -> list[tuple[Entry, Any]]:
-    loaded = []
-    for entry in registry.entries():
-        opened = registry.read_bundle(entry, trust)  # digest against the index, then the signature
-        fresh = entry_from_bundle(opened, entry.bundle_file)
-        if fresh.derived() != entry.derived():
-            raise BundleError(f"registry entry {entry.name!r}: the index row disagrees with its bundle "
-                              f"(run `attest registry verify`)")
-        loaded.append((fresh, opened))
-    return loaded
+def _open_checked(registry: Registry, entry: Entry, trust: TrustStore) -> tuple[Entry, Any]:
+    """A registered bundle, re-verified, and its entry re-derived from it (never trusted from the index)."""
+    opened = registry.read_bundle(entry, trust)  # digest against the index, then the signature
+    fresh = entry_from_bundle(opened, entry.bundle_file)
+    if fresh.derived() != entry.derived():
+        raise BundleError(f"registry entry {entry.name!r}: the index row disagrees with its bundle "
+                          f"(run `attest registry verify`)")
+    return fresh, opened
+
+
+def _slim(v: Verification) -> Verification:
+    # A registry may hold thousands of bases: keep each candidate's numbers and
+    # both latents (enough for the dogs), not its full aligned sketch.
+    v.suspect_values = np.zeros((0, 0), dtype=np.float32)
+    return v
 
 
 def identify(
@@ -221,30 +226,43 @@ def identify(
     """Rank every registered base against `suspect` after one read of its weights."""
     t0 = time.perf_counter()
     use_all_cores()
-    loaded = _load(registry, trust)
+    # Phase 1: what each bundle needs.  Bundles are not kept open: memory stays
+    # at one bundle plus the plans, whatever N is.
+    entries = registry.entries()
     plans: list[_Planned] = []
-    for k, (entry, opened) in enumerate(loaded):
+    interned: dict[bytes, np.ndarray] = {}  # bundles of one token count share their positions
+    for k, entry in enumerate(entries):
+        fresh, opened = _open_checked(registry, entry, trust)
         try:
-            req = _plan(entry, opened, suspect, k)
+            req = _plan(fresh, opened, suspect, k)
         except AttestError:
             req = None  # verify_suspect below reports the same problem as this candidate's reason
-        plans.append(_Planned(entry, opened, req))
+        if req is not None:
+            pairs = interned.setdefault(hashlib.sha256(req.pairs.tobytes()).digest(), req.pairs)
+            req = Request(req.key, req.method, req.ids, req.layers, pairs)
+        plans.append(_Planned(fresh, req))
+        del opened
+    # Phase 2: the one read of the suspect.
     dtype = compute_dtype(precision)
     sketches = sketch_many(suspect, [p.request for p in plans if p.request is not None], dtype, tracker)
     subject = _plain(suspect_subject)
     root = subject.get("root") if isinstance(subject, dict) else None
+    # Phase 3: score each bundle as verify would, from the values of the pass.
+    # The bundle is read again (small) and must still be the one planned with.
     candidates: list[Candidate] = []
-    for p in plans:
+    for entry, p in zip(entries, plans):
+        opened = registry.read_bundle(entry, trust)  # same digest as in phase 1, so the same bundle
         sketcher = _replay(sketches, p.request) if p.request is not None else _never_reread
         try:
-            v: Verification | None = verify_suspect(p.opened, suspect, precision=precision,
-                                                    suspect_subject=suspect_subject, sketcher=sketcher)
+            v: Verification | None = _slim(verify_suspect(opened, suspect, precision=precision,
+                                                          suspect_subject=suspect_subject, sketcher=sketcher))
         except AttestError as exc:
             v = None
             ev = CandidateEvidence(float("nan"), float("nan"), Verdict.INCONCLUSIVE, [f"not comparable: {exc}"])
         if v is not None:
             ev = evidence(v)
         candidates.append(Candidate(p.entry, v, ev, subject_match=bool(root) and root == p.entry.subject_root))
+        del opened
     for c, adj in zip(candidates, holm([c.evidence.p_value for c in candidates])):
         c.p_holm = adj
     candidates.sort(key=lambda c: (c.p_holm, -(c.evidence.score if math.isfinite(c.evidence.score) else -math.inf),

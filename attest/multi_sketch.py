@@ -17,6 +17,7 @@ from the loaded layer.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -35,7 +36,6 @@ from attest.invariants.compute import (
 )
 from attest.invariants.methods import Method
 from attest.progress import SILENT, Tracker
-from attest.sketch import sample
 from attest.statement import GLOBAL
 
 
@@ -71,12 +71,25 @@ def _group_key(m: Method) -> tuple[object, ...]:
 
 
 @dataclass
+class _Readout:
+    """Requests with the same tokens and the same positions: one gather serves them all.
+
+    Bundles issued with the same token count share their positions (the pair
+    seed is fixed), so in a large registry most bundles fall into few readouts.
+    """
+
+    flat: torch.Tensor  # positions as flat indices into the subset's n×n matrix
+    requests: list[Request] = field(default_factory=list)
+
+
+@dataclass
 class _Group:
     method: Method  # the group's method with the union of terms
     union_ids: list[int]
     probe: Probe | None = None
     # subset (positions into union_ids) -> requests that use exactly those tokens
     subsets: dict[tuple[int, ...], list[Request]] = field(default_factory=dict)
+    readouts: dict[tuple[int, ...], dict[bytes, _Readout]] = field(default_factory=dict)
 
 
 def _groups(requests: Sequence[Request]) -> list[_Group]:
@@ -91,7 +104,14 @@ def _groups(requests: Sequence[Request]) -> list[_Group]:
         gterms = tuple(dict.fromkeys(t for r in reqs for t in r.method.global_terms))
         g = _Group(replace(reqs[0].method, terms=terms, global_terms=gterms, n_tokens=len(union)), union)
         for r in reqs:
-            g.subsets.setdefault(tuple(where[i] for i in r.ids), []).append(r)
+            subset = tuple(where[i] for i in r.ids)
+            g.subsets.setdefault(subset, []).append(r)
+            pairs = np.ascontiguousarray(r.pairs, dtype=np.int64)
+            readouts = g.readouts.setdefault(subset, {})
+            key = hashlib.sha256(pairs.tobytes()).digest() + pairs.shape[0].to_bytes(8, "little")
+            if key not in readouts:
+                readouts[key] = _Readout(torch.as_tensor(pairs[:, 0] * len(subset) + pairs[:, 1]))
+            readouts[key].requests.append(r)
         out.append(g)
     return out
 
@@ -105,16 +125,22 @@ def _standardise_subset(raw: torch.Tensor, subset: tuple[int, ...], n_union: int
 
 def _read_out(out: Sketches, group: _Group, layer: int, name: str, raw: torch.Tensor, wanted: set[Hashable]) -> None:
     for subset, reqs in group.subsets.items():
-        users = [r for r in reqs if r.key in wanted]
-        if not users:
+        if not any(r.key in wanted for r in reqs):
             continue
         z = _standardise_subset(raw, subset, len(group.union_ids), group.method)
         if z is None:  # a constant matrix carries no information (as in `standardised`)
             continue
-        for r in users:
-            out.cells[r.key].append((layer, name))
-            out.rows[r.key].append(sample(z, r.pairs))
-        del z
+        flat_z = z.reshape(-1)
+        for readout in group.readouts[subset].values():
+            users = [r for r in readout.requests if r.key in wanted]
+            if not users:
+                continue
+            # The same float16 entries `sketch.sample` reads, gathered once for all users.
+            values = flat_z.index_select(0, readout.flat).float().numpy()
+            for r in users:
+                out.cells[r.key].append((layer, name))
+                out.rows[r.key].append(values)
+        del z, flat_z
 
 
 def sketch_many(
