@@ -145,3 +145,37 @@ def test_identify_refuses_a_tampered_registry(world, suspects, tmp_path) -> None
         conn.execute("UPDATE bases SET name = 'base-mistral' WHERE name = 'base-gpt2'")
     with Registry.open(reg) as r, pytest.raises(BundleError, match="index row disagrees"):
         identify(load_model(suspects["unrelated-llama"]), r, trust)
+
+
+def test_bundles_of_two_methods_share_one_read_of_each_layer(world, suspects, tmp_path) -> None:
+    from attest.invariants.methods import HUREF_2024
+    from attest.issue import issue_bundle
+
+    trust = TrustStore.from_pubkey(world.pub)
+    huref = tmp_path / "llama-huref.attest"
+    issue_bundle(load_model(world.models["base-llama"]), world.key, huref, method=HUREF_2024.with_options(n_tokens=128),
+                 name="base-llama-huref", issuer="Registry Test Lab", meta={})
+    reg = tmp_path / "reg"
+    add(reg, [huref, world.bundles["base-qwen2"], world.bundles["base-mistral"]], trust)
+    suspect = counted(suspects["derived-llama"])
+    with Registry.open(reg) as r:
+        result = identify(suspect, r, trust)
+    assert result.base is not None and result.base.entry.name == "base-llama-huref"
+    assert result.base.entry.method == "huref-2024"
+    alone = verify_suspect(read_attestation(huref.read_bytes(), trust), load_model(suspects["derived-llama"]))
+    assert result.base.verification is not None
+    assert result.base.verification.score == pytest.approx(alone.score, abs=2e-5)
+    # Every layer tensor is read once although two methods use the layers; only the
+    # probe rows of the embedding are read once per method.
+    cm = load_model(suspects["derived-llama"])
+    embed = {cm.embed_name}
+    layer_reads = {k: n for k, n in suspect.source.reads.items() if k not in embed}
+    assert layer_reads and max(layer_reads.values()) == 1
+    assert suspect.source.reads[cm.embed_name] == 2
+    # And a bundle file modified on disk stops identify (exit 3) instead of being skipped.
+    with Registry.open(reg) as r:
+        entry = next(e for e in r.entries() if e.name == "base-qwen2")
+        path = r.bundle_path(entry)
+        path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+        with pytest.raises(BundleError, match="does not match its digest"):
+            identify(load_model(suspects["derived-llama"]), r, trust)
