@@ -179,3 +179,22 @@ def test_bundles_of_two_methods_share_one_read_of_each_layer(world, suspects, tm
         path.write_bytes(path.read_bytes()[:-1] + b"\x00")
         with pytest.raises(BundleError, match="does not match its digest"):
             identify(load_model(suspects["derived-llama"]), r, trust)
+
+
+def test_an_exact_copy_is_named_with_its_subject_match(world, registry, capsys, monkeypatch) -> None:
+    from attest.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["attest", "identify", str(world.models["base-gpt2"]), "--registry", str(registry),
+                                      "--pubkey", str(world.pub), "--top", "4"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0, err
+    assert "BASE: 'base-gpt2'" in out and "byte-identical" in out
+    monkeypatch.setattr(sys, "argv", ["attest", "identify", str(world.models["base-gpt2"]), "--registry", str(registry),
+                                      "--pubkey", str(world.pub), "--json"])
+    with pytest.raises(SystemExit):
+        main()
+    data = json.loads(capsys.readouterr()[0])
+    assert data["base"]["subject_match"] is True
+    assert [c["subject_match"] for c in data["candidates"]] == [True, False, False, False]

@@ -62,6 +62,8 @@ def identify(
     if data["base"] is not None:
         b = data["base"]
         out_console.print(f"[{style}]BASE: {b['name']!r}[/{style}] (issuer {b['issuer']!r}, subject {b['subject_root'][:16]}…)")
+        if b["subject_match"]:
+            out_console.print("  the suspect's weight files are byte-identical to the attested ones")
     else:
         out_console.print(f"[{style}]{'NO BASE' if data['verdict'] == 'no_match' else 'INCONCLUSIVE'}[/{style}]: "
                           f"none of the {data['registry']['bases']} registered bases is named")
