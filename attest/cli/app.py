@@ -13,7 +13,16 @@ from types import ModuleType
 
 import typer
 
-from attest.cli import bundle_cmds, compare_cmd, demo_cmd, gallery_cmd, keygen_cmd, transparency_cmds
+from attest.cli import (
+    bundle_cmds,
+    compare_cmd,
+    demo_cmd,
+    gallery_cmd,
+    identify_cmd,
+    keygen_cmd,
+    registry_cmd,
+    transparency_cmds,
+)
 from attest.errors import AttestError, ExitCode
 
 HELP = (
@@ -25,7 +34,8 @@ HELP = (
     "3 bad or untrusted bundle or evidence, 4 usage or input error, 5 internal error."
 )
 
-COMMAND_MODULES = (compare_cmd, bundle_cmds, transparency_cmds, keygen_cmd, demo_cmd, gallery_cmd)
+COMMAND_MODULES = (compare_cmd, bundle_cmds, identify_cmd, registry_cmd, transparency_cmds, keygen_cmd, demo_cmd,
+                   gallery_cmd)
 
 
 def build_app() -> typer.Typer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -140,12 +140,15 @@ def verify_suspect(
     suspect_subject: Any = None,
     tracker: Tracker = SILENT,
     view: StatementView | None = None,
+    sketcher: Callable[..., tuple[list[tuple[int, str]], np.ndarray]] | None = None,
 ) -> Verification:
     """Recompute `suspect` at the bundle's tokens, layers and pairs, and decide under `policy`.
 
     `policy` is the verifier's (the shipped calibration unless the caller gives
     another); the policy the bundle records is reported beside it and never
     applied, so a publisher cannot lower the bar its own bundle is judged by.
+    `sketcher` (same signature as `sketch_model`) lets `attest identify` hand
+    in values it computed for many bundles in one pass over the suspect.
     """
     t0 = time.perf_counter()
     view = view or StatementView.parse(opened.document)
@@ -188,7 +191,7 @@ def verify_suspect(
     dtype = compute_dtype(precision)
     layers_s = parse_layers(method.layers, suspect.n_layers)
     skipped: list[tuple[int, str]] = []
-    cells_s, vals_s = sketch_model(suspect, covered_ids, method, layers_s, remapped, dtype, tracker,
+    cells_s, vals_s = (sketcher or sketch_model)(suspect, covered_ids, method, layers_s, remapped, dtype, tracker,
                                    "computing suspect invariants", skipped)
     for i, why in skipped[:5]:
         notes.append(f"suspect layer {i} could not be read: {why}")

@@ -1,0 +1,119 @@
+"""One registered base: the index row and how it is derived from a verified bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from attest.bundle.container import OpenedAttestation
+from attest.errors import BundleError
+from attest.subject import Subject
+from attest.sketch.statement import StatementView
+
+# Columns that are facts about the bundle (compared by `registry verify`);
+# `id` and `added_at` are the registry's own bookkeeping.
+DERIVED_FIELDS = (
+    "subject_root", "bundle_sha256", "bundle_bytes", "name", "model_name", "issuer", "kid", "iat",
+    "family", "layers", "hidden", "vocab", "parameters", "method", "n_tokens", "token_mode",
+    "n_cells", "n_pairs",
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An index row: what identify needs to list a candidate without opening its bundle."""
+
+    subject_root: str
+    bundle_sha256: str
+    bundle_bytes: int
+    name: str
+    model_name: str
+    issuer: str
+    kid: str
+    iat: int
+    family: str
+    layers: int
+    hidden: int
+    vocab: int
+    parameters: int
+    method: str
+    n_tokens: int
+    token_mode: str
+    n_cells: int
+    n_pairs: int
+    id: int | None = None
+    added_at: str = ""
+
+    @property
+    def bundle_file(self) -> str:
+        """Path of the stored bundle relative to the registry folder (content-addressed)."""
+        return f"bundles/{self.bundle_sha256}.attest"
+
+    def derived(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in DERIVED_FIELDS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "bundle_file": self.bundle_file}
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Entry:
+        names = {f.name for f in fields(cls)}
+        # (a Row iterates over its values; its column names come from keys())
+        return cls(**{k: row[k] for k in names & set(row.keys())})
+
+
+def _text(obj: Mapping[str, Any], key: str, what: str) -> str:
+    v = obj.get(key)
+    if not isinstance(v, str):
+        raise BundleError(f"{what}: model.{key} must be text")
+    return v
+
+
+def _count(obj: Mapping[str, Any], key: str, what: str) -> int:
+    v = obj.get(key)
+    # SQLite INTEGER is 64-bit signed; a hostile bundle must not overflow it.
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+        raise BundleError(f"{what}: model.{key} must be a non-negative integer")
+    return v
+
+
+def entry_from_bundle(opened: OpenedAttestation, what: str) -> Entry:
+    """The index row for a bundle whose signature already verified.
+
+    Raises BundleError when the statement cannot be used as a registry entry
+    (malformed parts, or no subject digest to key it by).
+    """
+    doc = opened.document
+    try:
+        view = StatementView.parse(doc)  # the same structural checks verify relies on
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{what}: malformed statement ({exc.__class__.__name__}: {exc})") from None
+    subject = Subject.from_cbor_obj(doc["subject"])  # recomputes the root from its entries
+    if not subject.files:
+        raise BundleError(f"{what}: the statement has no subject files, so no root digest to register it under")
+    model = doc["model"]
+    ver = opened.verified
+    name = ver.subject
+    return Entry(
+        subject_root=subject.root.hex(),
+        bundle_sha256=hashlib.sha256(opened.raw).hexdigest(),
+        bundle_bytes=len(opened.raw),
+        name=name,
+        model_name=str(model.get("name", name)),
+        issuer=ver.issuer,
+        kid=ver.kid.hex(),
+        iat=int(ver.iat),
+        family=_text(model, "family", what),
+        layers=_count(model, "layers", what),
+        hidden=_count(model, "hidden", what),
+        vocab=_count(model, "vocab", what),
+        parameters=_count(model, "parameters", what),
+        method=view.method.name,
+        n_tokens=len(view.tokens),
+        token_mode=view.token_mode,
+        n_cells=len(view.cells),
+        n_pairs=int(view.pairs.shape[0]),
+    )

@@ -1,0 +1,165 @@
+"""The registry's SQLite index: schema, version check and connection settings.
+
+The index is a cache of facts read from signed bundles, never a source of
+truth: `attest registry verify` re-derives every row from its bundle.  What
+lives here is what `attest identify` needs to list candidates without opening
+every bundle, plus a table reserved for unsigned scan records.
+
+Concurrency (docs/registry.md): WAL journal, a busy timeout, and every write
+inside ``BEGIN IMMEDIATE`` so two writers queue on the database lock instead
+of failing or interleaving half-done changes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from attest.errors import InputError
+
+SCHEMA_VERSION = 1
+REGISTRY_FORMAT = "attest-registry"
+# PRAGMA application_id ('ATRG'): lets `file(1)` and our own check tell an
+# attest registry from any other SQLite database.
+APPLICATION_ID = 0x41545247
+BUSY_TIMEOUT_MS = 60_000
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+-- One row per registered base, keyed by the subject root digest (hex).
+-- Every column is re-derivable from the bundle file bundles/<bundle_sha256>.attest.
+CREATE TABLE IF NOT EXISTS bases (
+    id            INTEGER PRIMARY KEY,
+    subject_root  TEXT NOT NULL UNIQUE CHECK (length(subject_root) = 64),
+    bundle_sha256 TEXT NOT NULL UNIQUE CHECK (length(bundle_sha256) = 64),
+    bundle_bytes  INTEGER NOT NULL,
+    name          TEXT NOT NULL,   -- the signed CWT subject
+    model_name    TEXT NOT NULL,   -- model.name in the statement
+    issuer        TEXT NOT NULL,   -- the signed CWT issuer
+    kid           TEXT NOT NULL,   -- publisher key id (hex)
+    iat           INTEGER NOT NULL,
+    family        TEXT NOT NULL,
+    layers        INTEGER NOT NULL,
+    hidden        INTEGER NOT NULL,
+    vocab         INTEGER NOT NULL,
+    parameters    INTEGER NOT NULL,
+    method        TEXT NOT NULL,
+    n_tokens      INTEGER NOT NULL,
+    token_mode    TEXT NOT NULL,
+    n_cells       INTEGER NOT NULL,
+    n_pairs       INTEGER NOT NULL,
+    added_at      TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS bases_name ON bases (name);
+CREATE INDEX IF NOT EXISTS bases_shape ON bases (family, hidden, layers);
+
+-- Reserved for `attest scan`: unsigned fingerprint records of models found on
+-- disk.  Nothing here is signed and nothing here is ever used to decide a
+-- verdict; it is a work log.
+CREATE TABLE IF NOT EXISTS scan_records (
+    id           INTEGER PRIMARY KEY,
+    path         TEXT NOT NULL,
+    subject_root TEXT CHECK (subject_root IS NULL OR length(subject_root) = 64),
+    status       TEXT NOT NULL CHECK (status IN ('ok', 'error', 'skipped')),
+    error        TEXT,
+    exit_class   INTEGER,          -- attest.errors.ExitCode of the outcome
+    record       BLOB,             -- canonical CBOR of the unsigned fingerprint
+    tool_version TEXT NOT NULL,
+    recorded_at  TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS scan_records_subject ON scan_records (subject_root);
+"""
+
+
+def connect(db_path: Path, *, create: bool) -> sqlite3.Connection:
+    """Open (and with `create`, initialise) the index; InputError if it is not a usable registry."""
+    if not create and not db_path.is_file():
+        raise InputError(f"{db_path.parent} is not an attest registry (no {db_path.name})")
+    try:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so the
+        # write lock is taken before reading what we are about to change.
+        conn = sqlite3.connect(str(db_path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise InputError(f"cannot open registry index {db_path}: {exc}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Before changing anything (WAL mode is persistent): is this ours?
+        _refuse_foreign(conn, db_path)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise InputError(f"registry index {db_path}: cannot switch to WAL mode (got {mode})")
+        # FULL: a committed add survives power loss, not only a crash of attest.
+        conn.execute("PRAGMA synchronous = FULL")
+        if create:
+            _initialise(conn)
+        _check_version(conn, db_path)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise InputError(f"{db_path} is not a readable attest registry index: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _initialise(conn: sqlite3.Connection) -> None:
+    with write_transaction(conn):
+        for statement in _statements(DDL):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)", (REGISTRY_FORMAT,))
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def _refuse_foreign(conn: sqlite3.Connection, db_path: Path) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if app_id not in (0, APPLICATION_ID) or (tables and "meta" not in tables):
+        raise InputError(f"{db_path} is some other SQLite database, not an attest registry; refusing to touch it")
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() commits any open transaction first, which would break
+    # BEGIN IMMEDIATE; split the DDL and run it statement by statement instead.
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines():
+        code = line.split("--", 1)[0]
+        buf += code + "\n"
+        if code.rstrip().endswith(";") and sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
+
+
+def _check_version(conn: sqlite3.Connection, db_path: Path) -> None:
+    try:
+        rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError:
+        raise InputError(f"{db_path} is not an attest registry index (no meta table)") from None
+    if rows.get("format") != REGISTRY_FORMAT:
+        raise InputError(f"{db_path} is not an attest registry index (format {rows.get('format')!r})")
+    version = rows.get("schema_version")
+    if version != str(SCHEMA_VERSION):
+        raise InputError(
+            f"registry {db_path.parent} has schema version {version!r}; this attest reads version "
+            f"{SCHEMA_VERSION} only (upgrade attest, or rebuild the registry from its bundles)"
+        )

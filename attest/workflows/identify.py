@@ -1,0 +1,306 @@
+"""`attest identify`: which registered base, if any, a suspect derives from (1:N).
+
+One read of the suspect serves every registered bundle (`attest.sketch.multi_sketch`);
+each bundle is then scored exactly as `attest verify` would score it.
+Candidates are ranked by their evidence p-value after a Holm–Bonferroni
+correction over all N registered bases, and one answer is given: the base, or
+none of the N (docs/registry.md, "identify").
+
+The evidence is pluggable: `EvidenceFn` turns one `Verification` into a score,
+a p-value and a verdict.  Today it is the sketch score and its z/p under the
+bundle's policy (`sketch_evidence`); the lineage test can replace it without
+touching the ranking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attest import __version__
+from attest.arch.canonical import CanonicalModel
+from attest.crypto.keys import TrustStore
+from attest.scoring.decision import Verdict
+from attest.errors import AttestError, BundleError
+from attest.invariants.methods import parse_layers
+from attest.invariants.precision import compute_dtype, use_all_cores
+from attest.arch.model_info import describe
+from attest.sketch.multi_sketch import Request, Sketches, sketch_many
+from attest.progress import SILENT, Tracker
+from attest.registry.entry import Entry, entry_from_bundle
+from attest.registry.store import Registry
+from attest.sketch.sampling import remap_pairs
+from attest.sketch.statement import StatementView
+from attest.vocab.selection import locate
+from attest.workflows.verify import Verification, plain, verify_suspect
+from attest.vocab.vocabulary import Vocabulary
+
+DEFAULT_ALPHA = 0.01
+DEFAULT_TOP = 5
+
+
+@dataclass(frozen=True)
+class CandidateEvidence:
+    """What the ranking needs from one comparison."""
+
+    score: float
+    p_value: float  # one-sided, for "derived from this base"; NaN when not assessable
+    verdict: Verdict
+    reasons: list[str]
+
+
+EvidenceFn = Callable[[Verification], CandidateEvidence]
+
+
+def sketch_evidence(v: Verification) -> CandidateEvidence:
+    """The current evidence: sketch score, its p-value under the policy's null, verify's verdict."""
+    return CandidateEvidence(v.score, v.p_value, v.verdict, list(v.reasons))
+
+
+SKETCH_EVIDENCE = "sketch-score-z/1"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate).
+
+    Sorted ascending, p_(k) becomes max over j <= k of min(1, (N - j + 1) p_(j)).
+    A NaN (not assessable) counts as 1: it still counts as one of the N tests.
+    """
+    p = [1.0 if not math.isfinite(x) else min(1.0, max(0.0, x)) for x in p_values]
+    n = len(p)
+    order = sorted(range(n), key=lambda k: p[k])
+    adjusted = [1.0] * n
+    running = 0.0
+    for rank, k in enumerate(order):
+        running = max(running, min(1.0, (n - rank) * p[k]))
+        adjusted[k] = running
+    return adjusted
+
+
+@dataclass
+class Candidate:
+    entry: Entry
+    verification: Verification | None  # None when the bundle could not be compared at all
+    evidence: CandidateEvidence
+    p_holm: float = 1.0
+    rank: int = 0
+    subject_match: bool = False  # the suspect's files are byte-identical to the attested ones
+
+    def to_json(self) -> dict[str, Any]:
+        e, ev, v = self.entry, self.evidence, self.verification
+        out: dict[str, Any] = {
+            "rank": self.rank, "name": e.name, "model_name": e.model_name, "issuer": e.issuer, "kid": e.kid,
+            "subject_root": e.subject_root, "bundle_sha256": e.bundle_sha256, "family": e.family,
+            "layers": e.layers, "method": e.method, "verdict": ev.verdict.value,
+            "score": _finite(ev.score), "p_value": _finite(ev.p_value), "p_holm": self.p_holm,
+            "subject_match": self.subject_match, "reasons": ev.reasons,
+        }
+        if v is not None:
+            out.update({"ci": [_finite(v.ci[0]), _finite(v.ci[1])], "z": _finite(v.z), "coverage": v.coverage,
+                        "tokens_covered": v.tokens_covered, "pairs_used": v.pairs_used, "notes": v.notes,
+                        "latent_cosine": _finite(float(_cos(v.base_latent, v.suspect_latent)))})
+        return out
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(a @ b) / (na * nb) if na > 0 and nb > 0 else float("nan")
+
+
+@dataclass
+class Identification:
+    verdict: Verdict
+    base: Candidate | None
+    candidates: list[Candidate]  # all N, ranked
+    n_bases: int
+    alpha: float
+    evidence_name: str
+    suspect_model: dict[str, Any]
+    suspect_subject: Any = None
+    reasons: list[str] = field(default_factory=list)
+    layers_read: int = 0
+    seconds: float = 0.0
+
+    def to_json(self, top: int = DEFAULT_TOP) -> dict[str, Any]:
+        counts = {v.value: sum(c.evidence.verdict is v for c in self.candidates) for v in Verdict}
+        return {
+            "verdict": self.verdict.value,
+            "base": self.base.to_json() if self.base is not None else None,
+            "candidates": [c.to_json() for c in self.candidates[:max(0, top)]],
+            "registry": {"bases": self.n_bases, "verdicts": counts},
+            "multiple_testing": {"method": "holm-bonferroni", "alpha": self.alpha, "tests": self.n_bases},
+            "evidence": self.evidence_name,
+            "suspect": {"model": self.suspect_model, "subject": plain(self.suspect_subject)},
+            "reasons": self.reasons,
+            "layers_read": self.layers_read,
+            "tool_version": __version__,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class _Planned:
+    entry: Entry  # as re-derived from the verified bundle
+    request: Request | None
+
+
+def _plan(entry: Entry, opened: Any, suspect: CanonicalModel, key: int) -> Request | None:
+    """The suspect ids, layers and positions `verify_suspect` will ask for (None if it stops early)."""
+    view = StatementView.parse(opened.document)
+    vocab = suspect.vocab
+    if view.token_mode == "ids" and not vocab.by_ids:
+        vocab = Vocabulary.ids_only(suspect.dims.vocab)
+    located = locate(vocab, view.tokens)
+    present = [i is not None for i in located]
+    covered = tuple(i for i in located if i is not None)
+    if len(covered) < 8:
+        return None
+    _valid, remapped = remap_pairs(view.pairs, present)
+    if remapped.shape[0] < 32:
+        return None
+    layers = tuple(parse_layers(view.method.layers, suspect.n_layers))
+    return Request(key=key, method=view.method, ids=covered, layers=layers, pairs=remapped)
+
+
+def _replay(sketches: Sketches, request: Request) -> Callable[..., tuple[list[tuple[int, str]], np.ndarray]]:
+    """A `sketch_model` stand-in that returns what the one pass computed for this bundle."""
+
+    def sketcher(_model: Any, ids: Sequence[int], _method: Any, layers: Sequence[int], pairs: np.ndarray,
+                 _dtype: Any, _tracker: Any, _label: str, skipped: list[tuple[int, str]] | None = None,
+                 ) -> tuple[list[tuple[int, str]], np.ndarray]:
+        # verify and the plan must agree on every input, or the values would be someone else's.
+        if tuple(ids) != request.ids or tuple(layers) != request.layers or not np.array_equal(pairs, request.pairs):
+            raise AssertionError("identify: the one-pass plan disagrees with verify's request")
+        if skipped is not None:
+            skipped.extend((i, why) for i, why in sketches.skipped if i in request.layers)
+        return sketches.cells[request.key], sketches.values(request.key, request.pairs.shape[0])
+
+    return sketcher
+
+
+def _never_reread(*_args: Any, **_kwargs: Any) -> tuple[list[tuple[int, str]], np.ndarray]:
+    # The plan said verify stops before sketching; if it did not, fail loudly
+    # rather than silently read the suspect a second time.
+    raise AssertionError("identify: verify asked for a sketch the one-pass plan did not foresee")
+
+
+def _open_checked(registry: Registry, entry: Entry, trust: TrustStore) -> tuple[Entry, Any]:
+    """A registered bundle, re-verified, and its entry re-derived from it (never trusted from the index)."""
+    opened = registry.read_bundle(entry, trust)  # digest against the index, then the signature
+    fresh = entry_from_bundle(opened, entry.bundle_file)
+    if fresh.derived() != entry.derived():
+        raise BundleError(f"registry entry {entry.name!r}: the index row disagrees with its bundle "
+                          f"(run `attest registry verify`)")
+    return fresh, opened
+
+
+def _slim(v: Verification) -> Verification:
+    # A registry may hold thousands of bases: keep each candidate's numbers and
+    # both latents (enough for the dogs), not its full aligned sketch.
+    v.suspect_values = np.zeros((0, 0), dtype=np.float32)
+    return v
+
+
+def identify(
+    suspect: CanonicalModel,
+    registry: Registry,
+    trust: TrustStore,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    precision: str = "auto",
+    suspect_subject: Any = None,
+    tracker: Tracker = SILENT,
+    evidence: EvidenceFn = sketch_evidence,
+    evidence_name: str = SKETCH_EVIDENCE,
+) -> Identification:
+    """Rank every registered base against `suspect` after one read of its weights."""
+    t0 = time.perf_counter()
+    use_all_cores()
+    # Phase 1: what each bundle needs.  Bundles are not kept open: memory stays
+    # at one bundle plus the plans, whatever N is.
+    entries = registry.entries()
+    plans: list[_Planned] = []
+    interned: dict[bytes, np.ndarray] = {}  # bundles of one token count share their positions
+    for k, entry in enumerate(entries):
+        fresh, opened = _open_checked(registry, entry, trust)
+        try:
+            req = _plan(fresh, opened, suspect, k)
+        except AttestError:
+            req = None  # verify_suspect below reports the same problem as this candidate's reason
+        if req is not None:
+            pairs = interned.setdefault(hashlib.sha256(req.pairs.tobytes()).digest(), req.pairs)
+            req = Request(req.key, req.method, req.ids, req.layers, pairs)
+        plans.append(_Planned(fresh, req))
+        del opened
+    # Phase 2: the one read of the suspect.
+    dtype = compute_dtype(precision)
+    sketches = sketch_many(suspect, [p.request for p in plans if p.request is not None], dtype, tracker)
+    subject = plain(suspect_subject)
+    root = subject.get("root") if isinstance(subject, dict) else None
+    # Phase 3: score each bundle as verify would, from the values of the pass.
+    # The bundle is read again (small) and must still be the one planned with.
+    candidates: list[Candidate] = []
+    for entry, p in zip(entries, plans):
+        opened = registry.read_bundle(entry, trust)  # same digest as in phase 1, so the same bundle
+        sketcher = _replay(sketches, p.request) if p.request is not None else _never_reread
+        try:
+            v: Verification | None = _slim(verify_suspect(opened, suspect, precision=precision,
+                                                          suspect_subject=suspect_subject, sketcher=sketcher))
+        except AttestError as exc:
+            v = None
+            ev = CandidateEvidence(float("nan"), float("nan"), Verdict.INCONCLUSIVE, [f"not comparable: {exc}"])
+        if v is not None:
+            ev = evidence(v)
+        candidates.append(Candidate(p.entry, v, ev, subject_match=bool(root) and root == p.entry.subject_root))
+        del opened
+    for c, adj in zip(candidates, holm([c.evidence.p_value for c in candidates])):
+        c.p_holm = adj
+    candidates.sort(key=lambda c: (c.p_holm, -(c.evidence.score if math.isfinite(c.evidence.score) else -math.inf),
+                                   c.entry.name, c.entry.subject_root))
+    for r, c in enumerate(candidates, 1):
+        c.rank = r
+    verdict, base, reasons = _answer(candidates, alpha)
+    return Identification(
+        verdict=verdict, base=base, candidates=candidates, n_bases=len(candidates), alpha=alpha,
+        evidence_name=evidence_name,
+        suspect_model=describe(suspect), suspect_subject=suspect_subject, reasons=reasons,
+        layers_read=sketches.layers_read, seconds=time.perf_counter() - t0,
+    )
+
+
+def _answer(ranked: list[Candidate], alpha: float) -> tuple[Verdict, Candidate | None, list[str]]:
+    """One answer from the ranked candidates.
+
+    match: the top candidate's own verdict is a match and its Holm-adjusted
+    p-value is at most `alpha`; no_match: every candidate is a no-match;
+    otherwise inconclusive (some base could neither be confirmed nor ruled out).
+    """
+    n = len(ranked)
+    if n == 0:
+        return Verdict.NO_MATCH, None, ["the registry is empty"]
+    top = ranked[0]
+    if top.evidence.verdict is Verdict.MATCH and top.p_holm <= alpha:
+        others = [c.entry.name for c in ranked[1:] if c.evidence.verdict is Verdict.MATCH and c.p_holm <= alpha]
+        reasons = [f"also matches {', '.join(others)} (related bases?)"] if others else []
+        return Verdict.MATCH, top, reasons
+    matched = [c for c in ranked if c.evidence.verdict is Verdict.MATCH]
+    if matched:
+        return Verdict.INCONCLUSIVE, None, [
+            (f"{matched[0].entry.name} matches on its own, but its Holm-adjusted p-value {matched[0].p_holm:.2g} "
+            f"over {n} bases exceeds alpha {alpha}")]
+    open_ = [c for c in ranked if c.evidence.verdict is Verdict.INCONCLUSIVE]
+    if open_:
+        return Verdict.INCONCLUSIVE, None, [
+            (f"none of the {n} registered bases matches, but {len(open_)} could not be ruled out "
+            f"(first: {open_[0].entry.name}: {'; '.join(open_[0].evidence.reasons[:1])})")]
+    return Verdict.NO_MATCH, None, [f"none of the {n} registered bases matches"]

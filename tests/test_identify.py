@@ -1,0 +1,200 @@
+"""`attest identify`: 1:N against a registry, one read of the suspect, Holm–Bonferroni."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from registry_world import World, build_world, save_derivative
+
+from attest.arch.detect import load_model
+from attest.bundle.container import read_attestation
+from attest.crypto.keys import TrustStore
+from attest.scoring.decision import Verdict
+from attest.errors import BundleError
+from attest.workflows.identify import holm, identify
+from attest.registry import Registry, add
+from attest.workflows.verify import verify_suspect
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("identify-world"))
+
+
+@pytest.fixture(scope="module")
+def registry(world: World) -> Path:
+    reg = world.root / "reg"
+    add(reg, list(world.bundles.values()), TrustStore.from_pubkey(world.pub))
+    return reg
+
+
+@pytest.fixture(scope="module")
+def suspects(world: World) -> dict[str, Path]:
+    return {
+        "derived-llama": save_derivative("llama", 21, world.root / "derived-llama"),
+        "derived-qwen2": save_derivative("qwen2", 22, world.root / "derived-qwen2"),
+        "unrelated-llama": save_derivative("llama", 77, world.root / "unrelated-llama", noise=0.0),
+    }
+
+
+class CountingSource:
+    """Wraps a weight source and counts every tensor read, by name."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.reads: Counter[str] = Counter()
+
+    def get(self, name: str):  # type: ignore[no-untyped-def]
+        self.reads[name] += 1
+        return self._inner.get(name)  # type: ignore[attr-defined]
+
+    def get_rows(self, name: str, rows):  # type: ignore[no-untyped-def]
+        self.reads[name] += 1
+        return self._inner.get_rows(name, rows)  # type: ignore[attr-defined]
+
+    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
+        return getattr(self._inner, attr)
+
+
+def counted(path: Path):  # type: ignore[no-untyped-def]
+    cm = load_model(path)
+    cm.source = CountingSource(cm.source)  # type: ignore[assignment]
+    return cm
+
+
+def test_holm_bonferroni_matches_the_step_down_definition() -> None:
+    p = [0.01, 0.04, 0.03, 0.005, float("nan")]
+    # sorted: 0.005 x5 = 0.025, 0.01 x4 = 0.04, 0.03 x3 = 0.09, 0.04 x2 = 0.08 -> 0.09 (the running
+    # maximum keeps adjusted p-values in the order of the raw ones), nan counts as 1
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.025, 1.0])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+    for raw, adj in zip(p[:4], holm(p)[:4]):
+        assert raw <= adj <= 1.0
+
+
+def test_a_derivative_is_identified_as_its_base_with_verify_scores(world, registry, suspects) -> None:
+    trust = TrustStore.from_pubkey(world.pub)
+    suspect = counted(suspects["derived-llama"])
+    with Registry.open(registry) as reg:
+        result = identify(suspect, reg, trust)
+    assert result.verdict is Verdict.MATCH and result.base is not None
+    assert result.base.entry.name == "base-llama" and result.base.rank == 1
+    assert result.n_bases == 4 and [c.rank for c in result.candidates] == [1, 2, 3, 4]
+    assert all(c.evidence.verdict is Verdict.NO_MATCH for c in result.candidates[1:])
+    assert result.base.p_holm <= 0.01 and all(c.p_holm >= c.evidence.p_value for c in result.candidates)
+    # The one-pass values give exactly what a separate `verify` of each bundle gives,
+    # although the bundles probe different token sets (96, 128 and 160 tokens).
+    by_name = {c.entry.name: c for c in result.candidates}
+    for name, bundle in world.bundles.items():
+        alone = verify_suspect(read_attestation(bundle.read_bytes(), trust), load_model(suspects["derived-llama"]))
+        v = by_name[name].verification
+        assert v is not None and alone.verdict is v.verdict
+        # tight: standardising the union matrix instead of each bundle's own tokens moves scores by ~1e-4
+        assert v.score == pytest.approx(alone.score, abs=2e-5) and v.pairs_used == alone.pairs_used
+    data = result.to_json(top=2)
+    assert data["verdict"] == "match" and data["base"]["name"] == "base-llama"
+    assert data["base"]["subject_root"] == world.subject_roots["base-llama"]
+    assert len(data["candidates"]) == 2 and data["registry"]["bases"] == 4
+    json.dumps(data)  # plain JSON all the way down
+
+
+def test_the_suspect_is_read_once_whatever_the_number_of_bases(world, registry, suspects) -> None:
+    trust = TrustStore.from_pubkey(world.pub)
+    many = counted(suspects["derived-qwen2"])
+    with Registry.open(registry) as reg:
+        result = identify(many, reg, trust)
+    assert result.base is not None and result.base.entry.name == "base-qwen2"
+    one = counted(suspects["derived-qwen2"])
+    verify_suspect(read_attestation(world.bundles["base-qwen2"].read_bytes(), trust), one)
+    # identify against 4 bundles reads exactly what one verify against one bundle reads
+    assert many.source.reads == one.source.reads and sum(one.source.reads.values()) > 0
+    assert max(many.source.reads.values()) <= 2  # (a tied head would read the embedding twice; none is read more)
+    assert result.layers_read == load_model(suspects["derived-qwen2"]).n_layers
+
+
+def test_an_unrelated_model_gets_no_base(world, registry, suspects, capsys, monkeypatch) -> None:
+    from attest.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["attest", "identify", str(suspects["unrelated-llama"]), "--registry", str(registry),
+                                      "--pubkey", str(world.pub), "--json", "--top", "10"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert exc.value.code == 1, err
+    assert data["verdict"] == "no_match" and data["base"] is None
+    assert data["registry"] == {"bases": 4, "verdicts": {"match": 0, "no_match": 4, "inconclusive": 0}}
+    assert len(data["candidates"]) == 4 and all(c["verdict"] == "no_match" for c in data["candidates"])
+    assert data["multiple_testing"] == {"method": "holm-bonferroni", "alpha": 0.01, "tests": 4}
+    assert all(c["p_holm"] is not None and not math.isnan(c["p_holm"]) for c in data["candidates"])
+
+
+def test_identify_refuses_a_tampered_registry(world, suspects, tmp_path) -> None:
+    import sqlite3
+
+    trust = TrustStore.from_pubkey(world.pub)
+    reg = tmp_path / "reg"
+    add(reg, [world.bundles["base-gpt2"], world.bundles["base-llama"]], trust)
+    with sqlite3.connect(reg / "registry.sqlite") as conn:
+        conn.execute("UPDATE bases SET name = 'base-mistral' WHERE name = 'base-gpt2'")
+    with Registry.open(reg) as r, pytest.raises(BundleError, match="index row disagrees"):
+        identify(load_model(suspects["unrelated-llama"]), r, trust)
+
+
+def test_bundles_of_two_methods_share_one_read_of_each_layer(world, suspects, tmp_path) -> None:
+    from attest.invariants.methods import HUREF_2024
+    from attest.workflows.issue import issue_bundle
+
+    trust = TrustStore.from_pubkey(world.pub)
+    huref = tmp_path / "llama-huref.attest"
+    issue_bundle(load_model(world.models["base-llama"]), world.key, huref, method=HUREF_2024.with_options(n_tokens=128),
+                 name="base-llama-huref", issuer="Registry Test Lab", meta={})
+    reg = tmp_path / "reg"
+    add(reg, [huref, world.bundles["base-qwen2"], world.bundles["base-mistral"]], trust)
+    suspect = counted(suspects["derived-llama"])
+    with Registry.open(reg) as r:
+        result = identify(suspect, r, trust)
+    assert result.base is not None and result.base.entry.name == "base-llama-huref"
+    assert result.base.entry.method == "huref-2024"
+    alone = verify_suspect(read_attestation(huref.read_bytes(), trust), load_model(suspects["derived-llama"]))
+    assert result.base.verification is not None
+    assert result.base.verification.score == pytest.approx(alone.score, abs=2e-5)
+    # Every layer tensor is read once although two methods use the layers; only the
+    # probe rows of the embedding are read once per method.
+    cm = load_model(suspects["derived-llama"])
+    embed = {cm.embed_name}
+    layer_reads = {k: n for k, n in suspect.source.reads.items() if k not in embed}
+    assert layer_reads and max(layer_reads.values()) == 1
+    assert suspect.source.reads[cm.embed_name] == 2
+    # And a bundle file modified on disk stops identify (exit 3) instead of being skipped.
+    with Registry.open(reg) as r:
+        entry = next(e for e in r.entries() if e.name == "base-qwen2")
+        path = r.bundle_path(entry)
+        path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+        with pytest.raises(BundleError, match="does not match its digest"):
+            identify(load_model(suspects["derived-llama"]), r, trust)
+
+
+def test_an_exact_copy_is_named_with_its_subject_match(world, registry, capsys, monkeypatch) -> None:
+    from attest.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["attest", "identify", str(world.models["base-gpt2"]), "--registry", str(registry),
+                                      "--pubkey", str(world.pub), "--top", "4"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0, err
+    assert "BASE: 'base-gpt2'" in out and "byte-identical" in out
+    monkeypatch.setattr(sys, "argv", ["attest", "identify", str(world.models["base-gpt2"]), "--registry", str(registry),
+                                      "--pubkey", str(world.pub), "--json"])
+    with pytest.raises(SystemExit):
+        main()
+    data = json.loads(capsys.readouterr()[0])
+    assert data["base"]["subject_match"] is True
+    assert [c["subject_match"] for c in data["candidates"]] == [True, False, False, False]
