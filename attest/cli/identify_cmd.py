@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from attest.cli.common import PRECISION_HELP, emit_json, out_console, safe, trust_from_options
+from attest.cli.common import PRECISION_HELP, emit_json, out_console, safe, threads_option, trust_from_options
 
 _STYLE = {"match": "bold green", "no_match": "bold red", "inconclusive": "bold yellow"}
 
@@ -33,13 +33,14 @@ def identify(
     from attest.arch.detect import load_model
     from attest.workflows.identify import identify as run_identify
     from attest.workflows.issue import subject_of
+    from attest.invariants.precision import torch_threads
     from attest.progress import progress
     from attest.registry import Registry
 
     store = trust_from_options(pubkey, trust)  # verify's rule: --pubkey, --trust, or ./keys
     with Registry.open(registry) as reg:
         cm = load_model(suspect, tokenizer)
-        with progress(not json_out) as tracker:
+        with progress(not json_out) as tracker, torch_threads(threads_option(None)):
             subject = subject_of(cm, tracker)
             result = run_identify(cm, reg, store, alpha=alpha, precision=precision, suspect_subject=subject, tracker=tracker)
     data = result.to_json(top)

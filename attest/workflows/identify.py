@@ -29,7 +29,7 @@ from attest.crypto.keys import TrustStore
 from attest.scoring.decision import Verdict
 from attest.errors import AttestError, BundleError
 from attest.invariants.methods import parse_layers
-from attest.invariants.precision import compute_dtype, use_all_cores
+from attest.invariants.precision import compute_dtype
 from attest.arch.model_info import describe
 from attest.sketch.multi_sketch import Request, Sketches, sketch_many
 from attest.progress import SILENT, Tracker
@@ -225,7 +225,6 @@ def identify(
 ) -> Identification:
     """Rank every registered base against `suspect` after one read of its weights."""
     t0 = time.perf_counter()
-    use_all_cores()
     # Phase 1: what each bundle needs.  Bundles are not kept open: memory stays
     # at one bundle plus the plans, whatever N is.
     entries = registry.entries()
