@@ -15,6 +15,7 @@ import torch
 
 from attest.arch.spec import ArchSpec, ExpertNames, NormKind, QKVLayout
 from attest.errors import InputError
+from attest.model_docs import checked_dims
 from attest.sources.base import WeightSource
 from attest.vocab.vocabulary import Vocabulary
 
@@ -147,6 +148,7 @@ class CanonicalModel:
     def _dims(self, gguf_dims: dict[str, int]) -> Dims:
         keys = self.spec.config_keys
         embed_shape = self.source.shape(self.embed_name)
+        checked_dims(self.config, keys, embed_shape, self.source.root)
         if len(embed_shape) != 2:
             raise InputError(f"{self.source.root}: embedding has shape {embed_shape}, expected 2-D")
         vocab_size, hidden = embed_shape
@@ -215,10 +217,10 @@ class CanonicalModel:
         t = self.source.get(name)
         return t.t() if self.spec.transposed and t.dim() == 2 else t
 
-    def _gain(self, name: str | None) -> Tensor | None:
+    def _gain(self, name: str | None, width: int | None = None) -> Tensor | None:
         if name is None:
             return None
-        g = self.source.get(name).float()
+        g = self._check(self.source.get(name).float(), (width or self.dims.hidden,), f"norm gain '{name}'")
         return g + self.spec.norm_gain_offset if self.spec.norm_gain_offset else g
 
     def _check(self, t: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
@@ -272,8 +274,8 @@ class CanonicalModel:
         self._check(k, (kd, d.hidden), f"layer {i} k")
         self._check(v, (kd, d.hidden), f"layer {i} v")
         self._check(o, (d.hidden, qd), f"layer {i} attention output")
-        q_norm = self._gain(self._layer_name(i, spec.q_norm, "q norm", required=False)) if spec.q_norm else None
-        k_norm = self._gain(self._layer_name(i, spec.k_norm, "k norm", required=False)) if spec.k_norm else None
+        q_norm = self._gain(self._layer_name(i, spec.q_norm, "q norm", required=False), d.head_dim) if spec.q_norm else None
+        k_norm = self._gain(self._layer_name(i, spec.k_norm, "k norm", required=False), d.head_dim) if spec.k_norm else None
         return Attention(q, k, v, o, d.n_heads, d.n_kv_heads, d.head_dim, q_norm, k_norm)
 
     def _mlp(self, i: int, up: Sequence[str], gate: Sequence[str], down: Sequence[str], gate_up: Sequence[str], what: str) -> Mlp | None:
