@@ -41,7 +41,8 @@ MAX_JSON_DEPTH = 64
 MAX_JSON_INT_DIGITS = 40
 
 # -- GGUF metadata --------------------------------------------------------------
-#: String values in all metadata arrays together (tokens + merges of a 256 k
-#: vocabulary are ~0.8 M).  gguf-py builds two numpy objects per string, so an
-#: unbounded count of empty strings turns kilobytes into gigabytes.
-MAX_GGUF_METADATA_STRINGS = 1_048_576
+#: String values in all GGUF metadata together.  The largest real ones are a
+#: 256 k BPE vocabulary plus its merges (~0.51 M; Llama-3 has 0.41 M).  gguf-py
+#: builds numpy objects for every string (~1.6 KB and ~30 us each, measured),
+#: so without a cap 12 MB of empty strings cost gigabytes and minutes.
+MAX_GGUF_METADATA_STRINGS = 786_432

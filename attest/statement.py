@@ -16,6 +16,7 @@ import numpy as np
 
 from attest import __version__
 from attest.bundle.cbor_safe import is_array
+from attest.bundle.core_schema import check_core_document
 from attest.decision import Policy
 from attest.errors import BundleError
 from attest.invariants.methods import METHODS, Method
@@ -107,6 +108,8 @@ class StatementView:
 
     @classmethod
     def parse(cls, doc: Mapping[str, Any]) -> "StatementView":
+        # Opened bundles passed this already; a caller-built document may not have.
+        check_core_document(doc)
         m = doc["method"]
         name = m.get("name")
         if name not in METHODS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from attest.errors import InputError
+from attest.limits import MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
 
 LAYER_TERMS = ("qk", "vo", "up", "gate", "router")
 GLOBAL_TERMS = ("emb", "head")
@@ -27,8 +28,8 @@ class Method:
     def with_options(self, *, n_tokens: int | None = None, layers: str | None = None, terms: tuple[str, ...] | None = None) -> "Method":
         m = self
         if n_tokens is not None:
-            if not 8 <= n_tokens <= 16384:
-                raise InputError("--tokens must be between 8 and 16384")
+            if not MIN_PROBE_TOKENS <= n_tokens <= MAX_PROBE_TOKENS:
+                raise InputError(f"--tokens must be between {MIN_PROBE_TOKENS} and {MAX_PROBE_TOKENS}")
             m = replace(m, n_tokens=n_tokens)
         if layers is not None:
             parse_layers(layers, 10**6)  # syntax check only
