@@ -91,7 +91,7 @@ def loads_bounded(raw: bytes | str, *, where: str, top: type | None = dict, max_
     if depth_of(value) > max_depth:
         raise InputError(f"{where}: nested more than {max_depth} levels deep")
     if top is not None and not isinstance(value, top):
-        names = {dict: "an object", list: "an array"}
+        names: dict[type, str] = {dict: "an object", list: "an array"}
         raise InputError(f"{where}: expected {names.get(top, top.__name__)} at the top level, got {json_type(value)}")
     return value
 

@@ -14,6 +14,7 @@ from attest.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_and_p
 from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype, use_all_cores
+from attest.invariants.skipped import summary as cells_summary
 from attest.latent import project
 from attest.layer_alignment import monotone_pairs
 from attest.sketch import choose_pairs, pairs_for_budget, sample
@@ -210,6 +211,12 @@ def compare_models(
             f"the token embeddings are related (emb similarity {glob['emb']:.2f}) although the layers are not"
         )
     verdict, reasons = decide(score, coverage, len(align.strings), policy)
+    for label, model in (("A", a), ("B", b)):
+        # Cells left out because their matrix was NaN/inf or constant (attest.invariants.skipped).
+        if model.skipped_cells:
+            notes.extend(f"model {label}: {c.describe()}" for c in model.skipped_cells)
+            reasons.append(f"model {label}: " + cells_summary(model.skipped_cells))
+            verdict = Verdict.INCONCLUSIVE
     return Comparison(
         method=method, policy=policy, score=score, verdict=verdict, reasons=reasons,
         coverage=coverage, n_tokens=len(align.strings), pairs=pairs, global_terms=glob,

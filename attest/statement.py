@@ -134,7 +134,7 @@ class StatementView:
         pairs_doc = m.get("pairs")
         if not isinstance(pairs_doc, Mapping):
             raise BundleError("statement document: method.pairs missing")
-        dtype = {"uint16": "<u2", "uint32": "<u4"}.get(pairs_doc.get("dtype"))
+        dtype = {"uint16": "<u2", "uint32": "<u4"}.get(str(pairs_doc.get("dtype")))
         raw = pairs_doc.get("positions")
         count = _as_int(pairs_doc.get("count"), "pair count")
         if dtype is None or not isinstance(raw, bytes) or len(raw) != count * 2 * np.dtype(dtype).itemsize:

@@ -13,6 +13,7 @@ from attest.arch.canonical import CanonicalModel
 from attest.bundle.container import OpenedAttestation
 from attest.decision import Policy, Verdict, decide, z_and_p
 from attest.invariants.methods import parse_layers
+from attest.invariants.skipped import summary as cells_summary
 from attest.invariants.precision import compute_dtype, use_all_cores
 from attest.latent import cosine, project
 from attest.layer_alignment import monotone_pairs
@@ -148,6 +149,8 @@ def verify_suspect(
                                    "computing suspect invariants", skipped)
     for i, why in skipped[:5]:
         notes.append(f"suspect layer {i} could not be read: {why}")
+    lost_cells = list(suspect.skipped_cells)  # NaN/inf or constant matrices (attest.invariants.skipped)
+    notes.extend(f"suspect {c.describe()}" for c in lost_cells)
     where_s = {c: k for k, c in enumerate(cells_s)}
     base_vals = view.values[:, valid]
 
@@ -212,4 +215,7 @@ def verify_suspect(
             f"{len(skipped)} of the suspect's {len(layers_s)} layers are incomplete; "
             f"layer coverage {1 - len(skipped) / len(layers_s):.0%}"
         )
+    if lost_cells:
+        verdict = Verdict.INCONCLUSIVE
+        reasons.append("suspect: " + cells_summary(lost_cells))
     return result(verdict, reasons, est.score, est.ci, layer_rows, glob, aligned, k)

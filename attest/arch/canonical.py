@@ -96,6 +96,8 @@ class CanonicalModel:
         self.config = config
         self.family = spec.family
         self.warnings: list[str] = []
+        # (layer, term) cells whose matrix could not be computed (attest.invariants.skipped)
+        self.skipped_cells: list[Any] = []
         self._names = set(source.names())
         self.embed_name = self._pick(self.spec.embed, "embedding", required=True)
         self.layer_prefix = self._pick_prefix()

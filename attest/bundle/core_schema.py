@@ -144,7 +144,7 @@ def _check_method(m: Mapping[str, Any]) -> tuple[int, set[int]]:
     pairs = _map(m, "pairs", "method")
     _uint(pairs.get("seed"), "method.pairs.seed")
     n = len(tokens)
-    count = _uint(pairs.get("count"), "method.pairs.count", 1, n * (n - 1) // 2)
+    count = _uint(pairs.get("count"), "method.pairs.count", 1, n * (n - 1))  # ordered off-diagonal positions
     dtype = _text(pairs.get("dtype"), "method.pairs.dtype", frozenset(PAIR_DTYPES))
     raw = pairs.get("positions")
     if not isinstance(raw, bytes) or len(raw) != count * 2 * PAIR_DTYPES[dtype]:

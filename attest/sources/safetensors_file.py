@@ -8,6 +8,7 @@ without reading the whole tensor.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import mmap
@@ -131,7 +132,7 @@ class SafetensorsFile:
         """Refuse tensors whose byte ranges overlap, as the safetensors library does:
         two names reading one buffer would let an edit to one silently change the other."""
         spans = sorted((e.begin, e.end, n) for n, e in self.entries.items() if e.end > e.begin)
-        for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+        for (_b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
             if b1 < e0:
                 raise InputError(
                     f"{self.path}: tensors '{n0}' and '{n1}' overlap in the file "
@@ -218,7 +219,7 @@ class SafetensorsWriter:
         size = t.numel() * t.element_size()
         self._entries[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape),
                                "data_offsets": [self._offset, self._offset + size]}
-        self._data.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+        self._data.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))  # type: ignore[arg-type]
         self._offset += size
 
     def close(self) -> None:

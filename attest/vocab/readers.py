@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from attest.vocab.vocabulary import (
     canonical_wordpiece,
     decode_byte_level,
 )
+
 
 def _uses_byte_level(tok: dict[str, Any]) -> bool:
     def mentions(node: Any) -> bool:
@@ -44,6 +46,7 @@ def from_tokenizer_json(path: Path) -> Vocabulary:
     mtype = model.get("type")
     vocab = model.get("vocab")
     strings: list[str | None] = []
+    canon: Callable[[str], str | None]
     if mtype == "Unigram" and isinstance(vocab, list):
         kind = "sentencepiece"
         for i, entry in enumerate(vocab):
