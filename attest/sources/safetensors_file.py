@@ -101,7 +101,7 @@ class SafetensorsFile:
         if not isinstance(info, dict):
             raise InputError(f"{where}: malformed header entry")
         dtype_name = info.get("dtype")
-        if dtype_name not in _DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
             raise InputError(f"{where}: unsupported dtype {dtype_name!r}")
         shape = info.get("shape")
         offsets = info.get("data_offsets")
