@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -48,7 +49,7 @@ def _run(root: Path, args: list[Any], mem_gb: float) -> tuple[int, str, float, f
 
     t = time.perf_counter()
     try:
-        p = subprocess.run([sys.executable, "-c", _RUN, *map(str, args)], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-c", _RUN, *map(str, args)], capture_output=True, text=True, check=False,
                            timeout=120, env=env, preexec_fn=cap)
         code, err = p.returncode, p.stderr
     except subprocess.TimeoutExpired:

@@ -16,13 +16,19 @@ import math
 import shutil
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
-
-from hostile_helpers import read_safetensors, resign, run_measured, thaw, write_safetensors
+from hostile_helpers import (
+    read_safetensors,
+    resign,
+    run_measured,
+    thaw,
+    write_safetensors,
+)
 from test_bad_inputs import assert_input_error, run_cli
 
 BUNDLE_ERROR = 3

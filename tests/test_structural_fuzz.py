@@ -13,17 +13,17 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from structural_fuzz import Targets, build_targets, mutate
 
 CASES = {"config": 500, "tokenizer": 500, "shard_index": 300, "safetensors_header": 500, "bundle": 200,
          "evidence": 300}
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS: dict[str, Any] = {"deadline": None, "derandomize": True, "database": None,
+                            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
 SEEN: dict[str, Counter[int]] = {name: Counter() for name in CASES}
 
 
@@ -33,7 +33,7 @@ def targets(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFa
 
 
 def _fuzz(name: str) -> Callable[[Targets], None]:
-    @settings(max_examples=CASES[name], **SETTINGS)  # type: ignore[arg-type]
+    @settings(max_examples=CASES[name], **SETTINGS)
     @given(rnd=st.randoms(use_true_random=False))
     def check(targets: Targets, rnd: random.Random) -> None:
         # Anything but an AttestError propagates out of `case` and fails the test.
