@@ -27,6 +27,4 @@ LATENT_SEED = 0x5EED_D06  # the count-sketch projection from sketch to latent
 
 # -- sizes -------------------------------------------------------------------
 LATENT_DIM = 512  # the dog's latent: 512 float32 values
-MAX_PROBE_TOKENS = 16384  # probe tokens n; both issuer and verifier refuse more (n×n matrices)
-MIN_PROBE_TOKENS = 8
 SKETCH_BUDGET_BYTES = 3_500_000  # what `issue` spends on the float16 sketch: a bundle stays < 4 MB before the image

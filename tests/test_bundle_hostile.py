@@ -31,6 +31,7 @@ from attest.bundle.cose import sign1, verify1
 from attest.bundle.png_safe import check_png
 from attest.crypto.keys import TrustStore, key_id
 from attest.errors import BundleError, InputError
+from statement_docs import core_document
 
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"hostile").digest())
 TRUST = TrustStore.from_public_keys({"acme": KEY.public_key()})
@@ -48,18 +49,7 @@ def png(width: int = 1, height: int = 1, idat: bytes | None = None) -> bytes:
 
 
 def document(image: bytes) -> dict[str, Any]:
-    rng = np.random.default_rng(1)
-    return {
-        "format": "attest-statement/1",
-        "tool": {"name": "attest", "version": "0.1.0"},
-        "model": {"family": "llama"},
-        "subject": {"root": b"\x11" * 32},
-        "method": {"preset": "default", "tokens": ["a", " b", "c"]},
-        "sketch": {"dtype": "float16", "shape": [4], "data": rng.standard_normal(4).astype("<f2").tobytes()},
-        "latent": rng.standard_normal(512).astype("<f4").tobytes(),
-        "image": {"media_type": "image/png", "sha256": hashlib.sha256(image).digest()},
-        "policy": {"threshold": 0.5},
-    }
+    return core_document(image, seed=1)
 
 
 def container(statement: bytes, image: bytes, receipts: list[bytes] | None = None) -> bytes:

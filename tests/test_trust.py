@@ -78,6 +78,27 @@ def resign(bundle: Path, key_path: Path, out: Path, *, issuer: str, subject: str
     return out
 
 
+def forge_unchecked(bundle: Path, key_path: Path, out: Path, *, edit: Any) -> Path:
+    """A validly signed bundle whose statement attest itself would refuse to sign:
+    the signer's checks are bypassed, as a hostile publisher's own tool would."""
+    from attest.bundle.cbor_safe import canonical_dumps
+    from attest.bundle.container import STATEMENT_CONTENT_TYPE
+    from attest.bundle.cose import sign1
+    from attest.crypto.keys import key_id
+    from attest.formats import ATTESTATION_FORMAT
+
+    opened = inspect_attestation(bundle.read_bytes())
+    doc = _restore_bytes(json.loads(json.dumps(_plainish(opened.document))), None)
+    edit(doc)
+    key = load_private_key(key_path, None)
+    statement = sign1(canonical_dumps(doc), key, kid=key_id(key.public_key()), issuer="x", subject="tiny-base",
+                      iat=0, content_type=STATEMENT_CONTENT_TYPE)
+    out.write_bytes(canonical_dumps({"format": ATTESTATION_FORMAT, "statement": statement,
+                                     "image": {"media_type": "image/png", "data": opened.png},
+                                     "receipts": [], "timestamps": []}))
+    return out
+
+
 def _plainish(obj: Any) -> Any:
     if isinstance(obj, bytes):
         return {"__bytes__": obj.hex()}
@@ -324,7 +345,7 @@ def test_statement_semantics_are_checked_before_the_suspect_is_read(shelf, tmp_p
     def break_method(doc: dict[str, Any]) -> None:
         doc["method"]["terms"] = ["qk", "telepathy"]
 
-    bad = resign(shelf["bundle"], shelf["keys"] / "alice.key", tmp_path / "bad.attest", issuer="x", edit=break_method)
+    bad = forge_unchecked(shelf["bundle"], shelf["keys"] / "alice.key", tmp_path / "bad.attest", edit=break_method)
     with pytest.raises(BundleError):
         attest.open_bundle(bad, shelf["publishers"])
     code, out, err = run(["verify", str(tmp_path / "no-such-model"), "--bundle", str(bad),

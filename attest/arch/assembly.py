@@ -72,10 +72,11 @@ class LayerAssembler:
         t = self.source.get(name)
         return t.t() if self.spec.transposed and t.dim() == 2 else t
 
-    def gain(self, name: str | None) -> Tensor | None:
+    def gain(self, name: str | None, width: int | None = None) -> Tensor | None:
+        """A norm gain, shape-checked (a wrong-shaped gain is a clean input error), offset applied."""
         if name is None:
             return None
-        g = self.source.get(name).float()
+        g = self.check(self.source.get(name).float(), (width or self.dims.hidden,), f"norm gain '{name}'")
         return g + self.spec.norm_gain_offset if self.spec.norm_gain_offset else g
 
     def check(self, t: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
@@ -83,8 +84,8 @@ class LayerAssembler:
             raise InputError(f"{self.root}: {what} has shape {tuple(t.shape)}, expected {shape}")
         return t
 
-    def _optional_gain(self, i: int, rel: Sequence[str]) -> Tensor | None:
-        return self.gain(self.names.find_in_layer(i, rel)) if rel else None
+    def _optional_gain(self, i: int, rel: Sequence[str], width: int | None = None) -> Tensor | None:
+        return self.gain(self.names.find_in_layer(i, rel), width) if rel else None
 
     # -- parts of a layer --------------------------------------------------
     def attention(self, i: int) -> Attention:
@@ -105,8 +106,8 @@ class LayerAssembler:
         self.check(k, (kd, d.hidden), f"layer {i} k")
         self.check(v, (kd, d.hidden), f"layer {i} v")
         self.check(o, (d.hidden, qd), f"layer {i} attention output")
-        q_norm = self._optional_gain(i, spec.q_norm)
-        k_norm = self._optional_gain(i, spec.k_norm)
+        q_norm = self._optional_gain(i, spec.q_norm, d.head_dim)
+        k_norm = self._optional_gain(i, spec.k_norm, d.head_dim)
         return Attention(q, k, v, o, d.n_heads, d.n_kv_heads, d.head_dim, q_norm, k_norm)
 
     def mlp(

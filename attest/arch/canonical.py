@@ -46,6 +46,8 @@ class CanonicalModel:
         self.config = config
         self.family = spec.family
         self.warnings: list[str] = []
+        # (layer, term) cells whose matrix could not be computed (attest.invariants.skipped)
+        self.skipped_cells: list[Any] = []
         self._tensor_names = TensorNames(source.root, self.spec, source.names())
         self.embed_name = self._tensor_names.pick(self.spec.embed, "embedding")
         self.layer_prefix = self._tensor_names.layer_prefix

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from attest.documents.model_docs import checked_dims
 from attest.arch.layouts import fused_widths
 from attest.arch.names import LayerCensus, TensorNames
 from attest.arch.spec import ArchSpec
@@ -82,6 +83,7 @@ class DimensionReader:
     def read(self, embed_name: str) -> Dims:
         keys = self.spec.config_keys
         embed_shape = self.source.shape(embed_name)
+        checked_dims(self.config, keys, embed_shape, self.root)
         if len(embed_shape) != 2:
             raise InputError(f"{self.root}: embedding has shape {embed_shape}, expected 2-D")
         vocab_size, hidden = embed_shape

@@ -33,6 +33,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.bundle.cbor_safe import canonical_dumps, is_array, safe_loads
+from attest.bundle.core_schema import check_core_document
 from attest.bundle.cose import (
     COSE_SIGN1_TAG,
     MAX_STATEMENT_BYTES,
@@ -47,6 +48,7 @@ from attest.crypto.keys import TrustStore, key_id
 from attest.errors import BundleError, InputError
 from attest.output.paths import atomic_write
 from attest.formats import ATTESTATION_FORMAT, EVIDENCE_FORMAT, LATENT_DIM, STATEMENT_FORMAT
+from attest.limits import MAX_PROBE_TOKENS
 
 __all__ = [
     "ATTESTATION_FORMAT",
@@ -84,7 +86,7 @@ MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
 MAX_PNG_BYTES = 16 * 1024 * 1024
 MAX_EVIDENCE_BYTES = 192 * 1024 * 1024
 MAX_SKETCH_BYTES = 8 * 1024 * 1024
-MAX_TOKENS = 65536
+MAX_TOKENS = MAX_PROBE_TOKENS  # the same limit `issue --tokens` applies (attest.limits)
 MAX_TOKEN_BYTES = 256
 MAX_UNSIGNED_ENTRIES = 64  # receipts, timestamps
 MAX_DOCUMENT_DEPTH = 16
@@ -231,7 +233,11 @@ def validate_document(doc: Any) -> Mapping[str, Any]:
 def _decode_document(payload: bytes) -> Mapping[str, Any]:
     doc = safe_loads(payload, max_size=MAX_DOCUMENT_BYTES, max_depth=MAX_DOCUMENT_DEPTH,
                      max_items=MAX_DOCUMENT_ITEMS, what="statement document")
-    return validate_document(doc)
+    validate_document(doc)
+    # The engine's sub-maps too, so that no reader of an opened bundle
+    # (verify, inspect, render, reports) meets a field of the wrong type.
+    check_core_document(doc)
+    return doc
 
 
 def encode_document(document: Mapping[str, Any]) -> bytes:

@@ -12,6 +12,7 @@ from attest.arch.assembly import Layer, Mlp
 from attest.arch.canonical import CanonicalModel
 from attest.arch.spec import NormKind
 from attest.errors import InputError
+from attest.invariants import skipped as S
 from attest.invariants import terms as T
 from attest.invariants.methods import Method
 
@@ -153,8 +154,14 @@ def standardised(raw: Iterable[tuple[str, Tensor]], method: Method) -> tuple[dic
 
 
 def global_matrices(model: CanonicalModel, probe: Probe, method: Method, dtype: torch.dtype) -> dict[str, Tensor]:
-    """Standardised global terms (emb, head)."""
-    return standardised(global_terms(model, probe, method, dtype), method)[0]
+    """Standardised global terms (emb, head); terms that cannot be standardised are noted on the model."""
+    out, skipped = standardised(global_terms(model, probe, method, dtype), method)
+    if skipped:
+        weights = {"embedding rows": probe.x, "final norm": model.final_norm_gain()}
+        if "head" in skipped:
+            weights["output head rows"] = model.head_rows(probe.ids)
+        S.record(model, S.GLOBAL, skipped, weights)
+    return out
 
 
 def iter_layers(
@@ -183,6 +190,7 @@ def iter_layers(
                 on_layer(i)
             continue
         z, constant_terms = standardised(layer_terms(layer, probe, method, model, dtype), method)
+        S.record(model, i, constant_terms, layer)  # reported, never silently dropped
         del layer
         release_free_memory()
         yield LayerResult(i, z, constant_terms)

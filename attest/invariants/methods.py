@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from attest.errors import InputError
-from attest.formats import GLOBAL_TERMS, HUREF_TERMS, LAYER_TERMS, MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
+from attest.formats import GLOBAL_TERMS, HUREF_TERMS, LAYER_TERMS
+from attest.limits import MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
 
 
 @dataclass(frozen=True)

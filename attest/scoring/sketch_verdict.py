@@ -38,6 +38,7 @@ def sketch_verdict(
     policy: Policy,
     incomplete_layers: int = 0,
     suspect_layers: int = 0,
+    forced_inconclusive: Sequence[str] = (),
 ) -> SketchVerdict:
     """Estimate and verdict from [cells, m] sketches, the valid-pair mask and the matched cell rows."""
     rows = list(matched_cells)
@@ -49,4 +50,7 @@ def sketch_verdict(
         reasons.append(
             f"{incomplete_layers} of the suspect's {suspect_layers} layers are incomplete; layer coverage {share:.0%}"
         )
+    if forced_inconclusive:  # e.g. cells lost to non-finite weights: no score may decide
+        verdict = Verdict.INCONCLUSIVE
+        reasons.extend(forced_inconclusive)
     return SketchVerdict(est, verdict, reasons)

@@ -16,6 +16,7 @@ import numpy as np
 
 from attest import __version__
 from attest.bundle.cbor_safe import is_array
+from attest.bundle.core_schema import check_core_document
 from attest.scoring.decision import Policy
 from attest.errors import BundleError
 from attest.formats import GLOBAL_LAYER, KNOWN_TERMS, STATEMENT_FORMAT
@@ -107,6 +108,8 @@ class StatementView:
 
     @classmethod
     def parse(cls, doc: Mapping[str, Any]) -> "StatementView":
+        # Opened bundles passed this already; a caller-built document may not have.
+        check_core_document(doc)
         m = doc["method"]
         name = m.get("name")
         if name not in METHODS:
@@ -131,7 +134,7 @@ class StatementView:
         pairs_doc = m.get("pairs")
         if not isinstance(pairs_doc, Mapping):
             raise BundleError("statement document: method.pairs missing")
-        dtype = {"uint16": "<u2", "uint32": "<u4"}.get(pairs_doc.get("dtype"))
+        dtype = {"uint16": "<u2", "uint32": "<u4"}.get(str(pairs_doc.get("dtype")))
         raw = pairs_doc.get("positions")
         count = _as_int(pairs_doc.get("count"), "pair count")
         if dtype is None or not isinstance(raw, bytes) or len(raw) != count * 2 * np.dtype(dtype).itemsize:

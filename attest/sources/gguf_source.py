@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from attest.errors import InputError
+from attest.limits import MAX_GGUF_METADATA_STRINGS
 from attest.sources.base import EmbeddedArchitecture, WeightSource
 from attest.sources.gguf_layout import CONVERTER_ROW_PERMUTATIONS, LAYER_NAME, RowPermutation
 
@@ -67,6 +68,15 @@ class _Cursor:
         self.pos = 0
         self.path = path
         self.endian = endian
+        self.strings = 0  # metadata strings seen so far (bounded by MAX_GGUF_METADATA_STRINGS)
+
+    def count_strings(self, n: int, key: str) -> None:
+        self.strings += n
+        if self.strings > MAX_GGUF_METADATA_STRINGS:
+            raise InputError(
+                f"{self.path}: GGUF metadata holds more than {MAX_GGUF_METADATA_STRINGS:,} strings "
+                f"(at '{key[:80]}'); no real model needs that many"
+            )
 
     def remaining(self) -> int:
         return self.size - self.pos
@@ -113,6 +123,7 @@ def _skip_value(cur: _Cursor, vtype: int, key: str, depth: int = 0) -> Any:
         cur.skip(_SCALAR_SIZES[vtype], f"value of '{key}'")
         return None
     if vtype == _STRING:
+        cur.count_strings(1, key)
         cur.skip(cur.u64(f"string length of '{key}'"), f"string value of '{key}'")
         return None
     if vtype == _ARRAY:
@@ -128,6 +139,8 @@ def _skip_value(cur: _Cursor, vtype: int, key: str, depth: int = 0) -> Any:
             raise InputError(f"{cur.path}: corrupt GGUF file (unknown array item type {itype} in '{key}')")
         # Check the claimed length against the bytes left before looping over it.
         cur.need(count * smallest, f"array '{key}' of {count} items")
+        if itype == _STRING and cur.strings + count > MAX_GGUF_METADATA_STRINGS:
+            cur.count_strings(count, key)  # refuses before walking the array
         for _ in range(count):
             _skip_value(cur, itype, key, depth + 1)
         return None

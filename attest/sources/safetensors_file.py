@@ -8,6 +8,7 @@ without reading the whole tensor.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import mmap
@@ -20,9 +21,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from attest.documents.bounded_json import loads_bounded
 from attest.errors import InputError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+#: A header is {name: {dtype, shape: [...], data_offsets: [...]}}: three levels.
+HEADER_DEPTH = 3
+MAX_TENSOR_DIMS = 8
 
 _DTYPES: dict[str, tuple[torch.dtype, int]] = {
     "F64": (torch.float64, 8),
@@ -49,6 +54,11 @@ class TensorEntry:
     end: int
 
 
+def _is_count(v: Any) -> bool:
+    # bool is an int subclass in Python; `true` is not a size.
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 class SafetensorsFile:
     """Header-validated view of one safetensors file; data stays on disk."""
 
@@ -70,19 +80,18 @@ class SafetensorsFile:
                 f"{path}: corrupt or truncated safetensors header "
                 f"(declares {header_len} header bytes, file has {size})"
             )
-        try:
-            header = json.loads(self._fh.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: corrupt safetensors header ({exc})") from None
-        if not isinstance(header, dict):
-            raise InputError(f"{path}: corrupt safetensors header (not an object)")
+        header = loads_bounded(self._fh.read(header_len), where=f"{path}: corrupt safetensors header",
+                               top=dict, max_depth=HEADER_DEPTH)
         self._data_start = 8 + header_len
         data_size = size - self._data_start
         meta = header.pop("__metadata__", None) or {}
-        self.metadata: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise InputError(f"{path}: safetensors '__metadata__' must be an object of strings")
+        self.metadata: dict[str, Any] = meta
         self.entries: dict[str, TensorEntry] = {}
         for name, info in header.items():
             self.entries[name] = self._parse_entry(name, info, data_size)
+        self._check_no_overlap()
         self._mmap: mmap.mmap | None = None
         if data_size > 0:
             self._mmap = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -92,18 +101,22 @@ class SafetensorsFile:
         if not isinstance(info, dict):
             raise InputError(f"{where}: malformed header entry")
         dtype_name = info.get("dtype")
-        if dtype_name not in _DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
             raise InputError(f"{where}: unsupported dtype {dtype_name!r}")
         shape = info.get("shape")
         offsets = info.get("data_offsets")
         if (
             not isinstance(shape, list)
-            or not all(isinstance(s, int) and s >= 0 for s in shape)
+            or len(shape) > MAX_TENSOR_DIMS
+            or not all(_is_count(s) for s in shape)
             or not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) for o in offsets)
+            or not all(_is_count(o) for o in offsets)
         ):
-            raise InputError(f"{where}: malformed shape or offsets")
+            raise InputError(
+                f"{where}: malformed shape or offsets (shape {str(shape)[:60]}, data_offsets {str(offsets)[:60]}; "
+                f"each must be a list of non-negative integers, at most {MAX_TENSOR_DIMS} dimensions)"
+            )
         dtype, itemsize = _DTYPES[dtype_name]
         begin, end = offsets
         expected = math.prod(shape) * itemsize
@@ -114,6 +127,17 @@ class SafetensorsFile:
                 f"{where}: data runs past the end of the file (truncated download?)"
             )
         return TensorEntry(dtype, itemsize, tuple(shape), begin, end)
+
+    def _check_no_overlap(self) -> None:
+        """Refuse tensors whose byte ranges overlap, as the safetensors library does:
+        two names reading one buffer would let an edit to one silently change the other."""
+        spans = sorted((e.begin, e.end, n) for n, e in self.entries.items() if e.end > e.begin)
+        for (_b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
+            if b1 < e0:
+                raise InputError(
+                    f"{self.path}: tensors '{n0}' and '{n1}' overlap in the file "
+                    f"(bytes {b1}..{e0} belong to both)"
+                )
 
     def _bytes(self, begin: int, end: int) -> np.ndarray:
         assert self._mmap is not None
@@ -195,7 +219,7 @@ class SafetensorsWriter:
         size = t.numel() * t.element_size()
         self._entries[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape),
                                "data_offsets": [self._offset, self._offset + size]}
-        self._data.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+        self._data.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))  # type: ignore[arg-type]
         self._offset += size
 
     def close(self) -> None:

@@ -2,40 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from attest.errors import InputError
+from attest.documents.model_docs import read_config, read_shard_index
 from attest.sources.base import WeightSource
 from attest.sources.safetensors_file import SafetensorsFile
 
 INDEX_NAME = "model.safetensors.index.json"
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
-def read_json(path: Path, what: str) -> Any:
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(f"{path}: {what} is implausibly large")
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: {what} is not valid JSON ({exc})") from None
+def config_beside(path: Path) -> dict[str, Any] | None:
+    """The config.json of a model folder (or of a weight file's folder), validated; None if absent."""
+    cfg = (path if path.is_dir() else path.parent) / "config.json"
+    return read_config(cfg) if cfg.is_file() else None
 
 
 def shard_files_from_index(folder: Path, index_name: str) -> list[Path]:
     """Shard paths listed by a HF `*.index.json`, validated to stay inside the folder."""
-    index = read_json(folder / index_name, "shard index")
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise InputError(f"{folder / index_name}: no 'weight_map' in shard index")
+    weight_map = read_shard_index(folder / index_name)
     shards: list[Path] = []
     for shard in sorted(set(weight_map.values())):
-        p = (folder / str(shard)).resolve()
+        p = (folder / shard).resolve()
         if folder.resolve() not in p.parents:
             raise InputError(f"{folder / index_name}: shard '{shard}' points outside the folder")
         shards.append(p)
@@ -61,11 +52,9 @@ class SafetensorsSource(WeightSource):
 
     @classmethod
     def from_path(cls, path: Path) -> "SafetensorsSource":
+        config = config_beside(path)
         if path.is_file():
-            cfg_path = path.parent / "config.json"
-            config = read_json(cfg_path, "config") if cfg_path.is_file() else None
             return cls(path, [path], config)
-        config = read_json(path / "config.json", "config") if (path / "config.json").is_file() else None
         if (path / INDEX_NAME).is_file():
             files = shard_files_from_index(path, INDEX_NAME)
         else:

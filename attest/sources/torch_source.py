@@ -7,6 +7,7 @@ restricted unpickler refuses anything that is not tensors and plain containers.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,26 +16,59 @@ import torch
 
 from attest.errors import InputError
 from attest.sources.memory import DictSource
-from attest.sources.safetensors_source import read_json, shard_files_from_index
+from attest.sources.safetensors_source import config_beside, shard_files_from_index
 
 INDEX_NAME = "pytorch_model.bin.index.json"
+
+
+# Words of torch's own refusal text that advise turning the safety off, or
+# allow-listing globals; attest never does either, so it never repeats them.
+_UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|add_safe_globals|trust the source|arbitrary code", re.IGNORECASE)
+_GLOBAL_NAME = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def refusal_reason(torch_message: str) -> str:
+    """A short reason for a refused pickle, built from torch's message without its advice."""
+    found = _GLOBAL_NAME.search(torch_message)
+    if found:
+        return f"it asks to import {found.group(1)}, which is not a tensor type"
+    if "Unsupported operand" in torch_message:
+        return "it uses a pickle instruction the safe loader does not allow"
+    return "it holds objects other than tensors and plain containers"
+
+
+def check_zip_members(path: Path) -> None:
+    """Refuse compressed members: torch maps tensor data straight from the file,
+    so a ZIP_DEFLATED member would be read as its compressed bytes (garbage)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise InputError(
+                        f"{path}: member '{info.filename[:120]}' is compressed "
+                        f"(zip method {info.compress_type}); torch checkpoints store tensor data "
+                        "uncompressed. Re-save it with torch.save or convert it to safetensors"
+                    )
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: corrupt torch checkpoint ({exc.__class__.__name__})") from None
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not zipfile.is_zipfile(path):
         # The pre-1.6 format cannot be memory-mapped and is rare for LLMs.
         raise InputError(f"{path}: not a zip-format torch checkpoint; re-save it or convert to safetensors")
+    check_zip_members(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        # torch's message advises weights_only=False; we never do that, so keep only the reason.
-        reason = next((ln for ln in lines if "Unsupported global" in ln or "Unsupported operand" in ln), lines[0] if lines else "refused")
         raise InputError(
-            f"{path}: refused by the safe (weights_only) loader, which never runs code from a checkpoint: {reason}"
+            f"{path}: refused by the safe loader, which never runs code from a checkpoint: "
+            f"{refusal_reason(str(exc))}. Convert the checkpoint to safetensors with a tool you trust"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(f"{path}: corrupt torch checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        detail = "" if _UNSAFE_ADVICE.search(detail) else f": {detail}"
+        raise InputError(f"{path}: corrupt torch checkpoint ({exc.__class__.__name__}{detail})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -57,10 +91,9 @@ class TorchSource(DictSource):
 
     @classmethod
     def from_path(cls, path: Path) -> "TorchSource":
+        config = config_beside(path)
         if path.is_file():
-            cfg = path.parent / "config.json"
-            return cls(path, [path], read_json(cfg, "config") if cfg.is_file() else None)
-        config = read_json(path / "config.json", "config") if (path / "config.json").is_file() else None
+            return cls(path, [path], config)
         if (path / INDEX_NAME).is_file():
             files = shard_files_from_index(path, INDEX_NAME)
         else:

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from attest.documents.bounded_json import read_capped
 from attest.errors import InputError
+from attest.limits import MAX_TOKENIZER_BYTES, MAX_VOCAB, MAX_VOCAB_TXT_BYTES
+from attest.documents.model_docs import read_tokenizer_json, read_vocab_json
 from attest.vocab.vocabulary import (
     Vocabulary,
     canonical_sentencepiece,
     canonical_wordpiece,
     decode_byte_level,
 )
-
-MAX_TOKENIZER_BYTES = 256 * 1024 * 1024
-
-
-def _load_json(path: Path) -> Any:
-    if path.stat().st_size > MAX_TOKENIZER_BYTES:
-        raise InputError(f"{path}: tokenizer file is implausibly large")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
 def _uses_byte_level(tok: dict[str, Any]) -> bool:
@@ -40,26 +32,25 @@ def _uses_byte_level(tok: dict[str, Any]) -> bool:
 
 
 def _place(strings: list[str | None], i: int, s: str | None) -> None:
-    if i < 0 or i > 50_000_000:
-        raise InputError(f"token id {i} out of range")
+    # The schema bounded ids already; this guards callers that skip it.
+    if not 0 <= i < MAX_VOCAB:
+        raise InputError(f"token id {i} out of range (0..{MAX_VOCAB - 1:,})")
     if i >= len(strings):
         strings.extend([None] * (i + 1 - len(strings)))
     strings[i] = s
 
 
 def from_tokenizer_json(path: Path) -> Vocabulary:
-    tok = _load_json(path)
-    model = tok.get("model") if isinstance(tok, dict) else None
-    if not isinstance(model, dict):
-        raise InputError(f"{path}: no 'model' section")
+    tok = read_tokenizer_json(path)
+    model = tok["model"]
     mtype = model.get("type")
     vocab = model.get("vocab")
     strings: list[str | None] = []
+    canon: Callable[[str], str | None]
     if mtype == "Unigram" and isinstance(vocab, list):
         kind = "sentencepiece"
         for i, entry in enumerate(vocab):
-            piece = entry[0] if isinstance(entry, list) and entry else None
-            _place(strings, i, canonical_sentencepiece(piece) if isinstance(piece, str) else None)
+            _place(strings, i, canonical_sentencepiece(entry[0]))
     elif isinstance(vocab, dict):
         if mtype == "WordPiece":
             kind = "wordpiece"
@@ -72,35 +63,40 @@ def from_tokenizer_json(path: Path) -> Vocabulary:
             kind = "sentencepiece"
             canon = canonical_sentencepiece
         for piece, i in vocab.items():
-            if isinstance(piece, str) and isinstance(i, int):
-                _place(strings, i, canon(piece))
+            _place(strings, i, canon(piece))
     else:
         raise InputError(f"{path}: unsupported tokenizer model type {mtype!r}")
     for added in tok.get("added_tokens") or []:
-        if isinstance(added, dict) and isinstance(added.get("id"), int):
-            # Added and special tokens are not ordinary word pieces.
-            _place(strings, added["id"], None)
+        # Added and special tokens are not ordinary word pieces.
+        _place(strings, added["id"], None)
     return Vocabulary(strings, kind=kind, source=str(path.name))
 
 
 def from_vocab_json(path: Path) -> Vocabulary:
-    vocab = _load_json(path)
-    if not isinstance(vocab, dict):
-        raise InputError(f"{path}: expected a JSON object of token -> id")
+    vocab = read_vocab_json(path)
     strings: list[str | None] = []
     for piece, i in vocab.items():
-        if isinstance(piece, str) and isinstance(i, int):
-            _place(strings, i, decode_byte_level(piece))
+        _place(strings, i, decode_byte_level(piece))
     return Vocabulary(strings, kind="bpe-bytelevel", source=path.name)
 
 
 def from_vocab_txt(path: Path) -> Vocabulary:
+    # Capped before reading: without it a 2 GB sparse file is one 2 GB "line".
+    raw = read_capped(path, MAX_VOCAB_TXT_BYTES, "vocabulary")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: vocabulary is not UTF-8 text (byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) > MAX_VOCAB:
+        raise InputError(f"{path}: {len(lines):,} tokens, more than {MAX_VOCAB:,}")
     strings: list[str | None] = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            piece = line.rstrip("\n")
-            special = piece.startswith("[") and piece.endswith("]")
-            strings.append(None if special or not piece else canonical_wordpiece(piece))
+    for line in lines:
+        piece = line.rstrip("\r")
+        special = piece.startswith("[") and piece.endswith("]")
+        strings.append(None if special or not piece else canonical_wordpiece(piece))
     return Vocabulary(strings, kind="wordpiece", source=path.name)
 
 
@@ -111,9 +107,12 @@ def from_sentencepiece(path: Path) -> Vocabulary:
         raise InputError("reading tokenizer.model needs the 'sentencepiece' package") from None
     sp = spm.SentencePieceProcessor()
     try:
-        sp.Load(str(path))
+        # From bytes we have bounded, not from a path sentencepiece would read whole.
+        sp.LoadFromSerializedProto(read_capped(path, MAX_TOKENIZER_BYTES, "tokenizer model"))
     except (OSError, RuntimeError) as exc:
         raise InputError(f"{path}: not a SentencePiece model ({exc})") from None
+    if sp.GetPieceSize() > MAX_VOCAB:
+        raise InputError(f"{path}: {sp.GetPieceSize():,} pieces, more than {MAX_VOCAB:,}")
     strings: list[str | None] = []
     for i in range(sp.GetPieceSize()):
         if sp.IsControl(i) or sp.IsUnknown(i) or sp.IsByte(i) or sp.IsUnused(i):
@@ -130,6 +129,8 @@ def from_gguf_metadata(meta: dict[str, Any]) -> Vocabulary | None:
     # The header is untrusted: a non-string token list would otherwise fail deep in decoding.
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise InputError("GGUF metadata 'tokenizer.ggml.tokens' is not a list of strings")
+    if len(tokens) > MAX_VOCAB:
+        raise InputError(f"GGUF metadata 'tokenizer.ggml.tokens' has {len(tokens):,} entries, more than {MAX_VOCAB:,}")
     model = meta.get("tokenizer.ggml.model", "llama")
     types = meta.get("tokenizer.ggml.token_type")
     types = types if isinstance(types, list) else []

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from attest.errors import InputError
+from attest.limits import MAX_VOCAB
+
 
 @lru_cache(maxsize=1)
 def byte_encoder() -> dict[int, str]:
@@ -89,4 +92,7 @@ class Vocabulary:
     @classmethod
     def ids_only(cls, size: int) -> "Vocabulary":
         # Without a tokenizer the only shared handle across models is the id.
+        # One string per id: bound the size before building them.
+        if not 0 <= size <= MAX_VOCAB:
+            raise InputError(f"vocabulary of {size:,} ids is out of range (at most {MAX_VOCAB:,})")
         return cls([f"#{i}" for i in range(size)], kind="ids", source="none")

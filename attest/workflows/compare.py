@@ -15,6 +15,7 @@ from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_a
 from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype
+from attest.invariants.skipped import summary as cells_summary
 from attest.sketch.latent import project
 from attest.scoring.pairing import embedding_note, pair_layers
 from attest.sketch.sampling import choose_pairs, pairs_for_budget, sample
@@ -203,6 +204,12 @@ def compare_models(
     if emb_note:
         notes.append(emb_note)
     verdict, reasons = decide(score, coverage, len(align.strings), policy)
+    for label, model in (("A", a), ("B", b)):
+        # Cells left out because their matrix was NaN/inf or constant (attest.invariants.skipped).
+        if model.skipped_cells:
+            notes.extend(f"model {label}: {c.describe()}" for c in model.skipped_cells)
+            reasons.append(f"model {label}: " + cells_summary(model.skipped_cells))
+            verdict = Verdict.INCONCLUSIVE
     return Comparison(
         method=method, policy=policy, score=score, verdict=verdict, reasons=reasons,
         coverage=coverage, n_tokens=len(align.strings), pairs=pairs, global_terms=glob,

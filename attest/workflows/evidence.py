@@ -60,6 +60,7 @@ def evidence_body(attestation: bytes, v: Verification, suspect_name: str, suspec
             "matched_cells": [int(i) for i in v.matched_cells],
             "incomplete_layers": int(v.incomplete_layers),
             "suspect_layers": int(v.suspect_layers),
+            "forced_inconclusive": [str(r) for r in v.forced_inconclusive],
         },
         "results": cbor_safe(dict(results)),
         "tool": {"name": "attest", "version": __version__},
@@ -118,6 +119,9 @@ def recheck(ev: OpenedEvidence) -> EvidenceCheck:
     counts = [suspect[k] for k in ("incomplete_layers", "suspect_layers")]
     if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 1_000_000 for c in counts):
         raise BundleError("evidence: layer counts must be small non-negative integers")
+    forced = suspect.get("forced_inconclusive", [])
+    if not isinstance(forced, (list, tuple)) or len(forced) > 64 or not all(isinstance(r, str) and len(r) <= 4096 for r in forced):
+        raise BundleError("evidence: forced_inconclusive must be a short list of short texts")
     policy_doc = results.get("policy")
     if not isinstance(policy_doc, Mapping):
         raise BundleError("evidence: results carry no policy")
@@ -136,7 +140,8 @@ def recheck(ev: OpenedEvidence) -> EvidenceCheck:
     if matched:
         decided = sketch_verdict(view.values, values, valid, list(matched), coverage=coverage,
                                  tokens_covered=tokens_covered, policy=policy,
-                                 incomplete_layers=counts[0], suspect_layers=counts[1])
+                                 incomplete_layers=counts[0], suspect_layers=counts[1],
+                                 forced_inconclusive=forced)
         est = decided.estimate
         recomputed.update(verdict=decided.verdict.value, score=cbor_safe(est.score),
                           ci=cbor_safe(list(est.ci)), pairs_used=int(valid.sum()))

@@ -15,6 +15,7 @@ from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, z_and_p
 from attest.scoring.sketch_verdict import sketch_verdict
 from attest.invariants.methods import parse_layers
 from attest.invariants.precision import compute_dtype
+from attest.invariants.skipped import summary as cells_summary
 from attest.sketch.latent import cosine, project
 from attest.scoring.pairing import embedding_note, pair_layers
 from attest.arch.model_info import describe
@@ -54,6 +55,7 @@ class Verification:
     matched_cells: list[int] = field(default_factory=list)  # base cell rows the aggregate used
     incomplete_layers: int = 0
     suspect_layers: int = 0
+    forced_inconclusive: list[str] = field(default_factory=list)  # reasons that make any score inconclusive
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     artefacts: dict[str, str] = field(default_factory=dict)  # files written (evidence, report, sheet)
@@ -170,7 +172,7 @@ def verify_suspect(
     def result(verdict: Verdict, reasons: list[str], score: float = float("nan"), ci: tuple[float, float] = (float("nan"), float("nan")),
                layers: list[dict[str, Any]] | None = None, glob: dict[str, float] | None = None,
                aligned: np.ndarray | None = None, pairs_used: int = 0, matched: list[int] | None = None,
-               incomplete: int = 0, n_layers: int = 0) -> Verification:
+               incomplete: int = 0, n_layers: int = 0, forced: list[str] | None = None) -> Verification:
         aligned = aligned if aligned is not None else np.zeros_like(view.values)
         z, p = z_and_p(score, policy)
         return Verification(
@@ -180,7 +182,7 @@ def verify_suspect(
             suspect_subject=suspect_subject, base_model=view.model, suspect_model=describe(suspect),
             base_latent=view.latent, suspect_latent=project(aligned, view.latent_seed),
             suspect_values=aligned, bundle_policy=view.policy, covered=covered, matched_cells=matched or [],
-            incomplete_layers=incomplete, suspect_layers=n_layers, notes=notes, seconds=time.perf_counter() - t0,
+            incomplete_layers=incomplete, suspect_layers=n_layers, forced_inconclusive=forced or [], notes=notes, seconds=time.perf_counter() - t0,
         )
 
     if len(covered_ids) < 8:
@@ -195,6 +197,8 @@ def verify_suspect(
                                    "computing suspect invariants", skipped)
     for i, why in skipped[:5]:
         notes.append(f"suspect layer {i} could not be read: {why}")
+    lost_cells = list(suspect.skipped_cells)  # NaN/inf or constant matrices (attest.invariants.skipped)
+    notes.extend(f"suspect {c.describe()}" for c in lost_cells)
     where_s = {c: k for k, c in enumerate(cells_s)}
     base_vals = view.values[:, valid]
 
@@ -244,11 +248,13 @@ def verify_suspect(
             ib, is_ = where_b[(GLOBAL, t)], where_s[(GLOBAL, t)]
             glob[t] = float(cell_estimates(base_vals[ib:ib + 1], vals_s[is_:is_ + 1])[0])
             aligned[ib, valid] = vals_s[is_]
+    forced = ["suspect: " + cells_summary(lost_cells)] if lost_cells else []
     decided = sketch_verdict(view.values, aligned, valid, matched_b, coverage=coverage, tokens_covered=len(covered_ids),
-                             policy=policy, incomplete_layers=len(skipped), suspect_layers=len(layers_s))
+                             policy=policy, incomplete_layers=len(skipped), suspect_layers=len(layers_s),
+                             forced_inconclusive=forced)
     est = decided.estimate
     emb_note = embedding_note(glob, est.score, policy)
     if emb_note:
         notes.append(emb_note)
     return result(decided.verdict, decided.reasons, est.score, est.ci, layer_rows, glob, aligned, k,
-                  matched_b, len(skipped), len(layers_s))
+                  matched_b, len(skipped), len(layers_s), forced)
