@@ -13,22 +13,68 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = (
-    "Comparison", "Inspection", "Issued", "Verification", "Verdict", "Policy", "DEFAULT_POLICY",
-    "compare", "fingerprint", "inspect", "issue", "load", "open_bundle", "resolve_policy", "trust_store", "verify",
+    "Comparison",
+    "Inspection",
+    "Issued",
+    "Verification",
+    "Verdict",
+    "Policy",
+    "DEFAULT_POLICY",
+    "compare",
+    "fingerprint",
+    "inspect",
+    "issue",
+    "load",
+    "open_bundle",
+    "resolve_policy",
+    "trust_store",
+    "verify",
 )
 _ERRORS = ("AttestError", "BundleError", "ExitCode", "InputError", "UnsupportedModelError")
 
 __all__ = [
     "__version__",
-    "Comparison", "Inspection", "Issued", "Verification", "Verdict", "Policy", "DEFAULT_POLICY",
-    "compare", "fingerprint", "inspect", "issue", "load", "open_bundle", "resolve_policy", "trust_store", "verify",
-    "AttestError", "BundleError", "ExitCode", "InputError", "UnsupportedModelError",
+    "Comparison",
+    "Inspection",
+    "Issued",
+    "Verification",
+    "Verdict",
+    "Policy",
+    "DEFAULT_POLICY",
+    "compare",
+    "fingerprint",
+    "inspect",
+    "issue",
+    "load",
+    "open_bundle",
+    "resolve_policy",
+    "trust_store",
+    "verify",
+    "AttestError",
+    "BundleError",
+    "ExitCode",
+    "InputError",
+    "UnsupportedModelError",
 ]
 
 if TYPE_CHECKING:
     from attest.api import (
-        DEFAULT_POLICY, Comparison, Inspection, Issued, Policy, Verdict, Verification, compare, fingerprint,
-        inspect, issue, load, open_bundle, resolve_policy, trust_store, verify,
+        DEFAULT_POLICY,
+        Comparison,
+        Inspection,
+        Issued,
+        Policy,
+        Verdict,
+        Verification,
+        compare,
+        fingerprint,
+        inspect,
+        issue,
+        load,
+        open_bundle,
+        resolve_policy,
+        trust_store,
+        verify,
     )
     from attest.errors import AttestError, BundleError, ExitCode, InputError, UnsupportedModelError
 

@@ -107,8 +107,13 @@ def _stamp_file(path: Path, tsa: TsaOptions, warnings: list[str]) -> bool:
     from attest.timestamp import load_tsa_roots, stamp_container_result
 
     data = read_bounded(path, MAX_EVIDENCE_BYTES, what="file")
-    res = stamp_container_result(data, tsa.url, timeout=tsa.timeout, optional=tsa.optional,
-                                 tsa_roots=load_tsa_roots([Path(r) for r in tsa.roots]))
+    res = stamp_container_result(
+        data,
+        tsa.url,
+        timeout=tsa.timeout,
+        optional=tsa.optional,
+        tsa_roots=load_tsa_roots([Path(r) for r in tsa.roots]),
+    )
     if res.stamped:
         atomic_write(path, res.data)
     else:
@@ -241,8 +246,18 @@ def issue(
     if name is None:
         name = Path(model).resolve().name if not isinstance(model, CanonicalModel) else cm.source.root.name
     with torch_threads(threads):
-        issued = issue_bundle(cm, priv, Path(out), method=m, name=name, issuer=issuer, meta=dict(meta or {}),
-                              precision=precision, tracker=progress, force=force)
+        issued = issue_bundle(
+            cm,
+            priv,
+            Path(out),
+            method=m,
+            name=name,
+            issuer=issuer,
+            meta=dict(meta or {}),
+            precision=precision,
+            tracker=progress,
+            force=force,
+        )
     if tsa is not None:
         _stamp_file(issued.bundle_path, tsa, warnings)
         issued.bundle_bytes = issued.bundle_path.stat().st_size
@@ -267,8 +282,11 @@ def open_bundle(
     The statement is validated here too, before any suspect is read.
     """
     store = trust_store(trust)
-    data = bytes(bundle) if isinstance(bundle, (bytes, bytearray)) else \
-        read_bounded(Path(bundle), MAX_ATTESTATION_BYTES, what="bundle")
+    data = (
+        bytes(bundle)
+        if isinstance(bundle, (bytes, bytearray))
+        else read_bounded(Path(bundle), MAX_ATTESTATION_BYTES, what="bundle")
+    )
     opened = read_attestation(data, store)
     signer = opened.verified.signer
     if expect_issuer is not None and signer != expect_issuer:
@@ -336,15 +354,18 @@ def verify(
         else:
             local = local_verifier_key()
             signer = local.key
-            signer_note = (f"evidence signed with the local verifier key {local.private_path} (kid {local.kid_hex[:16]}…"
-                           f"{', created now' if local.created else ''}); share {local.public_path} with whoever "
-                           f"re-checks it")
+            signer_note = (
+                f"evidence signed with the local verifier key {local.private_path} (kid {local.kid_hex[:16]}…"
+                f"{', created now' if local.created else ''}); share {local.public_path} with whoever "
+                f"re-checks it"
+            )
     cm = suspect if isinstance(suspect, CanonicalModel) else load(suspect, tokenizer)
     suspect_name = Path(suspect).name if not isinstance(suspect, CanonicalModel) else cm.source.root.name
     with torch_threads(threads):
         suspect_subject = subject_of(cm, progress)
-        v = verify_suspect(opened, cm, policy=pol, precision=precision, suspect_subject=suspect_subject,
-                           tracker=progress, view=view)
+        v = verify_suspect(
+            opened, cm, policy=pol, precision=precision, suspect_subject=suspect_subject, tracker=progress, view=view
+        )
     v.notes.extend(warnings)
     if signer_note:
         v.notes.append(signer_note)
@@ -419,7 +440,9 @@ def inspect(
             ev = read_evidence(raw, store, verifier_trust=vstore if vstore is not None else TrustStore())
         except BundleError as exc:
             if vstore is None and raw[:1] == b"\xd2":
-                raise BundleError(f"{exc} (no verifier trust store: give --verifier-trust DIR or --verifier-pubkey K)") from None
+                raise BundleError(
+                    f"{exc} (no verifier trust store: give --verifier-trust DIR or --verifier-pubkey K)"
+                ) from None
             raise
         att = ev.attestation
         if ev.signed is None:
@@ -429,7 +452,9 @@ def inspect(
             problems.append(f"the verdict cannot be recomputed: {check.reason}")
         problems.extend(f"recorded result differs from the recomputation: {d}" for d in check.differences)
         info["evidence"] = {
-            "time": ev.body["time"], "tool": plain(ev.body["tool"]), "results": plain(ev.body["results"]),
+            "time": ev.body["time"],
+            "tool": plain(ev.body["tool"]),
+            "results": plain(ev.body["results"]),
             "suspect": {k: plain(v) for k, v in ev.body["suspect"].items() if k not in ("sketch", "covered")},
             "signed": ev.signed is not None,
             "verifier_kid": ev.signed.kid.hex() if ev.signed else None,
@@ -462,8 +487,13 @@ def inspect(
     return Inspection(kind, info, problems, check)
 
 
-def _proofs(raw: bytes, info: dict[str, Any], problems: list[str], tsa_roots: tuple[PathLike, ...],
-            ts_keys: tuple[PathLike, ...]) -> None:
+def _proofs(
+    raw: bytes,
+    info: dict[str, Any],
+    problems: list[str],
+    tsa_roots: tuple[PathLike, ...],
+    ts_keys: tuple[PathLike, ...],
+) -> None:
     """Time-stamp tokens and SCITT receipts: each shown verified, or not verified with the reason.
 
     A token or receipt that fails while its root or key was given is a problem;

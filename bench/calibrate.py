@@ -98,9 +98,13 @@ def tokenizer(texts: list[str]) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator([t[i:i + 10_000] for t in texts for i in range(0, len(t), 10_000)], trainer)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([t[i : i + 10_000] for t in texts for i in range(0, len(t), 10_000)], trainer)
     tok.save(str(path))
     return path
 
@@ -113,9 +117,19 @@ def train_tiny(name: str, corpus: str, seed: int, donor: str | None, tok_path: P
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-                      num_attention_heads=HEADS, num_key_value_heads=KV, max_position_embeddings=SEQ,
-                      tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV,
+        max_position_embeddings=SEQ,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
     model = LlamaForCausalLM(cfg)
     frozen: list[str] = []
     if donor is not None:
@@ -129,7 +143,8 @@ def train_tiny(name: str, corpus: str, seed: int, donor: str | None, tok_path: P
     batches, held = lineage.lm_batches(tok_path, text, SEQ, BATCH, STEPS, seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 15) * 0.5 * (1 + math.cos(math.pi * min(s, STEPS) / STEPS)))
+        opt, lambda s: min(1.0, (s + 1) / 15) * 0.5 * (1 + math.cos(math.pi * min(s, STEPS) / STEPS))
+    )
     t0 = time.perf_counter()
     model.train()
     first = None
@@ -148,8 +163,16 @@ def train_tiny(name: str, corpus: str, seed: int, donor: str | None, tok_path: P
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     shutil.copy(tok_path, tmp / "tokenizer.json")
-    info = {"corpus": corpus, "seed": seed, "embedding_from": donor, "frozen": frozen, "steps": STEPS,
-            "first_loss": first, "heldout_loss": held_loss, "seconds": time.perf_counter() - t0}
+    info = {
+        "corpus": corpus,
+        "seed": seed,
+        "embedding_from": donor,
+        "frozen": frozen,
+        "steps": STEPS,
+        "first_loss": first,
+        "heldout_loss": held_loss,
+        "seconds": time.perf_counter() - t0,
+    }
     (tmp / "train.json").write_text(json.dumps(info, indent=1))
     tmp.rename(out)
     log(f"    trained {name}: loss {first:.2f} -> held-out {held_loss:.2f} in {info['seconds']:.0f}s")
@@ -194,8 +217,15 @@ def tiny_pairs(precision: str) -> list[dict[str, Any]]:
 def moments(x: np.ndarray) -> dict[str, float]:
     m, s = float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else float("nan")
     z = (x - m) / s if s and s > 0 else x * 0
-    return {"n": int(len(x)), "mean": m, "std": s, "min": float(x.min()), "max": float(x.max()),
-            "skew": float((z ** 3).mean()), "excess_kurtosis": float((z ** 4).mean() - 3)}
+    return {
+        "n": int(len(x)),
+        "mean": m,
+        "std": s,
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "skew": float((z**3).mean()),
+        "excess_kurtosis": float((z**4).mean() - 3),
+    }
 
 
 def chi2_quantile(p: float, k: int) -> float:
@@ -219,7 +249,9 @@ def ceil_to(x: float, step: float) -> float:
     return round(math.ceil(x / step - 1e-9) * step, 6)
 
 
-def propose(null_rows: list[dict[str, Any]], derived: list[dict[str, Any]], related: list[dict[str, Any]]) -> dict[str, Any]:
+def propose(
+    null_rows: list[dict[str, Any]], derived: list[dict[str, Any]], related: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Policy numbers from the measured null (see docs/calibration.md for the rule)."""
     scores = np.array([r["score"] for r in null_rows])
     groups: dict[str, list[float]] = {}
@@ -230,8 +262,11 @@ def propose(null_rows: list[dict[str, Any]], derived: list[dict[str, Any]], rela
     std_upper = pooled["std"] * math.sqrt((n - 1) / chi2_quantile(0.05, n - 1))  # one-sided 95% upper bound
     # per group: the one-sided 95% upper confidence bound of its std (groups of >= 3 pairs), and its
     # mean (groups of >= 2 pairs: the real same-tokenizer-family pairs are few and the highest)
-    group_std = max(float(np.std(v, ddof=1)) * math.sqrt((len(v) - 1) / chi2_quantile(0.05, len(v) - 1))
-                    for v in groups.values() if len(v) >= 3)
+    group_std = max(
+        float(np.std(v, ddof=1)) * math.sqrt((len(v) - 1) / chi2_quantile(0.05, len(v) - 1))
+        for v in groups.values()
+        if len(v) >= 3
+    )
     group_mean = max(float(np.mean(v)) for v in groups.values() if len(v) >= 2)
     null_mean = max(0.0, ceil_to(max(pooled["mean"], group_mean), 0.005))
     null_std = ceil_to(1.25 * max(std_upper, group_std), 0.005)
@@ -247,9 +282,16 @@ def propose(null_rows: list[dict[str, Any]], derived: list[dict[str, Any]], rela
         no_match = round(threshold - 0.05, 6)
     z_derived = [(r["score"] - null_mean) / null_std for r in derived]
     return {
-        "threshold": threshold, "no_match_below": no_match, "null_mean": null_mean, "null_std": null_std,
-        "pooled": pooled, "std_upper95": std_upper, "max_group_std": group_std, "max_group_mean": group_mean,
-        "max_null_score": max_null, "max_related_score": max_related,
+        "threshold": threshold,
+        "no_match_below": no_match,
+        "null_mean": null_mean,
+        "null_std": null_std,
+        "pooled": pooled,
+        "std_upper95": std_upper,
+        "max_group_std": group_std,
+        "max_group_mean": group_mean,
+        "max_null_score": max_null,
+        "max_related_score": max_related,
         "min_derived_z": min(z_derived) if z_derived else float("nan"),
         "z_at_threshold": (threshold - null_mean) / null_std,
     }
@@ -275,8 +317,10 @@ def emb_residual_diagnostic(results: dict[str, Any]) -> list[dict[str, Any]]:
     def mats(m: Any, ids: list[int]) -> tuple[Any, dict[int, dict[str, Any]]]:
         pr = make_probe(m, ids, DEFAULT)
         g, _ = standardised(global_terms(m, pr, DEFAULT, torch.float32), DEFAULT)
-        out = {r.index: {t: z.reshape(-1).double() for t, z in r.terms.items()}
-               for r in iter_layers(m, pr, DEFAULT, list(range(m.n_layers)), torch.float32, lambda _i: None)}
+        out = {
+            r.index: {t: z.reshape(-1).double() for t, z in r.terms.items()}
+            for r in iter_layers(m, pr, DEFAULT, list(range(m.n_layers)), torch.float32, lambda _i: None)
+        }
         return g["emb"].reshape(-1).double(), out
 
     def cos(a: Any, b: Any) -> float:
@@ -288,9 +332,27 @@ def emb_residual_diagnostic(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("prose-s0 / sharedemb-s20", TINY / "prose-s0", TINY / "sharedemb-s20", None, SHARED),
         ("sharedemb-s20 / sharedemb-s21", TINY / "sharedemb-s20", TINY / "sharedemb-s21", None, SHARED),
         ("prose-s0 / prose-s1", TINY / "prose-s0", TINY / "prose-s1", None, "tiny, same corpus"),
-        ("minilm-l3 / minilm-l6", Path(models["minilm-l3"]["path"]), Path(models["minilm-l6"]["path"]), vocab_txt, "real siblings"),
-        ("minilm-l6 / mpnet", Path(models["minilm-l6"]["path"]), Path(models["mpnet"]["path"]), None, "real independent"),
-        ("minilm-l6 / minilm-mlm-lr0.0001", Path(models["minilm-l6"]["path"]), Path(models["minilm-mlm-lr0.0001"]["path"]), None, "derived"),
+        (
+            "minilm-l3 / minilm-l6",
+            Path(models["minilm-l3"]["path"]),
+            Path(models["minilm-l6"]["path"]),
+            vocab_txt,
+            "real siblings",
+        ),
+        (
+            "minilm-l6 / mpnet",
+            Path(models["minilm-l6"]["path"]),
+            Path(models["mpnet"]["path"]),
+            None,
+            "real independent",
+        ),
+        (
+            "minilm-l6 / minilm-mlm-lr0.0001",
+            Path(models["minilm-l6"]["path"]),
+            Path(models["minilm-mlm-lr0.0001"]["path"]),
+            None,
+            "derived",
+        ),
     ]
     out = []
     for name, pa, pb, tok, kind in todo:
@@ -312,8 +374,16 @@ def emb_residual_diagnostic(results: dict[str, Any]) -> list[dict[str, Any]]:
         raw = np.mean([cos(A[ka[i]][t], B[kb[j]][t]) for i, j in pairs for t in terms])
         resid = np.mean([cos(res(A[ka[i]][t], ea), res(B[kb[j]][t], eb)) for i, j in pairs for t in terms])
         corr = np.mean([abs(cos(A[i][t], ea)) for i in A for t in terms])
-        out.append({"name": name, "kind": kind, "raw": float(raw), "residual": float(resid), "emb": cos(ea, eb),
-                    "term_emb_corr": float(corr)})
+        out.append(
+            {
+                "name": name,
+                "kind": kind,
+                "raw": float(raw),
+                "residual": float(resid),
+                "emb": cos(ea, eb),
+                "term_emb_corr": float(corr),
+            }
+        )
         log(f"    diag {name:34s} raw {raw:.4f} emb-residual {resid:.4f}")
     return out
 
@@ -341,34 +411,54 @@ def null_rows_from(results: dict[str, Any], tiny: list[dict[str, Any]]) -> list[
 def related_rows_from(results: dict[str, Any], tiny: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pairs that share something without the layers being derived: the real MiniLM siblings and the
     tiny models trained on one frozen embedding.  Not samples of the null; the threshold must clear them."""
-    rows = [dict(r, group="real siblings (common ancestor)", name=f"{r['a']} / {r['b']}")
-            for r in results["rows"] if r["kind"] == "related"]
+    rows = [
+        dict(r, group="real siblings (common ancestor)", name=f"{r['a']} / {r['b']}")
+        for r in results["rows"]
+        if r["kind"] == "related"
+    ]
     rows += [dict(r, group=SHARED) for r in tiny if r["kind"] == SHARED]
     return rows
 
 
 def cell_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     vals = np.array([c[3] for r in rows for c in r["cells"]])
-    return {"n": int(len(vals)), "std": float(vals.std(ddof=1)), "min": float(vals.min()), "max": float(vals.max()),
-            "frac_abs_over_0.2": float((np.abs(vals) > 0.2).mean())}
+    return {
+        "n": int(len(vals)),
+        "std": float(vals.std(ddof=1)),
+        "min": float(vals.min()),
+        "max": float(vals.max()),
+        "frac_abs_over_0.2": float((np.abs(vals) > 0.2).mean()),
+    }
 
 
-def markdown(null_rows: list[dict[str, Any]], related: list[dict[str, Any]], prop: dict[str, Any], results: dict[str, Any],
-             timings: dict[str, float], diag: list[dict[str, Any]]) -> str:
+def markdown(
+    null_rows: list[dict[str, Any]],
+    related: list[dict[str, Any]],
+    prop: dict[str, Any],
+    results: dict[str, Any],
+    timings: dict[str, float],
+    diag: list[dict[str, Any]],
+) -> str:
     from attest.scoring.decision import DEFAULT_POLICY
 
     L: list[str] = ["## Null calibration (bench/calibrate.py)\n"]
     fams = sorted({g for g in (r["group"] for r in null_rows)})
-    L.append(f"{len(null_rows)} independent pairs in {len(fams)} groups. Every row: the aggregate score (mean over "
-             "matched layer × term cells), and the most extreme single cells of that pair.\n")
+    L.append(
+        f"{len(null_rows)} independent pairs in {len(fams)} groups. Every row: the aggregate score (mean over "
+        "matched layer × term cells), and the most extreme single cells of that pair.\n"
+    )
     L.append("| group | pair | families | layers A×B | cells | coverage | score | min cell | max cell | emb |")
     L.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(null_rows, key=lambda r: (r["group"], -r["score"])):
         v = [c[3] for c in r["cells"]]
-        L.append(f"| {r['group']} | {r['name']} | {'/'.join(r['families'])} | {r['layers'][0]}×{r['layers'][1]} | {len(v)} | "
-                 f"{r['coverage']:.2f} | {r['score']:+.4f} | {min(v):+.3f} | {max(v):+.3f} | {r['global'].get('emb', float('nan')):+.3f} |")
+        L.append(
+            f"| {r['group']} | {r['name']} | {'/'.join(r['families'])} | {r['layers'][0]}×{r['layers'][1]} | {len(v)} | "
+            f"{r['coverage']:.2f} | {r['score']:+.4f} | {min(v):+.3f} | {max(v):+.3f} | {r['global'].get('emb', float('nan')):+.3f} |"
+        )
     L.append("")
-    L.append("| group | n | mean | std | min | max | per-cell std | per-cell min | per-cell max | cells with abs > 0.2 |")
+    L.append(
+        "| group | n | mean | std | min | max | per-cell std | per-cell min | per-cell max | cells with abs > 0.2 |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|---|")
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in null_rows:
@@ -377,36 +467,50 @@ def markdown(null_rows: list[dict[str, Any]], related: list[dict[str, Any]], pro
         m = moments(np.array([r["score"] for r in rs]))
         c = cell_stats(rs)
         std = f"{m['std']:.4f}" if m["n"] > 1 else "–"
-        L.append(f"| {g} | {m['n']} | {m['mean']:+.4f} | {std} | {m['min']:+.4f} | {m['max']:+.4f} | "
-                 f"{c['std']:.3f} | {c['min']:+.3f} | {c['max']:+.3f} | {c['frac_abs_over_0.2']:.1%} |")
+        L.append(
+            f"| {g} | {m['n']} | {m['mean']:+.4f} | {std} | {m['min']:+.4f} | {m['max']:+.4f} | "
+            f"{c['std']:.3f} | {c['min']:+.3f} | {c['max']:+.3f} | {c['frac_abs_over_0.2']:.1%} |"
+        )
     p = prop["pooled"]
     L.append("")
-    L.append(f"Pooled: mean {p['mean']:+.4f}, std {p['std']:.4f} (one-sided 95% upper bound {prop['std_upper95']:.4f}), "
-             f"skewness {p['skew']:+.2f}, excess kurtosis {p['excess_kurtosis']:+.2f}; largest one-sided 95% upper "
-             f"bound of a group std (groups of ≥ 3 pairs) {prop['max_group_std']:.4f}, largest group mean (groups of ≥ 2) "
-             f"{prop['max_group_mean']:+.4f}. "
-             "Q-Q plot: img/null-qq.png; histogram: img/null-hist.png.\n")
+    L.append(
+        f"Pooled: mean {p['mean']:+.4f}, std {p['std']:.4f} (one-sided 95% upper bound {prop['std_upper95']:.4f}), "
+        f"skewness {p['skew']:+.2f}, excess kurtosis {p['excess_kurtosis']:+.2f}; largest one-sided 95% upper "
+        f"bound of a group std (groups of ≥ 3 pairs) {prop['max_group_std']:.4f}, largest group mean (groups of ≥ 2) "
+        f"{prop['max_group_mean']:+.4f}. "
+        "Q-Q plot: img/null-qq.png; histogram: img/null-hist.png.\n"
+    )
     L.append("Related but not derived (excluded from the null fit; the threshold must clear them):\n")
     L.append("| group | pair | score | min cell | max cell | emb |\n|---|---|---|---|---|---|")
     for r in related:
         v = [c[3] for c in r["cells"]]
-        L.append(f"| {r['group']} | {r['name']} | {r['score']:+.4f} | {min(v):+.3f} | {max(v):+.3f} | {r['global'].get('emb', float('nan')):+.3f} |")
+        L.append(
+            f"| {r['group']} | {r['name']} | {r['score']:+.4f} | {min(v):+.3f} | {max(v):+.3f} | {r['global'].get('emb', float('nan')):+.3f} |"
+        )
     L.append("")
-    L.append("Diagnostic: does the shared-embedding excess come from the embedding's own Gram matrix? Each layer "
-             "term with its projection on the same model's `emb` matrix removed, then correlated as usual:\n")
-    L.append("| pair | kind | score | score with emb projected out | emb | mean abs corr(term, own emb) |\n|---|---|---|---|---|---|")
+    L.append(
+        "Diagnostic: does the shared-embedding excess come from the embedding's own Gram matrix? Each layer "
+        "term with its projection on the same model's `emb` matrix removed, then correlated as usual:\n"
+    )
+    L.append(
+        "| pair | kind | score | score with emb projected out | emb | mean abs corr(term, own emb) |\n|---|---|---|---|---|---|"
+    )
     for d in diag:
-        L.append(f"| {d['name']} | {d['kind']} | {d['raw']:+.4f} | {d['residual']:+.4f} | {d['emb']:+.3f} | {d['term_emb_corr']:.3f} |")
+        L.append(
+            f"| {d['name']} | {d['kind']} | {d['raw']:+.4f} | {d['residual']:+.4f} | {d['emb']:+.3f} | {d['term_emb_corr']:.3f} |"
+        )
     L.append("")
     L.append("**Proposed policy** (rule in docs/calibration.md):\n")
     L.append("| | current (attest/decision.py) | proposed |\n|---|---|---|")
     for k in ("threshold", "no_match_below", "null_mean", "null_std"):
         L.append(f"| {k} | {getattr(DEFAULT_POLICY, k)} | **{prop[k]}** |")
     L.append("")
-    L.append(f"z at the threshold: {prop['z_at_threshold']:.1f}; largest independent score {prop['max_null_score']:+.4f} "
-             f"(margin to the threshold {prop['threshold'] - prop['max_null_score']:.3f}, to the no-match bound "
-             f"{prop['no_match_below'] - prop['max_null_score']:.3f}); related (sibling) pair "
-             f"{prop['max_related_score']:+.4f}; smallest derived z (coverage above minimum) {prop['min_derived_z']:.1f}.\n")
+    L.append(
+        f"z at the threshold: {prop['z_at_threshold']:.1f}; largest independent score {prop['max_null_score']:+.4f} "
+        f"(margin to the threshold {prop['threshold'] - prop['max_null_score']:.3f}, to the no-match bound "
+        f"{prop['no_match_below'] - prop['max_null_score']:.3f}); related (sibling) pair "
+        f"{prop['max_related_score']:+.4f}; smallest derived z (coverage above minimum) {prop['min_derived_z']:.1f}.\n"
+    )
     L.append("![null](img/null-hist.png)\n")
     L.append("![qq](img/null-qq.png)\n")
     L.append("Calibration runtime (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + ".\n")
@@ -424,12 +528,24 @@ def null_plots(null_rows: list[dict[str, Any]], prop: dict[str, Any]) -> None:
     cells = np.array([c[3] for r in null_rows if r["group"].startswith("real") for c in r["cells"]])
     fig, ax = plt.subplots(figsize=(7, 3.6))
     bins = np.linspace(-0.45, 0.45, 61)
-    ax.hist(cells, bins=bins, density=True, alpha=0.35, color="tab:blue", label=f"single cells of the real pairs (n={len(cells)})")
+    ax.hist(
+        cells,
+        bins=bins,
+        density=True,
+        alpha=0.35,
+        color="tab:blue",
+        label=f"single cells of the real pairs (n={len(cells)})",
+    )
     ax.hist(scores, bins=bins, density=True, alpha=0.7, color="tab:red", label=f"aggregate scores (n={len(scores)})")
     xs = np.linspace(-0.45, 0.45, 400)
     m, s = prop["null_mean"], prop["null_std"]
-    ax.plot(xs, np.exp(-0.5 * ((xs - m) / s) ** 2) / (s * math.sqrt(2 * math.pi)), color="k", lw=1,
-            label=f"null N({m}, {s}²)")
+    ax.plot(
+        xs,
+        np.exp(-0.5 * ((xs - m) / s) ** 2) / (s * math.sqrt(2 * math.pi)),
+        color="k",
+        lw=1,
+        label=f"null N({m}, {s}²)",
+    )
     ax.axvline(prop["threshold"], color="k", ls="--", lw=1, label=f"threshold {prop['threshold']}")
     ax.axvline(prop["no_match_below"], color="k", ls=":", lw=1, label=f"no-match bound {prop['no_match_below']}")
     ax.set_yscale("log")
@@ -481,14 +597,24 @@ def main() -> None:
     timings["emb_residual_diagnostic"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     policy = {
-        "threshold": prop["threshold"], "no_match_below": prop["no_match_below"],
-        "min_coverage": DEFAULT_POLICY.min_coverage, "min_tokens": DEFAULT_POLICY.min_tokens,
-        "null_mean": prop["null_mean"], "null_std": prop["null_std"],
+        "threshold": prop["threshold"],
+        "no_match_below": prop["no_match_below"],
+        "min_coverage": DEFAULT_POLICY.min_coverage,
+        "min_tokens": DEFAULT_POLICY.min_tokens,
+        "null_mean": prop["null_mean"],
+        "null_std": prop["null_std"],
         "calibration": "lineage-2026-11",
     }
-    cal = {"policy": policy, "proposal": prop, "tiny_pairs": [{"name": r["name"], "kind": r["kind"], "score": r["score"]} for r in tiny],
-           "null_rows": [{k: r[k] for k in ("name", "group", "score", "coverage", "families", "layers", "cells", "global")} for r in null_rows],
-           "timings": timings}
+    cal = {
+        "policy": policy,
+        "proposal": prop,
+        "tiny_pairs": [{"name": r["name"], "kind": r["kind"], "score": r["score"]} for r in tiny],
+        "null_rows": [
+            {k: r[k] for k in ("name", "group", "score", "coverage", "families", "layers", "cells", "global")}
+            for r in null_rows
+        ],
+        "timings": timings,
+    }
     lineage.CALIBRATION_JSON.write_text(json.dumps(cal, indent=1, default=float))
     null_plots(null_rows, prop)
     cal["emb_residual"] = diag

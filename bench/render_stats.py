@@ -62,7 +62,9 @@ def main() -> None:
 
     r = get_renderer()
     print(f"renderer: {r.name} {r.version}; {N_TRAITS} traits")
-    print(f"date: {time.strftime('%Y-%m-%d')}; cpu: {_cpu_model()}; cores: {os.cpu_count()}; python {platform.python_version()}")
+    print(
+        f"date: {time.strftime('%Y-%m-%d')}; cpu: {_cpu_model()}; cores: {os.cpu_count()}; python {platform.python_version()}"
+    )
     rng = np.random.RandomState(args.seed)
 
     # trait space, many latents
@@ -81,7 +83,9 @@ def main() -> None:
     zs = rng.standard_normal((args.trait_n, LATENT_DIM))
     dmin, (i, j) = min_pairwise_distance(trait_vector(zs))
     cos_ij = float(zs[i] @ zs[j] / np.linalg.norm(zs[i]) / np.linalg.norm(zs[j]))
-    print(f"  min pairwise trait distance over {args.trait_n} random latents: {dmin:.3f} (latent cosine of that pair {cos_ij:+.3f})")
+    print(
+        f"  min pairwise trait distance over {args.trait_n} random latents: {dmin:.3f} (latent cosine of that pair {cos_ij:+.3f})"
+    )
 
     # pixel space, fewer latents (each costs four renders)
     px: dict[str, list[float]] = {k: [] for k in KINDS}
@@ -104,11 +108,15 @@ def main() -> None:
     print(f"\npixel distance (mean |RGB diff| on 64x64, 0..255), n={args.pixel_n}")
     for k in KINDS:
         print(f"  {k:12s} {_summary(px[k])}")
-    print(f"  p5(independent) / p95(cos 0.95) = {np.percentile(px['independent'], 5) / np.percentile(px['cos 0.95'], 95):.2f}")
+    print(
+        f"  p5(independent) / p95(cos 0.95) = {np.percentile(px['independent'], 5) / np.percentile(px['cos 0.95'], 95):.2f}"
+    )
     print(f"\nstructural distance (1 - SSIM, grayscale 128x128), n={args.pixel_n}")
     for k in KINDS:
         print(f"  {k:12s} {_summary(st[k])}")
-    print(f"  p5(independent) / p95(cos 0.95) = {np.percentile(st['independent'], 5) / np.percentile(st['cos 0.95'], 95):.2f}")
+    print(
+        f"  p5(independent) / p95(cos 0.95) = {np.percentile(st['independent'], 5) / np.percentile(st['cos 0.95'], 95):.2f}"
+    )
 
     # render time, also as CPU time: the wall clock suffers when the cores are shared
     z = rng.standard_normal(LATENT_DIM)

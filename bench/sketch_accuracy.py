@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from attest.arch.detect import load_model  # noqa: E402
 from attest.bundle.container import read_attestation  # noqa: E402
-from attest.workflows.compare import compare_models  # noqa: E402
 from attest.crypto.keys import TrustStore, generate_keypair, load_private_key  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
+from attest.workflows.compare import compare_models  # noqa: E402
 from attest.workflows.issue import issue_bundle  # noqa: E402
 from attest.workflows.verify import verify_suspect  # noqa: E402
 
@@ -38,15 +38,20 @@ PAIRS = (1024, 2048, 4096, 8192)
 
 
 def noisy_copy(src: Path, dst: Path, rel: float, seed: int) -> Path:
-    from safetensors.torch import load_file, save_file
     import shutil
+
+    from safetensors.torch import load_file, save_file
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors"))
     g = torch.Generator().manual_seed(seed)
     for f in src.glob("*.safetensors"):
         t = load_file(str(f))
-        out = {k: (v + rel * v.float().std() * torch.randn(v.shape, generator=g)).to(v.dtype)
-               if v.is_floating_point() and v.numel() > 1 else v for k, v in t.items()}
+        out = {
+            k: (v + rel * v.float().std() * torch.randn(v.shape, generator=g)).to(v.dtype)
+            if v.is_floating_point() and v.numel() > 1
+            else v
+            for k, v in t.items()
+        }
         save_file(out, str(dst / f.name))
     return dst
 
@@ -85,17 +90,29 @@ def main() -> int:
         exact = {name: compare_models(load_model(base), load_model(p), method).score for name, p in suspects}
         for m in PAIRS:
             bundle = work / f"{base.name}-{m}.attest"
-            issued = issue_bundle(load_model(base), key, bundle, method=method, name=label, issuer="bench", meta={},
-                                  pairs_requested=m)
+            issued = issue_bundle(
+                load_model(base), key, bundle, method=method, name=label, issuer="bench", meta={}, pairs_requested=m
+            )
             opened = read_attestation(bundle.read_bytes(), trust)
             errs, covered = [], 0
             for name, p in suspects:
                 v = verify_suspect(opened, load_model(p))
                 errs.append(abs(v.score - exact[name]))
                 covered += v.ci[0] <= exact[name] <= v.ci[1]
-            rows.append((label, m, issued.sketch_shape[0], issued.bundle_bytes - issued.png_path.stat().st_size,
-                         max(errs), float(np.mean(errs)), covered, len(suspects),
-                         min(exact.values()), max(exact.values())))
+            rows.append(
+                (
+                    label,
+                    m,
+                    issued.sketch_shape[0],
+                    issued.bundle_bytes - issued.png_path.stat().st_size,
+                    max(errs),
+                    float(np.mean(errs)),
+                    covered,
+                    len(suspects),
+                    min(exact.values()),
+                    max(exact.values()),
+                )
+            )
             print(rows[-1], flush=True)
     lines = [
         "# Sketch size against estimate error",
@@ -108,7 +125,9 @@ def main() -> int:
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for label, m, cells, size, mx, mean, cov, n, lo, hi in rows:
-        lines.append(f"| {label} | {m} | {cells} | {size:,} | {mx:.4f} | {mean:.4f} | {cov}/{n} | {lo:+.3f} .. {hi:+.3f} |")
+        lines.append(
+            f"| {label} | {m} | {cells} | {size:,} | {mx:.4f} | {mean:.4f} | {cov}/{n} | {lo:+.3f} .. {hi:+.3f} |"
+        )
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

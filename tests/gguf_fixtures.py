@@ -66,10 +66,17 @@ def write_tokenizer_json(folder: Path, tokens: Sequence[str]) -> Path:
     tok.save(str(out))
     # `add_special_tokens` would append the special token at a new id; pin it to its GGUF id.
     data = json.loads(out.read_text())
-    data["added_tokens"] = [{
-        "id": tokens.index(SPECIAL_TOKEN), "content": SPECIAL_TOKEN, "single_word": False, "lstrip": False,
-        "rstrip": False, "normalized": False, "special": True,
-    }]
+    data["added_tokens"] = [
+        {
+            "id": tokens.index(SPECIAL_TOKEN),
+            "content": SPECIAL_TOKEN,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+    ]
     out.write_text(json.dumps(data))
     return out
 
@@ -79,9 +86,11 @@ def llama_cpp_permute(weights: np.ndarray, n_head: int, n_head_kv: int | None) -
     """`LlamaModel.permute` from llama.cpp's converter, verbatim in numpy."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2)
-            .reshape(weights.shape))
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def _per_head_to_contiguous(w: np.ndarray, n_head: int) -> np.ndarray:

@@ -30,22 +30,36 @@ def synthetic_embedding(vocab: int, hidden: int, seed: int, anisotropy: float = 
     if anisotropy:
         direction = torch.randn(hidden, generator=g)
         direction /= direction.norm()
-        e += anisotropy * torch.randn(vocab, 1, generator=g) * direction * hidden ** 0.5
+        e += anisotropy * torch.randn(vocab, 1, generator=g) * direction * hidden**0.5
     return e * 0.02
 
 
-def synthetic_llama(seed: int, tokenizer: Path, *, vocab: int = 1024, hidden: int = 64, inter: int = 256,
-                    layers: int = 4, heads: int = 4, kv_heads: int = 2, gate_up_corr: float = 0.0,
-                    embedding: torch.Tensor | None = None, anisotropy: float = 0.0,
-                    features: torch.Tensor | None = None, feature_weight: float = 0.0) -> CanonicalModel:
+def synthetic_llama(
+    seed: int,
+    tokenizer: Path,
+    *,
+    vocab: int = 1024,
+    hidden: int = 64,
+    inter: int = 256,
+    layers: int = 4,
+    heads: int = 4,
+    kv_heads: int = 2,
+    gate_up_corr: float = 0.0,
+    embedding: torch.Tensor | None = None,
+    anisotropy: float = 0.0,
+    features: torch.Tensor | None = None,
+    feature_weight: float = 0.0,
+) -> CanonicalModel:
     g = torch.Generator().manual_seed(10_000 + seed)
     dh = hidden // heads
 
     def w(out: int, inp: int) -> torch.Tensor:
-        return torch.randn(out, inp, generator=g) * inp ** -0.5
+        return torch.randn(out, inp, generator=g) * inp**-0.5
 
     t: dict[str, object] = {
-        "model.embed_tokens.weight": embedding if embedding is not None else synthetic_embedding(vocab, hidden, seed, anisotropy),
+        "model.embed_tokens.weight": embedding
+        if embedding is not None
+        else synthetic_embedding(vocab, hidden, seed, anisotropy),
         "model.norm.weight": torch.ones(hidden),
         "lm_head.weight": w(vocab, hidden),
     }
@@ -61,7 +75,7 @@ def synthetic_llama(seed: int, tokenizer: Path, *, vocab: int = 1024, hidden: in
         if features is not None and feature_weight:
             # Convergent ("universal") neurons: each neuron's gate and up both load on one
             # feature drawn from a pool that the independent models share.
-            pick = features[torch.randint(0, features.shape[0], (inter,), generator=g)] * hidden ** -0.5
+            pick = features[torch.randint(0, features.shape[0], (inter,), generator=g)] * hidden**-0.5
             gate = (1 - feature_weight) * gate + feature_weight * pick
             up = (1 - feature_weight) * up + feature_weight * pick
         t[p + "mlp.gate_proj.weight"] = gate
@@ -69,7 +83,14 @@ def synthetic_llama(seed: int, tokenizer: Path, *, vocab: int = 1024, hidden: in
         t[p + "mlp.down_proj.weight"] = w(hidden, inter)
         t[p + "input_layernorm.weight"] = 1 + 0.1 * torch.randn(hidden, generator=g)
         t[p + "post_attention_layernorm.weight"] = 1 + 0.1 * torch.randn(hidden, generator=g)
-    config = {"model_type": "llama", "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
-              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
-              "tie_word_embeddings": False}
+    config = {
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "vocab_size": vocab,
+        "tie_word_embeddings": False,
+    }
     return model_from_tensors(t, config, from_tokenizer_json(tokenizer))

@@ -59,8 +59,13 @@ def tiny_bert(seed: int = 0) -> Any:
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        intermediate_size=FFN, max_position_embeddings=MAX_POS, hidden_act="gelu",
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=MAX_POS,
+        hidden_act="gelu",
         attn_implementation="eager",
     )
     torch.manual_seed(seed)
@@ -167,8 +172,17 @@ def _weight(g: _Graph, w_in_out: np.ndarray, quant: str, name: str | None) -> st
     return g.op("DequantizeLinear", [q, scale, zp], axis=1)
 
 
-def _linear(g: _Graph, x: str, w_out_in: np.ndarray, b: np.ndarray, *, quant: str, linear: str,
-            names: tuple[str, str] | None, shape_in: str) -> str:
+def _linear(
+    g: _Graph,
+    x: str,
+    w_out_in: np.ndarray,
+    b: np.ndarray,
+    *,
+    quant: str,
+    linear: str,
+    names: tuple[str, str] | None,
+    shape_in: str,
+) -> str:
     wname, bname = names if names else (None, None)
     bias = g.init(b.astype(np.float32), bname)
     if linear == "gemm":
@@ -193,8 +207,9 @@ def _linear(g: _Graph, x: str, w_out_in: np.ndarray, b: np.ndarray, *, quant: st
     return g.op("Add", [y, bias])
 
 
-def _layernorm(g: _Graph, x: str, gain: np.ndarray, bias: np.ndarray, style: str, names: tuple[str, str] | None,
-               opset: int) -> str:
+def _layernorm(
+    g: _Graph, x: str, gain: np.ndarray, bias: np.ndarray, style: str, names: tuple[str, str] | None, opset: int
+) -> str:
     gname, bname = names if names else (None, None)
     gi, bi = g.init(gain.astype(np.float32), gname), g.init(bias.astype(np.float32), bname)
     if style == "op":
@@ -253,17 +268,36 @@ def build_bert_onnx(
     emb = W["embeddings.word_embeddings.weight"]
     if quant == "cast-mul":
         qz = quantize(emb, "cast-mul", axis=0)
-        table = g.op("Mul", [g.op("Cast", [g.init(qz["q"], "embeddings.word_embeddings.weight_q")], to=1),
-                             g.init(qz["scale"].reshape(-1, 1), "embeddings.word_embeddings.weight_scale")])
+        table = g.op(
+            "Mul",
+            [
+                g.op("Cast", [g.init(qz["q"], "embeddings.word_embeddings.weight_q")], to=1),
+                g.init(qz["scale"].reshape(-1, 1), "embeddings.word_embeddings.weight_scale"),
+            ],
+        )
     else:
         table = g.init(emb, prefix + "embeddings.word_embeddings.weight" if hf_names else None)
     words = g.op("Gather", [table, "input_ids"], axis=0)
     types = g.op("Gather", [g.init(W["embeddings.token_type_embeddings.weight"]), "token_type_ids"], axis=0)
-    pos_ids = g.op("Slice", [g.init(np.arange(MAX_POS, dtype=np.int64)[None, :]),
-                             g.init(np.array([0], dtype=np.int64)), seq, g.init(np.array([1], dtype=np.int64))])
+    pos_ids = g.op(
+        "Slice",
+        [
+            g.init(np.arange(MAX_POS, dtype=np.int64)[None, :]),
+            g.init(np.array([0], dtype=np.int64)),
+            seq,
+            g.init(np.array([1], dtype=np.int64)),
+        ],
+    )
     pos = g.op("Gather", [g.init(W["embeddings.position_embeddings.weight"]), pos_ids], axis=0)
-    h = _layernorm(g, g.op("Add", [g.op("Add", [words, types]), pos]), W["embeddings.LayerNorm.weight"],
-                   W["embeddings.LayerNorm.bias"], layernorm, nm("embeddings.LayerNorm"), opset)
+    h = _layernorm(
+        g,
+        g.op("Add", [g.op("Add", [words, types]), pos]),
+        W["embeddings.LayerNorm.weight"],
+        W["embeddings.LayerNorm.bias"],
+        layernorm,
+        nm("embeddings.LayerNorm"),
+        opset,
+    )
     heads_shape = g.op("Concat", [bs, g.init(np.array([-1, dh], dtype=np.int64))], axis=0)
     if not reshape_heads:
         # A computed target the reader does not evaluate: the head count is then unknown.
@@ -272,8 +306,16 @@ def build_bert_onnx(
     qk_scale = g.init(np.array(1.0 / np.sqrt(np.sqrt(dh)), dtype=np.float32))
     for i in range(LAYERS):
         p = f"encoder.layer.{i}."
-        lin = lambda x, hf: _linear(g, x, W[p + hf + ".weight"], W[p + hf + ".bias"], quant=quant,  # noqa: E731
-                                    linear=linear, names=nm(p + hf), shape_in=bs)
+        lin = lambda x, hf: _linear(
+            g,
+            x,
+            W[p + hf + ".weight"],
+            W[p + hf + ".bias"],
+            quant=quant,  # noqa: E731
+            linear=linear,
+            names=nm(p + hf),
+            shape_in=bs,
+        )
         # Emission order is the exporter's choice; the reader must not rely on it.
         proj = {name: lin(h, f"attention.self.{name}") for name in qkv_order}
         q, k, v = proj["query"], proj["key"], proj["value"]
@@ -288,20 +330,53 @@ def build_bert_onnx(
         ctx = g.op("Transpose", [g.op("MatMul", [probs, vh])], perm=[0, 2, 1, 3])
         ctx = g.op("Reshape", [ctx, merge_shape])
         attn = lin(ctx, "attention.output.dense")
-        h1 = _layernorm(g, g.op("Add", [attn, h]), W[p + "attention.output.LayerNorm.weight"],
-                        W[p + "attention.output.LayerNorm.bias"], layernorm, nm(p + "attention.output.LayerNorm"), opset)
+        h1 = _layernorm(
+            g,
+            g.op("Add", [attn, h]),
+            W[p + "attention.output.LayerNorm.weight"],
+            W[p + "attention.output.LayerNorm.bias"],
+            layernorm,
+            nm(p + "attention.output.LayerNorm"),
+            opset,
+        )
         up = lin(h1, "intermediate.dense")
-        gelu = g.op("Mul", [up, g.op("Mul", [g.init(np.array(0.5, dtype=np.float32)), g.op("Add", [
-            g.op("Erf", [g.op("Div", [up, g.init(np.array(np.sqrt(2.0), dtype=np.float32))])]),
-            g.init(np.array(1.0, dtype=np.float32))])])])
+        gelu = g.op(
+            "Mul",
+            [
+                up,
+                g.op(
+                    "Mul",
+                    [
+                        g.init(np.array(0.5, dtype=np.float32)),
+                        g.op(
+                            "Add",
+                            [
+                                g.op("Erf", [g.op("Div", [up, g.init(np.array(np.sqrt(2.0), dtype=np.float32))])]),
+                                g.init(np.array(1.0, dtype=np.float32)),
+                            ],
+                        ),
+                    ],
+                ),
+            ],
+        )
         down = lin(gelu, "output.dense")
-        h = _layernorm(g, g.op("Add", [down, h1]), W[p + "output.LayerNorm.weight"],
-                       W[p + "output.LayerNorm.bias"], layernorm, nm(p + "output.LayerNorm"), opset)
+        h = _layernorm(
+            g,
+            g.op("Add", [down, h1]),
+            W[p + "output.LayerNorm.weight"],
+            W[p + "output.LayerNorm.bias"],
+            layernorm,
+            nm(p + "output.LayerNorm"),
+            opset,
+        )
     g.nodes.append(helper.make_node("Identity", [h], ["last_hidden_state"], name="output"))
     graph = helper.make_graph(
-        g.nodes, "tiny_bert",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"])],
+        g.nodes,
+        "tiny_bert",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"]),
+        ],
         [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", HIDDEN])],
         g.inits,
     )
@@ -342,8 +417,13 @@ def torch_export(model: Any, path: Path) -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                Encoder(model), (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
-                output_names=["last_hidden_state"], dynamo=False, opset_version=17,
+                Encoder(model),
+                (ids, torch.ones_like(ids)),
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"],
+                dynamo=False,
+                opset_version=17,
                 dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}},
             )
     except (TypeError, RuntimeError, ImportError, ModuleNotFoundError, AttributeError):
@@ -358,13 +438,26 @@ def non_bert_onnx(path: Path) -> Path:
 
     g = _Graph()
     rng = np.random.default_rng(0)
-    h = g.op("Relu", [g.op("Gemm", ["x", g.init(rng.normal(size=(16, 32)).astype(np.float32)),
-                                    g.init(np.zeros(16, np.float32))], transB=1)])
-    y = g.op("Gemm", [h, g.init(rng.normal(size=(4, 16)).astype(np.float32)), g.init(np.zeros(4, np.float32))], transB=1)
+    h = g.op(
+        "Relu",
+        [
+            g.op(
+                "Gemm",
+                ["x", g.init(rng.normal(size=(16, 32)).astype(np.float32)), g.init(np.zeros(16, np.float32))],
+                transB=1,
+            )
+        ],
+    )
+    y = g.op(
+        "Gemm", [h, g.init(rng.normal(size=(4, 16)).astype(np.float32)), g.init(np.zeros(4, np.float32))], transB=1
+    )
     g.nodes.append(helper.make_node("Softmax", [y], ["probs"], axis=-1))
     graph = helper.make_graph(
-        g.nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 4])], g.inits,
+        g.nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 4])],
+        g.inits,
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(m, str(path))

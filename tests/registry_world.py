@@ -48,15 +48,31 @@ def build_world(root: Path, names: tuple[str, ...] | None = None) -> World:
     generate_keypair(root / "publisher", None)
     generate_keypair(root / "stranger", None)
     key = load_private_key(root / "publisher.key", None)
-    world = World(root, {}, {}, {}, {}, root / "publisher.pub", key, root / "stranger.pub",
-                  load_private_key(root / "stranger.key", None))
+    world = World(
+        root,
+        {},
+        {},
+        {},
+        {},
+        root / "publisher.pub",
+        key,
+        root / "stranger.pub",
+        load_private_key(root / "stranger.key", None),
+    )
     for name, case, seed, n_tokens in BASES:
         if names is not None and name not in names:
             continue
         folder = save_model(build_tiny_model(case, seed=seed), root / name)
         bundle = root / f"{name}.attest"
-        issued = issue_bundle(load_model(folder), key, bundle, method=DEFAULT.with_options(n_tokens=n_tokens),
-                              name=name, issuer="Registry Test Lab", meta={})
+        issued = issue_bundle(
+            load_model(folder),
+            key,
+            bundle,
+            method=DEFAULT.with_options(n_tokens=n_tokens),
+            name=name,
+            issuer="Registry Test Lab",
+            meta={},
+        )
         world.models[name] = folder
         world.bundles[name] = bundle
         world.subject_roots[name] = issued.subject_root_hex
@@ -82,8 +98,9 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def forge_variant(bundle: Path, key: Any, i: int, out: Path, *, name: str | None = None,
-                  files: list[Any] | None = None) -> Path:
+def forge_variant(
+    bundle: Path, key: Any, i: int, out: Path, *, name: str | None = None, files: list[Any] | None = None
+) -> Path:
     """A re-signed copy of `bundle` whose subject names another weight file (so another root)."""
     from attest.bundle.container import (
         encode_attestation,

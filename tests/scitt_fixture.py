@@ -73,8 +73,9 @@ class LocalTransparencyService:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def public_pem(self) -> bytes:
-        return self.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def append(self, entry: bytes) -> int:
         with self._lock:
@@ -97,8 +98,13 @@ class LocalTransparencyService:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _send(self, code: int, body: bytes = b"", ctype: str = "application/cose",
-                      headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self,
+                code: int,
+                body: bytes = b"",
+                ctype: str = "application/cose",
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))

@@ -36,8 +36,11 @@ def document(png: bytes, seed: int = 0) -> dict[str, Any]:
         "format": "attest-statement/1",
         "tool": {"name": "attest", "version": "0.1.0"},
         "model": {"family": "llama", "layers": 2, "hidden_size": 64},
-        "subject": {"layout": "attest-manifest/1", "root": hashlib.sha256(b"w%d" % seed).digest(),
-                    "files": [{"name": "model.safetensors", "sha256": hashlib.sha256(b"w").digest(), "size": 1}]},
+        "subject": {
+            "layout": "attest-manifest/1",
+            "root": hashlib.sha256(b"w%d" % seed).digest(),
+            "files": [{"name": "model.safetensors", "sha256": hashlib.sha256(b"w").digest(), "size": 1}],
+        },
         "method": {"preset": "default", "tokens": ["hello", " world"], "layers": [0, 1], "seed": 7},
         "sketch": {"dtype": "float16", "shape": [2, 3], "data": rng.standard_normal(6).astype("<f2").tobytes()},
         "latent": rng.standard_normal(512).astype("<f4").tobytes(),
@@ -65,10 +68,12 @@ def make_files(folder: Path) -> Files:
     publisher = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
     verifier = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
     png = tiny_png()
-    bundle = encode_attestation(issue_statement(document(png), publisher, issuer="Acme AI", subject="acme-7b",
-                                                iat=1_700_000_000), png)
-    other = encode_attestation(issue_statement(document(png, seed=1), publisher, issuer="Acme AI",
-                                               subject="acme-8b", iat=1_700_000_001), png)
+    bundle = encode_attestation(
+        issue_statement(document(png), publisher, issuer="Acme AI", subject="acme-7b", iat=1_700_000_000), png
+    )
+    other = encode_attestation(
+        issue_statement(document(png, seed=1), publisher, issuer="Acme AI", subject="acme-8b", iat=1_700_000_001), png
+    )
     body = {
         "attestation": bundle,
         "suspect": {"subject": {"root": b"\x01" * 32}},
@@ -77,6 +82,13 @@ def make_files(folder: Path) -> Files:
         "time": "2026-01-01T00:00:00Z",
     }
     unsigned = write_evidence(folder / "ev-unsigned.cbor", body, base_png=png, suspect_png=tiny_png(seed=9))
-    signed = write_evidence(folder / "ev-signed.cbor", body, base_png=png, suspect_png=tiny_png(seed=9),
-                            key=verifier, issuer="Forensics Lab", iat=1_800_000_000)
+    signed = write_evidence(
+        folder / "ev-signed.cbor",
+        body,
+        base_png=png,
+        suspect_png=tiny_png(seed=9),
+        key=verifier,
+        issuer="Forensics Lab",
+        iat=1_800_000_000,
+    )
     return Files(publisher, verifier, bundle, other, unsigned, signed)

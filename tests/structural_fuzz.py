@@ -30,9 +30,41 @@ DEEP_SENTINEL = "__attest_fuzz_deep__"
 
 #: Values a field can be replaced with: other types, edge numbers, near-misses.
 REPLACEMENTS: list[Any] = [
-    None, True, False, 0, -1, 1, 2, 3, 7, 64, 2**31, 2**63 - 1, 2**64, -(2**63), 10**30,
-    0.5, -0.0, 1.0, 1e308, -1e308, "", "4x", "four", "llama", "qk", "float32", "x" * 300,
-    [], [1], [4, 4], [[]], ["a"], {}, {"a": 1}, {"name": "x", "version": "y"},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2,
+    3,
+    7,
+    64,
+    2**31,
+    2**63 - 1,
+    2**64,
+    -(2**63),
+    10**30,
+    0.5,
+    -0.0,
+    1.0,
+    1e308,
+    -1e308,
+    "",
+    "4x",
+    "four",
+    "llama",
+    "qk",
+    "float32",
+    "x" * 300,
+    [],
+    [1],
+    [4, 4],
+    [[]],
+    ["a"],
+    {},
+    {"a": 1},
+    {"name": "x", "version": "y"},
 ]
 BINARY_REPLACEMENTS: list[Any] = [b"", b"\x00" * 32, b"\xff" * 7, b"\x00" * 2048]
 
@@ -91,8 +123,9 @@ def mutate(doc: Any, rnd: random.Random, *, binary: bool = False, max_ops: int =
         if op == 0 and isinstance(parent, dict):
             del parent[key]
         elif op == 1 and isinstance(parent, dict):
-            parent[rnd.choice(["extra", "vocab_size", "num_hidden_layers", "dtype", "name", str(key) + "_"])] = \
-                _value(rnd, None, binary)
+            parent[rnd.choice(["extra", "vocab_size", "num_hidden_layers", "dtype", "name", str(key) + "_"])] = _value(
+                rnd, None, binary
+            )
         elif op == 2 and isinstance(parent, list):
             parent.insert(rnd.randrange(len(parent) + 1), _value(rnd, parent[key], binary))
         else:
@@ -232,8 +265,15 @@ class Targets:
 
         def use() -> None:
             payload = canonical_dumps(mutant)
-            data = sign1(payload, self.verifier_key, kid=key_id(self.verifier_key.public_key()), issuer="verifier",
-                         subject="tiny", iat=1_700_000_000, content_type=EVIDENCE_CONTENT_TYPE)
+            data = sign1(
+                payload,
+                self.verifier_key,
+                kid=key_id(self.verifier_key.public_key()),
+                issuer="verifier",
+                subject="tiny",
+                iat=1_700_000_000,
+                content_type=EVIDENCE_CONTENT_TYPE,
+            )
             opened = read_evidence(data, self.trust)
             _consume(opened.body)
 
@@ -268,25 +308,37 @@ def build_targets(work: Path, model_dir: Path) -> Targets:
     trust = TrustStore.from_public_keys({"publisher": key.public_key(), "verifier": verifier.public_key()})
     bundle = work / "base.attest"
     suspect = load_model(model_dir)
-    issue_bundle(suspect, key, bundle, method=DEFAULT.with_options(n_tokens=64), name="tiny",
-                 issuer="Fuzz Lab", meta={})
+    issue_bundle(
+        suspect, key, bundle, method=DEFAULT.with_options(n_tokens=64), name="tiny", issuer="Fuzz Lab", meta={}
+    )
     raw = bundle.read_bytes()
     opened = inspect_attestation(raw)
     header, data = read_safetensors(model_dir / "model.safetensors")
     evidence = {
-        "format": EVIDENCE_FORMAT, "attestation": raw, "time": "2026-12-01T00:00:00Z",
+        "format": EVIDENCE_FORMAT,
+        "attestation": raw,
+        "time": "2026-12-01T00:00:00Z",
         "suspect": {"path": "suspect", "root": b"\x11" * 32},
         "results": {"verdict": "match", "score": 0.97, "coverage": 1.0, "layers": [{"a": 0, "b": 0, "mean": 0.9}]},
         "tool": {"name": "attest", "version": "0.1.0"},
         "images": {"base": opened.png, "suspect": opened.png},
     }
     return Targets(
-        work=work, model_dir=model_dir,
+        work=work,
+        model_dir=model_dir,
         config=json.loads((model_dir / "config.json").read_text()),
         tokenizer=json.loads((model_dir / "tokenizer.json").read_text()),
-        header=header, data=data,
-        index={"metadata": {"total_size": len(data)}, "weight_map": {n: "model.safetensors" for n in header
-                                                                      if n != "__metadata__"}},
-        statement=thaw(opened.document), png=opened.png, key=key, trust=trust, verifier_key=verifier,
-        evidence=evidence, suspect=suspect,
+        header=header,
+        data=data,
+        index={
+            "metadata": {"total_size": len(data)},
+            "weight_map": {n: "model.safetensors" for n in header if n != "__metadata__"},
+        },
+        statement=thaw(opened.document),
+        png=opened.png,
+        key=key,
+        trust=trust,
+        verifier_key=verifier,
+        evidence=evidence,
+        suspect=suspect,
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import save_tiny_model
 
 import attest
@@ -37,8 +36,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_docs_example_runs(models: dict[str, Path], tmp_path: Path) -> None:
     scope = {
-        "base_dir": models["base"], "suspect_dir": models["suspect"], "key_path": models["root"] / "acme.key",
-        "trust_dir": models["trust"], "out_dir": tmp_path, "auditor_key": models["root"] / "auditor.key",
+        "base_dir": models["base"],
+        "suspect_dir": models["suspect"],
+        "key_path": models["root"] / "acme.key",
+        "trust_dir": models["trust"],
+        "out_dir": tmp_path,
+        "auditor_key": models["root"] / "auditor.key",
         "auditor_pub": models["root"] / "auditor.pub",
     }
     exec(compile(_example(), "docs/api.md", "exec"), scope)  # noqa: S102 - our own documentation

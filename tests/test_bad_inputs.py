@@ -58,7 +58,7 @@ def broken(good: Path, tmp_path: Path) -> Path:
 def _read_safetensors(path: Path) -> tuple[dict[str, Any], bytes]:
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _write_safetensors(path: Path, header: dict[str, Any] | bytes, data: bytes) -> None:
@@ -220,16 +220,24 @@ def test_malicious_pickle_is_never_run(good: Path, tmp_path: Path, capsys: pytes
 def test_malicious_pickle_in_a_fresh_process(good: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     evil = _malicious_checkpoint(good, tmp_path / "evil", marker)
-    proc = subprocess.run([sys.executable, "-m", "attest", "compare", str(evil / "pytorch_model.bin"), str(good)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "attest", "compare", str(evil / "pytorch_model.bin"), str(good)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert not marker.exists(), "the pickle ran code"
     assert_input_error(proc.returncode, proc.stderr, "safe loader")
     assert "weights_only" not in proc.stderr, proc.stderr
 
 
 def test_missing_file_in_a_fresh_process(good: Path, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "attest", "compare", str(good), str(tmp_path / "gone.safetensors")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "attest", "compare", str(good), str(tmp_path / "gone.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_input_error(proc.returncode, proc.stderr, "gone.safetensors", "no such file")
 
 

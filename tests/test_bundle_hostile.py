@@ -14,11 +14,11 @@ import zlib
 from typing import Any
 
 import cbor2
-import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from statement_docs import core_document
 
 from attest.bundle.cbor_safe import canonical_dumps, safe_loads
 from attest.bundle.container import (
@@ -31,7 +31,6 @@ from attest.bundle.cose import sign1, verify1
 from attest.bundle.png_safe import check_png
 from attest.crypto.keys import TrustStore, key_id
 from attest.errors import BundleError, InputError
-from statement_docs import core_document
 
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"hostile").digest())
 TRUST = TrustStore.from_public_keys({"acme": KEY.public_key()})
@@ -53,9 +52,15 @@ def document(image: bytes) -> dict[str, Any]:
 
 
 def container(statement: bytes, image: bytes, receipts: list[bytes] | None = None) -> bytes:
-    return canonical_dumps({"format": "attest-bundle/1", "statement": statement,
-                            "image": {"media_type": "image/png", "data": image},
-                            "receipts": receipts or [], "timestamps": []})
+    return canonical_dumps(
+        {
+            "format": "attest-bundle/1",
+            "statement": statement,
+            "image": {"media_type": "image/png", "data": image},
+            "receipts": receipts or [],
+            "timestamps": [],
+        }
+    )
 
 
 IMAGE = png()
@@ -67,9 +72,12 @@ BASELINE = read_attestation(BUNDLE, TRUST)
 
 
 def _same_as_baseline(opened: Any) -> bool:
-    return (canonical_dumps(opened.document) == canonical_dumps(BASELINE.document)
-            and opened.verified.kid == BASELINE.verified.kid and opened.png == BASELINE.png
-            and opened.verified.payload == BASELINE.verified.payload)
+    return (
+        canonical_dumps(opened.document) == canonical_dumps(BASELINE.document)
+        and opened.verified.kid == BASELINE.verified.kid
+        and opened.png == BASELINE.png
+        and opened.verified.payload == BASELINE.verified.payload
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -124,62 +132,89 @@ def loads(data: bytes, **kw: Any) -> Any:
     return safe_loads(data, **opts)
 
 
-@pytest.mark.parametrize("hexdata, message", [
-    ("1817", "non-canonical"),                 # 23 in two bytes
-    ("190017", "non-canonical"),               # 23 in three bytes
-    ("1a000000ff", "non-canonical"),           # 255 in five bytes
-    ("1b00000000ffffffff", "non-canonical"),   # 2**32-1 in nine bytes
-    ("3817", "non-canonical"),                 # -24 in two bytes
-    ("5801ff", "non-canonical"),               # 1-byte bstr with a 1-byte length
-    ("d81200", "non-canonical"),               # tag 18 with a one-byte head
-    ("a2616201616101", "canonical order"),     # {"b": 1, "a": 2}: unsorted
-    ("a2616101616102", "duplicate map key"),   # {"a": 1, "a": 2}
-    ("a201010102", "duplicate map key"),       # {1: 1, 1: 2}
-    ("a220010101", "canonical order"),         # {-1: 1, 1: 1}: unsorted
-    ("5f41004100ff", "indefinite"),            # indefinite byte string
-    ("7f6161ff", "indefinite"),                # indefinite text string
-    ("9f01ff", "indefinite"),                  # indefinite array
-    ("bf616101ff", "indefinite"),              # indefinite map
-    ("ff", "break"),
-    ("1c", "reserved"),
-    ("f7", "undefined"),
-    ("f0", "simple value"),
-    ("f820", "simple value"),
-    ("fa3f800000", "non-canonical"),           # 1.0 as float32
-    ("fb3ff0000000000000", "non-canonical"),   # 1.0 as float64
-    ("f97e01", "non-canonical"),               # NaN with a payload
-    ("c074323031332d30332d32315432303a30343a30305a", "tag 0"),
-    ("d818420102", "tag 24"),                  # embedded CBOR
-    ("d81c01", "tag 28"),                      # value sharing
-    ("c249010000000000000000", "tag 2"),       # bignum
-    ("a1a0a0", "map key"),                     # map as a map key
-    ("a14100", "map key"),                     # byte string as a map key
-    ("62c328", "invalid CBOR"),                # invalid UTF-8
-    ("0000", "trailing"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "hexdata, message",
+    [
+        ("1817", "non-canonical"),  # 23 in two bytes
+        ("190017", "non-canonical"),  # 23 in three bytes
+        ("1a000000ff", "non-canonical"),  # 255 in five bytes
+        ("1b00000000ffffffff", "non-canonical"),  # 2**32-1 in nine bytes
+        ("3817", "non-canonical"),  # -24 in two bytes
+        ("5801ff", "non-canonical"),  # 1-byte bstr with a 1-byte length
+        ("d81200", "non-canonical"),  # tag 18 with a one-byte head
+        ("a2616201616101", "canonical order"),  # {"b": 1, "a": 2}: unsorted
+        ("a2616101616102", "duplicate map key"),  # {"a": 1, "a": 2}
+        ("a201010102", "duplicate map key"),  # {1: 1, 1: 2}
+        ("a220010101", "canonical order"),  # {-1: 1, 1: 1}: unsorted
+        ("5f41004100ff", "indefinite"),  # indefinite byte string
+        ("7f6161ff", "indefinite"),  # indefinite text string
+        ("9f01ff", "indefinite"),  # indefinite array
+        ("bf616101ff", "indefinite"),  # indefinite map
+        ("ff", "break"),
+        ("1c", "reserved"),
+        ("f7", "undefined"),
+        ("f0", "simple value"),
+        ("f820", "simple value"),
+        ("fa3f800000", "non-canonical"),  # 1.0 as float32
+        ("fb3ff0000000000000", "non-canonical"),  # 1.0 as float64
+        ("f97e01", "non-canonical"),  # NaN with a payload
+        ("c074323031332d30332d32315432303a30343a30305a", "tag 0"),
+        ("d818420102", "tag 24"),  # embedded CBOR
+        ("d81c01", "tag 28"),  # value sharing
+        ("c249010000000000000000", "tag 2"),  # bignum
+        ("a1a0a0", "map key"),  # map as a map key
+        ("a14100", "map key"),  # byte string as a map key
+        ("62c328", "invalid CBOR"),  # invalid UTF-8
+        ("0000", "trailing"),
+        ("", "empty"),
+    ],
+)
 def test_malformed_cbor(hexdata: str, message: str) -> None:
     with pytest.raises(BundleError, match=message):
         loads(bytes.fromhex(hexdata))
 
 
 def test_canonical_values_accepted() -> None:
-    for value in [0, 23, 24, 255, 256, 2**32, 2**64 - 1, -1, -(2**64), 1.5, float("inf"), float("nan"), -0.0,
-                  "", "héllo", b"", b"\x00" * 300, [], [1, [2, [3]]], {}, {"a": 1, "b": [True, False, None]},
-                  {1: 1, 3: 3, -1: 1}, cbor2.CBORTag(18, [b"", {}, b"", b""])]:
+    for value in [
+        0,
+        23,
+        24,
+        255,
+        256,
+        2**32,
+        2**64 - 1,
+        -1,
+        -(2**64),
+        1.5,
+        float("inf"),
+        float("nan"),
+        -0.0,
+        "",
+        "héllo",
+        b"",
+        b"\x00" * 300,
+        [],
+        [1, [2, [3]]],
+        {},
+        {"a": 1, "b": [True, False, None]},
+        {1: 1, 3: 3, -1: 1},
+        cbor2.CBORTag(18, [b"", {}, b"", b""]),
+    ]:
         data = canonical_dumps(value)
         out = loads(data)
         assert canonical_dumps(out) == data
 
 
 def test_huge_declared_lengths_refused_before_allocating() -> None:
-    for hexdata in ["5b4000000000000000",             # bstr of 2**62 bytes
-                    "7b4000000000000000",             # tstr of 2**62 bytes
-                    "9b4000000000000000",             # array of 2**62 items
-                    "bb4000000000000000",             # map of 2**62 pairs
-                    "5bffffffffffffffff",
-                    "9a7fffffff00",
-                    "a1615a9b4000000000000000"]:      # nested inside a map
+    for hexdata in [
+        "5b4000000000000000",  # bstr of 2**62 bytes
+        "7b4000000000000000",  # tstr of 2**62 bytes
+        "9b4000000000000000",  # array of 2**62 items
+        "bb4000000000000000",  # map of 2**62 pairs
+        "5bffffffffffffffff",
+        "9a7fffffff00",
+        "a1615a9b4000000000000000",
+    ]:  # nested inside a map
         t0 = time.perf_counter()
         with pytest.raises(BundleError, match="exceeds|cannot fit"):
             loads(bytes.fromhex(hexdata))
@@ -217,8 +252,15 @@ def test_duplicate_and_unsorted_keys_in_real_containers() -> None:
     with pytest.raises(BundleError, match="duplicate map key|canonical order"):
         read_attestation(bytes([0xA6]) + body + rest, TRUST)
     # Unsorted container: cbor2 without canonical keeps insertion order.
-    unsorted = cbor2.dumps({"timestamps": [], "receipts": [], "statement": STATEMENT,
-                            "image": {"media_type": "image/png", "data": IMAGE}, "format": "attest-bundle/1"})
+    unsorted = cbor2.dumps(
+        {
+            "timestamps": [],
+            "receipts": [],
+            "statement": STATEMENT,
+            "image": {"media_type": "image/png", "data": IMAGE},
+            "format": "attest-bundle/1",
+        }
+    )
     with pytest.raises(BundleError, match="canonical order"):
         read_attestation(unsorted, TRUST)
 
@@ -227,8 +269,15 @@ def test_non_canonical_document_even_if_validly_signed() -> None:
     # A trusted signer's non-canonical payload (unsorted keys) is still refused:
     # one document, one encoding.
     payload = cbor2.dumps(dict(reversed(list(DOC.items()))))
-    st = sign1(payload, KEY, kid=key_id(KEY.public_key()), issuer="i", subject="s", iat=1,
-               content_type="application/vnd.attest.statement+cbor")
+    st = sign1(
+        payload,
+        KEY,
+        kid=key_id(KEY.public_key()),
+        issuer="i",
+        subject="s",
+        iat=1,
+        content_type="application/vnd.attest.statement+cbor",
+    )
     with pytest.raises(BundleError, match="statement document: map keys not in canonical order"):
         read_attestation(container(st, IMAGE), TRUST)
 
@@ -275,21 +324,24 @@ def test_png_bomb_in_a_validly_signed_bundle() -> None:
         read_attestation(container(st, bomb), TRUST)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda b: b[:7], "signature"),
-    (lambda b: b"GIF89a" + b[6:], "signature"),
-    (lambda b: b[:20], "truncated|runs past"),
-    (lambda b: b + b"junk", "trailing"),
-    (lambda b: b[:-12], "truncated"),                                   # IEND missing
-    (lambda b: b[:29] + bytes([b[29] ^ 1]) + b[30:], "CRC"),            # IHDR CRC
-    (lambda b: b[:8] + struct.pack(">I", 2**31) + b[12:], "runs past"),
-    (lambda b: png(0, 1), "dimensions"),
-    (lambda b: b[:8] + _chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 7, 2, 0, 0, 0)) + b[33:], "bit depth"),
-    (lambda b: b[:8] + _chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 1, 0, 0)) + b[33:], "method"),
-    (lambda b: b[:8] + _chunk(b"tEXt", b"a\x00b") + b[8:], "IHDR"),
-    (lambda b: b[:33] + _chunk(b"IHDR", b[16:29]) + b[33:], "repeated IHDR"),
-    (lambda b: b[:33] + b[-12:], "IEND without image data"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda b: b[:7], "signature"),
+        (lambda b: b"GIF89a" + b[6:], "signature"),
+        (lambda b: b[:20], "truncated|runs past"),
+        (lambda b: b + b"junk", "trailing"),
+        (lambda b: b[:-12], "truncated"),  # IEND missing
+        (lambda b: b[:29] + bytes([b[29] ^ 1]) + b[30:], "CRC"),  # IHDR CRC
+        (lambda b: b[:8] + struct.pack(">I", 2**31) + b[12:], "runs past"),
+        (lambda b: png(0, 1), "dimensions"),
+        (lambda b: b[:8] + _chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 7, 2, 0, 0, 0)) + b[33:], "bit depth"),
+        (lambda b: b[:8] + _chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 1, 0, 0)) + b[33:], "method"),
+        (lambda b: b[:8] + _chunk(b"tEXt", b"a\x00b") + b[8:], "IHDR"),
+        (lambda b: b[:33] + _chunk(b"IHDR", b[16:29]) + b[33:], "repeated IHDR"),
+        (lambda b: b[:33] + b[-12:], "IEND without image data"),
+    ],
+)
 def test_png_structure_errors(mutate: Any, message: str) -> None:
     with pytest.raises(BundleError, match=message):
         check_png(mutate(IMAGE))
@@ -321,11 +373,11 @@ def _mutate(data: bytes, ops: list[tuple[int, int, int, bytes]]) -> bytes:
         elif kind == 2:  # insertion
             buf[i:i] = blob
         elif kind == 3:  # deletion
-            del buf[i:i + 1 + b % 16]
+            del buf[i : i + 1 + b % 16]
         else:  # splice: copy a run of the bundle over another place
             j = b % n
             k = 1 + len(blob) * 7
-            buf[i:i + k] = data[j:j + k]
+            buf[i : i + k] = data[j : j + k]
     return bytes(buf)
 
 
@@ -344,8 +396,7 @@ def _open_mutant(mutant: bytes) -> None:
 
 # 5,000 examples x 5 mutants = 25,000 hypothesis-generated mutations.  Several
 # mutants per example keep hypothesis' per-example overhead inside the budget.
-@settings(max_examples=5_000, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=5_000, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(_op, min_size=4, max_size=4))
 def test_fuzz_bundle_mutations(ops: list[tuple[int, int, int, bytes]]) -> None:
     for op in ops:
@@ -361,11 +412,14 @@ def test_fuzz_documents_signed_by_a_trusted_key() -> None:
     kid = key_id(KEY.public_key())
     rejected = accepted = 0
     for _ in range(3000):
-        ops = [(rng.randrange(5), rng.randrange(1 << 16), rng.randrange(1 << 16),
-                rng.randbytes(rng.randrange(9))) for _ in range(rng.randrange(1, 4))]
+        ops = [
+            (rng.randrange(5), rng.randrange(1 << 16), rng.randrange(1 << 16), rng.randbytes(rng.randrange(9)))
+            for _ in range(rng.randrange(1, 4))
+        ]
         mutant = _mutate(payload, ops)
-        st_ = sign1(mutant, KEY, kid=kid, issuer="i", subject="s", iat=1,
-                    content_type="application/vnd.attest.statement+cbor")
+        st_ = sign1(
+            mutant, KEY, kid=kid, issuer="i", subject="s", iat=1, content_type="application/vnd.attest.statement+cbor"
+        )
         try:
             opened = read_attestation(container(st_, IMAGE), TRUST)
         except BundleError:
@@ -389,8 +443,10 @@ def test_fuzz_raw_cbor() -> None:
             data = rng.randbytes(rng.randrange(64))
         else:
             base = seeds[i % len(seeds)]
-            data = _mutate(base, [(rng.randrange(5), rng.randrange(1 << 16), rng.randrange(1 << 16),
-                                   rng.randbytes(rng.randrange(9)))])
+            data = _mutate(
+                base,
+                [(rng.randrange(5), rng.randrange(1 << 16), rng.randrange(1 << 16), rng.randbytes(rng.randrange(9)))],
+            )
         try:
             loads(data, max_items=100_000)
         except BundleError:

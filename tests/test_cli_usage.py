@@ -47,12 +47,15 @@ def test_missing_argument_exits_4(command: str) -> None:
     assert_usage_error(attest(command), "Missing")
 
 
-@pytest.mark.parametrize("argv", [
-    ["compare", "a", "b", "--tokens", "many"],
-    ["fingerprint", "m", "--out", "o", "--threads", "two"],
-    ["gallery", "--out", "g", "--n", "x"],
-    ["verify", "s", "--bundle", "b", "--threshold", "high"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "a", "b", "--tokens", "many"],
+        ["fingerprint", "m", "--out", "o", "--threads", "two"],
+        ["gallery", "--out", "g", "--n", "x"],
+        ["verify", "s", "--bundle", "b", "--threshold", "high"],
+    ],
+)
 def test_bad_value_exits_4(argv: list[str]) -> None:
     assert_usage_error(attest(*argv), "Invalid value")
 

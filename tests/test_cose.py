@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from statement_docs import core_document
 
 from attest.bundle import cose
 from attest.bundle.cbor_safe import canonical_dumps, safe_loads
@@ -35,7 +35,6 @@ from attest.bundle.container import (
 from attest.bundle.cose import parse_sign1, sign1, verify1
 from attest.crypto.keys import TrustStore, key_id
 from attest.errors import BundleError, InputError
-from statement_docs import core_document
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
@@ -89,10 +88,17 @@ def test_round_trip(key: Ed25519PrivateKey, trust: TrustStore) -> None:
     assert msg[0] == 0xD2  # tag 18
     v = verify1(msg, trust)
     assert (v.payload, v.kid, v.issuer, v.subject, v.iat, v.content_type, v.alg, v.signer) == (
-        b"payload", kid_of(key), "Acme", "m", 123, "text/plain", -8, "acme")
+        b"payload",
+        kid_of(key),
+        "Acme",
+        "m",
+        123,
+        "text/plain",
+        -8,
+        "acme",
+    )
     assert dict(v.protected)[4] == kid_of(key)
-    v19 = verify1(sign1(b"p", key, kid=kid_of(key), issuer="a", subject="s", iat=0, content_type="c", alg=-19),
-                  trust)
+    v19 = verify1(sign1(b"p", key, kid=kid_of(key), issuer="a", subject="s", iat=0, content_type="c", alg=-19), trust)
     assert v19.alg == -19
 
 
@@ -165,14 +171,20 @@ def _pycose_python() -> str | None:
     if not Path(candidate).exists():
         return None
     probe = subprocess.run(
-        [candidate, "-c", "import sys, pycose, importlib.metadata as m; "
-                          "sys.exit(int(m.version('cbor2').split('.')[0]) >= 6)"],
-        capture_output=True, timeout=60)
+        [
+            candidate,
+            "-c",
+            "import sys, pycose, importlib.metadata as m; sys.exit(int(m.version('cbor2').split('.')[0]) >= 6)",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     return candidate if probe.returncode == 0 else None
 
 
-def test_pycose_full_decode_in_separate_env(bundle: tuple[bytes, bytes, dict[str, Any]],
-                                            key: Ed25519PrivateKey) -> None:
+def test_pycose_full_decode_in_separate_env(
+    bundle: tuple[bytes, bytes, dict[str, Any]], key: Ed25519PrivateKey
+) -> None:
     python = _pycose_python()
     if python is None:
         pytest.skip("no Python with pycose and cbor2<6 (set ATTEST_PYCOSE_PYTHON)")
@@ -189,8 +201,9 @@ def test_pycose_full_decode_in_separate_env(bundle: tuple[bytes, bytes, dict[str
         "kid = next(v for k, v in m.phdr.items() if k.identifier == 4)\n"
         "print(json.dumps({'ok': m.verify_signature(), 'kid': kid.hex()}))\n"
     )
-    out = subprocess.run([python, "-c", script, statement.hex(), x.hex()], capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [python, "-c", script, statement.hex(), x.hex()], capture_output=True, text=True, timeout=120, check=True
+    )
     result = json.loads(out.stdout)
     assert result == {"ok": True, "kid": kid_of(key).hex()}
 
@@ -199,9 +212,17 @@ def test_pycose_full_decode_in_separate_env(bundle: tuple[bytes, bytes, dict[str
 # rejections
 
 
-def forge(key: Ed25519PrivateKey, protected: Any, *, uhdr: Any = None, payload: Any = b"x",
-          tag: int = 18, raw_protected: bytes | None = None, signature: bytes | None = None,
-          extra: list[Any] | None = None) -> bytes:
+def forge(
+    key: Ed25519PrivateKey,
+    protected: Any,
+    *,
+    uhdr: Any = None,
+    payload: Any = b"x",
+    tag: int = 18,
+    raw_protected: bytes | None = None,
+    signature: bytes | None = None,
+    extra: list[Any] | None = None,
+) -> bytes:
     """A COSE_Sign1 with arbitrary headers and a *valid* signature, so only the header check can reject it."""
     pb = raw_protected if raw_protected is not None else canonical_dumps(protected)
     p = payload if isinstance(payload, bytes) else b""
@@ -334,9 +355,15 @@ def test_image_binding(key: Ed25519PrivateKey, trust: TrustStore) -> None:
     other = tiny_png(seed=1)
     with pytest.raises(BundleError, match="image"):
         encode_attestation(statement, other)  # the writer refuses too
-    container = canonical_dumps({"format": "attest-bundle/1", "statement": statement,
-                                 "image": {"media_type": "image/png", "data": other},
-                                 "receipts": [], "timestamps": []})
+    container = canonical_dumps(
+        {
+            "format": "attest-bundle/1",
+            "statement": statement,
+            "image": {"media_type": "image/png", "data": other},
+            "receipts": [],
+            "timestamps": [],
+        }
+    )
     with pytest.raises(BundleError, match="does not match the SHA-256"):
         read_attestation(container, trust)
 
@@ -345,32 +372,41 @@ def test_statement_with_wrong_content_type(key: Ed25519PrivateKey, trust: TrustS
     png = tiny_png()
     payload = encode_document(make_document(png))
     st = sign1(payload, key, kid=kid_of(key), issuer="i", subject="s", iat=1, content_type="application/json")
-    container = canonical_dumps({"format": "attest-bundle/1", "statement": st,
-                                 "image": {"media_type": "image/png", "data": png},
-                                 "receipts": [], "timestamps": []})
+    container = canonical_dumps(
+        {
+            "format": "attest-bundle/1",
+            "statement": st,
+            "image": {"media_type": "image/png", "data": png},
+            "receipts": [],
+            "timestamps": [],
+        }
+    )
     with pytest.raises(BundleError, match="content type"):
         read_attestation(container, trust)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.pop("latent"), "missing 'latent'"),
-    (lambda d: d.update(extra=1), "unknown top-level keys"),
-    (lambda d: d.update(format="attest-statement/2"), "format"),
-    (lambda d: d.update(latent=b"\x00" * 2044), "latent must be 512"),
-    (lambda d: d.update(latent=np.full(512, np.nan, "<f4").tobytes()), "NaN"),
-    (lambda d: d["sketch"].update(shape=[5, 4]), "needs 40"),
-    (lambda d: d["sketch"].update(shape=[]), "shape"),
-    (lambda d: d["sketch"].update(shape=[6, True]), "shape"),
-    (lambda d: d["sketch"].update(dtype="float32"), "dtype"),
-    (lambda d: d["sketch"].update(data=np.array([1] * 14 + [np.inf], "<f2").tobytes()), "NaN or infinity"),
-    (lambda d: d["method"].update(tokens=["x" * 257]), "at most 256 bytes"),
-    (lambda d: d["method"].update(tokens=["a"] * 16385), "at most 16384"),
-    (lambda d: d["method"].update(tokens="abc"), "tokens"),
-    (lambda d: d["image"].update(sha256=b"\x00" * 31), "sha256"),
-    (lambda d: d["image"].update(media_type="image/jpeg"), "media_type"),
-    (lambda d: d.update(tool="attest"), "'tool' has the wrong type"),
-    (lambda d: d["model"].update({7: "int key"}), "not text"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("latent"), "missing 'latent'"),
+        (lambda d: d.update(extra=1), "unknown top-level keys"),
+        (lambda d: d.update(format="attest-statement/2"), "format"),
+        (lambda d: d.update(latent=b"\x00" * 2044), "latent must be 512"),
+        (lambda d: d.update(latent=np.full(512, np.nan, "<f4").tobytes()), "NaN"),
+        (lambda d: d["sketch"].update(shape=[5, 4]), "needs 40"),
+        (lambda d: d["sketch"].update(shape=[]), "shape"),
+        (lambda d: d["sketch"].update(shape=[6, True]), "shape"),
+        (lambda d: d["sketch"].update(dtype="float32"), "dtype"),
+        (lambda d: d["sketch"].update(data=np.array([1] * 14 + [np.inf], "<f2").tobytes()), "NaN or infinity"),
+        (lambda d: d["method"].update(tokens=["x" * 257]), "at most 256 bytes"),
+        (lambda d: d["method"].update(tokens=["a"] * 16385), "at most 16384"),
+        (lambda d: d["method"].update(tokens="abc"), "tokens"),
+        (lambda d: d["image"].update(sha256=b"\x00" * 31), "sha256"),
+        (lambda d: d["image"].update(media_type="image/jpeg"), "media_type"),
+        (lambda d: d.update(tool="attest"), "'tool' has the wrong type"),
+        (lambda d: d["model"].update({7: "int key"}), "not text"),
+    ],
+)
 def test_document_validation(mutate: Any, message: str, key: Ed25519PrivateKey) -> None:
     doc = make_document(tiny_png())
     mutate(doc)
@@ -425,13 +461,15 @@ def _evidence_body(attestation: bytes) -> dict[str, Any]:
     }
 
 
-def test_evidence_unsigned_and_signed(tmp_path: Path, bundle: tuple[bytes, bytes, dict[str, Any]],
-                                      key: Ed25519PrivateKey, trust: TrustStore) -> None:
+def test_evidence_unsigned_and_signed(
+    tmp_path: Path, bundle: tuple[bytes, bytes, dict[str, Any]], key: Ed25519PrivateKey, trust: TrustStore
+) -> None:
     data, png, _ = bundle
     suspect_png = tiny_png(seed=9)
     sheet = tiny_png(4, 2, seed=3)
-    written = write_evidence(tmp_path / "e.cbor", _evidence_body(data), base_png=png, suspect_png=suspect_png,
-                             sheet_png=sheet)
+    written = write_evidence(
+        tmp_path / "e.cbor", _evidence_body(data), base_png=png, suspect_png=suspect_png, sheet_png=sheet
+    )
     ev = read_evidence(written, trust)
     assert ev.signed is None and ev.attestation.png == png and ev.images["sheet"] == sheet
     assert ev.body["results"]["verdict"] == "match"
@@ -440,8 +478,15 @@ def test_evidence_unsigned_and_signed(tmp_path: Path, bundle: tuple[bytes, bytes
 
     verifier = Ed25519PrivateKey.generate()
     vtrust = TrustStore.from_public_keys({"lab": verifier.public_key()})
-    signed = write_evidence(tmp_path / "s.cbor", _evidence_body(data), base_png=png, suspect_png=suspect_png,
-                            key=verifier, issuer="Forensics Lab", iat=1_800_000_000)
+    signed = write_evidence(
+        tmp_path / "s.cbor",
+        _evidence_body(data),
+        base_png=png,
+        suspect_png=suspect_png,
+        key=verifier,
+        issuer="Forensics Lab",
+        iat=1_800_000_000,
+    )
     ev2 = read_evidence(signed, trust, verifier_trust=vtrust, require_signed=True)
     assert ev2.signed is not None and ev2.signed.signer == "lab" and ev2.signed.subject == "acme-7b"
     assert ev2.signed.content_type == EVIDENCE_CONTENT_TYPE
@@ -459,8 +504,7 @@ def test_evidence_unsigned_and_signed(tmp_path: Path, bundle: tuple[bytes, bytes
             read_evidence(bytes(bad), trust, verifier_trust=vtrust)
 
 
-def test_evidence_rejections(tmp_path: Path, bundle: tuple[bytes, bytes, dict[str, Any]],
-                             trust: TrustStore) -> None:
+def test_evidence_rejections(tmp_path: Path, bundle: tuple[bytes, bytes, dict[str, Any]], trust: TrustStore) -> None:
     data, png, _ = bundle
     with pytest.raises(BundleError, match="base image"):
         write_evidence(tmp_path / "x", _evidence_body(data), base_png=tiny_png(seed=5), suspect_png=png)
@@ -468,14 +512,16 @@ def test_evidence_rejections(tmp_path: Path, bundle: tuple[bytes, bytes, dict[st
     del body["time"]
     with pytest.raises(BundleError, match="missing"):
         write_evidence(tmp_path / "x", body, base_png=png, suspect_png=png)
-    forged = canonical_dumps({**_evidence_body(data), "format": "attest-evidence/1",
-                              "images": {"base": tiny_png(seed=5), "suspect": png}})
+    forged = canonical_dumps(
+        {**_evidence_body(data), "format": "attest-evidence/1", "images": {"base": tiny_png(seed=5), "suspect": png}}
+    )
     with pytest.raises(BundleError, match="base image"):
         read_evidence(forged, trust)
     tampered = bytearray(data)
     tampered[len(tampered) // 2] ^= 1
-    bad_inner = canonical_dumps({**_evidence_body(bytes(tampered)), "format": "attest-evidence/1",
-                                 "images": {"base": png, "suspect": png}})
+    bad_inner = canonical_dumps(
+        {**_evidence_body(bytes(tampered)), "format": "attest-evidence/1", "images": {"base": png, "suspect": png}}
+    )
     with pytest.raises(BundleError):
         read_evidence(bad_inner, trust)
 
@@ -507,8 +553,9 @@ def test_cddl_attestation(bundle: tuple[bytes, bytes, dict[str, Any]]) -> None:
     with pytest.raises(pycddl.ValidationError):
         _schema(path, "statement-document").validate_cbor(canonical_dumps(doc))
     with pytest.raises(pycddl.ValidationError):
-        _schema(path, "protected-header").validate_cbor(canonical_dumps({1: -7, 3: "c", 4: b"k" * 32,
-                                                                        15: {1: "i", 2: "s", 6: 1}}))
+        _schema(path, "protected-header").validate_cbor(
+            canonical_dumps({1: -7, 3: "c", 4: b"k" * 32, 15: {1: "i", 2: "s", 6: 1}})
+        )
 
 
 def test_cddl_evidence(tmp_path: Path, bundle: tuple[bytes, bytes, dict[str, Any]]) -> None:
@@ -518,8 +565,9 @@ def test_cddl_evidence(tmp_path: Path, bundle: tuple[bytes, bytes, dict[str, Any
     unsigned = write_evidence(tmp_path / "u", _evidence_body(data), base_png=png, suspect_png=png)
     _schema(path).validate_cbor(unsigned)
     _schema(path, "evidence").validate_cbor(unsigned)
-    signed = write_evidence(tmp_path / "s", _evidence_body(data), base_png=png, suspect_png=png,
-                            key=Ed25519PrivateKey.generate(), iat=1)
+    signed = write_evidence(
+        tmp_path / "s", _evidence_body(data), base_png=png, suspect_png=png, key=Ed25519PrivateKey.generate(), iat=1
+    )
     _schema(path).validate_cbor(signed)
     parsed = parse_sign1(signed)
     _schema(path, "evidence-protected-header").validate_cbor(parsed.protected_bytes)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import torch
-from safetensors.torch import save_file
+from conftest import write_tokenizer
 from transformers import BertConfig, BertModel
 
-from conftest import write_tokenizer
-
 from attest.arch.detect import load_model
-from attest.workflows.compare import compare_models
 from attest.demo.disguise import disguise_bert
 from attest.invariants.methods import DEFAULT
+from attest.workflows.compare import compare_models
 
 
 def _bert(seed: int) -> BertModel:
@@ -47,5 +45,7 @@ def test_disguise_without_noise_preserves_outputs_up_to_the_hidden_permutation(t
     twin.load_state_dict(disguise_bert(sd, 4, noise=0.02, seed=3))
     twin.save_pretrained(copy_dir)
     write_tokenizer(copy_dir)
-    result = compare_models(load_model(base_dir), load_model(copy_dir), DEFAULT.with_options(n_tokens=256), precision="fp32")
+    result = compare_models(
+        load_model(base_dir), load_model(copy_dir), DEFAULT.with_options(n_tokens=256), precision="fp32"
+    )
     assert result.verdict.value == "match" and result.score > 0.99

@@ -29,7 +29,6 @@ Run `python tests/test_families.py` to print the families × layouts table.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from contextlib import contextmanager
@@ -42,13 +41,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
 from conftest import build_tiny_model, save_model, write_tokenizer  # noqa: E402
 from family_configs import CASES  # noqa: E402
 
 # --------------------------------------------------------------------------- what each case exercises
 LAYOUTS: dict[str, list[str]] = {
-    "llama": ["GQA", "separate q/k/v", "gated FFN", "RMSNorm", "untied head", "pytorch_model.bin (weights_only)", "detect w/o config"],
+    "llama": [
+        "GQA",
+        "separate q/k/v",
+        "gated FFN",
+        "RMSNorm",
+        "untied head",
+        "pytorch_model.bin (weights_only)",
+        "detect w/o config",
+    ],
     "mistral": ["GQA", "separate q/k/v", "gated FFN", "RMSNorm", "3 layers"],
     "qwen2": ["GQA", "q/k/v biases", "gated FFN", "RMSNorm"],
     "qwen3": ["GQA", "head_dim ≠ d/H (from config)", "per-head q/k RMSNorm", "gated FFN"],
@@ -57,7 +63,14 @@ LAYOUTS: dict[str, list[str]] = {
     "gemma3": ["GQA", "Gemma (1+γ) norm", "per-head q/k (1+γ) RMSNorm", "pre+post sublayer norms"],
     "phi3": ["GQA", "fused QKV contiguous", "fused gate_up", "detect w/o config"],
     "gpt2": ["Conv1D (transposed)", "fused QKV contiguous", "LayerNorm + biases", "tied head", "detect w/o config"],
-    "gpt_neox": ["per-head interleaved QKV", "parallel residual", "partial rotary", "LayerNorm + biases", "untied head", "detect w/o config"],
+    "gpt_neox": [
+        "per-head interleaved QKV",
+        "parallel residual",
+        "partial rotary",
+        "LayerNorm + biases",
+        "untied head",
+        "detect w/o config",
+    ],
     "gptj": ["parallel block (one ln_1 for attn and FFN)", "separate q/k/v", "LayerNorm + biases"],
     "opt": ["separate q/k/v + biases", "pre-scaled q", "LayerNorm + biases", "tied head"],
     "falcon": ["multi-query grouped QKV [1, H+2, dh]", "parallel block (one input_layernorm)", "rotary"],
@@ -69,10 +82,21 @@ LAYOUTS: dict[str, list[str]] = {
     "starcoder2": ["GQA", "LayerNorm + biases", "non-gated FFN (c_fc/c_proj)"],
     "olmo": ["GQA", "parameter-free LayerNorm (no gains)"],
     "stablelm": ["GQA", "LayerNorm + biases", "q/k/v biases", "partial rotary"],
-    "mixtral": ["GQA", "MoE 4 experts + router", "per-expert tensors (as saved)", "stacked experts [E,2f,d] (as in memory)", "detect w/o config"],
+    "mixtral": [
+        "GQA",
+        "MoE 4 experts + router",
+        "per-expert tensors (as saved)",
+        "stacked experts [E,2f,d] (as in memory)",
+        "detect w/o config",
+    ],
     "qwen2_moe": ["GQA", "MoE 4 experts + router", "shared expert", "q/k/v biases"],
     "qwen3_moe": ["GQA", "MoE 4 experts + router", "per-head q/k RMSNorm"],
-    "bert": ["post-LN (reads previous layer's output norm)", "embedding LayerNorm", "encoder via AutoModel", "detect w/o config"],
+    "bert": [
+        "post-LN (reads previous layer's output norm)",
+        "embedding LayerNorm",
+        "encoder via AutoModel",
+        "detect w/o config",
+    ],
 }
 
 
@@ -109,8 +133,13 @@ H = "transformer.h.{i}."
 
 def _llama(**kw: Any) -> Probe:
     base: dict[str, Any] = dict(
-        attn_in=L + "self_attn.q_proj", attn_norm=L + "input_layernorm", o=L + "self_attn.o_proj",
-        ffn_in=L + "mlp", ffn_norm=L + "post_attention_layernorm", ffn_out=L + "mlp", final_norm="model.norm",
+        attn_in=L + "self_attn.q_proj",
+        attn_norm=L + "input_layernorm",
+        o=L + "self_attn.o_proj",
+        ffn_in=L + "mlp",
+        ffn_norm=L + "post_attention_layernorm",
+        ffn_out=L + "mlp",
+        final_norm="model.norm",
     )
     return Probe(**{**base, **kw})
 
@@ -121,9 +150,17 @@ def _moe(**kw: Any) -> Probe:
 
 def _falcon(**kw: Any) -> Probe:
     base: dict[str, Any] = dict(
-        attn_in=H + "self_attention.query_key_value", attn_norm=H + "input_layernorm", o=H + "self_attention.dense",
-        ffn_in=H + "mlp", ffn_norm=H + "input_layernorm", ffn_out=H + "mlp", act="gelu", qkv="falcon",
-        attn=H + "self_attention", rope=False, final_norm="transformer.ln_f",
+        attn_in=H + "self_attention.query_key_value",
+        attn_norm=H + "input_layernorm",
+        o=H + "self_attention.dense",
+        ffn_in=H + "mlp",
+        ffn_norm=H + "input_layernorm",
+        ffn_out=H + "mlp",
+        act="gelu",
+        qkv="falcon",
+        attn=H + "self_attention",
+        rope=False,
+        final_norm="transformer.ln_f",
     )
     return Probe(**{**base, **kw})
 
@@ -139,46 +176,112 @@ PROBES: dict[str, Probe] = {
     "qwen2": _llama(),
     "qwen3": _llama(**_QK_NORM),
     "gemma": _llama(act="gelu_pytorch_tanh"),
-    "gemma2": _llama(act="gelu_pytorch_tanh", ffn_norm=L + "pre_feedforward_layernorm",
-                     attn_out_norm=L + "post_attention_layernorm", ffn_out_norm=L + "post_feedforward_layernorm"),
-    "gemma3": _llama(act="gelu_pytorch_tanh", ffn_norm=L + "pre_feedforward_layernorm", **_QK_NORM,
-                     attn_out_norm=L + "post_attention_layernorm", ffn_out_norm=L + "post_feedforward_layernorm"),
+    "gemma2": _llama(
+        act="gelu_pytorch_tanh",
+        ffn_norm=L + "pre_feedforward_layernorm",
+        attn_out_norm=L + "post_attention_layernorm",
+        ffn_out_norm=L + "post_feedforward_layernorm",
+    ),
+    "gemma3": _llama(
+        act="gelu_pytorch_tanh",
+        ffn_norm=L + "pre_feedforward_layernorm",
+        **_QK_NORM,
+        attn_out_norm=L + "post_attention_layernorm",
+        ffn_out_norm=L + "post_feedforward_layernorm",
+    ),
     "phi3": _llama(attn_in=L + "self_attn.qkv_proj"),
-    "gpt2": Probe(attn_in=H + "attn.c_attn", attn_norm=H + "ln_1", o=H + "attn.c_proj", ffn_in=H + "mlp",
-                  ffn_norm=H + "ln_2", ffn_out=H + "mlp", act="gelu_new", rope=False, final_norm="transformer.ln_f"),
-    "gpt_neox": Probe(attn_in="gpt_neox.layers.{i}.attention.query_key_value", attn_norm="gpt_neox.layers.{i}.input_layernorm",
-                      o="gpt_neox.layers.{i}.attention.dense", ffn_in="gpt_neox.layers.{i}.mlp",
-                      ffn_norm="gpt_neox.layers.{i}.post_attention_layernorm", ffn_out="gpt_neox.layers.{i}.mlp",
-                      act="gelu", final_norm="gpt_neox.final_layer_norm"),
-    "gptj": Probe(attn_in=H + "attn.q_proj", attn_norm=H + "ln_1", o=H + "attn.out_proj", ffn_in=H + "mlp",
-                  ffn_norm=H + "ln_1", ffn_out=H + "mlp", act="gelu_new", final_norm="transformer.ln_f"),
-    "opt": Probe(attn_in="model.decoder.layers.{i}.self_attn.q_proj", attn_norm="model.decoder.layers.{i}.self_attn_layer_norm",
-                 o="model.decoder.layers.{i}.self_attn.out_proj", ffn_in="model.decoder.layers.{i}.fc1",
-                 ffn_norm="model.decoder.layers.{i}.final_layer_norm", ffn_out="model.decoder.layers.{i}.fc2",
-                 act="relu", q_scale=16 ** -0.5, rope=False, final_norm="model.decoder.final_layer_norm"),
+    "gpt2": Probe(
+        attn_in=H + "attn.c_attn",
+        attn_norm=H + "ln_1",
+        o=H + "attn.c_proj",
+        ffn_in=H + "mlp",
+        ffn_norm=H + "ln_2",
+        ffn_out=H + "mlp",
+        act="gelu_new",
+        rope=False,
+        final_norm="transformer.ln_f",
+    ),
+    "gpt_neox": Probe(
+        attn_in="gpt_neox.layers.{i}.attention.query_key_value",
+        attn_norm="gpt_neox.layers.{i}.input_layernorm",
+        o="gpt_neox.layers.{i}.attention.dense",
+        ffn_in="gpt_neox.layers.{i}.mlp",
+        ffn_norm="gpt_neox.layers.{i}.post_attention_layernorm",
+        ffn_out="gpt_neox.layers.{i}.mlp",
+        act="gelu",
+        final_norm="gpt_neox.final_layer_norm",
+    ),
+    "gptj": Probe(
+        attn_in=H + "attn.q_proj",
+        attn_norm=H + "ln_1",
+        o=H + "attn.out_proj",
+        ffn_in=H + "mlp",
+        ffn_norm=H + "ln_1",
+        ffn_out=H + "mlp",
+        act="gelu_new",
+        final_norm="transformer.ln_f",
+    ),
+    "opt": Probe(
+        attn_in="model.decoder.layers.{i}.self_attn.q_proj",
+        attn_norm="model.decoder.layers.{i}.self_attn_layer_norm",
+        o="model.decoder.layers.{i}.self_attn.out_proj",
+        ffn_in="model.decoder.layers.{i}.fc1",
+        ffn_norm="model.decoder.layers.{i}.final_layer_norm",
+        ffn_out="model.decoder.layers.{i}.fc2",
+        act="relu",
+        q_scale=16**-0.5,
+        rope=False,
+        final_norm="model.decoder.final_layer_norm",
+    ),
     "falcon": _falcon(),
     "falcon-40b": _falcon(attn_norm=H + "ln_attn", ffn_norm=H + "ln_mlp"),
     "falcon2-11b": _falcon(),
     "falcon-rw": _falcon(ffn_norm=H + "post_attention_layernorm"),
     # BloomMLP and MptMLP add the residual inside their forward: read their linears instead.
-    "bloom": Probe(attn_in=H + "self_attention.query_key_value", attn_norm=H + "input_layernorm", o=H + "self_attention.dense",
-                   ffn_in=H + "mlp.dense_h_to_4h", ffn_norm=H + "post_attention_layernorm", ffn_out=H + "mlp.dense_4h_to_h",
-                   act="gelu_pytorch_tanh", qkv="bloom", attn=H + "self_attention", rope=False, final_norm="transformer.ln_f",
-                   embed_norm="transformer.word_embeddings_layernorm"),
-    "mpt": Probe(attn_in="transformer.blocks.{i}.attn.Wqkv", attn_norm="transformer.blocks.{i}.norm_1",
-                 o="transformer.blocks.{i}.attn.out_proj", ffn_in="transformer.blocks.{i}.ffn.up_proj",
-                 ffn_norm="transformer.blocks.{i}.norm_2", ffn_out="transformer.blocks.{i}.ffn.down_proj", act="gelu",
-                 qkv="mpt", attn="transformer.blocks.{i}.attn", rope=False, final_norm="transformer.norm_f"),
+    "bloom": Probe(
+        attn_in=H + "self_attention.query_key_value",
+        attn_norm=H + "input_layernorm",
+        o=H + "self_attention.dense",
+        ffn_in=H + "mlp.dense_h_to_4h",
+        ffn_norm=H + "post_attention_layernorm",
+        ffn_out=H + "mlp.dense_4h_to_h",
+        act="gelu_pytorch_tanh",
+        qkv="bloom",
+        attn=H + "self_attention",
+        rope=False,
+        final_norm="transformer.ln_f",
+        embed_norm="transformer.word_embeddings_layernorm",
+    ),
+    "mpt": Probe(
+        attn_in="transformer.blocks.{i}.attn.Wqkv",
+        attn_norm="transformer.blocks.{i}.norm_1",
+        o="transformer.blocks.{i}.attn.out_proj",
+        ffn_in="transformer.blocks.{i}.ffn.up_proj",
+        ffn_norm="transformer.blocks.{i}.norm_2",
+        ffn_out="transformer.blocks.{i}.ffn.down_proj",
+        act="gelu",
+        qkv="mpt",
+        attn="transformer.blocks.{i}.attn",
+        rope=False,
+        final_norm="transformer.norm_f",
+    ),
     "starcoder2": _llama(act="gelu_pytorch_tanh"),
     "olmo": _llama(),
     "stablelm": _llama(),
     "mixtral": _moe(),
     "qwen2_moe": _moe(shared=L + "mlp.shared_expert"),
     "qwen3_moe": _moe(**_QK_NORM),
-    "bert": Probe(attn_in="encoder.layer.{i}.attention.self.query", attn_norm=_bert_attn_norm,
-                  o="encoder.layer.{i}.attention.output.dense", ffn_in="encoder.layer.{i}.intermediate.dense",
-                  ffn_norm="encoder.layer.{i}.attention.output.LayerNorm", ffn_out="encoder.layer.{i}.output.dense",
-                  act="gelu", rope=False, embed_norm="embeddings.LayerNorm"),
+    "bert": Probe(
+        attn_in="encoder.layer.{i}.attention.self.query",
+        attn_norm=_bert_attn_norm,
+        o="encoder.layer.{i}.attention.output.dense",
+        ffn_in="encoder.layer.{i}.intermediate.dense",
+        ffn_norm="encoder.layer.{i}.attention.output.LayerNorm",
+        ffn_out="encoder.layer.{i}.output.dense",
+        act="gelu",
+        rope=False,
+        embed_norm="embeddings.LayerNorm",
+    ),
 }
 
 CASE_NAMES = list(CASES)
@@ -214,7 +317,9 @@ def _attention_states() -> Iterator[list[tuple[torch.Tensor, torch.Tensor, torch
 
     calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-    def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    def attention(
+        module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> Any:
         calls.append((query.detach().clone(), key.detach().clone(), value.detach().clone()))
         eager = sys.modules[type(module).__module__].eager_attention_forward
         return eager(module, query, key, value, *args, **kwargs)
@@ -250,7 +355,12 @@ def record(case: str, model: Any, n_layers: int) -> Run:
     # Biases are outside the canonical view: strip them from every projection's output.
     for _name, mod in model.named_modules():
         w, b = getattr(mod, "weight", None), getattr(mod, "bias", None)
-        if isinstance(w, torch.Tensor) and w.dim() == 2 and isinstance(b, torch.Tensor) and not isinstance(mod, torch.nn.Embedding):
+        if (
+            isinstance(w, torch.Tensor)
+            and w.dim() == 2
+            and isinstance(b, torch.Tensor)
+            and not isinstance(mod, torch.nn.Embedding)
+        ):
             hooks.append(mod.register_forward_hook(lambda m, _a, out: out - m.bias))
     paths = {p for p in (probe.final_norm, probe.embed_norm) if p}
     ios: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -262,6 +372,7 @@ def record(case: str, model: Any, n_layers: int) -> Run:
         def hook(_m: Any, args: tuple, kwargs: dict, out: Any) -> None:
             x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
             ios[path] = (x.detach().clone(), _first_tensor(out).detach().clone())
+
         return hook
 
     for path in sorted(wanted):
@@ -310,7 +421,11 @@ def _save(case: str, form: str, root: Path) -> Path:
             from safetensors.torch import save_file
 
             model.config.save_pretrained(folder)
-            state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight" or not model.config.tie_word_embeddings}
+            state = {
+                k: v.contiguous()
+                for k, v in model.state_dict().items()
+                if k != "lm_head.weight" or not model.config.tie_word_embeddings
+            }
             save_file(state, str(folder / "model.safetensors"))
             write_tokenizer(folder)
         else:
@@ -410,8 +525,11 @@ def check_attention(case: str, cm: Any, run: Run) -> None:
         _close(o_in @ a.o.float().T, o_out, f"{case} layer {i} attention output projection")
         if probe.attn_out_norm:
             h, y = run.ios[_path(probe.attn_out_norm, i)]
-            _close(_through_norm(model.get_submodule(_path(probe.attn_out_norm, i)), h, layer.attn_out_norm, cm.norm_kind), y,
-                   f"{case} layer {i} attention post-norm")
+            _close(
+                _through_norm(model.get_submodule(_path(probe.attn_out_norm, i)), h, layer.attn_out_norm, cm.norm_kind),
+                y,
+                f"{case} layer {i} attention post-norm",
+            )
 
 
 def check_ffn(case: str, cm: Any, run: Run) -> None:
@@ -430,11 +548,16 @@ def check_ffn(case: str, cm: Any, run: Run) -> None:
             _close(_mlp(layer.mlp, x, act), run.ios[_path(probe.ffn_out, i)][1], f"{case} layer {i} FFN output")
         if probe.ffn_out_norm:
             h, y = run.ios[_path(probe.ffn_out_norm, i)]
-            _close(_through_norm(model.get_submodule(_path(probe.ffn_out_norm, i)), h, layer.ffn_out_norm, cm.norm_kind), y,
-                   f"{case} layer {i} FFN post-norm")
+            _close(
+                _through_norm(model.get_submodule(_path(probe.ffn_out_norm, i)), h, layer.ffn_out_norm, cm.norm_kind),
+                y,
+                f"{case} layer {i} FFN post-norm",
+            )
         if probe.experts:
             flat = x.reshape(-1, x.shape[-1])
-            assert layer.mlp is None and len(layer.experts) == CASES[case].config.get("num_local_experts", CASES[case].config.get("num_experts"))
+            assert layer.mlp is None and len(layer.experts) == CASES[case].config.get(
+                "num_local_experts", CASES[case].config.get("num_experts")
+            )
             _close(flat @ layer.router.float().T, run.ios[_path(probe.router, i)][1], f"{case} layer {i} router logits")
             experts = model.get_submodule(_path(probe.experts, i))
             ones = torch.ones(flat.shape[0], 1)
@@ -461,12 +584,18 @@ def check_globals(case: str, cm: Any, run: Run) -> None:
         assert cm.tied_head == bool(model.config.tie_word_embeddings), f"{case}: tied head flag"
     if probe.final_norm:
         h, y = run.ios[probe.final_norm]
-        _close(_through_norm(model.get_submodule(probe.final_norm), h, cm.final_norm_gain(), cm.norm_kind), y,
-               f"{case} final norm")
+        _close(
+            _through_norm(model.get_submodule(probe.final_norm), h, cm.final_norm_gain(), cm.norm_kind),
+            y,
+            f"{case} final norm",
+        )
     if probe.embed_norm:
         h, y = run.ios[probe.embed_norm]
-        _close(_through_norm(model.get_submodule(probe.embed_norm), h, cm.embed_norm_gain(), cm.norm_kind), y,
-               f"{case} embedding norm")
+        _close(
+            _through_norm(model.get_submodule(probe.embed_norm), h, cm.embed_norm_gain(), cm.norm_kind),
+            y,
+            f"{case} embedding norm",
+        )
     else:
         assert cm.embed_norm_gain() is None
     cfg = model.config
@@ -491,9 +620,9 @@ def test_canonical_view_reproduces_the_model(case: str, root: Path) -> None:
 
 @pytest.mark.parametrize("case", CASE_NAMES)
 def test_self_comparison_is_exact(case: str, root: Path) -> None:
-    from attest.workflows.compare import compare_models
-    from attest.scoring.decision import Verdict
     from attest.invariants.methods import DEFAULT, HUREF_2024
+    from attest.scoring.decision import Verdict
+    from attest.workflows.compare import compare_models
 
     cm = _load(case, "safetensors", root)
     for method in (DEFAULT, HUREF_2024):
@@ -557,7 +686,9 @@ def test_family_detection_without_config(case: str, root: Path, tmp_path: Path) 
         a, b = cm.layer(i), ref.layer(i)
         assert torch.equal(a.attn.o, b.attn.o)
         if case != "gpt_neox":
-            assert torch.equal(a.attn.q, b.attn.q) and torch.equal(a.attn.k, b.attn.k) and torch.equal(a.attn.v, b.attn.v)
+            assert (
+                torch.equal(a.attn.q, b.attn.q) and torch.equal(a.attn.k, b.attn.k) and torch.equal(a.attn.v, b.attn.v)
+            )
         for ga, gb in ((a.attn_norm, b.attn_norm), (a.ffn_norm, b.ffn_norm)):
             assert (ga is None) == (gb is None) and (ga is None or torch.equal(ga, gb))
         for ma, mb in zip(a.experts or [a.mlp], b.experts or [b.mlp], strict=True):

@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gguf  # noqa: E402
 from gguf import GGMLQuantizationType as Q  # noqa: E402
-
 from gguf_fixtures import (  # noqa: E402
     byte_level_tokens,
     convert_hf_model,
@@ -34,11 +33,11 @@ from gguf_fixtures import (  # noqa: E402
 from attest.arch.canonical import CanonicalModel  # noqa: E402
 from attest.arch.detect import load_model  # noqa: E402
 from attest.arch.gguf_families import GGUF_ARCHS  # noqa: E402
-from attest.workflows.compare import compare_models  # noqa: E402
-from attest.scoring.decision import Verdict  # noqa: E402
 from attest.errors import ExitCode, InputError, UnsupportedModelError  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
+from attest.scoring.decision import Verdict  # noqa: E402
 from attest.sources.gguf_source import GGUFSource  # noqa: E402
+from attest.workflows.compare import compare_models  # noqa: E402
 
 VOCAB = 512
 HIDDEN, HEADS, KV_HEADS, FFN, LAYERS = 64, 4, 2, 128, 2
@@ -68,8 +67,13 @@ def hf_llama(tmp_path_factory: pytest.TempPathFactory, tokens: list[str]) -> tup
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=128,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=128,
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
@@ -82,7 +86,9 @@ def hf_llama(tmp_path_factory: pytest.TempPathFactory, tokens: list[str]) -> tup
 
 
 @pytest.fixture(scope="module")
-def llama_gguf(tmp_path_factory: pytest.TempPathFactory, hf_llama: tuple[Any, Path], tokens: list[str]) -> dict[Q, Path]:
+def llama_gguf(
+    tmp_path_factory: pytest.TempPathFactory, hf_llama: tuple[Any, Path], tokens: list[str]
+) -> dict[Q, Path]:
     model, _ = hf_llama
     folder = tmp_path_factory.mktemp("gguf-llama")
     return {q: write_llama_gguf(model, tokens, folder / f"tiny-{q.name}.gguf", q) for q in (Q.F16, Q.Q8_0, Q.Q4_0)}
@@ -137,7 +143,9 @@ def test_qk_permutation_is_undone(llama_gguf: dict[Q, Path], hf_llama: tuple[Any
                 # ... which differ grossly from HF's order.
                 assert (stored - hf_w).abs().max() > 20 * atol
             # V and O are not permuted.
-            torch.testing.assert_close(src.get(f"blk.{i}.attn_v.weight"), attn.v_proj.weight.detach(), rtol=0, atol=atol)
+            torch.testing.assert_close(
+                src.get(f"blk.{i}.attn_v.weight"), attn.v_proj.weight.detach(), rtol=0, atol=atol
+            )
 
 
 def test_canonical_view_matches_hf(llama_gguf: dict[Q, Path], hf_llama: tuple[Any, Path]) -> None:
@@ -149,7 +157,9 @@ def test_canonical_view_matches_hf(llama_gguf: dict[Q, Path], hf_llama: tuple[An
 
 
 @pytest.mark.parametrize(("qtype", "floor"), [(Q.F16, 0.999), (Q.Q8_0, 0.99), (Q.Q4_0, 0.95)])
-def test_compare_gguf_with_hf_original(llama_gguf: dict[Q, Path], hf_llama: tuple[Any, Path], qtype: Q, floor: float) -> None:
+def test_compare_gguf_with_hf_original(
+    llama_gguf: dict[Q, Path], hf_llama: tuple[Any, Path], qtype: Q, floor: float
+) -> None:
     _, folder = hf_llama
     result = compare_models(load_model(llama_gguf[qtype]), load_model(folder), DEFAULT)
     assert result.score >= floor, (qtype.name, result.score)
@@ -202,10 +212,14 @@ def test_row_gather_q4_0_embedding(llama_gguf: dict[Q, Path], hf_llama: tuple[An
         src.get_rows("token_embd.weight", [VOCAB])
 
 
-@pytest.mark.parametrize(("qtype", "data"), [
-    (Q.Q8_K, np.zeros((2, 292), dtype=np.uint8)),  # gguf-py has no Q8_K dequantizer
-    (Q.I32, np.arange(8, dtype=np.int32)),
-], ids=["Q8_K", "I32"])
+@pytest.mark.parametrize(
+    ("qtype", "data"),
+    [
+        (Q.Q8_K, np.zeros((2, 292), dtype=np.uint8)),  # gguf-py has no Q8_K dequantizer
+        (Q.I32, np.arange(8, dtype=np.int32)),
+    ],
+    ids=["Q8_K", "I32"],
+)
 def test_type_gguf_py_cannot_dequantize(tmp_path: Path, qtype: Q, data: np.ndarray) -> None:
     path = write_gguf(tmp_path / "t.gguf", "llama", {}, raw={"x": (data, qtype)})
     with GGUFSource.from_path(path) as src, pytest.raises(InputError, match=qtype.name):
@@ -215,8 +229,24 @@ def test_type_gguf_py_cannot_dequantize(tmp_path: Path, qtype: Q, data: np.ndarr
 # --------------------------------------------------------------------------- family tables
 # Cases of tests/family_configs.py, each converted with the rules of its llama.cpp converter class.
 _FAMILY_CASES = [
-    "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox", "falcon", "falcon-40b", "bloom",
-    "mpt", "starcoder2", "olmo", "stablelm", "mixtral", "qwen2_moe", "qwen3_moe", "bert",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
+    "falcon",
+    "falcon-40b",
+    "bloom",
+    "mpt",
+    "starcoder2",
+    "olmo",
+    "stablelm",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "bert",
 ]
 
 
@@ -272,16 +302,19 @@ def small_gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         "blk.0.xfn_norm.weight": np.ones(32),  # renamed to a duplicate below
     }
     path = write_gguf(
-        tmp_path_factory.mktemp("small") / "small.gguf", "llama", tensors,
+        tmp_path_factory.mktemp("small") / "small.gguf",
+        "llama",
+        tensors,
         metadata={"llama.block_count": 1, "llama.block_counx": 1, "llama.embedding_length": 32},
-        tokens=toks, qtype=Q.Q8_0,
+        tokens=toks,
+        qtype=Q.Q8_0,
     )
     return path.read_bytes()
 
 
 def _mutate_at(data: bytes, marker: bytes, skip: int, value: bytes) -> bytes:
     at = data.index(marker) + len(marker) + skip
-    return data[:at] + value + data[at + len(value):]
+    return data[:at] + value + data[at + len(value) :]
 
 
 # name -> (how to spoil the small file, the expected message)
@@ -296,15 +329,24 @@ _HOSTILE: dict[str, tuple[Any, str]] = {
     "absurd kv count": (lambda d: d[:16] + struct.pack("<Q", 2**40) + d[24:], "claims"),
     # tokenizer.ggml.tokens: u32 value type, u32 item type, then the u64 length
     "huge array": (lambda d: _mutate_at(d, b"tokenizer.ggml.tokens", 8, struct.pack("<Q", 2**62)), "array"),
-    "unknown value type": (lambda d: _mutate_at(d, b"llama.block_count", 0, struct.pack("<I", 77)), "unknown value type"),
+    "unknown value type": (
+        lambda d: _mutate_at(d, b"llama.block_count", 0, struct.pack("<I", 77)),
+        "unknown value type",
+    ),
     "duplicate key": (lambda d: d.replace(b"llama.block_counx", b"llama.block_count"), "appears twice"),
     # tensor info: u32 n_dims, n_dims x u64 dims, u32 type
-    "unknown tensor type": (lambda d: _mutate_at(d, b"token_embd.weight", 4 + 16, struct.pack("<I", 99)), "unknown type"),
+    "unknown tensor type": (
+        lambda d: _mutate_at(d, b"token_embd.weight", 4 + 16, struct.pack("<I", 99)),
+        "unknown type",
+    ),
     "too many dims": (lambda d: _mutate_at(d, b"token_embd.weight", 0, struct.pack("<I", 9)), "dimensions"),
     "huge dim": (lambda d: _mutate_at(d, b"token_embd.weight", 4, struct.pack("<Q", 2**40)), "dimensions"),
     "partial block": (lambda d: _mutate_at(d, b"token_embd.weight", 4, struct.pack("<Q", 33)), "blocks"),
     "duplicate tensor": (lambda d: d.replace(b"blk.0.xfn_norm.weight", b"blk.0.ffn_norm.weight"), "appears twice"),
-    "data offset past end": (lambda d: _mutate_at(d, b"blk.0.ffn_norm.weight", 4 + 8 + 4, struct.pack("<Q", 2**50)), "truncated"),
+    "data offset past end": (
+        lambda d: _mutate_at(d, b"blk.0.ffn_norm.weight", 4 + 8 + 4, struct.pack("<Q", 2**50)),
+        "truncated",
+    ),
 }
 
 
@@ -321,15 +363,21 @@ def test_hostile_file_is_a_clean_input_error(small_gguf: bytes, tmp_path: Path, 
 
 
 def test_split_shard_is_rejected_with_advice(tmp_path: Path) -> None:
-    path = write_gguf(tmp_path / "m-00001-of-00002.gguf", "llama", {"token_embd.weight": np.ones((4, 32))},
-                      metadata={"split.count": 2, "split.no": 0})
+    path = write_gguf(
+        tmp_path / "m-00001-of-00002.gguf",
+        "llama",
+        {"token_embd.weight": np.ones((4, 32))},
+        metadata={"split.count": 2, "split.no": 0},
+    )
     with pytest.raises(InputError, match="split GGUF"):
         GGUFSource.from_path(path)
 
 
 def test_non_string_tokens_are_rejected(tmp_path: Path) -> None:
     path = write_gguf(
-        tmp_path / "t.gguf", "llama", {"token_embd.weight": np.ones((4, 32)), "blk.0.attn_q.weight": np.ones((32, 32))},
+        tmp_path / "t.gguf",
+        "llama",
+        {"token_embd.weight": np.ones((4, 32)), "blk.0.attn_q.weight": np.ones((32, 32))},
         metadata={"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": [1, 2, 3, 4]},
     )
     with pytest.raises(InputError, match="not a list of strings"):
@@ -369,8 +417,9 @@ def test_random_corruption_never_escapes_as_a_traceback(small_gguf: bytes, tmp_p
 
 
 @pytest.mark.parametrize("case", ["truncated data", "bad magic", "unsupported architecture"])
-def test_cli_exit_code_4(small_gguf: bytes, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str],
-                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_exit_code_4(
+    small_gguf: bytes, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from attest.cli.app import main
 
     path = tmp_path / "bad.gguf"

@@ -221,9 +221,7 @@ def test_cbor_round_trip(model_dir: Path) -> None:
     # Tuples and read-only mappings, as cbor2 6.x hands back for tagged content.
     from types import MappingProxyType
 
-    frozen = MappingProxyType(
-        {**obj, "files": tuple(MappingProxyType(f) for f in obj["files"])}
-    )
+    frozen = MappingProxyType({**obj, "files": tuple(MappingProxyType(f) for f in obj["files"])})
     assert Subject.from_cbor_obj(frozen) == subj
 
 
@@ -280,8 +278,7 @@ def test_from_cbor_obj_rejects_malformed(model_dir: Path) -> None:
 
 def test_from_cbor_obj_rejects_too_many_files() -> None:
     entry = {"name": "x", "sha256": bytes(32), "size": 0}
-    obj = {"algorithm": "sha256", "layout": "attest-manifest/1",
-           "files": [entry] * 100_001, "root": bytes(32)}
+    obj = {"algorithm": "sha256", "layout": "attest-manifest/1", "files": [entry] * 100_001, "root": bytes(32)}
     with pytest.raises(BundleError):
         Subject.from_cbor_obj(obj)
 

@@ -59,8 +59,9 @@ def baseline_peak(tmp_path_factory: pytest.TempPathFactory) -> float:
     return peak
 
 
-def assert_quick_and_small(code: int, err: str, peak: float, seconds: float, baseline: float, expected: int,
-                           *needles: str) -> None:
+def assert_quick_and_small(
+    code: int, err: str, peak: float, seconds: float, baseline: float, expected: int, *needles: str
+) -> None:
     assert "Traceback" not in err, err
     assert code == expected, f"exit {code}: {err}"
     for needle in needles:
@@ -73,21 +74,26 @@ def assert_quick_and_small(code: int, err: str, peak: float, seconds: float, bas
 DEEP = "[" * 200_000 + "]" * 200_000
 
 
-@pytest.mark.parametrize(("text", "needles"), [
-    ("[1, 2, 3]", ("config.json", "expected an object")),
-    ('{"model_type": "llama", "num_hidden_layers": 1e999}', ("config.json", "overflows")),
-    ('{"model_type": "llama", "hidden_size": "4x"}', ("config.json", "hidden_size", "whole number")),
-    ('{"model_type": "llama", "num_attention_heads": [4]}', ("config.json", "num_attention_heads", "an array")),
-    ('{"model_type": "llama", "num_key_value_heads": "four"}', ("config.json", "num_key_value_heads")),
-    ('{"model_type": "llama", "num_hidden_layers": true}', ("config.json", "num_hidden_layers", "boolean")),
-    ('{"model_type": "llama", "head_dim": -16}', ("config.json", "head_dim", "out of range")),
-    ('{"model_type": "llama", "hidden_size": NaN}', ("config.json", "NaN")),
-    ('{"model_type": 7}', ("config.json", "model_type")),
-    ('{"model_type": "llama", "x": ' + DEEP + "}", ("config.json", "nested")),
-    ('{"model_type": "llama", "hidden_size": ' + "9" * 5000 + "}", ("config.json", "5000 digits")),
-], ids=["array", "1e999", "4x", "[4]", "four", "true", "negative", "NaN", "model_type-int", "deep", "digits"])
-def test_malformed_config(good: Path, broken: Path, text: str, needles: tuple[str, ...],
-                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("[1, 2, 3]", ("config.json", "expected an object")),
+        ('{"model_type": "llama", "num_hidden_layers": 1e999}', ("config.json", "overflows")),
+        ('{"model_type": "llama", "hidden_size": "4x"}', ("config.json", "hidden_size", "whole number")),
+        ('{"model_type": "llama", "num_attention_heads": [4]}', ("config.json", "num_attention_heads", "an array")),
+        ('{"model_type": "llama", "num_key_value_heads": "four"}', ("config.json", "num_key_value_heads")),
+        ('{"model_type": "llama", "num_hidden_layers": true}', ("config.json", "num_hidden_layers", "boolean")),
+        ('{"model_type": "llama", "head_dim": -16}', ("config.json", "head_dim", "out of range")),
+        ('{"model_type": "llama", "hidden_size": NaN}', ("config.json", "NaN")),
+        ('{"model_type": 7}', ("config.json", "model_type")),
+        ('{"model_type": "llama", "x": ' + DEEP + "}", ("config.json", "nested")),
+        ('{"model_type": "llama", "hidden_size": ' + "9" * 5000 + "}", ("config.json", "5000 digits")),
+    ],
+    ids=["array", "1e999", "4x", "[4]", "four", "true", "negative", "NaN", "model_type-int", "deep", "digits"],
+)
+def test_malformed_config(
+    good: Path, broken: Path, text: str, needles: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
     (broken / "config.json").write_text(text)
     code, err = run_cli(["compare", good, broken], capsys)
     assert_input_error(code, err, *needles)
@@ -133,14 +139,23 @@ def _overlap(header: dict[str, Any]) -> None:
     header[gate]["data_offsets"] = list(header[up]["data_offsets"])
 
 
-@pytest.mark.parametrize(("edit", "needles"), [
-    (_deep_header, ("model.safetensors", "nested")),
-    (_digits_header, ("model.safetensors", "5000 digits")),
-    (_bool_shape, ("model.norm.weight", "malformed shape")),
-    (_overlap, ("gate_proj", "up_proj", "overlap")),
-], ids=["nested-200k", "5000-digit-int", "shape-bool", "overlapping-offsets"])
-def test_malformed_safetensors_header(good: Path, broken: Path, edit: Callable[[dict[str, Any]], Any],
-                                      needles: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("edit", "needles"),
+    [
+        (_deep_header, ("model.safetensors", "nested")),
+        (_digits_header, ("model.safetensors", "5000 digits")),
+        (_bool_shape, ("model.norm.weight", "malformed shape")),
+        (_overlap, ("gate_proj", "up_proj", "overlap")),
+    ],
+    ids=["nested-200k", "5000-digit-int", "shape-bool", "overlapping-offsets"],
+)
+def test_malformed_safetensors_header(
+    good: Path,
+    broken: Path,
+    edit: Callable[[dict[str, Any]], Any],
+    needles: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     _header_with(broken, edit)
     code, err = run_cli(["compare", good, broken], capsys)
     assert_input_error(code, err, *needles)
@@ -175,17 +190,26 @@ def _tok(broken: Path) -> dict[str, Any]:
     return json.loads((broken / "tokenizer.json").read_text())
 
 
-@pytest.mark.parametrize(("edit", "needles"), [
-    (lambda t: t.update(added_tokens=5), ("tokenizer.json", "added_tokens", "an array")),
-    (lambda t: t.update(added_tokens=[{"id": "0", "content": "x"}]), ("added_tokens[0].id", "a string")),
-    (lambda t: t["model"]["vocab"].update({"hello": "7"}), ("tokenizer.json", "model.vocab")),
-    (lambda t: t["model"].update(vocab=5), ("model.vocab", "an integer")),
-    (lambda t: t.update(model="BPE"), ("'model' must be an object",)),
-    (lambda t: t.update(pre_tokenizer=json.loads("[" * 900 + "]" * 900)), ("tokenizer.json", "nested")),
-    (lambda t: t.update(decoder=json.loads("[" * 60 + "]" * 60)), ("'decoder' must be an object",)),
-], ids=["added_tokens-5", "added-id-string", "vocab-id-string", "vocab-int", "model-string", "deep", "decoder-list"])
-def test_malformed_tokenizer(good: Path, broken: Path, edit: Callable[[dict[str, Any]], Any],
-                             needles: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("edit", "needles"),
+    [
+        (lambda t: t.update(added_tokens=5), ("tokenizer.json", "added_tokens", "an array")),
+        (lambda t: t.update(added_tokens=[{"id": "0", "content": "x"}]), ("added_tokens[0].id", "a string")),
+        (lambda t: t["model"]["vocab"].update({"hello": "7"}), ("tokenizer.json", "model.vocab")),
+        (lambda t: t["model"].update(vocab=5), ("model.vocab", "an integer")),
+        (lambda t: t.update(model="BPE"), ("'model' must be an object",)),
+        (lambda t: t.update(pre_tokenizer=json.loads("[" * 900 + "]" * 900)), ("tokenizer.json", "nested")),
+        (lambda t: t.update(decoder=json.loads("[" * 60 + "]" * 60)), ("'decoder' must be an object",)),
+    ],
+    ids=["added_tokens-5", "added-id-string", "vocab-id-string", "vocab-int", "model-string", "deep", "decoder-list"],
+)
+def test_malformed_tokenizer(
+    good: Path,
+    broken: Path,
+    edit: Callable[[dict[str, Any]], Any],
+    needles: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     tok = _tok(broken)
     edit(tok)
     (broken / "tokenizer.json").write_text(json.dumps(tok))
@@ -220,13 +244,18 @@ def test_vocab_txt_still_reads(good: Path, broken: Path) -> None:
 
 
 # --------------------------------------------------------------------------- shard indexes
-@pytest.mark.parametrize(("weight_map", "needles"), [
-    ({"model.norm.weight": ["model.safetensors"]}, ("weight_map['model.norm.weight']", "an array")),
-    ({"model.norm.weight": 3}, ("weight_map", "an integer")),
-    ([["model.norm.weight", "model.safetensors"]], ("'weight_map' must be a non-empty object",)),
-], ids=["value-list", "value-int", "map-list"])
-def test_malformed_shard_index(good: Path, broken: Path, weight_map: Any, needles: tuple[str, ...],
-                               capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("weight_map", "needles"),
+    [
+        ({"model.norm.weight": ["model.safetensors"]}, ("weight_map['model.norm.weight']", "an array")),
+        ({"model.norm.weight": 3}, ("weight_map", "an integer")),
+        ([["model.norm.weight", "model.safetensors"]], ("'weight_map' must be a non-empty object",)),
+    ],
+    ids=["value-list", "value-int", "map-list"],
+)
+def test_malformed_shard_index(
+    good: Path, broken: Path, weight_map: Any, needles: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
     (broken / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     code, err = run_cli(["compare", good, broken], capsys)
     assert_input_error(code, err, "model.safetensors.index.json", *needles)
@@ -259,8 +288,10 @@ def _bin_folder(good: Path, folder: Path) -> Path:
 
 def test_zip_deflated_bin_is_refused(good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = _bin_folder(good, tmp_path / "deflated")
-    with zipfile.ZipFile(folder / "stored.bin") as zin, \
-            zipfile.ZipFile(folder / "pytorch_model.bin", "w", compression=zipfile.ZIP_DEFLATED) as zout:
+    with (
+        zipfile.ZipFile(folder / "stored.bin") as zin,
+        zipfile.ZipFile(folder / "pytorch_model.bin", "w", compression=zipfile.ZIP_DEFLATED) as zout,
+    ):
         for info in zin.infolist():
             zout.writestr(info.filename, zin.read(info.filename))
     (folder / "stored.bin").unlink()
@@ -280,10 +311,12 @@ def test_stored_bin_still_loads(good: Path, tmp_path: Path) -> None:
 def test_pickle_refusal_never_suggests_unsafe_loading() -> None:
     from attest.sources.torch_source import refusal_reason
 
-    torch_text = ("Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely "
-                  "succeed, but it can result in arbitrary code execution.\nWeightsUnpickler error: Unsupported "
-                  "global: GLOBAL posix.system was not an allowed global by default. Please use "
-                  "`torch.serialization.add_safe_globals([system])`")
+    torch_text = (
+        "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely "
+        "succeed, but it can result in arbitrary code execution.\nWeightsUnpickler error: Unsupported "
+        "global: GLOBAL posix.system was not an allowed global by default. Please use "
+        "`torch.serialization.add_safe_globals([system])`"
+    )
     reason = refusal_reason(torch_text)
     assert "posix.system" in reason
     for advice in ("weights_only", "False", "safe_globals", "arbitrary code"):
@@ -295,9 +328,9 @@ def test_nan_in_one_q_proj_is_reported_not_dropped(good: Path, broken: Path) -> 
     from safetensors.torch import load_file, save_file
 
     from attest.arch.detect import load_model
-    from attest.workflows.compare import compare_models
-    from attest.scoring.decision import Verdict
     from attest.invariants.methods import DEFAULT
+    from attest.scoring.decision import Verdict
+    from attest.workflows.compare import compare_models
 
     st = broken / "model.safetensors"
     tensors = load_file(str(st))
@@ -326,8 +359,15 @@ def signed(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFac
     generate_keypair(root / "pub", None)
     key = load_private_key(root / "pub.key", None)
     out = root / "base.attest"
-    issue_bundle(load_model(tiny_model("llama")), key, out, method=DEFAULT.with_options(n_tokens=128),
-                 name="tiny", issuer="Test Lab", meta={})
+    issue_bundle(
+        load_model(tiny_model("llama")),
+        key,
+        out,
+        method=DEFAULT.with_options(n_tokens=128),
+        name="tiny",
+        issuer="Test Lab",
+        meta={},
+    )
     opened = inspect_attestation(out.read_bytes())
     return {"key": key, "pub": root / "pub.pub", "doc": thaw(opened.document), "png": opened.png, "root": root}
 
@@ -343,44 +383,71 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             del node[last]
         else:
             node[last] = value
+
     return edit
 
 
 _DELETE = object()
 
 
-@pytest.mark.parametrize(("edit", "needles"), [
-    (_set("image.renderer", "dog-v1"), ("image.renderer", "must be a map")),
-    (_set("model.parameters", None), ("model.parameters", "null")),
-    (_set("method.tokens", _DELETE), ("method.tokens",)),
-    (_set("method.latent_seed", -1), ("method.latent_seed", "out of range")),
-    (_set("policy.null_std", -1), ("policy.null_std", "outside")),
-    (_set("policy.threshold", 7.5), ("policy.threshold", "outside")),
-    (_set("policy.min_tokens", True), ("policy.min_tokens", "boolean")),
-    (_set("method.layers", "all"), ("method.layers",)),
-    (_set("method.pairs", None), ("method.pairs", "must be a map")),
-    (_set("method.precision", 16), ("method.precision",)),
-    (_set("sketch.cells", [[0, "qk"]]), ("sketch.cells",)),
-    (_set("model.tied_head", "yes"), ("model.tied_head",)),
-    (_set("tool.version", ["1"]), ("tool.version",)),
-], ids=["renderer-str", "parameters-null", "no-tokens", "latent_seed-neg", "null_std-neg", "threshold-7.5",
-        "min_tokens-bool", "layers-str", "pairs-null", "precision-int", "cells-short", "tied-str", "version-list"])
-def test_validly_signed_bundle_with_odd_fields(signed: dict[str, Any], tmp_path: Path, edit: Callable[[dict[str, Any]], None],
-                                               needles: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("edit", "needles"),
+    [
+        (_set("image.renderer", "dog-v1"), ("image.renderer", "must be a map")),
+        (_set("model.parameters", None), ("model.parameters", "null")),
+        (_set("method.tokens", _DELETE), ("method.tokens",)),
+        (_set("method.latent_seed", -1), ("method.latent_seed", "out of range")),
+        (_set("policy.null_std", -1), ("policy.null_std", "outside")),
+        (_set("policy.threshold", 7.5), ("policy.threshold", "outside")),
+        (_set("policy.min_tokens", True), ("policy.min_tokens", "boolean")),
+        (_set("method.layers", "all"), ("method.layers",)),
+        (_set("method.pairs", None), ("method.pairs", "must be a map")),
+        (_set("method.precision", 16), ("method.precision",)),
+        (_set("sketch.cells", [[0, "qk"]]), ("sketch.cells",)),
+        (_set("model.tied_head", "yes"), ("model.tied_head",)),
+        (_set("tool.version", ["1"]), ("tool.version",)),
+    ],
+    ids=[
+        "renderer-str",
+        "parameters-null",
+        "no-tokens",
+        "latent_seed-neg",
+        "null_std-neg",
+        "threshold-7.5",
+        "min_tokens-bool",
+        "layers-str",
+        "pairs-null",
+        "precision-int",
+        "cells-short",
+        "tied-str",
+        "version-list",
+    ],
+)
+def test_validly_signed_bundle_with_odd_fields(
+    signed: dict[str, Any],
+    tmp_path: Path,
+    edit: Callable[[dict[str, Any]], None],
+    needles: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     doc = thaw(signed["doc"])
     edit(doc)
     bundle = tmp_path / "odd.attest"
     bundle.write_bytes(resign(doc, signed["png"], signed["key"]))
-    for argv in (["verify", tmp_path / "no-model", "--bundle", bundle, "--pubkey", signed["pub"]],
-                 ["inspect", bundle, "--pubkey", signed["pub"]], ["render", bundle, "--out", tmp_path / "dog.png"]):
+    for argv in (
+        ["verify", tmp_path / "no-model", "--bundle", bundle, "--pubkey", signed["pub"]],
+        ["inspect", bundle, "--pubkey", signed["pub"]],
+        ["render", bundle, "--out", tmp_path / "dog.png"],
+    ):
         code, err = run_cli(argv, capsys)
         assert "Traceback" not in err and code == BUNDLE_ERROR, f"{argv[0]}: exit {code}: {err}"
         for needle in needles:
             assert needle in err, f"{argv[0]}: {needle!r} not in {err}"
 
 
-def test_the_unmodified_resigned_bundle_is_accepted(signed: dict[str, Any], tiny_model: Callable[..., Path],
-                                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_unmodified_resigned_bundle_is_accepted(
+    signed: dict[str, Any], tiny_model: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The harness itself must not be what makes the cases above fail.
     bundle = tmp_path / "same.attest"
     bundle.write_bytes(resign(signed["doc"], signed["png"], signed["key"]))
@@ -397,8 +464,9 @@ def test_bundle_with_40000_probe_tokens(signed: dict[str, Any], tmp_path: Path, 
     doc["method"]["tokens"] = [f" tok{i}" for i in range(40_000)]
     bundle = tmp_path / "wide.attest"
     bundle.write_bytes(resign(doc, signed["png"], signed["key"]))
-    code, err, peak, seconds = run_measured(["verify", signed["root"] / "no-model", "--bundle", bundle,
-                                             "--pubkey", signed["pub"]])
+    code, err, peak, seconds = run_measured(
+        ["verify", signed["root"] / "no-model", "--bundle", bundle, "--pubkey", signed["pub"]]
+    )
     assert_quick_and_small(code, err, peak, seconds, baseline_peak, BUNDLE_ERROR, f"at most {MAX_PROBE_TOKENS}")
 
 

@@ -14,10 +14,10 @@ from registry_world import World, build_world, save_derivative
 from attest.arch.detect import load_model
 from attest.bundle.container import read_attestation
 from attest.crypto.keys import TrustStore
-from attest.scoring.decision import Verdict
 from attest.errors import BundleError
-from attest.workflows.identify import holm, identify
 from attest.registry import Registry, add
+from attest.scoring.decision import Verdict
+from attest.workflows.identify import holm, identify
 from attest.workflows.verify import verify_suspect
 
 
@@ -121,8 +121,22 @@ def test_the_suspect_is_read_once_whatever_the_number_of_bases(world, registry, 
 def test_an_unrelated_model_gets_no_base(world, registry, suspects, capsys, monkeypatch) -> None:
     from attest.cli.app import main
 
-    monkeypatch.setattr(sys, "argv", ["attest", "identify", str(suspects["unrelated-llama"]), "--registry", str(registry),
-                                      "--pubkey", str(world.pub), "--json", "--top", "10"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "attest",
+            "identify",
+            str(suspects["unrelated-llama"]),
+            "--registry",
+            str(registry),
+            "--pubkey",
+            str(world.pub),
+            "--json",
+            "--top",
+            "10",
+        ],
+    )
     with pytest.raises(SystemExit) as exc:
         main()
     out, err = capsys.readouterr()
@@ -153,8 +167,15 @@ def test_bundles_of_two_methods_share_one_read_of_each_layer(world, suspects, tm
 
     trust = TrustStore.from_pubkey(world.pub)
     huref = tmp_path / "llama-huref.attest"
-    issue_bundle(load_model(world.models["base-llama"]), world.key, huref, method=HUREF_2024.with_options(n_tokens=128),
-                 name="base-llama-huref", issuer="Registry Test Lab", meta={})
+    issue_bundle(
+        load_model(world.models["base-llama"]),
+        world.key,
+        huref,
+        method=HUREF_2024.with_options(n_tokens=128),
+        name="base-llama-huref",
+        issuer="Registry Test Lab",
+        meta={},
+    )
     reg = tmp_path / "reg"
     add(reg, [huref, world.bundles["base-qwen2"], world.bundles["base-mistral"]], trust)
     suspect = counted(suspects["derived-llama"])
@@ -184,15 +205,40 @@ def test_bundles_of_two_methods_share_one_read_of_each_layer(world, suspects, tm
 def test_an_exact_copy_is_named_with_its_subject_match(world, registry, capsys, monkeypatch) -> None:
     from attest.cli.app import main
 
-    monkeypatch.setattr(sys, "argv", ["attest", "identify", str(world.models["base-gpt2"]), "--registry", str(registry),
-                                      "--pubkey", str(world.pub), "--top", "4"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "attest",
+            "identify",
+            str(world.models["base-gpt2"]),
+            "--registry",
+            str(registry),
+            "--pubkey",
+            str(world.pub),
+            "--top",
+            "4",
+        ],
+    )
     with pytest.raises(SystemExit) as exc:
         main()
     out, err = capsys.readouterr()
     assert exc.value.code == 0, err
     assert "BASE: 'base-gpt2'" in out and "byte-identical" in out
-    monkeypatch.setattr(sys, "argv", ["attest", "identify", str(world.models["base-gpt2"]), "--registry", str(registry),
-                                      "--pubkey", str(world.pub), "--json"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "attest",
+            "identify",
+            str(world.models["base-gpt2"]),
+            "--registry",
+            str(registry),
+            "--pubkey",
+            str(world.pub),
+            "--json",
+        ],
+    )
     with pytest.raises(SystemExit):
         main()
     data = json.loads(capsys.readouterr()[0])

@@ -8,18 +8,23 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from attest.arch.detect import load_model
-from attest.workflows.compare import compare_models
 from attest.invariants.methods import DEFAULT, HUREF_2024
 from attest.invariants.terms import standardise
 from attest.sketch.sampling import aggregate, choose_pairs, remap_pairs
 from attest.vocab.selection import align_pair
+from attest.workflows.compare import compare_models
 
 
 def _tiny_llama(tmp_path, seed: int, tokenizer_json: str):
     torch.manual_seed(seed)
     cfg = AutoConfig.for_model(
-        "llama", hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, vocab_size=600,
+        "llama",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=600,
     )
     model = AutoModelForCausalLM.from_config(cfg).float()
     with torch.no_grad():
@@ -59,11 +64,23 @@ def huref_direct(model, ids: list[int], layers: list[int]) -> list[torch.Tensor]
     mats = []
     for i in layers:
         a, m = model.model.layers[i].self_attn, model.model.layers[i].mlp
-        k = a.k_proj.weight.double().reshape(-1, dh, cfg.hidden_size).repeat_interleave(g, 0).reshape(-1, cfg.hidden_size)
-        v = a.v_proj.weight.double().reshape(-1, dh, cfg.hidden_size).repeat_interleave(g, 0).reshape(-1, cfg.hidden_size)
+        k = (
+            a.k_proj.weight.double()
+            .reshape(-1, dh, cfg.hidden_size)
+            .repeat_interleave(g, 0)
+            .reshape(-1, cfg.hidden_size)
+        )
+        v = (
+            a.v_proj.weight.double()
+            .reshape(-1, dh, cfg.hidden_size)
+            .repeat_interleave(g, 0)
+            .reshape(-1, cfg.hidden_size)
+        )
         mats.append(x @ a.q_proj.weight.double().T @ k @ x.T)
         mats.append(x @ v.T @ a.o_proj.weight.double().T @ x.T)
-        mats.append(x @ (m.gate_proj.weight.double().T * m.up_proj.weight.double().T) @ m.down_proj.weight.double().T @ x.T)
+        mats.append(
+            x @ (m.gate_proj.weight.double().T * m.up_proj.weight.double().T) @ m.down_proj.weight.double().T @ x.T
+        )
     return [(s - s.mean()) / s.std(unbiased=False) for s in mats]
 
 
@@ -81,11 +98,15 @@ def test_huref_preset_equals_direct_implementation(tmp_path, tokenizer_json) -> 
     got = compare_models(a, b, method, precision="fp32")
     za = huref_direct(model_a, align.ids_a, [1, 2])
     zb = huref_direct(model_b, align.ids_b, [1, 2])
-    expected = float(torch.cat([z.reshape(-1) for z in za]) @ torch.cat([z.reshape(-1) for z in zb])) / sum(z.numel() for z in za)
+    expected = float(torch.cat([z.reshape(-1) for z in za]) @ torch.cat([z.reshape(-1) for z in zb])) / sum(
+        z.numel() for z in za
+    )
     assert 0.2 < expected < 0.98
     assert got.score == pytest.approx(expected, abs=1e-5)
     per_cell = [float((x * y).mean()) for x, y in zip(za, zb)]
-    got_cells = [got.pairs[0].terms[t] for t in ("qk", "vo", "ffn")] + [got.pairs[1].terms[t] for t in ("qk", "vo", "ffn")]
+    got_cells = [got.pairs[0].terms[t] for t in ("qk", "vo", "ffn")] + [
+        got.pairs[1].terms[t] for t in ("qk", "vo", "ffn")
+    ]
     np.testing.assert_allclose(got_cells, per_cell, atol=1e-5)
 
 

@@ -24,7 +24,6 @@ from attest.crypto.keys import (
 )
 from attest.errors import InputError
 
-
 # ---------------------------------------------------------------------------
 # An independent, minimal CBOR encoder (ints, byte strings, maps) written from
 # RFC 8949 so the kid is not checked against cbor2 with cbor2.
@@ -61,9 +60,7 @@ def test_reference_encoder_reproduces_rfc9679_example() -> None:
         "108DE439C08551D2258201E52ED75701163F7F9E40DDF9F341B3DC9BA860AF7E0"
         "CA7CA7E9EECD0084D19C"
     )
-    assert hashlib.sha256(encoded).hexdigest() == (
-        "496bd8afadf307e5b08c64b0421bf9dc01528a344a43bda88fadd1669da253ec"
-    )
+    assert hashlib.sha256(encoded).hexdigest() == ("496bd8afadf307e5b08c64b0421bf9dc01528a344a43bda88fadd1669da253ec")
 
 
 # RFC 8032 §7.1 TEST 1
@@ -202,11 +199,13 @@ def test_load_errors(tmp_path: Path) -> None:
 def test_non_ed25519_keys_rejected(tmp_path: Path) -> None:
     k = ec.generate_private_key(ec.SECP256R1())
     priv = tmp_path / "ec.key"
-    priv.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    priv.write_bytes(
+        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     pub = tmp_path / "ec.pub"
-    pub.write_bytes(k.public_key().public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    pub.write_bytes(
+        k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(InputError, match="not Ed25519"):
         load_private_key(priv, None)
     with pytest.raises(InputError, match="not Ed25519"):
@@ -290,8 +289,9 @@ def _run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
 
 def test_keygen_cli_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ATTEST_TEST_PASS", "s3cret")
-    rc = _run_cli(["keygen", "--out", str(tmp_path / "pub"), "--passphrase-env", "ATTEST_TEST_PASS", "--json"],
-                  monkeypatch)
+    rc = _run_cli(
+        ["keygen", "--out", str(tmp_path / "pub"), "--passphrase-env", "ATTEST_TEST_PASS", "--json"], monkeypatch
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["encrypted"] is True
@@ -301,8 +301,9 @@ def test_keygen_cli_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert stat.S_IMODE(Path(out["private_key"]).stat().st_mode) == 0o600
 
 
-def test_keygen_cli_text_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_cli_text_and_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc = _run_cli(["keygen", "--out", str(tmp_path / "a"), "--no-prompt"], monkeypatch)
     captured = capsys.readouterr()
     assert rc == 0

@@ -52,8 +52,11 @@ def _save(sd: dict[str, torch.Tensor], cfg: dict[str, Any], out: Path) -> Path:
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().to(torch.float16) for k, v in sd.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous().to(torch.float16) for k, v in sd.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     (out / "config.json").write_text(json.dumps(cfg))
     (out / "tokenizer.json").write_bytes((FIXTURES / "base" / "tokenizer.json").read_bytes())
     return out
@@ -68,7 +71,10 @@ def _pruned(out: Path, frac: float = 0.25) -> Path:
         p = f"model.layers.{i}.mlp."
         score = sd[p + "up_proj.weight"].norm(dim=1) * sd[p + "down_proj.weight"].norm(dim=0)
         keep = torch.sort(torch.topk(score, keep_n).indices).values
-        sd[p + "up_proj.weight"], sd[p + "gate_proj.weight"] = sd[p + "up_proj.weight"][keep], sd[p + "gate_proj.weight"][keep]
+        sd[p + "up_proj.weight"], sd[p + "gate_proj.weight"] = (
+            sd[p + "up_proj.weight"][keep],
+            sd[p + "gate_proj.weight"][keep],
+        )
         sd[p + "down_proj.weight"] = sd[p + "down_proj.weight"][:, keep]
     return _save(sd, {**cfg, "intermediate_size": keep_n}, out)
 
@@ -80,7 +86,7 @@ def _dropped(out: Path, drop: int = 2) -> Path:
     for i, j in enumerate(order):
         for k, v in sd.items():
             if k.startswith(f"model.layers.{j}."):
-                new[f"model.layers.{i}." + k[len(f"model.layers.{j}."):]] = v
+                new[f"model.layers.{i}." + k[len(f"model.layers.{j}.") :]] = v
     return _save(new, {**cfg, "num_hidden_layers": len(order)}, out)
 
 
@@ -143,8 +149,9 @@ def test_derived_models_show_lineage_exact(lineage_models: dict[str, CanonicalMo
 
 
 @pytest.mark.parametrize("name", DERIVED)
-def test_derived_models_show_lineage_bundle(lineage_models: dict[str, CanonicalModel],
-                                            base_payload: tuple[list[str], dict[str, Any]], name: str) -> None:
+def test_derived_models_show_lineage_bundle(
+    lineage_models: dict[str, CanonicalModel], base_payload: tuple[list[str], dict[str, Any]], name: str
+) -> None:
     r = _bundle(lineage_models, base_payload, name)
     assert r.p_value <= ALPHA, r.to_json()
     assert r.conclusion == LINEAGE
@@ -158,8 +165,9 @@ def test_unrelated_models_show_no_lineage_exact(lineage_models: dict[str, Canoni
 
 
 @pytest.mark.parametrize("name", UNRELATED)
-def test_unrelated_models_show_no_lineage_bundle(lineage_models: dict[str, CanonicalModel],
-                                                 base_payload: tuple[list[str], dict[str, Any]], name: str) -> None:
+def test_unrelated_models_show_no_lineage_bundle(
+    lineage_models: dict[str, CanonicalModel], base_payload: tuple[list[str], dict[str, Any]], name: str
+) -> None:
     r = _bundle(lineage_models, base_payload, name)
     assert r.p_value > ALPHA, r.to_json()
     assert r.conclusion == NO_LINEAGE, r.reasons()
@@ -179,7 +187,8 @@ def test_json_shape(lineage_models: dict[str, CanonicalModel]) -> None:
 
 
 def test_too_few_covered_tokens_is_underpowered_not_no_match(
-        lineage_models: dict[str, CanonicalModel], base_payload: tuple[list[str], dict[str, Any]]) -> None:
+    lineage_models: dict[str, CanonicalModel], base_payload: tuple[list[str], dict[str, Any]]
+) -> None:
     tokens, doc = base_payload
     twin = lineage_models["twin"]
     located = locate(twin.vocab, tokens)
@@ -200,26 +209,42 @@ def test_payload_size_at_7b_shape() -> None:
 
     k, f = BUNDLE_NEURONS, 11008
     m = max(BUNDLE_TOKENS, DATA_BUDGET // (2 * k * 32))  # what build_payload picks at 32 layers
-    layer = {"index": 31, "channels": ["gate", "up"], "width": f, "neurons": bytes(2 * k), "neuron_dtype": "uint16",
-             "scale": bytes(8 * k), "data": bytes(2 * m * k)}
-    doc = {"format": PAYLOAD_FORMAT, "seed": 2**31, "n_tokens": 1024, "token_positions": bytes(2 * m),
-           "token_dtype": "uint16", "layers": [dict(layer, index=i) for i in range(32)]}
+    layer = {
+        "index": 31,
+        "channels": ["gate", "up"],
+        "width": f,
+        "neurons": bytes(2 * k),
+        "neuron_dtype": "uint16",
+        "scale": bytes(8 * k),
+        "data": bytes(2 * m * k),
+    }
+    doc = {
+        "format": PAYLOAD_FORMAT,
+        "seed": 2**31,
+        "n_tokens": 1024,
+        "token_positions": bytes(2 * m),
+        "token_dtype": "uint16",
+        "layers": [dict(layer, index=i) for i in range(32)],
+    }
     size = payload_size(doc)
     print(f"lineage payload at 7B shape: {size} bytes")
     assert size <= 4_000_000
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: d.update(format="x"),
-    lambda d: d.update(n_tokens=-1),
-    lambda d: d.update(token_positions=b"\xff\xff" * 3),
-    lambda d: d["layers"][0].update(data=b"\x00"),
-    lambda d: d["layers"][0].update(neurons=b"\xff\xff" * 300),
-    lambda d: d["layers"][0].update(scale=np.full(2 * 256, np.nan, "<f4").tobytes()),
-    lambda d: d["layers"][0].update(channels=["gate", "gate"]),
-    lambda d: d["layers"].append(dict(d["layers"][0])),
-    lambda d: d.update(layers=[]),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.update(format="x"),
+        lambda d: d.update(n_tokens=-1),
+        lambda d: d.update(token_positions=b"\xff\xff" * 3),
+        lambda d: d["layers"][0].update(data=b"\x00"),
+        lambda d: d["layers"][0].update(neurons=b"\xff\xff" * 300),
+        lambda d: d["layers"][0].update(scale=np.full(2 * 256, np.nan, "<f4").tobytes()),
+        lambda d: d["layers"][0].update(channels=["gate", "gate"]),
+        lambda d: d["layers"].append(dict(d["layers"][0])),
+        lambda d: d.update(layers=[]),
+    ],
+)
 def test_hostile_payloads_raise_bundle_error(base_payload: tuple[list[str], dict[str, Any]], mutate: Any) -> None:
     doc = cbor2.loads(cbor2.dumps(base_payload[1]))
     doc["layers"] = [dict(x) for x in doc["layers"]]

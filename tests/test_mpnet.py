@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
+from conftest import write_tokenizer
 from transformers import MPNetConfig, MPNetModel
 
-from conftest import write_tokenizer
-
 from attest.arch.detect import load_model
-from attest.workflows.compare import compare_models
 from attest.invariants.methods import DEFAULT
+from attest.workflows.compare import compare_models
 
 
 def test_mpnet_canonical_view_and_self_match(tmp_path) -> None:

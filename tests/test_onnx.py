@@ -26,17 +26,28 @@ pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from onnx_fixtures import (  # noqa: E402
-    HEADS, LAYERS, QUANT_MODES, build_bert_onnx, dequantized, hf_weights, non_bert_onnx, run_graph,
-    save_hf, tiny_bert, torch_export, wordpiece_vocab, write_vocab,
+    HEADS,
+    LAYERS,
+    QUANT_MODES,
+    build_bert_onnx,
+    dequantized,
+    hf_weights,
+    non_bert_onnx,
+    run_graph,
+    save_hf,
+    tiny_bert,
+    torch_export,
+    wordpiece_vocab,
+    write_vocab,
 )
 
 from attest.arch.detect import load_model  # noqa: E402
-from attest.workflows.compare import compare_models  # noqa: E402
-from attest.scoring.decision import Verdict  # noqa: E402
 from attest.errors import ExitCode, InputError, UnsupportedModelError  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
-from attest.sources.onnx import loader as onnx_source  # noqa: E402
+from attest.scoring.decision import Verdict  # noqa: E402
 from attest.sources.onnx import ONNX_EXTRA_HINT, OnnxSource  # noqa: E402
+from attest.sources.onnx import loader as onnx_source  # noqa: E402
+from attest.workflows.compare import compare_models  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,8 +62,12 @@ INT8_VARIANTS: dict[str, dict[str, Any]] = {q: {"quant": q} for q in QUANT_MODES
 INT8_VARIANTS["qdq-channel-decomposed"] = {"quant": "qdq-channel", "layernorm": "decomposed"}
 # Linear weights as [out, in] in the HF state dict, and the output axis of their [in, out] ONNX form.
 LINEARS = {
-    "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-    "o": "attention.output.dense", "up": "intermediate.dense", "down": "output.dense",
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "o": "attention.output.dense",
+    "up": "intermediate.dense",
+    "down": "output.dense",
 }
 
 
@@ -121,8 +136,14 @@ def _check_canonical(folder: Path, bert: Any, quant: str, atol: float = 1e-6) ->
     assert (cm.dims.n_layers, cm.dims.n_heads, cm.dims.hidden) == (LAYERS, HEADS, 64)
     for i in range(LAYERS):
         layer = cm.layer(i)
-        got = {"q": layer.attn.q, "k": layer.attn.k, "v": layer.attn.v, "o": layer.attn.o,
-               "up": layer.mlp.up, "down": layer.mlp.down}  # type: ignore[union-attr]
+        got = {
+            "q": layer.attn.q,
+            "k": layer.attn.k,
+            "v": layer.attn.v,
+            "o": layer.attn.o,
+            "up": layer.mlp.up,
+            "down": layer.mlp.down,
+        }  # type: ignore[union-attr]
         for role, module in LINEARS.items():
             hf = W[f"encoder.layer.{i}.{module}.weight"]
             # The graph stores [in, out], quantized along out; compare with exactly that.
@@ -132,7 +153,9 @@ def _check_canonical(folder: Path, bert: Any, quant: str, atol: float = 1e-6) ->
             assert np.abs(got[role].float().numpy() - hf).max() <= step * 0.51 + atol
         prev = "embeddings.LayerNorm.weight" if i == 0 else f"encoder.layer.{i - 1}.output.LayerNorm.weight"
         np.testing.assert_allclose(layer.attn_norm.numpy(), W[prev], atol=1e-7)  # type: ignore[union-attr]
-        np.testing.assert_allclose(layer.ffn_norm.numpy(), W[f"encoder.layer.{i}.attention.output.LayerNorm.weight"], atol=1e-7)  # type: ignore[union-attr]
+        np.testing.assert_allclose(
+            layer.ffn_norm.numpy(), W[f"encoder.layer.{i}.attention.output.LayerNorm.weight"], atol=1e-7
+        )  # type: ignore[union-attr]
     rows = [0, 5, 77, 511]
     emb = W["embeddings.word_embeddings.weight"]
     expected_rows = dequantized(emb, quant, axis=0)[rows] if quant == "cast-mul" else emb[rows]
@@ -281,12 +304,20 @@ def _save_external(src: Path, folder: Path) -> Path:
     model = onnx.load(str(src))
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "model.onnx"
-    onnx.save_model(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(out),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     return out
 
 
-def test_external_data_inside_the_folder_is_read(bert: Any, onnx_dirs: dict[str, Path], tmp_path: Path, vocab: list[str]) -> None:
+def test_external_data_inside_the_folder_is_read(
+    bert: Any, onnx_dirs: dict[str, Path], tmp_path: Path, vocab: list[str]
+) -> None:
     out = _save_external(onnx_dirs["qdq-channel"] / "model.onnx", tmp_path / "ext")
     write_vocab(out.parent, vocab)
     src = OnnxSource.from_path(out)

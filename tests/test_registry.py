@@ -33,7 +33,9 @@ def trust(world: World) -> TrustStore:
     return TrustStore.from_pubkey(world.pub)
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+def run_cli(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
     from attest.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["attest", *argv])
@@ -72,8 +74,10 @@ def test_add_indexes_each_bundle_by_subject_root_and_skips_duplicates(world, tru
     resigned.write_bytes(encode_attestation(statement, opened.png))
     again = add(reg, [world.bundles["base-gpt2"], resigned], trust)
     assert not again.added
-    assert [(p, e.name) for p, e in again.skipped] == [(str(world.bundles["base-gpt2"]), "base-gpt2"),
-                                                       (str(resigned), "base-llama")]
+    assert [(p, e.name) for p, e in again.skipped] == [
+        (str(world.bundles["base-gpt2"]), "base-gpt2"),
+        (str(resigned), "base-llama"),
+    ]
     assert len(list_entries(reg)) == 3
     assert len(list((reg / "bundles").iterdir())) == 3  # no temporary or orphan files left behind
 
@@ -128,7 +132,9 @@ def test_remove_by_name_and_by_digest_prefix(world, trust, tmp_path) -> None:
     assert verify(reg, trust).problems == []
 
 
-def test_verify_reports_a_modified_file_a_missing_file_and_an_edited_row(world, trust, tmp_path, capsys, monkeypatch) -> None:
+def test_verify_reports_a_modified_file_a_missing_file_and_an_edited_row(
+    world, trust, tmp_path, capsys, monkeypatch
+) -> None:
     reg = tmp_path / "reg"
     add(reg, [world.bundles[n] for n in THREE], trust)
     clean = verify(reg, trust)
@@ -148,11 +154,18 @@ def test_verify_reports_a_modified_file_a_missing_file_and_an_edited_row(world, 
     (reg / "bundles" / "stray.attest").write_bytes(b"x")
     report = verify(reg, trust)
     kinds = {(p.kind, p.name) for p in report.problems}
-    assert kinds == {("modified", "base-llama"), ("missing", "base-qwen2"), ("index_edited", "base-gpt2"), ("stray", "")}
+    assert kinds == {
+        ("modified", "base-llama"),
+        ("missing", "base-qwen2"),
+        ("index_edited", "base-gpt2"),
+        ("stray", ""),
+    }
     edited = next(p for p in report.problems if p.kind == "index_edited")
     assert "family" in edited.detail and "layers" in edited.detail
     assert report.tampered and report.ok == 0
-    code, out, err = run_cli(["registry", "verify", str(reg), "--pubkey", str(world.pub), "--json"], capsys, monkeypatch)
+    code, out, err = run_cli(
+        ["registry", "verify", str(reg), "--pubkey", str(world.pub), "--json"], capsys, monkeypatch
+    )
     assert code == 3, err
     assert json.loads(out)["tampered"] is True and len(json.loads(out)["problems"]) == 4
 
@@ -181,8 +194,11 @@ def test_unknown_schema_version_and_foreign_databases_are_refused(world, trust, 
         conn.execute("CREATE TABLE songs (title TEXT)")
     code, _out, err = run_cli(["registry", "list", str(other)], capsys, monkeypatch)
     assert code == 4 and "not an attest registry" in err
-    code, _out, err = run_cli(["registry", "add", str(other), str(world.bundles["base-gpt2"]), "--pubkey", str(world.pub)],
-                              capsys, monkeypatch)
+    code, _out, err = run_cli(
+        ["registry", "add", str(other), str(world.bundles["base-gpt2"]), "--pubkey", str(world.pub)],
+        capsys,
+        monkeypatch,
+    )
     assert code == 4 and "other SQLite database" in err
     with sqlite3.connect(other / "registry.sqlite") as conn:  # left exactly as it was
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
@@ -201,10 +217,14 @@ def test_unknown_schema_version_and_foreign_databases_are_refused(world, trust, 
 def test_cli_add_list_remove_verify(world, tmp_path, capsys, monkeypatch) -> None:
     reg = tmp_path / "reg"
     bundles = [str(world.bundles[n]) for n in THREE]
-    code, out, err = run_cli(["registry", "add", str(reg), *bundles, "--pubkey", str(world.pub), "--json"], capsys, monkeypatch)
+    code, out, err = run_cli(
+        ["registry", "add", str(reg), *bundles, "--pubkey", str(world.pub), "--json"], capsys, monkeypatch
+    )
     assert code == 0, err
     assert len(json.loads(out)["added"]) == 3
-    code, out, err = run_cli(["registry", "add", str(reg), bundles[0], "--trust", str(world.pub.parent)], capsys, monkeypatch)
+    code, out, err = run_cli(
+        ["registry", "add", str(reg), bundles[0], "--trust", str(world.pub.parent)], capsys, monkeypatch
+    )
     # --trust DIR holds both the publisher's and the stranger's key; the publisher's signature is trusted
     assert code == 0 and "skipped" in out, err
     code, out, err = run_cli(["registry", "list", str(reg), "--json"], capsys, monkeypatch)
@@ -219,7 +239,9 @@ def test_cli_add_list_remove_verify(world, tmp_path, capsys, monkeypatch) -> Non
     code, out, err = run_cli(["registry", "add", str(reg), bundles[0]], capsys, monkeypatch)
     assert code == 4 and "--pubkey" in err
     stranger = forge_variant(world.bundles["base-llama"], world.stranger_key, 3, tmp_path / "s.attest")
-    code, out, err = run_cli(["registry", "add", str(reg), str(stranger), "--pubkey", str(world.pub)], capsys, monkeypatch)
+    code, out, err = run_cli(
+        ["registry", "add", str(reg), str(stranger), "--pubkey", str(world.pub)], capsys, monkeypatch
+    )
     assert code == 3 and "untrusted" in err
 
 
@@ -247,8 +269,21 @@ def test_two_writer_processes_keep_the_index_consistent(world, trust, tmp_path) 
     reg, go = tmp_path / "reg", tmp_path / "go"  # the registry does not exist yet: creation races too
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(reg), str(world.pub), str(go), str(tmp_path / f"out{k}"),
-                          *map(str, part)], env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _WRITER,
+                str(reg),
+                str(world.pub),
+                str(go),
+                str(tmp_path / f"out{k}"),
+                *map(str, part),
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k, part in enumerate((first, second))
     ]
     time.sleep(0.5)

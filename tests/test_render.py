@@ -292,7 +292,11 @@ def test_gallery_cli_bad_input_exits_4(tmp_path: Path, args: list[str]) -> None:
         args = []
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     res = subprocess.run(
-        [sys.executable, "-m", "attest", "gallery", "--out", str(out), *args], capture_output=True, text=True, cwd=REPO, env=env
+        [sys.executable, "-m", "attest", "gallery", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
     )
     assert res.returncode == 4, res.stderr
     assert "error:" in res.stderr

@@ -132,7 +132,17 @@ def test_verdicts_in_plain_words() -> None:
 
 def test_numbers_digests_and_signature_shown() -> None:
     text = parse(render_report(sample_report(), BASE_PNG, SUSPECT_PNG)).all_text
-    for s in ("0.962", "0.951 to 0.972", "48.30", "1.20e-38", "97.3%", "huref-ics default", "ACME Labs", "acme-7b", "ab" * 32):
+    for s in (
+        "0.962",
+        "0.951 to 0.972",
+        "48.30",
+        "1.20e-38",
+        "97.3%",
+        "huref-ics default",
+        "ACME Labs",
+        "acme-7b",
+        "ab" * 32,
+    ):
         assert s in text, s
     for s in ("model.safetensors", "suspect.gguf", "1" * 64, "2" * 64, "3" * 64, "4" * 64):
         assert s in text, s

@@ -20,10 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structural_fuzz import Targets, build_targets, mutate
 
-CASES = {"config": 500, "tokenizer": 500, "shard_index": 300, "safetensors_header": 500, "bundle": 200,
-         "evidence": 300}
-SETTINGS: dict[str, Any] = {"deadline": None, "derandomize": True, "database": None,
-                            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
+CASES = {"config": 500, "tokenizer": 500, "shard_index": 300, "safetensors_header": 500, "bundle": 200, "evidence": 300}
+SETTINGS: dict[str, Any] = {
+    "deadline": None,
+    "derandomize": True,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+}
 SEEN: dict[str, Counter[int]] = {name: Counter() for name in CASES}
 
 
@@ -40,6 +43,7 @@ def _fuzz(name: str) -> Callable[[Targets], None]:
         code = targets.case(name, rnd)
         assert code in (0, 3, 4), code
         SEEN[name][code] += 1
+
     return check
 
 

@@ -184,8 +184,14 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytes
     return int(exc.value.code or 0), out, err
 
 
-def test_cli_timestamp_and_proofs(files: Files, tsa: LocalTSA, pki: Pki, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_timestamp_and_proofs(
+    files: Files,
+    tsa: LocalTSA,
+    pki: Pki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import json
 
     src = tmp_path / "m.attest"
@@ -197,8 +203,9 @@ def test_cli_timestamp_and_proofs(files: Files, tsa: LocalTSA, pki: Pki, tmp_pat
     code, _, err = _run(["timestamp", str(src), "--tsa", tsa.url], capsys, monkeypatch)
     assert code == 4 and "--force" in err and src.read_bytes() == files.bundle
     dst = tmp_path / "stamped.attest"
-    code, _, _ = _run(["timestamp", str(src), "--tsa", tsa.url, "--tsa-ca", str(pki.root_pem), "--out", str(dst)],
-                      capsys, monkeypatch)
+    code, _, _ = _run(
+        ["timestamp", str(src), "--tsa", tsa.url, "--tsa-ca", str(pki.root_pem), "--out", str(dst)], capsys, monkeypatch
+    )
     assert code == 0 and src.read_bytes() == files.bundle
     code, out, _ = _run(["proofs", str(dst), "--tsa-ca", str(pki.root_pem), "--json"], capsys, monkeypatch)
     [stamp] = json.loads(out)["timestamps"]
@@ -210,15 +217,20 @@ def test_cli_timestamp_and_proofs(files: Files, tsa: LocalTSA, pki: Pki, tmp_pat
     assert code == 3 and stamp["verified"] is False and stamp["time"] is None and stamp["reason"]
 
 
-def test_cli_tsa_optional(files: Files, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_tsa_optional(
+    files: Files, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = tmp_path / "m.attest"
     src.write_bytes(files.bundle)
     dst = tmp_path / "out.attest"
     with LocalTSA(pki, "slow") as server:
-        code, _, err = _run(["timestamp", str(src), "--tsa", server.url, "--timeout", "0.5", "--out", str(dst)],
-                            capsys, monkeypatch)
+        code, _, err = _run(
+            ["timestamp", str(src), "--tsa", server.url, "--timeout", "0.5", "--out", str(dst)], capsys, monkeypatch
+        )
         assert code == 4 and "did not answer" in err and not dst.exists()
-        code, _, err = _run(["timestamp", str(src), "--tsa", server.url, "--timeout", "0.5", "--out", str(dst),
-                             "--tsa-optional"], capsys, monkeypatch)
+        code, _, err = _run(
+            ["timestamp", str(src), "--tsa", server.url, "--timeout", "0.5", "--out", str(dst), "--tsa-optional"],
+            capsys,
+            monkeypatch,
+        )
         assert code == 0 and "WITHOUT a timestamp" in err and dst.read_bytes() == files.bundle

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tsa_fixture import LocalTSA, make_pki
-
 from conftest import save_tiny_model
+from tsa_fixture import LocalTSA, make_pki
 
 from attest.crypto.keys import generate_keypair
 
@@ -33,39 +32,103 @@ def test_issue_verify_inspect_with_a_local_tsa(tmp_path: Path, capsys, monkeypat
     generate_keypair(tmp_path / "aud", None)
     bundle = tmp_path / "base.attest"
     with LocalTSA(pki) as tsa:
-        code, out, err = run(["issue", str(tmp_path / "base"), "--key", str(tmp_path / "pub.key"), "--out", str(bundle),
-                              "--tokens", "64", "--tsa", tsa.url, "--tsa-ca", str(pki.root_pem)], capsys, monkeypatch)
+        code, out, err = run(
+            [
+                "issue",
+                str(tmp_path / "base"),
+                "--key",
+                str(tmp_path / "pub.key"),
+                "--out",
+                str(bundle),
+                "--tokens",
+                "64",
+                "--tsa",
+                tsa.url,
+                "--tsa-ca",
+                str(pki.root_pem),
+            ],
+            capsys,
+            monkeypatch,
+        )
         assert code == 0, err
-        code, out, err = run(["verify", str(tmp_path / "base"), "--bundle", str(bundle), "--pubkey",
-                              str(tmp_path / "pub.pub"), "--evidence", str(tmp_path / "ev.cbor"), "--key",
-                              str(tmp_path / "aud.key"), "--tsa", tsa.url], capsys, monkeypatch)
+        code, out, err = run(
+            [
+                "verify",
+                str(tmp_path / "base"),
+                "--bundle",
+                str(bundle),
+                "--pubkey",
+                str(tmp_path / "pub.pub"),
+                "--evidence",
+                str(tmp_path / "ev.cbor"),
+                "--key",
+                str(tmp_path / "aud.key"),
+                "--tsa",
+                tsa.url,
+            ],
+            capsys,
+            monkeypatch,
+        )
         assert code == 0, err
     # Before any root is given the token is listed, but not as a time.
     code, out, err = run(["inspect", str(bundle), "--pubkey", str(tmp_path / "pub.pub"), "--json"], capsys, monkeypatch)
     [stamp] = json.loads(out)["timestamps"]
     assert code == 0 and stamp["verified"] is False and stamp["time"] is None and stamp["reason"]
-    code, out, err = run(["inspect", str(bundle), "--pubkey", str(tmp_path / "pub.pub"), "--tsa-ca", str(pki.root_pem),
-                          "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["inspect", str(bundle), "--pubkey", str(tmp_path / "pub.pub"), "--tsa-ca", str(pki.root_pem), "--json"],
+        capsys,
+        monkeypatch,
+    )
     [stamp] = json.loads(out)["timestamps"]
     assert code == 0 and stamp["verified"] is True and stamp["time"].endswith("Z") and "Test TSA" in stamp["tsa"]
-    code, out, err = run(["inspect", str(bundle), "--pubkey", str(tmp_path / "pub.pub"), "--tsa-ca", str(pki.root_pem)],
-                         capsys, monkeypatch)
+    code, out, err = run(
+        ["inspect", str(bundle), "--pubkey", str(tmp_path / "pub.pub"), "--tsa-ca", str(pki.root_pem)],
+        capsys,
+        monkeypatch,
+    )
     assert "timestamp verified" in out
     # Against another root the same token is refused and inspect fails.
-    code, out, err = run(["inspect", str(bundle), "--pubkey", str(tmp_path / "pub.pub"), "--tsa-ca",
-                          str(other.root_pem), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["inspect", str(bundle), "--pubkey", str(tmp_path / "pub.pub"), "--tsa-ca", str(other.root_pem), "--json"],
+        capsys,
+        monkeypatch,
+    )
     info = json.loads(out)
     assert code == 3 and info["timestamps"][0]["verified"] is False and info["timestamps"][0]["time"] is None
     # The evidence carries its own token over the verifier's signature.
-    code, out, err = run(["inspect", str(tmp_path / "ev.cbor"), "--pubkey", str(tmp_path / "pub.pub"),
-                          "--verifier-pubkey", str(tmp_path / "aud.pub"), "--tsa-ca", str(pki.root_pem), "--json"],
-                         capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "inspect",
+            str(tmp_path / "ev.cbor"),
+            "--pubkey",
+            str(tmp_path / "pub.pub"),
+            "--verifier-pubkey",
+            str(tmp_path / "aud.pub"),
+            "--tsa-ca",
+            str(pki.root_pem),
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     info = json.loads(out)
     assert code == 0, info["problems"]
     assert any(t["verified"] and t.get("covers") == "evidence" for t in info["timestamps"])
 
 
 def test_verify_tsa_needs_evidence(tmp_path: Path, capsys, monkeypatch) -> None:
-    code, out, err = run(["verify", str(tmp_path / "m"), "--bundle", str(tmp_path / "b.attest"), "--pubkey",
-                          str(tmp_path / "k.pub"), "--tsa", "http://127.0.0.1:9/"], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "verify",
+            str(tmp_path / "m"),
+            "--bundle",
+            str(tmp_path / "b.attest"),
+            "--pubkey",
+            str(tmp_path / "k.pub"),
+            "--tsa",
+            "http://127.0.0.1:9/",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 4 and "Traceback" not in err

@@ -50,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_models as tm  # noqa: E402
 import transforms as tf  # noqa: E402
 
-from attest.workflows.compare import Comparison, compare_models  # noqa: E402
-from attest.scoring.decision import Verdict  # noqa: E402
 from attest.invariants.methods import DEFAULT, HUREF_2024  # noqa: E402
+from attest.scoring.decision import Verdict  # noqa: E402
+from attest.workflows.compare import Comparison, compare_models  # noqa: E402
 
 METHOD = DEFAULT.with_options(n_tokens=256)
 HUREF = HUREF_2024.with_options(n_tokens=256)
@@ -200,9 +200,17 @@ def _witness(family: str, step: str) -> str:
     if step == "ffn-perm-scale":
         return "L0.eu" if family in tf.MOE else "L0.up"
     return {
-        "hidden-perm": "embed", "ln-to-rms": "embed", "rotation": "embed", "gain-scale": "L0.n1_w",
-        "head-perm": "L0.q", "qk-vo-maps": "L0.v", "qk-rope-maps": "L0.k", "expert-perm": "L0.router",
-        "vocab-perm": "embed", "vocab-extend": "vocab", "untie": "tied",
+        "hidden-perm": "embed",
+        "ln-to-rms": "embed",
+        "rotation": "embed",
+        "gain-scale": "L0.n1_w",
+        "head-perm": "L0.q",
+        "qk-vo-maps": "L0.v",
+        "qk-rope-maps": "L0.k",
+        "expert-perm": "L0.router",
+        "vocab-perm": "embed",
+        "vocab-extend": "vocab",
+        "untie": "tied",
     }[step]
 
 
@@ -223,8 +231,14 @@ def test_transform_preserves_logits_then_fingerprint(case: Case, originals: Orig
     # 1. The disguise is function preserving: logits first.
     runner = subj.model if subj.rms_converted else tf.reload(folder, case.dtype)
     flips = tf.routing_flips(orig.routes, subj, IDS, runner)
-    record: dict[str, Any] = {"case": case.id, "family": case.family, "transform": case.name,
-                              "steps": subj.applied, "tol": case.tol, "routing_flips": int(flips.sum())}
+    record: dict[str, Any] = {
+        "case": case.id,
+        "family": case.family,
+        "transform": case.name,
+        "steps": subj.applied,
+        "tol": case.tol,
+        "routing_flips": int(flips.sum()),
+    }
     RESULTS.append(record)
     if case.dtype in DTYPE_TOL:
         # A top-k router near a tie may pick another expert once weights and arithmetic are
@@ -237,7 +251,9 @@ def test_transform_preserves_logits_then_fingerprint(case: Case, originals: Orig
         rel, rel_max = tf.logit_errors(orig.logits, subj, IDS, runner)
     record.update(logit_rel_err=rel, logit_rel_max_err=rel_max)
     _check_tokenizer(orig, subj)
-    assert rel < case.tol and rel_max < case.tol, f"not function preserving: relative logit error {rel:.2e} / max {rel_max:.2e}"
+    assert rel < case.tol and rel_max < case.tol, (
+        f"not function preserving: relative logit error {rel:.2e} / max {rel_max:.2e}"
+    )
 
     # 2. The fingerprint is intact.
     suspect = tf.attest_model(subj, folder)

@@ -81,8 +81,9 @@ def test_receipt_in_label_394_is_read(files: Files, ts: LocalTransparencyService
     n = ts.append(registrable_statement(statement))
     protected, _, payload, signature = cbor2.loads(statement).value
     container = dict(cbor2.loads(files.bundle))
-    container["statement"] = cbor2.dumps(cbor2.CBORTag(18, [protected, {394: [ts.receipt(n)]}, payload, signature]),
-                                         canonical=True)
+    container["statement"] = cbor2.dumps(
+        cbor2.CBORTag(18, [protected, {394: [ts.receipt(n)]}, payload, signature]), canonical=True
+    )
     data = cbor2.dumps(container, canonical=True)
     read_attestation(data, files.trust)
     [check] = receipt_report(data, _keys(ts))
@@ -110,9 +111,11 @@ def test_wrong_path(files: Files, ts: LocalTransparencyService) -> None:
     size, index, siblings = cbor2.loads(proof)
     flipped_path = [bytes([siblings[0][0] ^ 1]) + siblings[0][1:], *siblings[1:]]
     obj = dict(cbor2.loads(files.bundle))
-    obj["receipts"] = [_with_proof(receipt, size, index, flipped_path),
-                       _with_proof(receipt, size, index, list(siblings[:-1])),
-                       _with_proof(receipt, size, index, list(siblings))]
+    obj["receipts"] = [
+        _with_proof(receipt, size, index, flipped_path),
+        _with_proof(receipt, size, index, list(siblings[:-1])),
+        _with_proof(receipt, size, index, list(siblings)),
+    ]
     flipped, truncated, untouched = receipt_report(cbor2.dumps(obj, canonical=True), _keys(ts))
     assert not flipped.verified and "path was altered" in (flipped.reason or "")
     assert not truncated.verified and "does not fit the tree" in (truncated.reason or "")
@@ -128,8 +131,10 @@ def test_wrong_root_signature(files: Files, ts: LocalTransparencyService) -> Non
     assert not forged_check.verified and "signature" in (forged_check.reason or "") and genuine.verified
     # A genuine receipt checked against some other service's key names the unknown kid.
     other = Ed25519PrivateKey.generate().public_key()
-    [check] = receipt_report(cbor2.dumps(dict(obj, receipts=[ts.receipt(n)]), canonical=True),
-                             [TsKey("other", other, cose_key_thumbprint(other))])
+    [check] = receipt_report(
+        cbor2.dumps(dict(obj, receipts=[ts.receipt(n)]), canonical=True),
+        [TsKey("other", other, cose_key_thumbprint(other))],
+    )
     assert not check.verified and "not one of the given" in (check.reason or "")
 
 
@@ -154,8 +159,10 @@ def test_service_errors_are_clear(files: Files, ts: LocalTransparencyService) ->
         register_container(files.bundle, "http://127.0.0.1:9", timeout=2)
 
 
-@pytest.mark.parametrize("junk", [b"", b"\xd2\x84", cbor2.dumps(cbor2.CBORTag(18, [b"", {}, None, b""])),
-                                  cbor2.dumps([1, 2, 3]), b"\xff" * 100])
+@pytest.mark.parametrize(
+    "junk",
+    [b"", b"\xd2\x84", cbor2.dumps(cbor2.CBORTag(18, [b"", {}, None, b""])), cbor2.dumps([1, 2, 3]), b"\xff" * 100],
+)
 def test_hostile_receipts_are_reported_not_raised(files: Files, ts: LocalTransparencyService, junk: bytes) -> None:
     obj = dict(cbor2.loads(files.bundle))
     obj["receipts"] = [junk]
@@ -170,8 +177,13 @@ def test_ts_key_files(tmp_path: Path, ts: LocalTransparencyService) -> None:
     assert key.kid == ts.kid == hashlib.sha256(cbor2.dumps(ts.cose_key, canonical=True)).digest()
 
 
-def test_cli_register_and_proofs(files: Files, ts: LocalTransparencyService, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_register_and_proofs(
+    files: Files,
+    ts: LocalTransparencyService,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import json
     import sys
 

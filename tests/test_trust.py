@@ -18,7 +18,6 @@ from typing import Any
 
 import cbor2
 import pytest
-
 from conftest import save_tiny_model
 
 import attest
@@ -60,13 +59,15 @@ def shelf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         (publishers / f"{name}.pub").write_bytes((keys / f"{name}.pub").read_bytes())
     (publishers / "alice.identity").write_text("Alice Corp (official)\n")
     bundle = root / "base.attest"
-    attest.issue(root / "base", keys / "alice.key", bundle, name="tiny-base", issuer="Alice Corp (official)",
-                 tokens=TOKENS)
+    attest.issue(
+        root / "base", keys / "alice.key", bundle, name="tiny-base", issuer="Alice Corp (official)", tokens=TOKENS
+    )
     return {"root": root, "keys": keys, "publishers": publishers, "bundle": bundle}
 
 
-def resign(bundle: Path, key_path: Path, out: Path, *, issuer: str, subject: str = "tiny-base",
-           edit: Any = None) -> Path:
+def resign(
+    bundle: Path, key_path: Path, out: Path, *, issuer: str, subject: str = "tiny-base", edit: Any = None
+) -> Path:
     """What an attacker holding `key_path` does: take a bundle's document, edit it, sign it anew."""
     opened = inspect_attestation(bundle.read_bytes())
     doc = json.loads(json.dumps(_plainish(opened.document)))
@@ -91,11 +92,26 @@ def forge_unchecked(bundle: Path, key_path: Path, out: Path, *, edit: Any) -> Pa
     doc = _restore_bytes(json.loads(json.dumps(_plainish(opened.document))), None)
     edit(doc)
     key = load_private_key(key_path, None)
-    statement = sign1(canonical_dumps(doc), key, kid=key_id(key.public_key()), issuer="x", subject="tiny-base",
-                      iat=0, content_type=STATEMENT_CONTENT_TYPE)
-    out.write_bytes(canonical_dumps({"format": ATTESTATION_FORMAT, "statement": statement,
-                                     "image": {"media_type": "image/png", "data": opened.png},
-                                     "receipts": [], "timestamps": []}))
+    statement = sign1(
+        canonical_dumps(doc),
+        key,
+        kid=key_id(key.public_key()),
+        issuer="x",
+        subject="tiny-base",
+        iat=0,
+        content_type=STATEMENT_CONTENT_TYPE,
+    )
+    out.write_bytes(
+        canonical_dumps(
+            {
+                "format": ATTESTATION_FORMAT,
+                "statement": statement,
+                "image": {"media_type": "image/png", "data": opened.png},
+                "receipts": [],
+                "timestamps": [],
+            }
+        )
+    )
     return out
 
 
@@ -126,11 +142,24 @@ def test_lax_bundle_policy_is_shown_but_never_applied(shelf, tmp_path, capsys, m
     def lax(doc: dict[str, Any]) -> None:
         doc["policy"].update(threshold=0.05, no_match_below=0.0, null_mean=0.0, null_std=0.001)
 
-    lax_bundle = resign(shelf["bundle"], shelf["keys"] / "alice.key", tmp_path / "lax.attest",
-                        issuer="Alice Corp (official)", edit=lax)
-    code, out, err = run(["verify", str(shelf["root"] / "unrelated"), "--bundle", str(lax_bundle),
-                          "--trust", str(shelf["publishers"]), "--json", "--report", str(tmp_path / "r.html")],
-                         capsys, monkeypatch)
+    lax_bundle = resign(
+        shelf["bundle"], shelf["keys"] / "alice.key", tmp_path / "lax.attest", issuer="Alice Corp (official)", edit=lax
+    )
+    code, out, err = run(
+        [
+            "verify",
+            str(shelf["root"] / "unrelated"),
+            "--bundle",
+            str(lax_bundle),
+            "--trust",
+            str(shelf["publishers"]),
+            "--json",
+            "--report",
+            str(tmp_path / "r.html"),
+        ],
+        capsys,
+        monkeypatch,
+    )
     report = json.loads(out)
     assert code == 1 and report["verdict"] == "no_match", err
     assert report["threshold"] == attest.DEFAULT_POLICY.threshold
@@ -145,14 +174,39 @@ def test_lax_bundle_policy_is_shown_but_never_applied(shelf, tmp_path, capsys, m
 def test_policy_file_and_threshold_are_the_verifiers_choice(shelf, tmp_path, capsys, monkeypatch) -> None:
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"threshold": 0.5, "calibration": "site-policy/1"}))
-    code, out, err = run(["verify", str(shelf["root"] / "base"), "--bundle", str(shelf["bundle"]),
-                          "--trust", str(shelf["publishers"]), "--policy", str(policy), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "verify",
+            str(shelf["root"] / "base"),
+            "--bundle",
+            str(shelf["bundle"]),
+            "--trust",
+            str(shelf["publishers"]),
+            "--policy",
+            str(policy),
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     report = json.loads(out)
     assert code == 0 and report["threshold"] == 0.5 and report["policy"]["calibration"] == "site-policy/1", err
     for bad in ({"threshold": float("nan")}, {"threshold": 2}, {"no_match_below": 0.9, "threshold": 0.2}, [1, 2]):
         policy.write_text(json.dumps(bad))
-        code, out, err = run(["verify", str(shelf["root"] / "base"), "--bundle", str(shelf["bundle"]),
-                              "--trust", str(shelf["publishers"]), "--policy", str(policy)], capsys, monkeypatch)
+        code, out, err = run(
+            [
+                "verify",
+                str(shelf["root"] / "base"),
+                "--bundle",
+                str(shelf["bundle"]),
+                "--trust",
+                str(shelf["publishers"]),
+                "--policy",
+                str(policy),
+            ],
+            capsys,
+            monkeypatch,
+        )
         assert code == 4 and "Traceback" not in err, (bad, err)
 
 
@@ -160,29 +214,73 @@ def test_policy_file_and_threshold_are_the_verifiers_choice(shelf, tmp_path, cap
 
 
 def test_second_trusted_key_cannot_borrow_the_first_publishers_name(shelf, tmp_path, capsys, monkeypatch) -> None:
-    forged = resign(shelf["bundle"], shelf["keys"] / "mallory.key", tmp_path / "forged.attest",
-                    issuer="Alice Corp (official)")
-    code, out, err = run(["verify", str(shelf["root"] / "base"), "--bundle", str(forged),
-                          "--trust", str(shelf["publishers"]), "--json"], capsys, monkeypatch)
+    forged = resign(
+        shelf["bundle"], shelf["keys"] / "mallory.key", tmp_path / "forged.attest", issuer="Alice Corp (official)"
+    )
+    code, out, err = run(
+        ["verify", str(shelf["root"] / "base"), "--bundle", str(forged), "--trust", str(shelf["publishers"]), "--json"],
+        capsys,
+        monkeypatch,
+    )
     sig = json.loads(out)["signature"]
     assert sig["trusted_identity"] == "mallory" and sig["issuer"] == "Alice Corp (official)"
     assert sig["issuer_matches_identity"] is False
     assert any("trusted as 'mallory'" in n for n in json.loads(out)["notes"])
     # The human output says who really signed.
-    code, out, err = run(["verify", str(shelf["root"] / "base"), "--bundle", str(forged),
-                          "--trust", str(shelf["publishers"])], capsys, monkeypatch)
+    code, out, err = run(
+        ["verify", str(shelf["root"] / "base"), "--bundle", str(forged), "--trust", str(shelf["publishers"])],
+        capsys,
+        monkeypatch,
+    )
     assert "signed by 'mallory'" in out and "differs from the trusted identity" in out
     # Pinning the identity refuses the forgery before any model is read.
-    code, out, err = run(["verify", str(tmp_path / "no-such-model"), "--bundle", str(forged),
-                          "--trust", str(shelf["publishers"]), "--expect-issuer", "Alice Corp (official)"],
-                         capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "verify",
+            str(tmp_path / "no-such-model"),
+            "--bundle",
+            str(forged),
+            "--trust",
+            str(shelf["publishers"]),
+            "--expect-issuer",
+            "Alice Corp (official)",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 3 and "'mallory'" in err
-    code, out, err = run(["verify", str(shelf["root"] / "base"), "--bundle", str(shelf["bundle"]),
-                          "--trust", str(shelf["publishers"]), "--expect-issuer", "Alice Corp (official)",
-                          "--expect-subject", "tiny-base", "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "verify",
+            str(shelf["root"] / "base"),
+            "--bundle",
+            str(shelf["bundle"]),
+            "--trust",
+            str(shelf["publishers"]),
+            "--expect-issuer",
+            "Alice Corp (official)",
+            "--expect-subject",
+            "tiny-base",
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0 and json.loads(out)["signature"]["issuer_matches_identity"] is True, err
-    code, out, err = run(["verify", str(shelf["root"] / "base"), "--bundle", str(shelf["bundle"]),
-                          "--trust", str(shelf["publishers"]), "--expect-subject", "other-model"], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "verify",
+            str(shelf["root"] / "base"),
+            "--bundle",
+            str(shelf["bundle"]),
+            "--trust",
+            str(shelf["publishers"]),
+            "--expect-subject",
+            "other-model",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 3 and "other-model" in err
 
 
@@ -193,8 +291,13 @@ def test_second_trusted_key_cannot_borrow_the_first_publishers_name(shelf, tmp_p
 def no_match_evidence(shelf) -> dict[str, Path]:
     root = shelf["root"]
     ev = root / "no-match.cbor"
-    attest.verify(root / "unrelated", shelf["bundle"], trust=shelf["publishers"], evidence=ev,
-                  verifier_key=shelf["keys"] / "auditor.key")
+    attest.verify(
+        root / "unrelated",
+        shelf["bundle"],
+        trust=shelf["publishers"],
+        evidence=ev,
+        verifier_key=shelf["keys"] / "auditor.key",
+    )
     verifiers = root / "verifiers"
     verifiers.mkdir()
     (verifiers / "auditor.pub").write_bytes((shelf["keys"] / "auditor.pub").read_bytes())
@@ -202,8 +305,11 @@ def no_match_evidence(shelf) -> dict[str, Path]:
 
 
 def _edited_body(ev_path: Path, publishers: Path) -> dict[str, Any]:
-    opened = read_evidence(ev_path.read_bytes(), TrustStore.from_dir(publishers), verifier_trust=TrustStore.from_dir(
-        ev_path.parent / "verifiers"))
+    opened = read_evidence(
+        ev_path.read_bytes(),
+        TrustStore.from_dir(publishers),
+        verifier_trust=TrustStore.from_dir(ev_path.parent / "verifiers"),
+    )
     body = {k: opened.body[k] for k in ("attestation", "suspect", "results", "tool", "time")}
     results = dict(opened.body["results"])
     results.update(verdict="match", score=0.97)
@@ -214,9 +320,21 @@ def _edited_body(ev_path: Path, publishers: Path) -> dict[str, Any]:
 
 
 def test_genuine_evidence_rechecks(shelf, no_match_evidence, capsys, monkeypatch) -> None:
-    code, out, err = run(["inspect", str(no_match_evidence["evidence"]), "--trust", str(shelf["publishers"]),
-                          "--verifier-trust", str(no_match_evidence["verifiers"]), "--json",
-                          "--suspect", str(shelf["root"] / "unrelated")], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "inspect",
+            str(no_match_evidence["evidence"]),
+            "--trust",
+            str(shelf["publishers"]),
+            "--verifier-trust",
+            str(no_match_evidence["verifiers"]),
+            "--json",
+            "--suspect",
+            str(shelf["root"] / "unrelated"),
+        ],
+        capsys,
+        monkeypatch,
+    )
     info = json.loads(out)
     assert code == 0, (err, info.get("problems"))
     assert info["recomputation"]["ok"] and info["recomputation"]["recomputed"]["verdict"] == "no_match"
@@ -226,10 +344,26 @@ def test_genuine_evidence_rechecks(shelf, no_match_evidence, capsys, monkeypatch
 def test_edited_unsigned_evidence_fails(shelf, no_match_evidence, tmp_path, capsys, monkeypatch) -> None:
     edited = _edited_body(no_match_evidence["evidence"], shelf["publishers"])
     out_path = tmp_path / "edited.cbor"
-    write_evidence(out_path, edited["body"], base_png=edited["images"]["base"],
-                   suspect_png=edited["images"]["suspect"], sheet_png=edited["images"].get("sheet"))
-    code, out, err = run(["inspect", str(out_path), "--trust", str(shelf["publishers"]),
-                          "--verifier-trust", str(no_match_evidence["verifiers"]), "--json"], capsys, monkeypatch)
+    write_evidence(
+        out_path,
+        edited["body"],
+        base_png=edited["images"]["base"],
+        suspect_png=edited["images"]["suspect"],
+        sheet_png=edited["images"].get("sheet"),
+    )
+    code, out, err = run(
+        [
+            "inspect",
+            str(out_path),
+            "--trust",
+            str(shelf["publishers"]),
+            "--verifier-trust",
+            str(no_match_evidence["verifiers"]),
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     info = json.loads(out)
     assert code == 3
     assert any("not signed" in p for p in info["problems"])
@@ -238,33 +372,78 @@ def test_edited_unsigned_evidence_fails(shelf, no_match_evidence, tmp_path, caps
 
 
 def test_edited_evidence_resigned_by_a_trusted_verifier_still_fails_recomputation(
-        shelf, no_match_evidence, tmp_path, capsys, monkeypatch) -> None:
+    shelf, no_match_evidence, tmp_path, capsys, monkeypatch
+) -> None:
     edited = _edited_body(no_match_evidence["evidence"], shelf["publishers"])
     out_path = tmp_path / "resigned.cbor"
-    write_evidence(out_path, edited["body"], base_png=edited["images"]["base"],
-                   suspect_png=edited["images"]["suspect"], sheet_png=edited["images"].get("sheet"),
-                   key=load_private_key(shelf["keys"] / "auditor.key", None), issuer="Independent Auditor")
-    code, out, err = run(["inspect", str(out_path), "--trust", str(shelf["publishers"]),
-                          "--verifier-trust", str(no_match_evidence["verifiers"])], capsys, monkeypatch)
+    write_evidence(
+        out_path,
+        edited["body"],
+        base_png=edited["images"]["base"],
+        suspect_png=edited["images"]["suspect"],
+        sheet_png=edited["images"].get("sheet"),
+        key=load_private_key(shelf["keys"] / "auditor.key", None),
+        issuer="Independent Auditor",
+    )
+    code, out, err = run(
+        [
+            "inspect",
+            str(out_path),
+            "--trust",
+            str(shelf["publishers"]),
+            "--verifier-trust",
+            str(no_match_evidence["verifiers"]),
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 3 and "recomputation" in out and "FAILED" in out
 
 
 def test_evidence_signed_by_a_publisher_key_is_not_trusted_as_a_verifier(
-        shelf, no_match_evidence, tmp_path, capsys, monkeypatch) -> None:
+    shelf, no_match_evidence, tmp_path, capsys, monkeypatch
+) -> None:
     edited = _edited_body(no_match_evidence["evidence"], shelf["publishers"])
     out_path = tmp_path / "publisher-signed.cbor"
-    write_evidence(out_path, edited["body"], base_png=edited["images"]["base"],
-                   suspect_png=edited["images"]["suspect"], key=load_private_key(shelf["keys"] / "alice.key", None),
-                   issuer="Independent Auditor")
-    code, out, err = run(["inspect", str(out_path), "--trust", str(shelf["publishers"]),
-                          "--verifier-trust", str(no_match_evidence["verifiers"])], capsys, monkeypatch)
+    write_evidence(
+        out_path,
+        edited["body"],
+        base_png=edited["images"]["base"],
+        suspect_png=edited["images"]["suspect"],
+        key=load_private_key(shelf["keys"] / "alice.key", None),
+        issuer="Independent Auditor",
+    )
+    code, out, err = run(
+        [
+            "inspect",
+            str(out_path),
+            "--trust",
+            str(shelf["publishers"]),
+            "--verifier-trust",
+            str(no_match_evidence["verifiers"]),
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 3 and "not trusted" in err.lower() or "untrusted" in err.lower(), err
 
 
 def test_evidence_replayed_for_another_model_fails(shelf, no_match_evidence, capsys, monkeypatch) -> None:
-    code, out, err = run(["inspect", str(no_match_evidence["evidence"]), "--trust", str(shelf["publishers"]),
-                          "--verifier-trust", str(no_match_evidence["verifiers"]),
-                          "--suspect", str(shelf["root"] / "base"), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "inspect",
+            str(no_match_evidence["evidence"]),
+            "--trust",
+            str(shelf["publishers"]),
+            "--verifier-trust",
+            str(no_match_evidence["verifiers"]),
+            "--suspect",
+            str(shelf["root"] / "base"),
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 3 and any("other files" in p for p in json.loads(out)["problems"])
 
 
@@ -285,19 +464,30 @@ def test_issue_refuses_to_clobber_or_mistype_outputs(shelf, tmp_path, capsys, mo
     key = str(shelf["keys"] / "alice.key")
     model = str(shelf["root"] / "base")
     (tmp_path / "x.png").write_bytes(b"precious")
-    code, out, err = run(["issue", model, "--key", key, "--out", str(tmp_path / "x.attest"), "--tokens", "64"],
-                         capsys, monkeypatch)
+    code, out, err = run(
+        ["issue", model, "--key", key, "--out", str(tmp_path / "x.attest"), "--tokens", "64"], capsys, monkeypatch
+    )
     assert code == 4 and "x.png exists" in err and (tmp_path / "x.png").read_bytes() == b"precious"
     assert not (tmp_path / "x.attest").exists()
     code, out, err = run(["issue", model, "--key", key, "--out", str(tmp_path / "dog.png")], capsys, monkeypatch)
     assert code == 4 and ".attest" in err
-    code, out, err = run(["issue", model, "--key", key, "--out", str(tmp_path / "x.attest"), "--tokens", "64",
-                          "--force"], capsys, monkeypatch)
+    code, out, err = run(
+        ["issue", model, "--key", key, "--out", str(tmp_path / "x.attest"), "--tokens", "64", "--force"],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0 and (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_verify_checks_every_output_before_computing(shelf, tmp_path, capsys, monkeypatch) -> None:
-    base = ["verify", str(tmp_path / "never-read"), "--bundle", str(shelf["bundle"]), "--trust", str(shelf["publishers"])]
+    base = [
+        "verify",
+        str(tmp_path / "never-read"),
+        "--bundle",
+        str(shelf["bundle"]),
+        "--trust",
+        str(shelf["publishers"]),
+    ]
     target = tmp_path / "target.png"
     target.write_bytes(b"keep")
     (tmp_path / "link.png").symlink_to(target)
@@ -321,10 +511,14 @@ def test_verify_checks_every_output_before_computing(shelf, tmp_path, capsys, mo
 
 def test_hostile_signed_text_is_escaped_on_the_terminal(shelf, tmp_path, capsys, monkeypatch) -> None:
     hostile = "[conceal]hidden[/conceal] [link=http://evil.example]click[/link] [/bold] \x1b[31mred"
-    bundle = resign(shelf["bundle"], shelf["keys"] / "alice.key", tmp_path / "h.attest", issuer=hostile,
-                    subject=hostile)
-    code, out, err = run(["verify", str(shelf["root"] / "base"), "--bundle", str(bundle),
-                          "--trust", str(shelf["publishers"])], capsys, monkeypatch)
+    bundle = resign(
+        shelf["bundle"], shelf["keys"] / "alice.key", tmp_path / "h.attest", issuer=hostile, subject=hostile
+    )
+    code, out, err = run(
+        ["verify", str(shelf["root"] / "base"), "--bundle", str(bundle), "--trust", str(shelf["publishers"])],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, err
     assert "\x1b" not in out and "[conceal]hidden[/conceal]" in out and "[link=http://evil.example]" in out
     code, out, err = run(["inspect", str(bundle), "--trust", str(shelf["publishers"])], capsys, monkeypatch)
@@ -348,8 +542,11 @@ def test_statement_semantics_are_checked_before_the_suspect_is_read(shelf, tmp_p
     bad = forge_unchecked(shelf["bundle"], shelf["keys"] / "alice.key", tmp_path / "bad.attest", edit=break_method)
     with pytest.raises(BundleError):
         attest.open_bundle(bad, shelf["publishers"])
-    code, out, err = run(["verify", str(tmp_path / "no-such-model"), "--bundle", str(bad),
-                          "--trust", str(shelf["publishers"])], capsys, monkeypatch)
+    code, out, err = run(
+        ["verify", str(tmp_path / "no-such-model"), "--bundle", str(bad), "--trust", str(shelf["publishers"])],
+        capsys,
+        monkeypatch,
+    )
     assert code == 3 and "no-such-model" not in err, err
 
 

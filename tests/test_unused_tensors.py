@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import randomise_, write_tokenizer  # noqa: E402
 
 from attest.arch.detect import load_model  # noqa: E402
-from attest.workflows.compare import compare_models  # noqa: E402
-from attest.scoring.decision import Verdict  # noqa: E402
 from attest.errors import InputError  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
+from attest.scoring.decision import Verdict  # noqa: E402
+from attest.workflows.compare import compare_models  # noqa: E402
 
 LAYERS, HIDDEN = 4, 64
 
@@ -44,8 +44,14 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=512, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False,
+        vocab_size=512,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()

@@ -10,13 +10,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 import torch
+from conftest import build_tiny_model, save_model
 from safetensors.torch import load_file, save_file
 
-from conftest import build_tiny_model, save_model, write_tokenizer
-
 from attest.arch.detect import load_model
-from attest.workflows.compare import compare_models
 from attest.invariants.methods import DEFAULT
+from attest.workflows.compare import compare_models
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
@@ -57,33 +56,85 @@ def issued(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     generate_keypair(keys / "pub", b"correct horse")
     key = load_private_key(keys / "pub.key", b"correct horse")
     bundle = world["root"] / "base.attest"
-    issue_bundle(load_model(world["base"]), key, bundle, method=DEFAULT.with_options(n_tokens=int(TOKENS)),
-                 name="tiny-base", issuer="Test Lab", meta={"licence": "apache-2.0"})
+    issue_bundle(
+        load_model(world["base"]),
+        key,
+        bundle,
+        method=DEFAULT.with_options(n_tokens=int(TOKENS)),
+        name="tiny-base",
+        issuer="Test Lab",
+        meta={"licence": "apache-2.0"},
+    )
     return {"bundle": bundle, "pub": keys / "pub.pub", "key": keys / "pub.key", "keys": keys}
 
 
 def test_issue_cli_with_passphrase_key(world, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PW", "s3cret")
-    code, out, err = run(["keygen", "--out", str(tmp_path / "k"), "--passphrase-env", "PW", "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["keygen", "--out", str(tmp_path / "k"), "--passphrase-env", "PW", "--json"], capsys, monkeypatch
+    )
     assert code == 0, err
     kid = json.loads(out)["kid"]
-    code, out, err = run(["issue", str(world["base"]), "--key", str(tmp_path / "k.key"), "--passphrase-env", "PW",
-                          "--out", str(tmp_path / "b.attest"), "--tokens", TOKENS, "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "issue",
+            str(world["base"]),
+            "--key",
+            str(tmp_path / "k.key"),
+            "--passphrase-env",
+            "PW",
+            "--out",
+            str(tmp_path / "b.attest"),
+            "--tokens",
+            TOKENS,
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["kid"] == kid
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["bundle_bytes"] - (tmp_path / "b.png").stat().st_size <= 4 * 1024 * 1024
     monkeypatch.setenv("PW", "wrong")
-    code, out, err = run(["issue", str(world["base"]), "--key", str(tmp_path / "k.key"), "--passphrase-env", "PW",
-                          "--out", str(tmp_path / "c.attest")], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "issue",
+            str(world["base"]),
+            "--key",
+            str(tmp_path / "k.key"),
+            "--passphrase-env",
+            "PW",
+            "--out",
+            str(tmp_path / "c.attest"),
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 4 and "wrong passphrase" in err and not (tmp_path / "c.attest").exists()
 
 
 def test_verify_same_model_matches_and_report_is_schema_valid(world, issued, tmp_path, capsys, monkeypatch) -> None:
-    code, out, err = run(["verify", str(world["base"]), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]),
-                          "--json", "--evidence", str(tmp_path / "ev.cbor"), "--report", str(tmp_path / "r.html"),
-                          "--sheet", str(tmp_path / "s.png")], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "verify",
+            str(world["base"]),
+            "--bundle",
+            str(issued["bundle"]),
+            "--pubkey",
+            str(issued["pub"]),
+            "--json",
+            "--evidence",
+            str(tmp_path / "ev.cbor"),
+            "--report",
+            str(tmp_path / "r.html"),
+            "--sheet",
+            str(tmp_path / "s.png"),
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, err
     report = json.loads(out)
     jsonschema.validate(report, SCHEMA)
@@ -93,7 +144,9 @@ def test_verify_same_model_matches_and_report_is_schema_valid(world, issued, tmp
     assert report["z"] > 5 and report["p_value"] < 1e-6
     assert "<html" in (tmp_path / "r.html").read_text().lower()
     # The evidence re-verifies offline and carries the results.
-    code, out, err = run(["inspect", str(tmp_path / "ev.cbor"), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["inspect", str(tmp_path / "ev.cbor"), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch
+    )
     assert code == 0, err
     info = json.loads(out)
     assert info["kind"] == "evidence" and info["evidence"]["results"]["verdict"] == "match"
@@ -102,29 +155,53 @@ def test_verify_same_model_matches_and_report_is_schema_valid(world, issued, tmp
 def test_verify_derived_and_unrelated(world, issued, capsys, monkeypatch) -> None:
     method = DEFAULT.with_options(n_tokens=int(TOKENS))
     exact = compare_models(load_model(world["base"]), load_model(world["derived"]), method).score
-    code, out, err = run(["verify", str(world["derived"]), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["verify", str(world["derived"]), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"],
+        capsys,
+        monkeypatch,
+    )
     report = json.loads(out)
     jsonschema.validate(report, SCHEMA)
     assert code == 0 and report["verdict"] == "match", err
     assert abs(report["score"] - exact) < 0.02
     assert report["ci"][0] <= report["score"] <= report["ci"][1]
-    code, out, err = run(["verify", str(world["unrelated"]), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        [
+            "verify",
+            str(world["unrelated"]),
+            "--bundle",
+            str(issued["bundle"]),
+            "--pubkey",
+            str(issued["pub"]),
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     report = json.loads(out)
     assert code == 1 and report["verdict"] == "no_match" and abs(report["score"]) < 0.1
 
 
-def test_tampered_or_untrusted_bundle_exits_3_before_reading_the_suspect(world, issued, tmp_path, capsys, monkeypatch) -> None:
+def test_tampered_or_untrusted_bundle_exits_3_before_reading_the_suspect(
+    world, issued, tmp_path, capsys, monkeypatch
+) -> None:
     data = bytearray(issued["bundle"].read_bytes())
     data[len(data) // 3] ^= 0x01
     bad = tmp_path / "bad.attest"
     bad.write_bytes(bytes(data))
     missing = tmp_path / "no-such-model"
-    code, out, err = run(["verify", str(missing), "--bundle", str(bad), "--pubkey", str(issued["pub"])], capsys, monkeypatch)
+    code, out, err = run(
+        ["verify", str(missing), "--bundle", str(bad), "--pubkey", str(issued["pub"])], capsys, monkeypatch
+    )
     assert code == 3 and "error:" in err
     from attest.crypto.keys import generate_keypair
 
     generate_keypair(tmp_path / "other", None)
-    code, out, err = run(["verify", str(missing), "--bundle", str(issued["bundle"]), "--pubkey", str(tmp_path / "other.pub")], capsys, monkeypatch)
+    code, out, err = run(
+        ["verify", str(missing), "--bundle", str(issued["bundle"]), "--pubkey", str(tmp_path / "other.pub")],
+        capsys,
+        monkeypatch,
+    )
     assert code == 3 and "untrusted" in err
 
 
@@ -137,7 +214,11 @@ def test_suspect_missing_tokens_or_tensors_is_inconclusive(world, issued, tmp_pa
     tok["model"]["vocab"] = {(k + "qq" if k.isalpha() else k): v for k, v in vocab.items()}
     tok["model"]["merges"] = []
     (odd / "tokenizer.json").write_text(json.dumps(tok))
-    code, out, err = run(["verify", str(odd), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["verify", str(odd), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"],
+        capsys,
+        monkeypatch,
+    )
     report = json.loads(out)
     assert code == 2 and report["verdict"] == "inconclusive" and report["coverage"] < 0.2, err
     jsonschema.validate(report, SCHEMA)
@@ -147,7 +228,11 @@ def test_suspect_missing_tokens_or_tensors_is_inconclusive(world, issued, tmp_pa
     tensors = load_file(holey / "model.safetensors")
     del tensors["model.layers.1.mlp.up_proj.weight"]
     save_file(tensors, holey / "model.safetensors")
-    code, out, err = run(["verify", str(holey), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["verify", str(holey), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"],
+        capsys,
+        monkeypatch,
+    )
     report = json.loads(out)
     assert code == 2 and report["verdict"] == "inconclusive", err
     assert any("layer 1" in n for n in report["notes"]) and any("incomplete" in r for r in report["reasons"])
@@ -160,7 +245,9 @@ def test_render_redraws_the_issued_dog(world, issued, tmp_path, capsys, monkeypa
 
 
 def test_inspect_bundle_and_untrusted(world, issued, tmp_path, capsys, monkeypatch) -> None:
-    code, out, err = run(["inspect", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["inspect", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch
+    )
     assert code == 0, err
     info = json.loads(out)
     assert info["kind"] == "attestation" and info["meta"] == {"licence": "apache-2.0"}
@@ -168,7 +255,9 @@ def test_inspect_bundle_and_untrusted(world, issued, tmp_path, capsys, monkeypat
     from attest.crypto.keys import generate_keypair
 
     generate_keypair(tmp_path / "stranger", None)
-    code, out, err = run(["inspect", str(issued["bundle"]), "--pubkey", str(tmp_path / "stranger.pub")], capsys, monkeypatch)
+    code, out, err = run(
+        ["inspect", str(issued["bundle"]), "--pubkey", str(tmp_path / "stranger.pub")], capsys, monkeypatch
+    )
     assert code == 3
 
 
@@ -181,8 +270,13 @@ def test_real_statement_document_matches_the_cddl(issued) -> None:
     text = (ROOT / "schemas" / "attestation.cddl").read_text()
     doc = inspect_attestation(issued["bundle"].read_bytes()).document
     pycddl.Schema(f"start = statement-document\n{text}").validate_cbor(cbor2.dumps(dict(doc), canonical=True))
-    for rule, key in (("core-method", "method"), ("core-sketch", "sketch"), ("core-policy", "policy"),
-                      ("core-model", "model"), ("core-image", "image")):
+    for rule, key in (
+        ("core-method", "method"),
+        ("core-sketch", "sketch"),
+        ("core-policy", "policy"),
+        ("core-model", "model"),
+        ("core-image", "image"),
+    ):
         pycddl.Schema(f"start = {rule}\n{text}").validate_cbor(cbor2.dumps(_plain(doc[key]), canonical=True))
     broken = _plain(doc["method"])
     broken["terms"] = ["qk", "telepathy"]
@@ -217,9 +311,15 @@ def test_compare_and_verify_a_model_with_a_layer_dropped(world, issued, tmp_path
     cfg["num_hidden_layers"] = last
     (dropped / "config.json").write_text(json.dumps(cfg))
     shutil.copy(src / "tokenizer.json", dropped / "tokenizer.json")
-    code, out, err = run(["compare", str(world["base"]), str(dropped), "--tokens", TOKENS, "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["compare", str(world["base"]), str(dropped), "--tokens", TOKENS, "--json"], capsys, monkeypatch
+    )
     report = json.loads(out)
     assert code == 0 and report["verdict"] == "match", err
     assert [(p["a"], p["b"]) for p in report["layers"]] == [(i + 1, i) for i in range(last)]
-    code, out, err = run(["verify", str(dropped), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"], capsys, monkeypatch)
+    code, out, err = run(
+        ["verify", str(dropped), "--bundle", str(issued["bundle"]), "--pubkey", str(issued["pub"]), "--json"],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0 and json.loads(out)["verdict"] == "match", err

@@ -85,8 +85,14 @@ def _llama() -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS, max_position_embeddings=64, tie_word_embeddings=False, **_common(),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        **_common(),
     )
     return LlamaForCausalLM(cfg)
 
@@ -96,8 +102,14 @@ def _qwen2() -> torch.nn.Module:
 
     # Tied like the small Qwen2 releases (0.5B, 1.5B): the untie transform applies.
     cfg = Qwen2Config(
-        hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS, max_position_embeddings=64, tie_word_embeddings=True, **_common(),
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        **_common(),
     )
     return Qwen2ForCausalLM(cfg)
 
@@ -106,8 +118,14 @@ def _gpt_neox() -> torch.nn.Module:
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     cfg = GPTNeoXConfig(
-        hidden_size=HIDDEN, intermediate_size=4 * HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        max_position_embeddings=64, tie_word_embeddings=False, use_parallel_residual=True, **_common(),
+        hidden_size=HIDDEN,
+        intermediate_size=4 * HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        use_parallel_residual=True,
+        **_common(),
     )
     return GPTNeoXForCausalLM(cfg)
 
@@ -123,9 +141,17 @@ def _mixtral() -> torch.nn.Module:
     from transformers import MixtralConfig, MixtralForCausalLM
 
     cfg = MixtralConfig(
-        hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=64,
-        tie_word_embeddings=False, router_jitter_noise=0.0, **_common(),
+        hidden_size=HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        router_jitter_noise=0.0,
+        **_common(),
     )
     return MixtralForCausalLM(cfg)
 
@@ -135,8 +161,14 @@ def _stablelm() -> torch.nn.Module:
 
     # LayerNorm with a gated FFN (and q/k/v biases, partial RoPE), like StableLM-2.
     cfg = StableLmConfig(
-        hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS, max_position_embeddings=64, tie_word_embeddings=False, use_qkv_bias=True,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        use_qkv_bias=True,
         **_common(),
     )
     return StableLmForCausalLM(cfg)

@@ -195,8 +195,8 @@ def read(subj: Subject) -> Canon:
             w = _t(a.c_attn.weight).t()  # Conv1D stores [in, out]
             b = _t(a.c_attn.bias)
             for j, key in enumerate("qkv"):
-                L[key] = w[j * d:(j + 1) * d].clone()
-                L["b" + key] = b[j * d:(j + 1) * d].clone()
+                L[key] = w[j * d : (j + 1) * d].clone()
+                L["b" + key] = b[j * d : (j + 1) * d].clone()
             L["o"], L["bo"] = _t(a.c_proj.weight).t().contiguous(), _t(a.c_proj.bias)
             L["up"], L["bup"] = _t(layer.mlp.c_fc.weight).t().contiguous(), _t(layer.mlp.c_fc.bias)
             L["down"], L["bdown"] = _t(layer.mlp.c_proj.weight).t().contiguous(), _t(layer.mlp.c_proj.bias)
@@ -257,7 +257,7 @@ def untie_head(subj: Subject) -> None:
 
 def write(subj: Subject, c: Canon) -> None:
     m, fam = subj.model, subj.family
-    h, kv, dh = c.n_heads, c.n_kv, c.head_dim
+    h, _kv, dh = c.n_heads, c.n_kv, c.head_dim
     n1, n2 = _norm_names(fam)
     for i, (layer, L) in enumerate(zip(_layers(m, fam), c.layers)):
         w = f"layer {i}"
@@ -372,6 +372,7 @@ def random_scales(n: int, gen: torch.Generator, spread: float = 1.0) -> Tensor:
 
 def _map_hidden(c: Canon, m: Tensor, perm: Tensor | None) -> None:
     """h -> h·m on every residual-stream axis.  Norm gains are permuted by `perm`, or must be 1."""
+
     def along(t: Tensor | None, axis: int) -> Tensor | None:
         if t is None:
             return None
@@ -421,7 +422,7 @@ def _fold_rms_gains(c: Canon) -> None:
     if c.norm != "rms":
         raise ValueError("folding gains of a LayerNorm model: convert it to RMSNorm first")
     for L in c.layers:
-        for (keys, g) in ((READ_1, "n1_w"), (READ_2, "n2_w")):
+        for keys, g in ((READ_1, "n1_w"), (READ_2, "n2_w")):
             gain = L[g]
             for key, _ in keys:
                 if L.get(key) is not None:
@@ -537,7 +538,9 @@ def head_permutation(subj: Subject, c: Canon, gen: torch.Generator) -> None:
         while True:
             groups = torch.randperm(kv, generator=gen)
             within = [torch.randperm(g, generator=gen) for _ in range(kv)]
-            order = torch.tensor([int(groups[a]) * g + int(within[int(groups[a])][b]) for a in range(kv) for b in range(g)])
+            order = torch.tensor(
+                [int(groups[a]) * g + int(within[int(groups[a])][b]) for a in range(kv) for b in range(g)]
+            )
             if h < 2 or not torch.equal(order, torch.arange(h)):
                 break
         d = L["q"].shape[1]
@@ -802,8 +805,17 @@ TRANSFORMS: dict[str, Callable[[Subject, torch.Generator], None]] = {
 
 # "All of the above" in a sensible order (rotation first: it needs unit gains).
 COMBINED = (
-    "rotation", "hidden-perm", "gain-scale", "head-perm", "ffn-perm-scale", "qk-vo-maps", "qk-rope-maps",
-    "expert-perm", "vocab-extend", "vocab-perm", "untie",
+    "rotation",
+    "hidden-perm",
+    "gain-scale",
+    "head-perm",
+    "ffn-perm-scale",
+    "qk-vo-maps",
+    "qk-rope-maps",
+    "expert-perm",
+    "vocab-extend",
+    "vocab-perm",
+    "untie",
 )
 
 
@@ -974,4 +986,3 @@ def perturb_heads_only(subj: Subject, gen: torch.Generator) -> None:
         if L.get("bq") is not None:
             L["bq"] = L["bq"].reshape(h, dh)[order].reshape(-1)
     write(subj, c)
-

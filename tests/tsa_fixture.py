@@ -44,36 +44,74 @@ class Pki:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "attest tests")])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "attest tests")]
+    )
 
 
-def make_pki(folder: Path, *, root_cn: str = "Test Root CA", tsa_cn: str = "Test TSA", expired: bool = False,
-             eku_critical: bool = True) -> Pki:
+def make_pki(
+    folder: Path,
+    *,
+    root_cn: str = "Test Root CA",
+    tsa_cn: str = "Test TSA",
+    expired: bool = False,
+    eku_critical: bool = True,
+) -> Pki:
     """A root CA and a TSA certificate it issued.  `expired`: the TSA certificate ended yesterday."""
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     root_key = ec.generate_private_key(ec.SECP256R1())
     root = (
-        x509.CertificateBuilder().subject_name(_name(root_cn)).issuer_name(_name(root_cn))
-        .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now + dt.timedelta(days=3650))
+        x509.CertificateBuilder()
+        .subject_name(_name(root_cn))
+        .issuer_name(_name(root_cn))
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=30))
+        .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
         .sign(root_key, hashes.SHA256())
     )
     tsa_key = ec.generate_private_key(ec.SECP256R1())
     not_after = now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=365)
     tsa_cert = (
-        x509.CertificateBuilder().subject_name(_name(tsa_cn)).issuer_name(root.subject)
-        .public_key(tsa_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=10)).not_valid_after(not_after)
+        x509.CertificateBuilder()
+        .subject_name(_name(tsa_cn))
+        .issuer_name(root.subject)
+        .public_key(tsa_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=10))
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=eku_critical)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(tsa_key.public_key()), critical=False)
@@ -84,8 +122,11 @@ def make_pki(folder: Path, *, root_cn: str = "Test Root CA", tsa_cn: str = "Test
     cert_pem = folder / "tsa.pem"
     cert_pem.write_bytes(tsa_cert.public_bytes(serialization.Encoding.PEM))
     key_pem = folder / "tsa.key"
-    key_pem.write_bytes(tsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
+    key_pem.write_bytes(
+        tsa_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return Pki(folder, root_pem, cert_pem, key_pem, root, tsa_cert)
 
 
@@ -134,8 +175,12 @@ class LocalTSA:
         with tempfile.TemporaryDirectory() as tmp, self._lock:  # openssl's serial file is not concurrency-safe
             q, r = Path(tmp) / "q.tsq", Path(tmp) / "r.tsr"
             q.write_bytes(query)
-            subprocess.run([OPENSSL, "ts", "-reply", "-config", str(self._cfg), "-queryfile", str(q),
-                            "-out", str(r)], check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                [OPENSSL, "ts", "-reply", "-config", str(self._cfg), "-queryfile", str(q), "-out", str(r)],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
             return r.read_bytes()
 
     def __enter__(self) -> LocalTSA:  # noqa: PYI034

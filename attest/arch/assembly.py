@@ -158,7 +158,12 @@ class LayerAssembler:
         while True:
             prefix = ex.prefix.format(e=e)
             mlp = self.mlp(
-                i, [prefix + n for n in ex.up], [prefix + n for n in ex.gate], [prefix + n for n in ex.down], (), f"expert {e}"
+                i,
+                [prefix + n for n in ex.up],
+                [prefix + n for n in ex.gate],
+                [prefix + n for n in ex.down],
+                (),
+                f"expert {e}",
             )
             if mlp is None:
                 break

@@ -63,7 +63,9 @@ class CanonicalModel:
         self.vocab = vocab
         self.lm_head_name = self._tensor_names.find(self.spec.lm_head)
         if self.lm_head_name is None and config is not None and config.get("tie_word_embeddings") is False:
-            self.warnings.append("config says the output head is untied but no head tensor was found; using the embedding")
+            self.warnings.append(
+                "config says the output head is untied but no head tensor was found; using the embedding"
+            )
         self.final_norm_name = self._tensor_names.find(self.spec.final_norm)
 
     @property

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from attest.documents.model_docs import checked_dims
 from attest.arch.layouts import fused_widths
 from attest.arch.names import LayerCensus, TensorNames
 from attest.arch.spec import ArchSpec
+from attest.documents.model_docs import checked_dims
 from attest.errors import InputError
 from attest.sources.base import WeightSource
 
@@ -149,7 +149,9 @@ class DimensionReader:
             parts.append(f"{len(census.unclaimed)} that no role of the {self.spec.family} table reads")
         if beyond:
             parts.append(f"{len(beyond)} in layers past the declared {n_layers}")
-        self.warnings.append(f"ignored {len(ignored)} tensor(s) under the layer prefix ({'; '.join(parts)}): {examples}")
+        self.warnings.append(
+            f"ignored {len(ignored)} tensor(s) under the layer prefix ({'; '.join(parts)}): {examples}"
+        )
 
     def _qkv_rows_of_layer0(self, hidden: int) -> tuple[int, int]:
         """Widths of q and of k (= v) in layer 0."""

@@ -226,7 +226,9 @@ BLOOM = ArchSpec(
     ffn_norm=("post_attention_layernorm.weight",),
     final_norm=("transformer.ln_f.weight", "ln_f.weight"),
     lm_head=("lm_head.weight",),
-    config_keys=ConfigKeys(layers=("n_layer", "num_hidden_layers"), heads=("n_head", "num_attention_heads"), kv_heads=()),
+    config_keys=ConfigKeys(
+        layers=("n_layer", "num_hidden_layers"), heads=("n_head", "num_attention_heads"), kv_heads=()
+    ),
     detect=("self_attention.query_key_value.weight", "post_attention_layernorm.weight", "mlp.dense_h_to_4h.bias"),
 )
 MPT = ArchSpec(
@@ -365,6 +367,26 @@ MPNET = replace(
 )
 
 HF_FAMILIES: tuple[ArchSpec, ...] = (
-    LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA, GEMMA2, PHI3, GPT2, GPT_NEOX, GPTJ, OPT,
-    FALCON, BLOOM, MPT, STARCODER2, OLMO, STABLELM, MIXTRAL, QWEN2_MOE, QWEN3_MOE, BERT, MPNET,
+    LLAMA,
+    MISTRAL,
+    QWEN2,
+    QWEN3,
+    GEMMA,
+    GEMMA2,
+    PHI3,
+    GPT2,
+    GPT_NEOX,
+    GPTJ,
+    OPT,
+    FALCON,
+    BLOOM,
+    MPT,
+    STARCODER2,
+    OLMO,
+    STABLELM,
+    MIXTRAL,
+    QWEN2_MOE,
+    QWEN3_MOE,
+    BERT,
+    MPNET,
 )

@@ -33,6 +33,7 @@ from attest.errors import UnsupportedModelError
 from attest.sources.base import WeightSource
 from attest.sources.gguf_layout import LAYER_PREFIX
 
+
 @dataclass(frozen=True)
 class GGUFArch:
     """One `general.architecture` value and how to read it."""

@@ -39,8 +39,7 @@ __all__ = ["safe_loads", "canonical_dumps", "is_array", "HARD_MAX_DEPTH"]
 # cbor2's C decoder recurses per nesting level; well below Python's limit.
 HARD_MAX_DEPTH = 64
 
-_MAJOR_NAMES = ("unsigned int", "negative int", "byte string", "text string",
-                "array", "map", "tag", "simple/float")
+_MAJOR_NAMES = ("unsigned int", "negative int", "byte string", "text string", "array", "map", "tag", "simple/float")
 
 
 def is_array(value: object) -> TypeGuard[Sequence[Any]]:
@@ -89,7 +88,7 @@ def _scan(data: bytes, *, max_depth: int, max_items: int, allowed_tags: frozense
             size = 1 << (ai - 24)
             if size > n - pos:
                 raise fail("truncated CBOR (head runs past the end)", start)
-            arg = int.from_bytes(data[pos:pos + size], "big")
+            arg = int.from_bytes(data[pos : pos + size], "big")
             pos += size
             # Shortest-form heads only (floats are checked by the round trip).
             if major != 7 and arg < (24 if size == 1 else 1 << (4 * size)):
@@ -107,7 +106,7 @@ def _scan(data: bytes, *, max_depth: int, max_items: int, allowed_tags: frozense
                 raise fail(f"map key must be an integer or text, not a {_MAJOR_NAMES[major]}", start)
             if major == 3 and arg > n - pos:
                 raise fail(f"declared length {arg} exceeds the {n - pos} bytes left", start)
-            key = data[start:pos + arg] if major == 3 else data[start:pos]
+            key = data[start : pos + arg] if major == 3 else data[start:pos]
             prev = frame[2]
             if prev is not None:
                 if key == prev:
@@ -184,4 +183,3 @@ def safe_loads(
     if again != data:
         raise BundleError(f"{what}: non-canonical CBOR encoding (re-encoding does not reproduce the input)")
     return value
-

@@ -46,9 +46,9 @@ from attest.bundle.cose import (
 from attest.bundle.png_safe import check_png
 from attest.crypto.keys import TrustStore, key_id
 from attest.errors import BundleError, InputError
-from attest.output.paths import atomic_write
 from attest.formats import ATTESTATION_FORMAT, EVIDENCE_FORMAT, LATENT_DIM, STATEMENT_FORMAT
 from attest.limits import MAX_PROBE_TOKENS
+from attest.output.paths import atomic_write
 
 __all__ = [
     "ATTESTATION_FORMAT",
@@ -231,8 +231,13 @@ def validate_document(doc: Any) -> Mapping[str, Any]:
 
 
 def _decode_document(payload: bytes) -> Mapping[str, Any]:
-    doc = safe_loads(payload, max_size=MAX_DOCUMENT_BYTES, max_depth=MAX_DOCUMENT_DEPTH,
-                     max_items=MAX_DOCUMENT_ITEMS, what="statement document")
+    doc = safe_loads(
+        payload,
+        max_size=MAX_DOCUMENT_BYTES,
+        max_depth=MAX_DOCUMENT_DEPTH,
+        max_items=MAX_DOCUMENT_ITEMS,
+        what="statement document",
+    )
     validate_document(doc)
     # The engine's sub-maps too, so that no reader of an opened bundle
     # (verify, inspect, render, reports) meets a field of the wrong type.
@@ -262,8 +267,15 @@ def issue_statement(
 ) -> bytes:
     """Encode, check and sign a statement document; returns the COSE_Sign1 bytes."""
     payload = encode_document(document)
-    return sign1(payload, private_key, kid=key_id(private_key.public_key()), issuer=issuer, subject=subject,
-                 iat=int(_time.time()) if iat is None else iat, content_type=STATEMENT_CONTENT_TYPE)
+    return sign1(
+        payload,
+        private_key,
+        kid=key_id(private_key.public_key()),
+        issuer=issuer,
+        subject=subject,
+        iat=int(_time.time()) if iat is None else iat,
+        content_type=STATEMENT_CONTENT_TYPE,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -301,8 +313,9 @@ def _unsigned_list(value: object, name: str) -> tuple[bytes, ...]:
 
 
 def _parse_container(data: bytes) -> tuple[bytes, bytes, tuple[bytes, ...], tuple[bytes, ...]]:
-    obj = safe_loads(data, max_size=MAX_ATTESTATION_BYTES, max_depth=3, max_items=32 + 2 * MAX_UNSIGNED_ENTRIES,
-                     what="bundle")
+    obj = safe_loads(
+        data, max_size=MAX_ATTESTATION_BYTES, max_depth=3, max_items=32 + 2 * MAX_UNSIGNED_ENTRIES, what="bundle"
+    )
     if not isinstance(obj, Mapping) or set(obj) != _BUNDLE_KEYS:
         raise BundleError(f"bundle: expected a map with exactly the keys {sorted(_BUNDLE_KEYS)}")
     if obj["format"] != ATTESTATION_FORMAT:
@@ -328,8 +341,9 @@ def _bind_image(document: Mapping[str, Any], png: bytes) -> None:
         raise BundleError("bundle: the image does not match the SHA-256 in the signed statement")
 
 
-def _open(data: bytes, trust: TrustStore | None) -> tuple[ParsedSign1, VerifiedSign1 | None, Mapping[str, Any],
-                                                        bytes, tuple[bytes, ...], tuple[bytes, ...]]:
+def _open(
+    data: bytes, trust: TrustStore | None
+) -> tuple[ParsedSign1, VerifiedSign1 | None, Mapping[str, Any], bytes, tuple[bytes, ...], tuple[bytes, ...]]:
     statement, png, receipts, timestamps = _parse_container(data)
     parsed = parse_sign1(statement, max_size=MAX_STATEMENT_BYTES, what="statement")
     # Authenticate before reading the payload when we can.
@@ -347,8 +361,9 @@ def read_attestation(data: bytes, trust: TrustStore) -> OpenedAttestation:
         raise TypeError("read_attestation needs a TrustStore; use inspect_attestation to look without one")
     _parsed, verified, document, png, receipts, timestamps = _open(data, trust)
     assert verified is not None
-    return OpenedAttestation(verified=verified, document=document, png=png, raw=bytes(data),
-                             receipts=receipts, timestamps=timestamps)
+    return OpenedAttestation(
+        verified=verified, document=document, png=png, raw=bytes(data), receipts=receipts, timestamps=timestamps
+    )
 
 
 def inspect_attestation(data: bytes) -> InspectedAttestation:
@@ -358,8 +373,9 @@ def inspect_attestation(data: bytes) -> InspectedAttestation:
     NOT evidence of anything until `read_attestation` succeeds.
     """
     parsed, _verified, document, png, receipts, timestamps = _open(data, None)
-    return InspectedAttestation(statement=parsed, document=document, png=png, raw=bytes(data),
-                                receipts=receipts, timestamps=timestamps)
+    return InspectedAttestation(
+        statement=parsed, document=document, png=png, raw=bytes(data), receipts=receipts, timestamps=timestamps
+    )
 
 
 def encode_attestation(statement: bytes, png: bytes) -> bytes:
@@ -426,8 +442,13 @@ def _check_evidence(ev: Any) -> Mapping[str, Any]:
 
 
 def _decode_evidence(payload: bytes) -> Mapping[str, Any]:
-    ev = safe_loads(payload, max_size=MAX_EVIDENCE_BYTES, max_depth=MAX_DOCUMENT_DEPTH,
-                    max_items=MAX_DOCUMENT_ITEMS, what="evidence")
+    ev = safe_loads(
+        payload,
+        max_size=MAX_EVIDENCE_BYTES,
+        max_depth=MAX_DOCUMENT_DEPTH,
+        max_items=MAX_DOCUMENT_ITEMS,
+        what="evidence",
+    )
     return _check_evidence(ev)
 
 
@@ -451,8 +472,10 @@ def write_evidence(
     missing = _EVIDENCE_BODY_KEYS - set(body)
     extra = set(body) - _EVIDENCE_BODY_KEYS
     if missing or extra:
-        raise BundleError(f"evidence: body needs exactly {sorted(_EVIDENCE_BODY_KEYS)}"
-                          f" (missing {sorted(missing)}, extra {sorted(extra)})")
+        raise BundleError(
+            f"evidence: body needs exactly {sorted(_EVIDENCE_BODY_KEYS)}"
+            f" (missing {sorted(missing)}, extra {sorted(extra)})"
+        )
     images = {"base": bytes(base_png), "suspect": bytes(suspect_png)}
     if sheet_png is not None:
         images["sheet"] = bytes(sheet_png)
@@ -466,9 +489,15 @@ def write_evidence(
     payload = canonical_dumps(evidence)
     _decode_evidence(payload)
     if key is not None:
-        data = sign1(payload, key, kid=key_id(key.public_key()), issuer=issuer,
-                     subject=inner.statement.subject, iat=int(_time.time()) if iat is None else iat,
-                     content_type=EVIDENCE_CONTENT_TYPE)
+        data = sign1(
+            payload,
+            key,
+            kid=key_id(key.public_key()),
+            issuer=issuer,
+            subject=inner.statement.subject,
+            iat=int(_time.time()) if iat is None else iat,
+            content_type=EVIDENCE_CONTENT_TYPE,
+        )
     else:
         data = payload
     atomic_write(Path(path), data)
@@ -492,8 +521,9 @@ def read_evidence(
     # A signed evidence file starts with tag 18 (0xd2); an unsigned one is a map.
     if data[:1] == bytes([0xC0 | COSE_SIGN1_TAG]):
         parsed = parse_sign1(data, max_size=MAX_EVIDENCE_BYTES + 4096, what="evidence signature")
-        signed = verify_parsed(parsed, verifier_trust if verifier_trust is not None else trust,
-                               what="evidence signature")
+        signed = verify_parsed(
+            parsed, verifier_trust if verifier_trust is not None else trust, what="evidence signature"
+        )
         if signed.content_type != EVIDENCE_CONTENT_TYPE:
             raise BundleError(f"evidence: content type {signed.content_type!r} is not {EVIDENCE_CONTENT_TYPE!r}")
         payload = signed.payload

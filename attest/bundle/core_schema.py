@@ -127,8 +127,11 @@ def _check_method(m: Mapping[str, Any]) -> tuple[int, set[int]]:
     _text(m.get("name"), "method.name")
     tokens = m.get("tokens")
     if not is_array(tokens) or not MIN_PROBE_TOKENS <= len(tokens) <= MAX_PROBE_TOKENS:
-        raise _fail("method.tokens", f"must be an array of {MIN_PROBE_TOKENS}..{MAX_PROBE_TOKENS} token strings, "
-                    f"got {_kind(tokens)}{f' of {len(tokens)}' if is_array(tokens) else ''}")
+        raise _fail(
+            "method.tokens",
+            f"must be an array of {MIN_PROBE_TOKENS}..{MAX_PROBE_TOKENS} token strings, "
+            f"got {_kind(tokens)}{f' of {len(tokens)}' if is_array(tokens) else ''}",
+        )
     _text(m.get("token_mode"), "method.token_mode", TOKEN_MODES)
     _text(m.get("selection_key"), "method.selection_key")
     _text(m.get("precision"), "method.precision", PRECISIONS)

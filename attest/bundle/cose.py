@@ -160,8 +160,7 @@ def sign1(
 def _parse_protected(protected_bytes: bytes) -> tuple[Mapping[int, Any], int, bytes, str, str, str, int]:
     if not protected_bytes:
         raise BundleError("COSE_Sign1: empty protected header (alg and kid must be protected)")
-    hdr = safe_loads(protected_bytes, max_size=MAX_PROTECTED_BYTES, max_depth=3, max_items=64,
-                     what="protected header")
+    hdr = safe_loads(protected_bytes, max_size=MAX_PROTECTED_BYTES, max_depth=3, max_items=64, what="protected header")
     if not isinstance(hdr, Mapping):
         raise BundleError("protected header: expected a map")
     unknown = [k for k in hdr if k not in _PROTECTED_LABELS]
@@ -199,8 +198,10 @@ def _check_unprotected(uhdr: object) -> None:
         if label == H_3161_CTT:
             # RFC 9921 §3.1: one DER TimeStampToken in a byte string.
             if not isinstance(value, bytes) or not 0 < len(value) <= MAX_UNSIGNED_TOKEN_BYTES:
-                raise BundleError("COSE_Sign1: 3161-ctt (label 270) must be a byte string of at most "
-                                  f"{MAX_UNSIGNED_TOKEN_BYTES} bytes")
+                raise BundleError(
+                    "COSE_Sign1: 3161-ctt (label 270) must be a byte string of at most "
+                    f"{MAX_UNSIGNED_TOKEN_BYTES} bytes"
+                )
             continue
         if not is_array(value) or len(value) > _MAX_RECEIPTS or not all(isinstance(r, bytes) for r in value):
             raise BundleError("COSE_Sign1: receipts (label 394) must be an array of byte strings")
@@ -209,8 +210,14 @@ def _check_unprotected(uhdr: object) -> None:
 def parse_sign1(data: bytes, *, max_size: int = MAX_STATEMENT_BYTES, what: str = "statement") -> ParsedSign1:
     """Check a tagged COSE_Sign1's structure and headers; does NOT verify the signature."""
     # depth: tag > array > unprotected map > receipts array > receipt
-    obj = safe_loads(data, max_size=max_size, max_depth=5, max_items=4 + 4 * _MAX_RECEIPTS,
-                     allowed_tags=frozenset({COSE_SIGN1_TAG}), what=what)
+    obj = safe_loads(
+        data,
+        max_size=max_size,
+        max_depth=5,
+        max_items=4 + 4 * _MAX_RECEIPTS,
+        allowed_tags=frozenset({COSE_SIGN1_TAG}),
+        what=what,
+    )
     tag = getattr(obj, "tag", None)
     if tag != COSE_SIGN1_TAG:
         raise BundleError(f"{what}: not a tagged COSE_Sign1 (CBOR tag 18)")
@@ -226,8 +233,18 @@ def parse_sign1(data: bytes, *, max_size: int = MAX_STATEMENT_BYTES, what: str =
         raise BundleError(f"{what}: signature must be a {_SIGNATURE_BYTES}-byte string")
     _check_unprotected(uhdr)
     hdr, alg, kid, content_type, issuer, subject, iat = _parse_protected(protected_bytes)
-    return ParsedSign1(protected_bytes=protected_bytes, protected=hdr, payload=payload, signature=signature,
-                       alg=alg, kid=kid, issuer=issuer, subject=subject, iat=iat, content_type=content_type)
+    return ParsedSign1(
+        protected_bytes=protected_bytes,
+        protected=hdr,
+        payload=payload,
+        signature=signature,
+        alg=alg,
+        kid=kid,
+        issuer=issuer,
+        subject=subject,
+        iat=iat,
+        content_type=content_type,
+    )
 
 
 def verify_parsed(parsed: ParsedSign1, trust: TrustStore, *, what: str = "statement") -> VerifiedSign1:
@@ -239,12 +256,21 @@ def verify_parsed(parsed: ParsedSign1, trust: TrustStore, *, what: str = "statem
         trusted.public_key.verify(parsed.signature, sig_structure(parsed.protected_bytes, parsed.payload))
     except InvalidSignature:
         raise BundleError(f"{what}: signature does not verify (tampered, or signed by another key)") from None
-    return VerifiedSign1(payload=parsed.payload, kid=parsed.kid, issuer=parsed.issuer, subject=parsed.subject,
-                         iat=parsed.iat, content_type=parsed.content_type, protected=parsed.protected,
-                         alg=parsed.alg, signer=trusted.name)
+    return VerifiedSign1(
+        payload=parsed.payload,
+        kid=parsed.kid,
+        issuer=parsed.issuer,
+        subject=parsed.subject,
+        iat=parsed.iat,
+        content_type=parsed.content_type,
+        protected=parsed.protected,
+        alg=parsed.alg,
+        signer=trusted.name,
+    )
 
 
-def verify1(data: bytes, trust: TrustStore, *, max_size: int = MAX_STATEMENT_BYTES,
-            what: str = "statement") -> VerifiedSign1:
+def verify1(
+    data: bytes, trust: TrustStore, *, max_size: int = MAX_STATEMENT_BYTES, what: str = "statement"
+) -> VerifiedSign1:
     """Parse and verify a tagged COSE_Sign1 against `trust`; BundleError on any failure."""
     return verify_parsed(parse_sign1(data, max_size=max_size, what=what), trust, what=what)

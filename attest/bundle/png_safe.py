@@ -40,7 +40,7 @@ def check_png(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, what: str = 
         length, ctype = struct.unpack_from(">I4s", data, pos)
         if length > 2**31 - 1 or length > len(data) - pos - 12:
             raise BundleError(f"{what}: chunk length {length} runs past the end at byte {pos}")
-        body = data[pos + 8:pos + 8 + length]
+        body = data[pos + 8 : pos + 8 + length]
         (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
         if zlib.crc32(ctype + body) != crc:
             raise BundleError(f"{what}: CRC mismatch in {ctype!r} chunk at byte {pos}")
@@ -51,9 +51,7 @@ def check_png(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, what: str = 
             if not (0 < width <= _MAX_DIMENSION and 0 < height <= _MAX_DIMENSION):
                 raise BundleError(f"{what}: invalid dimensions {width}x{height}")
             if width * height > max_pixels:
-                raise BundleError(
-                    f"{what}: {width}x{height} pixels is more than the {max_pixels}-pixel limit"
-                )
+                raise BundleError(f"{what}: {width}x{height} pixels is more than the {max_pixels}-pixel limit")
             if depth not in _DEPTHS.get(colour, ()):
                 raise BundleError(f"{what}: invalid colour type {colour} / bit depth {depth}")
             if compression != 0 or filt != 0 or interlace not in (0, 1):

@@ -89,8 +89,14 @@ class SignedPart:
 
 def _unprotected(raw: bytes) -> Mapping[Any, Any]:
     # Only called after parse_sign1 accepted `raw`, so the shape is known good.
-    obj = safe_loads(raw, max_size=len(raw), max_depth=5, max_items=4 + 4 * MAX_UNSIGNED_ENTRIES,
-                     allowed_tags=frozenset({COSE_SIGN1_TAG}), what="COSE_Sign1")
+    obj = safe_loads(
+        raw,
+        max_size=len(raw),
+        max_depth=5,
+        max_items=4 + 4 * MAX_UNSIGNED_ENTRIES,
+        allowed_tags=frozenset({COSE_SIGN1_TAG}),
+        what="COSE_Sign1",
+    )
     uhdr = obj.value[1]
     assert isinstance(uhdr, Mapping)
     return uhdr
@@ -98,23 +104,41 @@ def _unprotected(raw: bytes) -> Mapping[Any, Any]:
 
 def registrable_statement(raw: bytes) -> bytes:
     """`raw` COSE_Sign1 re-encoded with an empty unprotected header (the signed parts only)."""
-    obj = safe_loads(raw, max_size=max(len(raw), 1), max_depth=5, max_items=4 + 4 * MAX_UNSIGNED_ENTRIES,
-                     allowed_tags=frozenset({COSE_SIGN1_TAG}), what="COSE_Sign1")
+    obj = safe_loads(
+        raw,
+        max_size=max(len(raw), 1),
+        max_depth=5,
+        max_items=4 + 4 * MAX_UNSIGNED_ENTRIES,
+        allowed_tags=frozenset({COSE_SIGN1_TAG}),
+        what="COSE_Sign1",
+    )
     body = list(obj.value)
     body[1] = {}
     return canonical_dumps(cbor2.CBORTag(COSE_SIGN1_TAG, body))
 
 
 def _with_unprotected(raw: bytes, uhdr: Mapping[int, Any]) -> bytes:
-    obj = safe_loads(raw, max_size=len(raw), max_depth=5, max_items=4 + 4 * MAX_UNSIGNED_ENTRIES,
-                     allowed_tags=frozenset({COSE_SIGN1_TAG}), what="COSE_Sign1")
+    obj = safe_loads(
+        raw,
+        max_size=len(raw),
+        max_depth=5,
+        max_items=4 + 4 * MAX_UNSIGNED_ENTRIES,
+        allowed_tags=frozenset({COSE_SIGN1_TAG}),
+        what="COSE_Sign1",
+    )
     body = list(obj.value)
     body[1] = dict(uhdr)
     return canonical_dumps(cbor2.CBORTag(COSE_SIGN1_TAG, body))
 
 
-def _part(raw: bytes, covers: str, *, extra_timestamps: tuple[bytes, ...] = (),
-          extra_receipts: tuple[bytes, ...] = (), max_size: int) -> SignedPart:
+def _part(
+    raw: bytes,
+    covers: str,
+    *,
+    extra_timestamps: tuple[bytes, ...] = (),
+    extra_receipts: tuple[bytes, ...] = (),
+    max_size: int,
+) -> SignedPart:
     parsed = parse_sign1(raw, max_size=max_size, what=covers)
     uhdr = _unprotected(raw)
     tokens = tuple(extra_timestamps) + ((uhdr[H_3161_CTT],) if H_3161_CTT in uhdr else ())
@@ -123,8 +147,9 @@ def _part(raw: bytes, covers: str, *, extra_timestamps: tuple[bytes, ...] = (),
 
 
 def _decode_container(data: bytes) -> Mapping[str, Any]:
-    obj = safe_loads(data, max_size=MAX_ATTESTATION_BYTES, max_depth=3, max_items=32 + 2 * MAX_UNSIGNED_ENTRIES,
-                     what="bundle")
+    obj = safe_loads(
+        data, max_size=MAX_ATTESTATION_BYTES, max_depth=3, max_items=32 + 2 * MAX_UNSIGNED_ENTRIES, what="bundle"
+    )
     if not isinstance(obj, Mapping):
         raise BundleError("bundle: expected a map")
     return obj
@@ -133,14 +158,30 @@ def _decode_container(data: bytes) -> Mapping[str, Any]:
 def _bundle_parts(data: bytes) -> list[SignedPart]:
     inspect_attestation(data)  # every structural check, the image binding included
     obj = _decode_container(data)
-    return [_part(obj["statement"], COVERS_STATEMENT, extra_timestamps=tuple(obj["timestamps"]),
-                  extra_receipts=tuple(obj["receipts"]), max_size=MAX_ATTESTATION_BYTES)]
+    return [
+        _part(
+            obj["statement"],
+            COVERS_STATEMENT,
+            extra_timestamps=tuple(obj["timestamps"]),
+            extra_receipts=tuple(obj["receipts"]),
+            max_size=MAX_ATTESTATION_BYTES,
+        )
+    ]
 
 
 def _evidence_map(payload: bytes) -> Mapping[str, Any]:
-    ev = safe_loads(payload, max_size=MAX_EVIDENCE_BYTES, max_depth=MAX_DOCUMENT_DEPTH,
-                    max_items=MAX_DOCUMENT_ITEMS, what="evidence")
-    if not isinstance(ev, Mapping) or ev.get("format") != EVIDENCE_FORMAT or not isinstance(ev.get("attestation"), bytes):
+    ev = safe_loads(
+        payload,
+        max_size=MAX_EVIDENCE_BYTES,
+        max_depth=MAX_DOCUMENT_DEPTH,
+        max_items=MAX_DOCUMENT_ITEMS,
+        what="evidence",
+    )
+    if (
+        not isinstance(ev, Mapping)
+        or ev.get("format") != EVIDENCE_FORMAT
+        or not isinstance(ev.get("attestation"), bytes)
+    ):
         raise BundleError("evidence: not an attest evidence map")
     return ev
 
@@ -151,8 +192,9 @@ def _kind(data: bytes) -> str:
     # Bundles and unsigned evidence are maps; their format key tells them apart.
     # Decode (bounded) rather than search the first bytes: canonical CBOR puts
     # a bundle's "image" key, and so the whole PNG, before "format".
-    obj = safe_loads(data, max_size=MAX_EVIDENCE_BYTES, max_depth=MAX_DOCUMENT_DEPTH,
-                     max_items=MAX_DOCUMENT_ITEMS, what="file")
+    obj = safe_loads(
+        data, max_size=MAX_EVIDENCE_BYTES, max_depth=MAX_DOCUMENT_DEPTH, max_items=MAX_DOCUMENT_ITEMS, what="file"
+    )
     fmt = obj.get("format") if isinstance(obj, Mapping) else None
     if fmt == EVIDENCE_FORMAT:
         return "evidence"
@@ -177,8 +219,10 @@ def outer_part(data: bytes) -> SignedPart:
     """The signature a new token or receipt would be attached to (the file's own, outermost)."""
     data = bytes(data)
     if _kind(data) == "evidence":
-        raise InputError("this evidence file is not signed, so it has no signature of its own to timestamp or "
-                         "register; write it with `attest verify --evidence FILE --key KEY`")
+        raise InputError(
+            "this evidence file is not signed, so it has no signature of its own to timestamp or "
+            "register; write it with `attest verify --evidence FILE --key KEY`"
+        )
     return signed_parts(data)[0]
 
 

@@ -34,13 +34,27 @@ HELP = (
     "3 bad or untrusted bundle or evidence, 4 usage or input error, 5 internal error."
 )
 
-COMMAND_MODULES = (compare_cmd, bundle_cmds, identify_cmd, registry_cmd, transparency_cmds, keygen_cmd, demo_cmd,
-                   gallery_cmd)
+COMMAND_MODULES = (
+    compare_cmd,
+    bundle_cmds,
+    identify_cmd,
+    registry_cmd,
+    transparency_cmds,
+    keygen_cmd,
+    demo_cmd,
+    gallery_cmd,
+)
 
 
 def build_app() -> typer.Typer:
-    app = typer.Typer(name="attest", help=HELP, no_args_is_help=True, add_completion=False,
-                      pretty_exceptions_enable=False, rich_markup_mode=None)
+    app = typer.Typer(
+        name="attest",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
     for module in COMMAND_MODULES:
         module.register(app)
     return app
@@ -75,8 +89,8 @@ def _classes(name: str) -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> None:
     usage_errors = _classes("ClickException")
-    exits = (typer.Exit, *_classes("Exit"))
-    aborts = (typer.Abort, *_classes("Abort"))
+    exits: tuple[type[BaseException], ...] = (typer.Exit, *_classes("Exit"))
+    aborts: tuple[type[BaseException], ...] = (typer.Abort, *_classes("Abort"))
     try:
         # Click's own usage errors would exit 2, which here means "inconclusive".
         rv = build_app()(args=argv, standalone_mode=False)

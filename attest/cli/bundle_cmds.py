@@ -10,8 +10,18 @@ from rich.table import Table
 
 from attest import api
 from attest.cli.common import (
-    LAYERS_HELP, PRECISION_HELP, THREADS_HELP, TOKENS_HELP, VERDICT_STYLE,
-    emit_json, err_console, out_console, prompt_passphrase_if_needed, safe, threads_option, trust_from_options,
+    LAYERS_HELP,
+    PRECISION_HELP,
+    THREADS_HELP,
+    TOKENS_HELP,
+    VERDICT_STYLE,
+    emit_json,
+    err_console,
+    out_console,
+    prompt_passphrase_if_needed,
+    safe,
+    threads_option,
+    trust_from_options,
 )
 from attest.crypto.keys import TrustStore
 from attest.errors import ExitCode, InputError
@@ -48,21 +58,40 @@ def _parse_meta(items: list[str]) -> dict[str, str]:
 
 def issue(
     model: Path = typer.Argument(..., help="The base model to attest (HF folder, .safetensors, .gguf, .onnx, .bin)."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer file when none sits beside the weights."),
+    tokenizer: Optional[Path] = typer.Option(
+        None, "--tokenizer", help="Tokenizer file when none sits beside the weights."
+    ),
     key: Path = typer.Option(..., "--key", help="Publisher's private key (NAME.key from `attest keygen`)."),
     out: Path = typer.Option(..., "--out", help="Bundle to write (FILE.attest); the dog goes to FILE.png."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name recorded as the statement subject (default: folder name)."),
-    issuer: str = typer.Option("unknown publisher", "--issuer", help="Who attests (recorded as the CWT issuer; verifiers see it beside their own name for your key)."),
-    meta: List[str] = typer.Option([], "--meta", help="Publisher metadata key=value (repeatable), e.g. licence=apache-2.0."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Model name recorded as the statement subject (default: folder name)."
+    ),
+    issuer: str = typer.Option(
+        "unknown publisher",
+        "--issuer",
+        help="Who attests (recorded as the CWT issuer; verifiers see it beside their own name for your key).",
+    ),
+    meta: List[str] = typer.Option(
+        [], "--meta", help="Publisher metadata key=value (repeatable), e.g. licence=apache-2.0."
+    ),
     method: str = typer.Option("attest-v1", "--method", help="Method preset."),
     tokens: Optional[int] = typer.Option(None, "--tokens", help=TOKENS_HELP),
     layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
-    passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", metavar="VAR", help="Environment variable holding the key's passphrase."),
+    passphrase_env: Optional[str] = typer.Option(
+        None, "--passphrase-env", metavar="VAR", help="Environment variable holding the key's passphrase."
+    ),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     strict: bool = typer.Option(False, "--strict", help="Refuse a private key file that others can read."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing FILE.attest / FILE.png."),
-    tsa: Optional[str] = typer.Option(None, "--tsa", metavar="URL", help="Have this RFC 3161 time-stamp authority stamp the signature (docs/transparency.md)."),
-    tsa_optional: bool = typer.Option(False, "--tsa-optional", help="If the TSA fails, keep the file unstamped with a warning instead of failing."),
+    tsa: Optional[str] = typer.Option(
+        None,
+        "--tsa",
+        metavar="URL",
+        help="Have this RFC 3161 time-stamp authority stamp the signature (docs/transparency.md).",
+    ),
+    tsa_optional: bool = typer.Option(
+        False, "--tsa-optional", help="If the TSA fails, keep the file unstamped with a warning instead of failing."
+    ),
     tsa_ca: List[Path] = typer.Option([], "--tsa-ca", help="Root CA (PEM) a new token must chain to (repeatable)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
@@ -74,16 +103,33 @@ def issue(
     """
     passphrase = prompt_passphrase_if_needed(key, passphrase_env)
     with progress(not json_out) as tracker:
-        res = api.issue(model, key, out, name=name, issuer=issuer, meta=_parse_meta(meta), method=method,
-                        tokens=tokens, layers=layers, precision=precision, tokenizer=tokenizer,
-                        passphrase=passphrase, strict=strict, force=force, tsa=_tsa(tsa, tsa_optional, tsa_ca),
-                        threads=threads_option(threads), progress=tracker)
+        res = api.issue(
+            model,
+            key,
+            out,
+            name=name,
+            issuer=issuer,
+            meta=_parse_meta(meta),
+            method=method,
+            tokens=tokens,
+            layers=layers,
+            precision=precision,
+            tokenizer=tokenizer,
+            passphrase=passphrase,
+            strict=strict,
+            force=force,
+            tsa=_tsa(tsa, tsa_optional, tsa_ca),
+            threads=threads_option(threads),
+            progress=tracker,
+        )
     if json_out:
         emit_json(res.to_json())
         return
     for w in res.warnings:
         err_console.print(f"warning: {safe(w)}")
-    out_console.print(f"[bold]issued[/bold] {safe(res.bundle_path)} ({res.bundle_bytes:,} bytes), dog at {safe(res.png_path)}")
+    out_console.print(
+        f"[bold]issued[/bold] {safe(res.bundle_path)} ({res.bundle_bytes:,} bytes), dog at {safe(res.png_path)}"
+    )
     out_console.print(f"  kid {res.kid_hex}  sketch {res.sketch_shape[0]} cells × {res.sketch_shape[1]} pairs")
 
 
@@ -103,8 +149,12 @@ def _print_verification(v: Verification) -> None:
         table.add_column(safe(t), justify="right")
     table.add_column("mean", justify="right", style="bold")
     for row in data["layers"]:
-        table.add_row(str(row["a"]), str(row["b"]), *[f"{row['terms'][t]:+.3f}" if t in row["terms"] else "-" for t in terms],
-                      f"{row['mean']:+.3f}")
+        table.add_row(
+            str(row["a"]),
+            str(row["b"]),
+            *[f"{row['terms'][t]:+.3f}" if t in row["terms"] else "-" for t in terms],
+            f"{row['mean']:+.3f}",
+        )
     out_console.print(table)
     if data["global"]:
         out_console.print("global terms: " + ", ".join(f"{safe(k)} {val:+.3f}" for k, val in data["global"].items()))
@@ -125,23 +175,50 @@ def _print_verification(v: Verification) -> None:
 
 def verify(
     suspect: Path = typer.Argument(..., help="The suspect model (HF folder, .safetensors, .gguf, .onnx, .bin)."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer file when none sits beside the suspect's weights."),
+    tokenizer: Optional[Path] = typer.Option(
+        None, "--tokenizer", help="Tokenizer file when none sits beside the suspect's weights."
+    ),
     bundle: Path = typer.Option(..., "--bundle", help="The publisher's FILE.attest."),
     pubkey: Optional[Path] = typer.Option(None, "--pubkey", help="Trust exactly this publisher public key (NAME.pub)."),
-    trust: Optional[Path] = typer.Option(None, "--trust", help="Publisher trust-store folder of .pub files (default: ./keys)."),
-    expect_issuer: Optional[str] = typer.Option(None, "--expect-issuer", help="Refuse (exit 3) unless the signing key's trust-store identity is NAME."),
-    expect_subject: Optional[str] = typer.Option(None, "--expect-subject", help="Refuse (exit 3) unless the bundle attests the model NAME."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Decide under this policy JSON instead of the shipped calibration (the bundle's own policy is never applied)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the verifier policy's match threshold (0..1)."),
-    evidence: Optional[Path] = typer.Option(None, "--evidence", help="Write a signed evidence file (.cbor) for archiving."),
-    key: Optional[Path] = typer.Option(None, "--key", help="Sign the evidence with this verifier key (default: the local verifier key)."),
-    passphrase_env: Optional[str] = typer.Option(None, "--passphrase-env", metavar="VAR", help="Passphrase variable for --key."),
+    trust: Optional[Path] = typer.Option(
+        None, "--trust", help="Publisher trust-store folder of .pub files (default: ./keys)."
+    ),
+    expect_issuer: Optional[str] = typer.Option(
+        None, "--expect-issuer", help="Refuse (exit 3) unless the signing key's trust-store identity is NAME."
+    ),
+    expect_subject: Optional[str] = typer.Option(
+        None, "--expect-subject", help="Refuse (exit 3) unless the bundle attests the model NAME."
+    ),
+    policy: Optional[Path] = typer.Option(
+        None,
+        "--policy",
+        help="Decide under this policy JSON instead of the shipped calibration (the bundle's own policy is never applied).",
+    ),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Override the verifier policy's match threshold (0..1)."
+    ),
+    evidence: Optional[Path] = typer.Option(
+        None, "--evidence", help="Write a signed evidence file (.cbor) for archiving."
+    ),
+    key: Optional[Path] = typer.Option(
+        None, "--key", help="Sign the evidence with this verifier key (default: the local verifier key)."
+    ),
+    passphrase_env: Optional[str] = typer.Option(
+        None, "--passphrase-env", metavar="VAR", help="Passphrase variable for --key."
+    ),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report (.html)."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG with both dogs side by side."),
     strict: bool = typer.Option(False, "--strict", help="Refuse a verifier key file that others can read."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing --evidence/--report/--sheet files."),
-    tsa: Optional[str] = typer.Option(None, "--tsa", metavar="URL", help="Have this RFC 3161 time-stamp authority stamp the evidence file's signature (docs/transparency.md)."),
-    tsa_optional: bool = typer.Option(False, "--tsa-optional", help="If the TSA fails, keep the file unstamped with a warning instead of failing."),
+    tsa: Optional[str] = typer.Option(
+        None,
+        "--tsa",
+        metavar="URL",
+        help="Have this RFC 3161 time-stamp authority stamp the evidence file's signature (docs/transparency.md).",
+    ),
+    tsa_optional: bool = typer.Option(
+        False, "--tsa-optional", help="If the TSA fails, keep the file unstamped with a warning instead of failing."
+    ),
     tsa_ca: List[Path] = typer.Option([], "--tsa-ca", help="Root CA (PEM) a new token must chain to (repeatable)."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
@@ -159,11 +236,27 @@ def verify(
     store = trust_from_options(pubkey, trust)
     passphrase = prompt_passphrase_if_needed(key, passphrase_env)
     with progress(not json_out) as tracker:
-        v = api.verify(suspect, bundle, trust=store, policy=policy, threshold=threshold, expect_issuer=expect_issuer,
-                       expect_subject=expect_subject, tokenizer=tokenizer, precision=precision, evidence=evidence,
-                       report=report, sheet=sheet, verifier_key=key, passphrase=passphrase, strict=strict,
-                       force=force, tsa=_tsa(tsa, tsa_optional, tsa_ca), threads=threads_option(threads),
-                       progress=tracker)
+        v = api.verify(
+            suspect,
+            bundle,
+            trust=store,
+            policy=policy,
+            threshold=threshold,
+            expect_issuer=expect_issuer,
+            expect_subject=expect_subject,
+            tokenizer=tokenizer,
+            precision=precision,
+            evidence=evidence,
+            report=report,
+            sheet=sheet,
+            verifier_key=key,
+            passphrase=passphrase,
+            strict=strict,
+            force=force,
+            tsa=_tsa(tsa, tsa_optional, tsa_ca),
+            threads=threads_option(threads),
+            progress=tracker,
+        )
     if json_out:
         emit_json(v.to_json())
     else:
@@ -184,11 +277,23 @@ def inspect(
     file: Path = typer.Argument(..., help="A .attest bundle or an evidence file."),
     pubkey: Optional[Path] = typer.Option(None, "--pubkey", help="Trust exactly this publisher public key."),
     trust: Optional[Path] = typer.Option(None, "--trust", help="Publisher trust-store folder (default: ./keys)."),
-    verifier_pubkey: Optional[Path] = typer.Option(None, "--verifier-pubkey", help="Trust exactly this verifier public key for evidence."),
-    verifier_trust: Optional[Path] = typer.Option(None, "--verifier-trust", help="Verifier trust-store folder (default: the local verifier's, under $ATTEST_HOME or ~/.config/attest/verifiers)."),
-    suspect: Optional[Path] = typer.Option(None, "--suspect", help="Check that evidence is about this model's files (their digests)."),
-    tsa_ca: List[Path] = typer.Option([], "--tsa-ca", help="TSA root CA (PEM) to verify time-stamp tokens against (repeatable)."),
-    ts_key: List[Path] = typer.Option([], "--ts-key", help="Transparency-service public key (PEM) to verify SCITT receipts (repeatable)."),
+    verifier_pubkey: Optional[Path] = typer.Option(
+        None, "--verifier-pubkey", help="Trust exactly this verifier public key for evidence."
+    ),
+    verifier_trust: Optional[Path] = typer.Option(
+        None,
+        "--verifier-trust",
+        help="Verifier trust-store folder (default: the local verifier's, under $ATTEST_HOME or ~/.config/attest/verifiers).",
+    ),
+    suspect: Optional[Path] = typer.Option(
+        None, "--suspect", help="Check that evidence is about this model's files (their digests)."
+    ),
+    tsa_ca: List[Path] = typer.Option(
+        [], "--tsa-ca", help="TSA root CA (PEM) to verify time-stamp tokens against (repeatable)."
+    ),
+    ts_key: List[Path] = typer.Option(
+        [], "--ts-key", help="Transparency-service public key (PEM) to verify SCITT receipts (repeatable)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show a bundle or evidence file and re-verify it offline.
@@ -200,8 +305,14 @@ def inspect(
     Exit 0 when every check passes, 3 otherwise (bad, unsigned, untrusted or edited).
     """
     store = trust_from_options(pubkey, trust)
-    found = api.inspect(file, trust=store, verifier_trust=_verifier_trust(verifier_pubkey, verifier_trust),
-                        suspect=suspect, tsa_roots=tuple(tsa_ca), ts_keys=tuple(ts_key))
+    found = api.inspect(
+        file,
+        trust=store,
+        verifier_trust=_verifier_trust(verifier_pubkey, verifier_trust),
+        suspect=suspect,
+        tsa_roots=tuple(tsa_ca),
+        ts_keys=tuple(ts_key),
+    )
     info = found.to_json()
     if json_out:
         emit_json(info)
@@ -216,18 +327,26 @@ def _print_inspection(found: api.Inspection) -> None:
     sig = info["signature"]
     state = "[green]signatures valid[/green]" if found.ok else "[bold red]checks FAILED[/bold red]"
     out_console.print(f"[bold]{found.kind}[/bold] {safe(info['file'])} ({info['bytes']:,} bytes) — {state}")
-    out_console.print(f"  publisher kid {sig['kid']}  signed by {safe(repr(sig['trusted_identity']))} (trust store)  "
-                      f"claimed issuer {safe(repr(sig['issuer']))}  subject {safe(repr(sig['subject']))}  iat {sig['iat']}")
+    out_console.print(
+        f"  publisher kid {sig['kid']}  signed by {safe(repr(sig['trusted_identity']))} (trust store)  "
+        f"claimed issuer {safe(repr(sig['issuer']))}  subject {safe(repr(sig['subject']))}  iat {sig['iat']}"
+    )
     model = info["model"]
-    out_console.print(f"  model {safe(model.get('family'))} · {safe(model.get('layers'))} layers · "
-                      f"{safe(model.get('parameters', 0))} parameters")
-    out_console.print(f"  method {safe(info['method'].get('name'))} · {info['method']['tokens']} tokens · sketch {info['sketch_shape']}")
+    out_console.print(
+        f"  model {safe(model.get('family'))} · {safe(model.get('layers'))} layers · "
+        f"{safe(model.get('parameters', 0))} parameters"
+    )
+    out_console.print(
+        f"  method {safe(info['method'].get('name'))} · {info['method']['tokens']} tokens · sketch {info['sketch_shape']}"
+    )
     out_console.print(f"  subject root {safe(info['subject'].get('root', ''))}")
     if found.kind == "evidence":
         e = info["evidence"]
         res = e["results"]
-        out_console.print(f"  evidence {safe(e['time'])}  verdict {safe(res.get('verdict'))}  score {safe(res.get('score'))}  "
-                          f"verifier {safe(repr(e['verifier_identity']))} (kid {safe(e['verifier_kid'])})")
+        out_console.print(
+            f"  evidence {safe(e['time'])}  verdict {safe(res.get('verdict'))}  score {safe(res.get('score'))}  "
+            f"verifier {safe(repr(e['verifier_identity']))} (kid {safe(e['verifier_kid'])})"
+        )
         if found.check is not None and found.check.ok:
             out_console.print("  recomputed from the sketches: verdict and score agree")
     for stamp in info.get("timestamps", []):
@@ -237,7 +356,9 @@ def _print_inspection(found: api.Inspection) -> None:
             out_console.print(f"  timestamp [yellow]not verified[/yellow]: {safe(stamp['reason'])}")
     for receipt in info.get("receipts", []):
         state = "[green]verified[/green]" if receipt.get("verified") else "[yellow]not verified[/yellow]"
-        out_console.print(f"  SCITT receipt {state}" + ("" if receipt.get("verified") else f": {safe(receipt.get('reason'))}"))
+        out_console.print(
+            f"  SCITT receipt {state}" + ("" if receipt.get("verified") else f": {safe(receipt.get('reason'))}")
+        )
     for problem in found.problems:
         out_console.print(f"  [bold red]problem:[/] {safe(problem)}")
 
@@ -263,4 +384,3 @@ def register(app: typer.Typer) -> None:
     app.command()(verify)
     app.command()(inspect)
     app.command()(render)
-

@@ -102,7 +102,9 @@ def threads_option(value: int | None) -> int:
 
 
 METHOD_HELP = "Method preset: attest-v1 (default; gain-folded, rotation-proof terms over all layers) or huref-2024 (the paper's exact terms on the last two layers)."
-TOKENS_HELP = "Number of probe tokens n (the terms are n×n). Default: the method's (1024 for attest-v1, 4096 for huref-2024)."
+TOKENS_HELP = (
+    "Number of probe tokens n (the terms are n×n). Default: the method's (1024 for attest-v1, 4096 for huref-2024)."
+)
 LAYERS_HELP = "Layers to use: all, last:K, first:K, a-b or i,j,k. Default: the method's."
 TERMS_HELP = "Comma-separated terms: qk, vo, up, gate, router, emb, head (huref-2024: qk, vo, ffn)."
 PRECISION_HELP = "Matmul inputs: auto (bf16 where the CPU has native bf16, else fp32), bf16 or fp32."

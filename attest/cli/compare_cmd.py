@@ -10,8 +10,19 @@ from rich.table import Table
 
 from attest import api
 from attest.cli.common import (
-    LAYERS_HELP, METHOD_HELP, PRECISION_HELP, TERMS_HELP, THREADS_HELP, TOKENS_HELP, VERDICT_STYLE,
-    emit_json, err_console, out_console, parse_terms, safe, threads_option,
+    LAYERS_HELP,
+    METHOD_HELP,
+    PRECISION_HELP,
+    TERMS_HELP,
+    THREADS_HELP,
+    TOKENS_HELP,
+    VERDICT_STYLE,
+    emit_json,
+    err_console,
+    out_console,
+    parse_terms,
+    safe,
+    threads_option,
 )
 from attest.output.paths import check_output
 from attest.progress import progress
@@ -28,8 +39,12 @@ def render_comparison(c: Comparison) -> None:
         table.add_column(t, justify="right")
     table.add_column("mean", justify="right", style="bold")
     for pair in c.pairs:
-        table.add_row(str(pair.a), str(pair.b), *[f"{pair.terms[t]:+.3f}" if t in pair.terms else "-" for t in terms],
-                      f"{pair.mean:+.3f}")
+        table.add_row(
+            str(pair.a),
+            str(pair.b),
+            *[f"{pair.terms[t]:+.3f}" if t in pair.terms else "-" for t in terms],
+            f"{pair.mean:+.3f}",
+        )
     out_console.print(table)
     if c.global_terms:
         out_console.print("Global terms: " + ", ".join(f"{safe(k)} {v:+.3f}" for k, v in c.global_terms.items()))
@@ -46,14 +61,20 @@ def render_comparison(c: Comparison) -> None:
 def compare(
     model_a: Path = typer.Argument(..., help="First model: HF folder, .safetensors, .gguf, .onnx or .bin."),
     model_b: Path = typer.Argument(..., help="Second model."),
-    tokenizer_a: Optional[Path] = typer.Option(None, "--tokenizer-a", help="Tokenizer file for A when none sits beside it."),
-    tokenizer_b: Optional[Path] = typer.Option(None, "--tokenizer-b", help="Tokenizer file for B when none sits beside it."),
+    tokenizer_a: Optional[Path] = typer.Option(
+        None, "--tokenizer-a", help="Tokenizer file for A when none sits beside it."
+    ),
+    tokenizer_b: Optional[Path] = typer.Option(
+        None, "--tokenizer-b", help="Tokenizer file for B when none sits beside it."
+    ),
     method: str = typer.Option("attest-v1", "--method", help=METHOD_HELP),
     tokens: Optional[int] = typer.Option(None, "--tokens", help=TOKENS_HELP),
     layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
     terms: Optional[str] = typer.Option(None, "--terms", help=TERMS_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Decide under this policy JSON instead of the shipped calibration."),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", help="Decide under this policy JSON instead of the shipped calibration."
+    ),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the match threshold (0..1)."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG with both models' dogs side by side."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --sheet file."),
@@ -67,16 +88,34 @@ def compare(
     if sheet is not None:
         check_output(sheet, what="--sheet", suffixes=(".png",), force=force)
     with progress(not json_out) as tracker:
-        result = api.compare(model_a, model_b, method=method, tokens=tokens, layers=layers, terms=parse_terms(terms),
-                             precision=precision, policy=policy, threshold=threshold, tokenizer_a=tokenizer_a,
-                             tokenizer_b=tokenizer_b, threads=threads_option(threads), progress=tracker)
+        result = api.compare(
+            model_a,
+            model_b,
+            method=method,
+            tokens=tokens,
+            layers=layers,
+            terms=parse_terms(terms),
+            precision=precision,
+            policy=policy,
+            threshold=threshold,
+            tokenizer_a=tokenizer_a,
+            tokenizer_b=tokenizer_b,
+            threads=threads_option(threads),
+            progress=tracker,
+        )
     if sheet is not None and result.latent_a is not None and result.latent_b is not None:
         from attest.output.paths import atomic_write
         from attest.render.sheet import comparison_sheet, png_bytes
 
-        img = comparison_sheet(result.latent_a, result.latent_b, verdict=result.verdict.value, score=result.score,
-                               ci=None, per_layer=[(f"{p.a}", p.mean) for p in result.pairs],
-                               title=f"{model_a.name} vs {model_b.name}")
+        img = comparison_sheet(
+            result.latent_a,
+            result.latent_b,
+            verdict=result.verdict.value,
+            score=result.score,
+            ci=None,
+            per_layer=[(f"{p.a}", p.mean) for p in result.pairs],
+            title=f"{model_a.name} vs {model_b.name}",
+        )
         atomic_write(sheet, png_bytes(img))
     if json_out:
         emit_json(result.to_json())
@@ -89,7 +128,9 @@ def compare(
 
 def fingerprint(
     model: Path = typer.Argument(..., help="Model to fingerprint (HF folder, .safetensors, .gguf, .onnx or .bin)."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer file when none sits beside the weights."),
+    tokenizer: Optional[Path] = typer.Option(
+        None, "--tokenizer", help="Tokenizer file when none sits beside the weights."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder (created; must be empty or new)."),
     method: str = typer.Option("attest-v1", "--method", help=METHOD_HELP),
     tokens: Optional[int] = typer.Option(None, "--tokens", help=TOKENS_HELP),
@@ -101,9 +142,18 @@ def fingerprint(
 ) -> None:
     """Write the standardised invariant matrices and a summary, for research use."""
     with progress(not json_out) as tracker:
-        summary = api.fingerprint(model, out, method=method, tokens=tokens, layers=layers, terms=parse_terms(terms),
-                                  precision=precision, tokenizer=tokenizer, threads=threads_option(threads),
-                                  progress=tracker)
+        summary = api.fingerprint(
+            model,
+            out,
+            method=method,
+            tokens=tokens,
+            layers=layers,
+            terms=parse_terms(terms),
+            precision=precision,
+            tokenizer=tokenizer,
+            threads=threads_option(threads),
+            progress=tracker,
+        )
     if json_out:
         emit_json(summary)
     else:

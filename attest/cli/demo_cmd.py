@@ -10,11 +10,17 @@ from rich.table import Table
 from attest.cli.common import out_console, threads_option
 from attest.progress import progress
 
-_PLAIN = {"match": "[bold green]match[/]", "no_match": "[bold red]no match[/]", "inconclusive": "[bold yellow]inconclusive[/]"}
+_PLAIN = {
+    "match": "[bold green]match[/]",
+    "no_match": "[bold red]no match[/]",
+    "inconclusive": "[bold yellow]inconclusive[/]",
+}
 
 
 def demo(
-    out: Path = typer.Option(Path("attest-demo"), "--out", help="Folder for the bundle, dogs, sheets, reports and evidence."),
+    out: Path = typer.Option(
+        Path("attest-demo"), "--out", help="Folder for the bundle, dogs, sheets, reports and evidence."
+    ),
     precision: str = typer.Option("auto", "--precision", help="Matmul inputs: auto, bf16 or fp32."),
 ) -> None:
     """Run the whole story on real embedded models: issue a signed bundle for
@@ -28,14 +34,22 @@ def demo(
     for col in ("suspect", "verdict", "score", "95% CI", "z", "emb"):
         table.add_column(col, no_wrap=True)
     for c in cases:
-        table.add_row(c.name, _PLAIN[c.verdict], f"{c.score:+.3f}", f"{c.ci[0]:+.3f}..{c.ci[1]:+.3f}",
-                      f"{c.z:.0f}", "-" if c.emb is None else f"{c.emb:+.2f}")
+        table.add_row(
+            c.name,
+            _PLAIN[c.verdict],
+            f"{c.score:+.3f}",
+            f"{c.ci[0]:+.3f}..{c.ci[1]:+.3f}",
+            f"{c.z:.0f}",
+            "-" if c.emb is None else f"{c.emb:+.2f}",
+        )
     out_console.print(table)
     for c in cases:
         for note in c.notes:
             out_console.print(f"   {c.name}: {note}")
     out_console.print(f"Open {out / 'verify' / cases[0].name / 'report.html'} for a report a non-specialist can read;")
-    out_console.print(f"the evidence bundles re-verify offline with: attest inspect {cases[0].evidence} --pubkey {out / 'keys' / 'demo-publisher.pub'} --verifier-pubkey {out / 'keys' / 'demo-verifier.pub'}")
+    out_console.print(
+        f"the evidence bundles re-verify offline with: attest inspect {cases[0].evidence} --pubkey {out / 'keys' / 'demo-publisher.pub'} --verifier-pubkey {out / 'keys' / 'demo-verifier.pub'}"
+    )
 
 
 def register(app: typer.Typer) -> None:

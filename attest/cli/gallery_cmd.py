@@ -10,7 +10,9 @@ from attest.errors import InputError
 
 
 def gallery(
-    out: Path = typer.Option(..., "--out", help="Directory to write gallery.png and gallery-pairs.png into (created if missing)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Directory to write gallery.png and gallery-pairs.png into (created if missing)."
+    ),
     n: int = typer.Option(64, "--n", help="Number of random dogs on the contact sheet (1..1024)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random latents (0..2**32-1)."),
 ) -> None:
@@ -31,11 +33,11 @@ def gallery(
 
 
 GALLERY_HELP = (
-        "Draw dogs from random latents: DIR/gallery.png holds N random dogs (are they "
-        "varied?), DIR/gallery-pairs.png holds base dogs next to latents at cosine "
-        "0.99, 0.95, 0.9, 0.7 and 0 from them (do near latents look alike?). "
-        "Same --seed, same pictures."
-    )
+    "Draw dogs from random latents: DIR/gallery.png holds N random dogs (are they "
+    "varied?), DIR/gallery-pairs.png holds base dogs next to latents at cosine "
+    "0.99, 0.95, 0.9, 0.7 and 0 from them (do near latents look alike?). "
+    "Same --seed, same pictures."
+)
 
 
 def register(app: typer.Typer) -> None:

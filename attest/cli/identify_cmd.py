@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from attest.cli.common import PRECISION_HELP, emit_json, out_console, safe, threads_option, trust_from_options
+from attest.cli.common import PRECISION_HELP, emit_json, out_console, threads_option, trust_from_options
 
 _STYLE = {"match": "bold green", "no_match": "bold red", "inconclusive": "bold yellow"}
 
@@ -17,10 +17,19 @@ def identify(
     suspect: Annotated[Path, typer.Argument(help="The suspect model (HF folder, .safetensors, .gguf, .onnx, .bin).")],
     registry: Annotated[Path, typer.Option("--registry", help="Registry folder (`attest registry add`).")],
     pubkey: Annotated[Path | None, typer.Option("--pubkey", help="Trust exactly this public key (NAME.pub).")] = None,
-    trust: Annotated[Path | None, typer.Option("--trust", help="Trust-store folder of .pub files (default: ./keys).")] = None,
-    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Tokenizer file when none sits beside the suspect.")] = None,
+    trust: Annotated[
+        Path | None, typer.Option("--trust", help="Trust-store folder of .pub files (default: ./keys).")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option("--tokenizer", help="Tokenizer file when none sits beside the suspect.")
+    ] = None,
     top: Annotated[int, typer.Option("--top", min=0, help="Candidates to show.")] = 5,
-    alpha: Annotated[float, typer.Option("--alpha", min=1e-300, max=0.5, help="Family-wise error rate for Holm–Bonferroni over the N bases.")] = 0.01,
+    alpha: Annotated[
+        float,
+        typer.Option(
+            "--alpha", min=1e-300, max=0.5, help="Family-wise error rate for Holm–Bonferroni over the N bases."
+        ),
+    ] = 0.01,
     precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -31,40 +40,50 @@ def identify(
     3 a registered bundle is tampered or untrusted, 4 input error.
     """
     from attest.arch.detect import load_model
-    from attest.workflows.identify import identify as run_identify
-    from attest.workflows.issue import subject_of
     from attest.invariants.precision import torch_threads
     from attest.progress import progress
     from attest.registry import Registry
+    from attest.workflows.identify import identify as run_identify
+    from attest.workflows.issue import subject_of
 
     store = trust_from_options(pubkey, trust)  # verify's rule: --pubkey, --trust, or ./keys
     with Registry.open(registry) as reg:
         cm = load_model(suspect, tokenizer)
         with progress(not json_out) as tracker, torch_threads(threads_option(None)):
             subject = subject_of(cm, tracker)
-            result = run_identify(cm, reg, store, alpha=alpha, precision=precision, suspect_subject=subject, tracker=tracker)
+            result = run_identify(
+                cm, reg, store, alpha=alpha, precision=precision, suspect_subject=subject, tracker=tracker
+            )
     data = result.to_json(top)
     if json_out:
         emit_json(data)
         raise typer.Exit(int(result.verdict.exit_code))
     table = Table(title=f"{suspect.name} against {data['registry']['bases']} registered bases ({data['evidence']})")
     for col in ("#", "base", "family", "verdict", "score", "z", "p (Holm)"):
-        table.add_column(col, justify="right" if col in ("#", "score", "z", "p (Holm)") else "left", no_wrap=col == "base")
+        table.add_column(
+            col, justify="right" if col in ("#", "score", "z", "p (Holm)") else "left", no_wrap=col == "base"
+        )
     for c in data["candidates"]:
         score = f"{c['score']:+.3f}" if c["score"] is not None else "-"
         z = f"{c['z']:.1f}" if c.get("z") is not None else "-"
         style = _STYLE[c["verdict"]]
-        table.add_row(str(c["rank"]), c["name"], c["family"], f"[{style}]{c['verdict']}[/{style}]", score, z, f"{c['p_holm']:.2g}")
+        table.add_row(
+            str(c["rank"]), c["name"], c["family"], f"[{style}]{c['verdict']}[/{style}]", score, z, f"{c['p_holm']:.2g}"
+        )
     out_console.print(table)
     style = _STYLE[data["verdict"]]
     if data["base"] is not None:
         b = data["base"]
-        out_console.print(f"[{style}]BASE: {b['name']!r}[/{style}] (issuer {b['issuer']!r}, subject {b['subject_root'][:16]}…)")
+        out_console.print(
+            f"[{style}]BASE: {b['name']!r}[/{style}] (issuer {b['issuer']!r}, subject {b['subject_root'][:16]}…)"
+        )
         if b["subject_match"]:
             out_console.print("  the suspect's weight files are byte-identical to the attested ones")
     else:
-        out_console.print(f"[{style}]{'NO BASE' if data['verdict'] == 'no_match' else 'INCONCLUSIVE'}[/{style}]: "
-                          f"none of the {data['registry']['bases']} registered bases is named")
+        out_console.print(
+            f"[{style}]{'NO BASE' if data['verdict'] == 'no_match' else 'INCONCLUSIVE'}[/{style}]: "
+            f"none of the {data['registry']['bases']} registered bases is named"
+        )
     for line in data["reasons"]:
         out_console.print(f"  note: {line}")
     raise typer.Exit(int(result.verdict.exit_code))

@@ -39,15 +39,20 @@ def _passphrase(env_var: str | None, prompt: bool | None, out: Path) -> bytes | 
 
 def keygen(
     out: Path = typer.Option(
-        ..., "--out", metavar="DIR/NAME",
+        ...,
+        "--out",
+        metavar="DIR/NAME",
         help="Writes DIR/NAME.key (private, mode 0600) and DIR/NAME.pub (public). Never overwrites.",
     ),
     passphrase_env: str | None = typer.Option(
-        None, "--passphrase-env", metavar="VAR",
+        None,
+        "--passphrase-env",
+        metavar="VAR",
         help="Encrypt the private key with the passphrase in environment variable VAR.",
     ),
     prompt: bool | None = typer.Option(
-        None, "--prompt/--no-prompt",
+        None,
+        "--prompt/--no-prompt",
         help="Ask for a passphrase (default: ask when run from a terminal).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON object instead of text."),
@@ -66,12 +71,17 @@ def keygen(
     passphrase = _passphrase(passphrase_env, prompt, out)
     info = generate_keypair(out, passphrase)
     if json_out:
-        typer.echo(json.dumps({
-            "kid": info.kid_hex,
-            "private_key": str(info.private_path),
-            "public_key": str(info.public_path),
-            "encrypted": info.encrypted,
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "kid": info.kid_hex,
+                    "private_key": str(info.private_path),
+                    "public_key": str(info.public_path),
+                    "encrypted": info.encrypted,
+                },
+                indent=2,
+            )
+        )
         return
     typer.echo(f"kid          {info.kid_hex}")
     typer.echo(f"private key  {info.private_path}  (keep secret{'; encrypted' if info.encrypted else ''})")

@@ -56,9 +56,13 @@ def add_cmd(
         emit_json(report.to_json())
         return
     for e in report.added:
-        out_console.print(f"[green]added[/green]   {e.name!r} ({e.family}, {e.layers} layers)  subject {_short(e.subject_root)}")
+        out_console.print(
+            f"[green]added[/green]   {e.name!r} ({e.family}, {e.layers} layers)  subject {_short(e.subject_root)}"
+        )
     for given, e in report.skipped:
-        out_console.print(f"[yellow]skipped[/yellow] {given}: subject {_short(e.subject_root)} is already registered as {e.name!r}")
+        out_console.print(
+            f"[yellow]skipped[/yellow] {given}: subject {_short(e.subject_root)} is already registered as {e.name!r}"
+        )
 
 
 @registry_app.command("list")
@@ -78,15 +82,26 @@ def list_cmd(
     for col in ("issuer", "family", "layers", "hidden", "method", "tokens", "subject root", "kid"):
         table.add_column(col, justify="right" if col in ("layers", "hidden", "tokens") else "left")
     for e in entries:
-        table.add_row(e.name, e.issuer, e.family, str(e.layers), str(e.hidden), e.method, str(e.n_tokens),
-                      e.subject_root[:12] + "…", e.kid[:8] + "…")
+        table.add_row(
+            e.name,
+            e.issuer,
+            e.family,
+            str(e.layers),
+            str(e.hidden),
+            e.method,
+            str(e.n_tokens),
+            e.subject_root[:12] + "…",
+            e.kid[:8] + "…",
+        )
     out_console.print(table)
 
 
 @registry_app.command("remove")
 def remove_cmd(
     reg: RegArg,
-    ref: Annotated[str, typer.Argument(help="The entry's name, or its subject root or bundle digest (at least 8 hex digits).")],
+    ref: Annotated[
+        str, typer.Argument(help="The entry's name, or its subject root or bundle digest (at least 8 hex digits).")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Remove one entry and its stored bundle."""
@@ -123,7 +138,9 @@ def verify_cmd(
                 table.add_column(col)
             for p in report.problems:
                 style = "yellow" if p.kind == "stray" else "red"
-                table.add_row(f"[{style}]{p.kind}[/{style}]", p.name, _short(p.subject_root) if p.subject_root else "", p.detail)
+                table.add_row(
+                    f"[{style}]{p.kind}[/{style}]", p.name, _short(p.subject_root) if p.subject_root else "", p.detail
+                )
             out_console.print(table)
         verdict = "[bold red]TAMPERED[/bold red]" if report.tampered else "[bold green]intact[/bold green]"
         out_console.print(f"{verdict}: {report.ok} of {report.checked} entries verified")

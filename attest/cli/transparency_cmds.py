@@ -25,10 +25,14 @@ def _target(file: Path, out: Path | None) -> Path:
 def timestamp_cmd(
     file: Path = typer.Argument(..., help="A .attest bundle or a signed evidence file."),
     tsa: str = typer.Option(..., "--tsa", help="RFC 3161 time-stamp authority URL (http:// or https://)."),
-    tsa_ca: list[Path] = typer.Option([], "--tsa-ca", help="Root CA (PEM) the token must chain to; checked before writing."),
+    tsa_ca: list[Path] = typer.Option(
+        [], "--tsa-ca", help="Root CA (PEM) the token must chain to; checked before writing."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write here instead of replacing FILE."),
     force: bool = typer.Option(False, "--force", help="Overwrite FILE (or --out) if it exists."),
-    tsa_optional: bool = typer.Option(False, "--tsa-optional", help="If the TSA fails, still write the file, unstamped."),
+    tsa_optional: bool = typer.Option(
+        False, "--tsa-optional", help="If the TSA fails, still write the file, unstamped."
+    ),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the TSA."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -55,7 +59,9 @@ def timestamp_cmd(
 def register_cmd(
     file: Path = typer.Argument(..., help="A .attest bundle or a signed evidence file."),
     scitt: str = typer.Option(..., "--scitt", help="Transparency service base URL (SCRAPI: POST {URL}/entries)."),
-    ts_key: list[Path] = typer.Option([], "--ts-key", help="Transparency-service public key (PEM); the receipt must verify."),
+    ts_key: list[Path] = typer.Option(
+        [], "--ts-key", help="Transparency-service public key (PEM); the receipt must verify."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write here instead of replacing FILE."),
     force: bool = typer.Option(False, "--force", help="Overwrite FILE (or --out) if it exists."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds per HTTP request."),
@@ -100,15 +106,19 @@ def proofs_cmd(
             out_console.print("timestamps: none")
         for c in stamps:
             if c.verified:
-                out_console.print(f"timestamp  [green]verified[/green]  {safe(c.to_json()['time'])}  {c.covers} signature  by {safe(c.tsa)}")
+                out_console.print(
+                    f"timestamp  [green]verified[/green]  {safe(c.to_json()['time'])}  {c.covers} signature  by {safe(c.tsa)}"
+                )
             else:
                 out_console.print(f"timestamp  [red]NOT verified[/red]  {c.covers} signature: {safe(c.reason)}")
         if not receipts:
             out_console.print("receipts: none")
         for r in receipts:
             if r.verified:
-                out_console.print(f"receipt    [green]verified[/green]  {r.covers} entry {r.leaf_index} of {r.tree_size}"
-                                  f"  issuer {safe(repr(r.issuer))}  key {safe(r.ts_key)}")
+                out_console.print(
+                    f"receipt    [green]verified[/green]  {r.covers} entry {r.leaf_index} of {r.tree_size}"
+                    f"  issuer {safe(repr(r.issuer))}  key {safe(r.ts_key)}"
+                )
             else:
                 out_console.print(f"receipt    [red]NOT verified[/red]  {r.covers}: {safe(r.reason)}")
     if any(not c.verified for c in stamps) or any(not r.verified for r in receipts):

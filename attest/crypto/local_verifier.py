@@ -53,5 +53,6 @@ def local_verifier_key() -> LocalVerifierKey:
         stem.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         generate_keypair(stem, None)
         created = True
-    return LocalVerifierKey(load_private_key(private_key_path(stem), None), private_key_path(stem),
-                            public_key_path(stem), created)
+    return LocalVerifierKey(
+        load_private_key(private_key_path(stem), None), private_key_path(stem), public_key_path(stem), created
+    )

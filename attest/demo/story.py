@@ -60,8 +60,14 @@ def make_disguised_copy(base_dir: Path, out: Path, seed: int = 7) -> Path:
     return out
 
 
-def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker = SILENT, precision: str = "auto",
-             threads: int | None = None) -> list[DemoCase]:
+def run_demo(
+    out: Path,
+    *,
+    say: Callable[[str], None] = print,
+    tracker: Tracker = SILENT,
+    precision: str = "auto",
+    threads: int | None = None,
+) -> list[DemoCase]:
     t0 = time.perf_counter()
     base_weights = MINILM_L6.locate()
     base_dir = base_weights.parent
@@ -77,9 +83,18 @@ def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker 
         if not (keys / f"{stem}.key").exists():
             generate_keypair(keys / stem, None)
     bundle = out / "minilm-l6.attest"
-    issued = api.issue(base_dir, keys / "demo-publisher.key", bundle, name="all-MiniLM-L6-v2",
-                       issuer="attest demo publisher", meta={"licence": MINILM_L6.licence},
-                       precision=precision, force=True, threads=threads, progress=tracker)
+    issued = api.issue(
+        base_dir,
+        keys / "demo-publisher.key",
+        bundle,
+        name="all-MiniLM-L6-v2",
+        issuer="attest demo publisher",
+        meta={"licence": MINILM_L6.licence},
+        precision=precision,
+        force=True,
+        threads=threads,
+        progress=tracker,
+    )
     say(f"   It signs an attestation: {bundle} ({issued.bundle_bytes:,} bytes, key id {issued.kid_hex[:16]}…),")
     say(f"   and publishes its dog: {issued.png_path}")
 
@@ -88,9 +103,19 @@ def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker 
     gemma = assemble_gemma3(out / "suspects" / "gemma-3-270m-q4_k_m.gguf")
     vocab = base_dir / "vocab.txt"
     suspects = [
-        ("minilm-disguised", disguised, None, "a copy with permuted hidden units, heads and neurons and 2% weight drift"),
+        (
+            "minilm-disguised",
+            disguised,
+            None,
+            "a copy with permuted hidden units, heads and neurons and 2% weight drift",
+        ),
         ("minilm-int8-onnx", int8_onnx, vocab, MINILM_L6_INT8_ONNX.description),
-        ("paraphrase-l3-onnx", l3_onnx, vocab, PARAPHRASE_L3_ONNX.description + "; a sibling: both descend from MiniLM-L12"),
+        (
+            "paraphrase-l3-onnx",
+            l3_onnx,
+            vocab,
+            PARAPHRASE_L3_ONNX.description + "; a sibling: both descend from MiniLM-L12",
+        ),
         ("gemma-3-270m", gemma, None, GEMMA3_DESCRIPTION),
     ]
     # The licensee pins who must have signed: the trust store's name for the key.
@@ -101,9 +126,34 @@ def run_demo(out: Path, *, say: Callable[[str], None] = print, tracker: Tracker 
         folder = out / "verify" / name
         folder.mkdir(exist_ok=True)
         report, sheet, evidence = folder / "report.html", folder / "sheet.png", folder / "evidence.cbor"
-        v = api.verify(path, opened, tokenizer=tokenizer, precision=precision, verifier_key=keys / "demo-verifier.key",
-                       report=report, sheet=sheet, evidence=evidence, force=True, threads=threads, progress=tracker)
-        cases.append(DemoCase(name, story, v.verdict.value, v.score, v.ci, v.z, v.coverage,
-                              v.global_terms.get("emb"), v.notes + v.reasons, report, sheet, evidence))
+        v = api.verify(
+            path,
+            opened,
+            tokenizer=tokenizer,
+            precision=precision,
+            verifier_key=keys / "demo-verifier.key",
+            report=report,
+            sheet=sheet,
+            evidence=evidence,
+            force=True,
+            threads=threads,
+            progress=tracker,
+        )
+        cases.append(
+            DemoCase(
+                name,
+                story,
+                v.verdict.value,
+                v.score,
+                v.ci,
+                v.z,
+                v.coverage,
+                v.global_terms.get("emb"),
+                v.notes + v.reasons,
+                report,
+                sheet,
+                evidence,
+            )
+        )
     say(f"3. Verified all four against the signed bundle in {time.perf_counter() - t0:.0f} s:")
     return cases

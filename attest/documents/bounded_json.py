@@ -115,8 +115,9 @@ def read_capped(path: Path, max_bytes: int, what: str) -> bytes:
     return data
 
 
-def load_json_file(path: Path, *, what: str, max_bytes: int, top: type | None = dict,
-                   max_depth: int = MAX_JSON_DEPTH) -> Any:
+def load_json_file(
+    path: Path, *, what: str, max_bytes: int, top: type | None = dict, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
     """Read and parse one JSON file under the size, depth and number limits."""
     return loads_bounded(read_capped(path, max_bytes, what), where=f"{path} ({what})", top=top, max_depth=max_depth)
 

@@ -32,8 +32,14 @@ from attest.limits import (
 # config.json keys attest reads as sizes (every family's `ConfigKeys`, plus the
 # vocabulary), each with the largest value accepted.  Dotted names are nested.
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers")
-_HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads", "num_key_value_heads", "num_kv_heads",
-              "attn_config.kv_n_heads")
+_HEAD_KEYS = (
+    "num_attention_heads",
+    "n_head",
+    "n_heads",
+    "num_key_value_heads",
+    "num_kv_heads",
+    "attn_config.kv_n_heads",
+)
 _WIDTH_KEYS = ("hidden_size", "n_embd", "n_embed", "d_model", "head_dim")
 _EXPERT_KEYS = ("num_local_experts", "num_experts")
 CONFIG_SIZE_LIMITS: dict[str, int] = {
@@ -112,7 +118,9 @@ def checked_dims(config: Mapping[str, Any] | None, keys: Any, embed_shape: Seque
         return
     paths = dataclasses.asdict(keys) if dataclasses.is_dataclass(keys) and not isinstance(keys, type) else dict(keys)
     for dim, names in paths.items():
-        limit = {"layers": MAX_LAYERS, "heads": MAX_HEADS, "kv_heads": MAX_HEADS, "experts": MAX_EXPERTS}.get(dim, MAX_DIM)
+        limit = {"layers": MAX_LAYERS, "heads": MAX_HEADS, "kv_heads": MAX_HEADS, "experts": MAX_EXPERTS}.get(
+            dim, MAX_DIM
+        )
         for name in names:
             value = _lookup(config, name)
             if value is not None:
@@ -128,9 +136,7 @@ def read_shard_index(path: Path) -> dict[str, str]:
         raise InputError(f"{path}: 'weight_map' must be a non-empty object of tensor name -> shard file")
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
-            raise InputError(
-                f"{path}: weight_map['{name[:80]}'] must be a shard file name, got {json_type(shard)}"
-            )
+            raise InputError(f"{path}: weight_map['{name[:80]}'] must be a shard file name, got {json_type(shard)}")
     metadata = doc.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise InputError(f"{path}: 'metadata' must be an object, got {json_type(metadata)}")

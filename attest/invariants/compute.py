@@ -57,11 +57,13 @@ def _stack_mlps(mlps: Sequence[Mlp]) -> Mlp:
     return Mlp(
         up=torch.cat([m.up for m in mlps], 0),
         down=torch.cat([m.down for m in mlps], 1),
-        gate=None if any(g is None for g in gates) else torch.cat(gates, 0),  # type: ignore[misc]
+        gate=None if any(g is None for g in gates) else torch.cat(gates, 0),  # type: ignore[arg-type]
     )
 
 
-def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalModel, dtype: torch.dtype) -> Iterator[tuple[str, Tensor]]:
+def layer_terms(
+    layer: Layer, probe: Probe, method: Method, model: CanonicalModel, dtype: torch.dtype
+) -> Iterator[tuple[str, Tensor]]:
     """Raw (unstandardised) n×n matrices for the method's terms of one layer.
 
     A generator, so each matrix can be standardised and shrunk to float16
@@ -100,14 +102,18 @@ def layer_terms(layer: Layer, probe: Probe, method: Method, model: CanonicalMode
         yield "up", T.bilinear(x_ffn, ffn.up, ffn.down, x_ffn_out, dtype)
     if "gate" in wanted and ffn.gate is not None:
         center = method.center_layernorm and model.norm_kind == NormKind.LAYER
-        c = T.neuron_coupling(ffn.up, ffn.down, layer.ffn_norm if fold else None, layer.ffn_out_norm if fold else None, center)
+        c = T.neuron_coupling(
+            ffn.up, ffn.down, layer.ffn_norm if fold else None, layer.ffn_out_norm if fold else None, center
+        )
         yield "gate", T.weighted_gram(x_ffn, ffn.gate, c, dtype)
     if "router" in wanted and layer.router is not None:
         r = T.mm(x_ffn, layer.router.t(), dtype).float()
         yield "router", T.mm(r, r.t(), torch.float32)
 
 
-def global_terms(model: CanonicalModel, probe: Probe, method: Method, dtype: torch.dtype) -> Iterator[tuple[str, Tensor]]:
+def global_terms(
+    model: CanonicalModel, probe: Probe, method: Method, dtype: torch.dtype
+) -> Iterator[tuple[str, Tensor]]:
     x = probe.x
     if "emb" in method.global_terms:
         yield "emb", T.mm(x, x.t(), dtype)

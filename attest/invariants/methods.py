@@ -22,7 +22,9 @@ class Method:
     depth_alignment: bool  # match layers by similarity when depths differ
     drop_diagonal: bool  # correlate off-diagonal entries only (squared norms are common-mode)
 
-    def with_options(self, *, n_tokens: int | None = None, layers: str | None = None, terms: tuple[str, ...] | None = None) -> "Method":
+    def with_options(
+        self, *, n_tokens: int | None = None, layers: str | None = None, terms: tuple[str, ...] | None = None
+    ) -> "Method":
         m = self
         if n_tokens is not None:
             if not MIN_PROBE_TOKENS <= n_tokens <= MAX_PROBE_TOKENS:
@@ -35,7 +37,9 @@ class Method:
             allowed = set(HUREF_TERMS if m.huref_ffn else LAYER_TERMS) | set(GLOBAL_TERMS)
             bad = [t for t in terms if t not in allowed]
             if bad:
-                raise InputError(f"unknown term(s) {', '.join(bad)} for method {m.name}; choose from {', '.join(sorted(allowed))}")
+                raise InputError(
+                    f"unknown term(s) {', '.join(bad)} for method {m.name}; choose from {', '.join(sorted(allowed))}"
+                )
             m = replace(
                 m,
                 terms=tuple(t for t in terms if t not in GLOBAL_TERMS),

@@ -128,7 +128,9 @@ def neuron_coupling(up: Tensor, down: Tensor, gain_in: Tensor | None, gain_out: 
     return (up.float() * d_rows).sum(1)
 
 
-def standardise(m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype = torch.float16, rows: int = 1024) -> Tensor | None:
+def standardise(
+    m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype = torch.float16, rows: int = 1024
+) -> Tensor | None:
     """Zero mean, unit (population) std over the n² entries, as `out_dtype`; None if constant.
 
     With `drop_diagonal`, statistics use only the off-diagonal entries, the
@@ -146,7 +148,7 @@ def standardise(m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype =
     total = 0.0
     total_sq = 0.0
     for a in range(0, n_rows, rows):
-        block = m[a:a + rows].float().reshape(-1)
+        block = m[a : a + rows].float().reshape(-1)
         total += float(block.sum(dtype=torch.float64))
         total_sq += float(torch.dot(block, block))
         del block
@@ -165,7 +167,7 @@ def standardise(m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype =
     scale = (1.0 / math.sqrt(var)) * ((m.numel() / count) ** 0.5 if drop else 1.0)
     out = torch.empty(m.shape, dtype=out_dtype)
     for a in range(0, n_rows, rows):
-        out[a:a + rows] = m[a:a + rows].float().sub_(mean).mul_(scale)
+        out[a : a + rows] = m[a : a + rows].float().sub_(mean).mul_(scale)
     if drop:
         out.fill_diagonal_(0.0)
     return out

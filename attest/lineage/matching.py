@@ -62,7 +62,7 @@ def partners(base: Tensor, suspect: Tensor) -> Tensor:
     """argmax_j |corr(base_i, suspect_j)| for every base column i (unit columns in, int64 out)."""
     out = []
     for s in range(0, base.shape[1], BLOCK):
-        c = base[:, s:s + BLOCK].t() @ suspect
+        c = base[:, s : s + BLOCK].t() @ suspect
         out.append(c.abs().argmax(1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
@@ -101,10 +101,18 @@ class LayerLineage:
 
     def to_json(self) -> dict[str, float | int]:
         return {
-            "a": self.a, "b": self.b, "neurons": self.neurons, "agree": self.agree,
-            "agreement": self.agreement, "chance": self.chance, "chance_rate": self.chance_rate,
-            "p_value": self.p_value, "p_full": self.p_full, "tokens": self.tokens,
-            "suspect_neurons": self.suspect_neurons, "factor": self.factor,
+            "a": self.a,
+            "b": self.b,
+            "neurons": self.neurons,
+            "agree": self.agree,
+            "agreement": self.agreement,
+            "chance": self.chance,
+            "chance_rate": self.chance_rate,
+            "p_value": self.p_value,
+            "p_full": self.p_full,
+            "tokens": self.tokens,
+            "suspect_neurons": self.suspect_neurons,
+            "factor": self.factor,
         }
 
 

@@ -18,8 +18,14 @@ EXACT_NEURONS = 1024  # base neurons per layer tested by compare (all of them in
 NEURON_SEED = 0x11E4A6E
 
 
-def base_layers(model: CanonicalModel, ids: Sequence[int], neurons: int, seed: int,
-                dtype: torch.dtype = torch.float32, tracker: Tracker = SILENT) -> list[BaseLayer]:
+def base_layers(
+    model: CanonicalModel,
+    ids: Sequence[int],
+    neurons: int,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    tracker: Tracker = SILENT,
+) -> list[BaseLayer]:
     """Every layer's sampled-neuron responses at the given token ids (float32, exact)."""
     x = probe_rows(model, ids)
     out: list[BaseLayer] = []
@@ -57,8 +63,17 @@ def test_pair(
     if len(ids_a) != len(ids_b):
         raise InputError("test_pair: the two token id lists must be aligned (same length)")
     base = base_layers(model_a, ids_a, neurons, seed, dtype, tracker)
-    return run_suspect(base, model_b, ids_b, "exact", dtype=dtype, alpha=alpha,
-                       reference_agreement=reference_agreement, tracker=tracker, decorrelated=decorrelated)
+    return run_suspect(
+        base,
+        model_b,
+        ids_b,
+        "exact",
+        dtype=dtype,
+        alpha=alpha,
+        reference_agreement=reference_agreement,
+        tracker=tracker,
+        decorrelated=decorrelated,
+    )
 
 
 test_pair.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name

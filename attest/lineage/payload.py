@@ -88,15 +88,24 @@ def build_payload(
         q1, s1 = _quantise(bl.first)
         q2, s2 = _quantise(bl.second)
         n_name, n_fmt = _index_dtype(f)
-        out_layers.append({
-            "index": bl.index, "channels": list(bl.channels), "width": f,
-            "neurons": idx.astype(n_fmt).tobytes(), "neuron_dtype": n_name,
-            "scale": np.stack([s1, s2]).astype("<f4").tobytes(),
-            "data": np.stack([q1, q2]).tobytes(),
-        })
+        out_layers.append(
+            {
+                "index": bl.index,
+                "channels": list(bl.channels),
+                "width": f,
+                "neurons": idx.astype(n_fmt).tobytes(),
+                "neuron_dtype": n_name,
+                "scale": np.stack([s1, s2]).astype("<f4").tobytes(),
+                "data": np.stack([q1, q2]).tobytes(),
+            }
+        )
     return {
-        "format": PAYLOAD_FORMAT, "seed": int(seed), "n_tokens": len(token_ids),
-        "token_positions": positions.astype(t_fmt).tobytes(), "token_dtype": t_name, "layers": out_layers,
+        "format": PAYLOAD_FORMAT,
+        "seed": int(seed),
+        "n_tokens": len(token_ids),
+        "token_positions": positions.astype(t_fmt).tobytes(),
+        "token_dtype": t_name,
+        "layers": out_layers,
     }
 
 
@@ -197,8 +206,9 @@ def test_against_payload(
         res = LineageResult([], "bundle", alpha, reference_agreement)
         res.notes.append(f"only {len(ids)} of the payload's {len(positions)} tokens exist in the suspect")
         return res
-    res = run_suspect(base, suspect, ids, "bundle", dtype=dtype, alpha=alpha,
-                      reference_agreement=reference_agreement, tracker=tracker)
+    res = run_suspect(
+        base, suspect, ids, "bundle", dtype=dtype, alpha=alpha, reference_agreement=reference_agreement, tracker=tracker
+    )
     res.notes.append(f"{len(ids)} of the payload's {len(positions)} tokens are covered by the suspect")
     return res
 

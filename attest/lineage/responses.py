@@ -56,8 +56,9 @@ def _rows(x: Tensor, gain: Tensor | None) -> Tensor:
     return x * gain.float() if gain is not None else x
 
 
-def layer_responses(layer: Layer, x: Tensor, dtype: torch.dtype = torch.float32,
-                    neurons: Tensor | None = None) -> NeuronResponses | None:
+def layer_responses(
+    layer: Layer, x: Tensor, dtype: torch.dtype = torch.float32, neurons: Tensor | None = None
+) -> NeuronResponses | None:
     """Responses of a layer's FFN neurons (all, or the `neurons` indices) to the probe rows x [n, d].
 
     None when the layer has no FFN.

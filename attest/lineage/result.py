@@ -13,6 +13,7 @@ DEFAULT_ALPHA = 1e-6  # a match needs the combined p-value at or below this
 REFERENCE_AGREEMENT = 0.2  # "enough power" = this much agreement would have reached alpha
 METHOD = "attest-lineage-v1"
 
+
 def min_tokens(suspect_neurons: int) -> int:
     """Shared tokens needed before "no lineage" may be claimed.
 
@@ -81,22 +82,38 @@ class LineageResult:
         """Plain-language statement of what was found, or what was missing."""
         c = self.conclusion
         if c == LINEAGE:
-            return [(f"lineage: {self.agreement:.0%} of tested FFN neurons are found by both channels "
-                    f"(combined p = {self.p_value:.1e} ≤ α = {self.alpha:.0e})")]
+            return [
+                (
+                    f"lineage: {self.agreement:.0%} of tested FFN neurons are found by both channels "
+                    f"(combined p = {self.p_value:.1e} ≤ α = {self.alpha:.0e})"
+                )
+            ]
         if c == NO_LINEAGE:
-            return [(f"no lineage: neuron agreement {self.agreement:.1%} (p = {self.p_value:.2g}); "
-                    f"{self.reference_agreement:.0%} agreement would have reached α = {self.alpha:.0e}")]
+            return [
+                (
+                    f"no lineage: neuron agreement {self.agreement:.1%} (p = {self.p_value:.2g}); "
+                    f"{self.reference_agreement:.0%} agreement would have reached α = {self.alpha:.0e}"
+                )
+            ]
         if not self.layers:
             return ["lineage test not run: no layer pair has FFN neurons to match"]
         tokens = min(x.tokens for x in self.layers)
         neurons = min(x.neurons for x in self.layers)
         if not self.enough_tokens:
             need = max(min_tokens(x.suspect_neurons) for x in self.layers)
-            return [(f"lineage test underpowered: only {tokens} shared tokens, {need} are needed to tell a "
-                    f"descendant neuron from chance among {max(x.suspect_neurons for x in self.layers)}")]
-        return [(f"lineage test underpowered: with {neurons} tested neurons per layer over {tokens} shared tokens "
+            return [
+                (
+                    f"lineage test underpowered: only {tokens} shared tokens, {need} are needed to tell a "
+                    f"descendant neuron from chance among {max(x.suspect_neurons for x in self.layers)}"
+                )
+            ]
+        return [
+            (
+                f"lineage test underpowered: with {neurons} tested neurons per layer over {tokens} shared tokens "
                 f"and {len(self.layers)} matched layers, even {self.reference_agreement:.0%} agreement would give "
-                f"p = {self.p_reference:.1e} > α = {self.alpha:.0e} (full agreement: {self.p_full:.1e})")]
+                f"p = {self.p_reference:.1e} > α = {self.alpha:.0e} (full agreement: {self.p_full:.1e})"
+            )
+        ]
 
     def to_json(self) -> dict[str, Any]:
         def fin(x: float) -> float | None:
@@ -107,13 +124,17 @@ class LineageResult:
             "agreement": fin(self.agreement),
             "layers": [x.to_json() for x in self.layers],
             "method": f"{METHOD} ({self.mode}): gate/up partner agreement per layer against up "
-                      f"partners shuffled over base neurons (Chatterjee tail bound), Rüger combination "
-                      f"requiring {self.required} of {len(self.layers)} layers",
+            f"partners shuffled over base neurons (Chatterjee tail bound), Rüger combination "
+            f"requiring {self.required} of {len(self.layers)} layers",
             "alpha": self.alpha,
             "conclusion": self.conclusion,
             "required_layers": self.required,
-            "power": {"p_full_agreement": self.p_full, "reference_agreement": self.reference_agreement,
-                      "p_at_reference": self.p_reference, "enough_tokens": self.enough_tokens},
+            "power": {
+                "p_full_agreement": self.p_full,
+                "reference_agreement": self.reference_agreement,
+                "p_at_reference": self.p_reference,
+                "enough_tokens": self.enough_tokens,
+            },
             "reasons": self.reasons(),
             "notes": list(self.notes),
         }

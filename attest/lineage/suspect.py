@@ -17,11 +17,11 @@ from attest.arch.canonical import CanonicalModel
 from attest.errors import InputError
 from attest.invariants.compute import make_probe, release_free_memory
 from attest.invariants.methods import DEFAULT
-from attest.scoring.layer_alignment import monotone_pairs
 from attest.lineage.matching import LayerLineage, Prepared, layer_test, prepare
 from attest.lineage.responses import layer_responses
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
 from attest.progress import SILENT, Tracker
+from attest.scoring.layer_alignment import monotone_pairs
 
 Tensor = torch.Tensor
 
@@ -104,7 +104,9 @@ def run_suspect(
         release_free_memory()
         tracker.advance(task)
     if mismatch:
-        notes.append(f"FFN kinds differ ({', '.join(sorted(mismatch))}): those layers cannot be matched neuron by neuron")
+        notes.append(
+            f"FFN kinds differ ({', '.join(sorted(mismatch))}): those layers cannot be matched neuron by neuron"
+        )
     if same_depth:
         pairs = [(i, i) for i in range(n_s) if (i, i) in cells]
     else:
@@ -112,6 +114,8 @@ def run_suspect(
         for (i, j), c in cells.items():
             sim[i, j] = c.agreement if c.neurons else -1.0
         pairs = [(i, j) for i, j in monotone_pairs(sim) if (i, j) in cells]
-        notes.append(f"depths differ ({len(base)} vs {n_s} layers): layers paired by a monotone alignment of "
-                     f"maximal agreement; each layer's p-value is multiplied by {factor} (cells searched)")
+        notes.append(
+            f"depths differ ({len(base)} vs {n_s} layers): layers paired by a monotone alignment of "
+            f"maximal agreement; each layer's p-value is multiplied by {factor} (cells searched)"
+        )
     return LineageResult([cells[p] for p in pairs], mode, alpha, reference_agreement, notes)

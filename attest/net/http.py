@@ -107,7 +107,9 @@ def request(
         text = detail.decode("utf-8", "replace").strip()
         if text.startswith("<") or not text.isprintable():
             text = ""  # an HTML error page or binary problem details: the status says enough
-        raise NetworkError(f"{what} {url} answered HTTP {exc.code} {exc.reason}" + (f": {text}" if text else "")) from None
+        raise NetworkError(
+            f"{what} {url} answered HTTP {exc.code} {exc.reason}" + (f": {text}" if text else "")
+        ) from None
     except TimeoutError:
         raise NetworkError(f"{what} {url} did not answer within {timeout:g} s") from None
     except urllib.error.URLError as exc:

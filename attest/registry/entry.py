@@ -10,15 +10,30 @@ from typing import Any
 
 from attest.bundle.container import OpenedAttestation
 from attest.errors import BundleError
-from attest.subject import Subject
 from attest.sketch.statement import StatementView
+from attest.subject import Subject
 
 # Columns that are facts about the bundle (compared by `registry verify`);
 # `id` and `added_at` are the registry's own bookkeeping.
 DERIVED_FIELDS = (
-    "subject_root", "bundle_sha256", "bundle_bytes", "name", "model_name", "issuer", "kid", "iat",
-    "family", "layers", "hidden", "vocab", "parameters", "method", "n_tokens", "token_mode",
-    "n_cells", "n_pairs",
+    "subject_root",
+    "bundle_sha256",
+    "bundle_bytes",
+    "name",
+    "model_name",
+    "issuer",
+    "kid",
+    "iat",
+    "family",
+    "layers",
+    "hidden",
+    "vocab",
+    "parameters",
+    "method",
+    "n_tokens",
+    "token_mode",
+    "n_cells",
+    "n_pairs",
 )
 
 

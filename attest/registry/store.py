@@ -59,8 +59,12 @@ class Registry:
         if create and not db.exists():
             if root.exists() and not root.is_dir():
                 raise InputError(f"registry {root} is a file, not a folder")
-            if root.is_dir() and any(p.name not in (BUNDLES_DIR,) and not p.name.startswith(DB_NAME) for p in root.iterdir()):
-                raise InputError(f"{root} exists, is not empty and holds no {DB_NAME}: refusing to turn it into a registry")
+            if root.is_dir() and any(
+                p.name not in (BUNDLES_DIR,) and not p.name.startswith(DB_NAME) for p in root.iterdir()
+            ):
+                raise InputError(
+                    f"{root} exists, is not empty and holds no {DB_NAME}: refusing to turn it into a registry"
+                )
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -215,7 +219,8 @@ def add(reg: Registry | str | Path, bundle_paths: Iterable[str | Path], trust: T
                         cols = DERIVED_FIELDS + ("added_at",)
                         values = [*entry.derived().values(), _now()]
                         cur = conn.execute(
-                            f"INSERT INTO bases ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
+                            f"INSERT INTO bases ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values
+                        )
                     except BaseException:
                         if not existed:
                             final.unlink(missing_ok=True)
@@ -286,8 +291,12 @@ class VerifyReport:
         return any(p.kind != "stray" for p in self.problems)
 
     def to_json(self) -> dict[str, Any]:
-        return {"checked": self.checked, "ok": self.ok, "tampered": self.tampered,
-                "problems": [p.to_json() for p in self.problems]}
+        return {
+            "checked": self.checked,
+            "ok": self.ok,
+            "tampered": self.tampered,
+            "problems": [p.to_json() for p in self.problems],
+        }
 
 
 def _check_entry(r: Registry, entry: Entry, trust: TrustStore) -> Problem | None:
@@ -303,7 +312,9 @@ def _check_entry(r: Registry, entry: Entry, trust: TrustStore) -> Problem | None
         return problem("modified", str(exc))
     digest = hashlib.sha256(raw).hexdigest()
     if not hmac.compare_digest(digest, entry.bundle_sha256):
-        return problem("modified", f"{entry.bundle_file} has SHA-256 {digest[:16]}…, not the indexed {entry.bundle_sha256[:16]}…")
+        return problem(
+            "modified", f"{entry.bundle_file} has SHA-256 {digest[:16]}…, not the indexed {entry.bundle_sha256[:16]}…"
+        )
     try:
         opened = read_attestation(raw, trust)
     except BundleError as exc:

@@ -54,7 +54,5 @@ def get_renderer(name: str = DEFAULT_RENDERER) -> Renderer:
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise InputError(
-            f"unknown renderer {name!r}; available: {', '.join(sorted(_FACTORIES))}"
-        ) from None
+        raise InputError(f"unknown renderer {name!r}; available: {', '.join(sorted(_FACTORIES))}") from None
     return factory()

@@ -67,7 +67,7 @@ def shade(c: RGB, amount: float) -> RGB:
     """Change OKLab lightness by `amount` (negative darkens), keeping hue."""
     lab = rgb_to_oklab(c)
     lab[0] = min(1.0, max(0.0, lab[0] + amount))
-    return oklab_to_rgb(lab)
+    return oklab_to_rgb(lab)  # type: ignore[arg-type]  # a length-3 array is a sequence of floats
 
 
 def lightness(c: RGB) -> float:

@@ -51,7 +51,6 @@ TONGUE: RGB = (226, 110, 126)
 INK: RGB = (34, 26, 26)
 
 
-
 @lru_cache(maxsize=1)
 def _fixed() -> dict[str, np.ndarray]:
     """Seeded detail shared by every dog (legacy RandomState: frozen stream)."""
@@ -76,7 +75,9 @@ def _fixed() -> dict[str, np.ndarray]:
         ]
     )
     spot_wob = rs.uniform(0, 2 * math.pi, size=(len(spots), 3))
-    body_spots = np.array([[-0.55, 0.35, 0.2], [0.6, 0.55, 0.24], [0.15, 0.8, 0.12], [-0.85, 0.8, 0.16], [0.9, 0.1, 0.1]])
+    body_spots = np.array(
+        [[-0.55, 0.35, 0.2], [0.6, 0.55, 0.24], [0.15, 0.8, 0.12], [-0.85, 0.8, 0.16], [0.9, 0.1, 0.1]]
+    )
     nb = 26
     brindle = np.column_stack(
         [np.linspace(-1.15, 1.15, nb) + rs.uniform(-0.03, 0.03, nb), rs.uniform(0, 6.28, nb), rs.uniform(0.5, 1.0, nb)]
@@ -386,16 +387,18 @@ def _background(cv: Canvas, tr: dict[str, float], bg_low: RGB, bg_accent: RGB, h
     dots = ramp(tr["bg_dots"], 0.4, 1.0)
     if dots > 0:
         r = 9.0 * dots
-        polys = [
-            ellipse(i * 44 + (22 if j % 2 else 0), j * 40 + 6, r, r, n=20) for j in range(14) for i in range(13)
-        ]
+        polys = [ellipse(i * 44 + (22 if j % 2 else 0), j * 40 + 6, r, r, n=20) for j in range(14) for i in range(13)]
         cv.fill(bg_accent, mask(polys), 0.85)
     halo = ramp(tr["bg_halo"], 0.25, 1.0)
     if halo > 0:
         m = mask([ellipse(256, 236, 200, 200)], pad=20)
         cv.fill(halo_col, m.soft(6), 0.85 * halo)
     # vignette
-    vig = Image.radial_gradient("L").resize((W + 400, W + 400), Image.Resampling.BILINEAR).crop((200, 200, W + 200, W + 200))
+    vig = (
+        Image.radial_gradient("L")
+        .resize((W + 400, W + 400), Image.Resampling.BILINEAR)
+        .crop((200, 200, W + 200, W + 200))
+    )
     cv.fill(shade(bg_low, -0.08), Layer(vig.point(lambda v: max(0, v - 150) * 2), 0, 0), 0.7)
 
 
@@ -467,7 +470,9 @@ def _body(
     inner_c = mask([collar], pad=2).eroded(3).clip(bm).eroded(3)
     cv.fill(ccol, inner_c)
     cv.fill(shade(ccol, 0.08), mask([np.concatenate([top, (top + np.array([0, cw * 0.3]))[::-1]])]).clip(inner_c), 0.8)
-    cv.fill(shade(ccol, -0.12), mask([np.concatenate([bot, (bot - np.array([0, cw * 0.28]))[::-1]])]).clip(inner_c), 0.8)
+    cv.fill(
+        shade(ccol, -0.12), mask([np.concatenate([bot, (bot - np.array([0, cw * 0.28]))[::-1]])]).clip(inner_c), 0.8
+    )
     # stitching, clipped to the visible band (shrunk once more so it keeps off the edge)
     mid = (top + bot) / 2
     st = blank_like(inner_c)
@@ -710,7 +715,9 @@ def _eye(cv: Canvas, g: _Geo, tr: dict[str, float], x: float, y: float, r: float
         f = 1.0 - k / 7
         col = mix(shade(iris, -0.12), shade(iris, 0.12), k / 6)
         # concentric rings, lighter towards the lower middle: a cheap radial gradient
-        ring = ellipse(X + r * 0.08 * (1 - f), Y + r * 0.12 * (1 - f), r * (0.92 * f + 0.05), r * (0.86 * f + 0.05), rot)
+        ring = ellipse(
+            X + r * 0.08 * (1 - f), Y + r * 0.12 * (1 - f), r * (0.92 * f + 0.05), r * (0.86 * f + 0.05), rot
+        )
         cv.poly(ring, col)
     cv.poly(ellipse(X, Y, r * 0.5, r * 0.5, rot, n=40), (16, 12, 12))
     lid = mask([ellipse(X, Y - r * 0.55, r * 1.0, r * 0.55, rot)], pad=6)
@@ -743,6 +750,8 @@ def _nose(cv: Canvas, g: _Geo, tr: dict[str, float], x: float, y: float, nw: flo
     m = mask([pts], pad=4)
     cv.fill(shade(col, 0.12), mask([g.t(ellipse(x, y - nh * 0.25, nw * 0.42, nh * 0.3))], pad=6).soft(3).clip(m), 0.8)
     for s_ in (-1, 1):
-        cv.poly(g.t(ellipse(x + s_ * nw * 0.2, y + nh * 0.08, nw * 0.1, nh * 0.13, rot=s_ * 0.6, n=20)), shade(col, -0.2))
+        cv.poly(
+            g.t(ellipse(x + s_ * nw * 0.2, y + nh * 0.08, nw * 0.1, nh * 0.13, rot=s_ * 0.6, n=20)), shade(col, -0.2)
+        )
     shine = mask([g.t(ellipse(x - nw * 0.12, y - nh * 0.22, nw * 0.16, nh * 0.1, rot=-0.2))], pad=4)
     cv.fill((255, 255, 255), shine.soft(1.5), 0.75)

@@ -39,7 +39,9 @@ def latent_at_cosine(z: np.ndarray, c: float, rng: np.random.RandomState) -> np.
     return c * z + math.sqrt(1.0 - c * c) * p
 
 
-def _label(d: ImageDraw.ImageDraw, xy: tuple[float, float], s: str, size: int = 18, fill: tuple[int, int, int] = INKC) -> None:
+def _label(
+    d: ImageDraw.ImageDraw, xy: tuple[float, float], s: str, size: int = 18, fill: tuple[int, int, int] = INKC
+) -> None:
     d.text(xy, s, font=_font(size), fill=fill, anchor="mm")
 
 
@@ -53,7 +55,12 @@ def contact_sheet(n: int = 64, seed: int = 0, thumb: int = 192, renderer: Render
     head = 56
     img = Image.new("RGB", (cols * (thumb + gap) + gap, head + rows * (thumb + gap) + gap), PAPER)
     d = ImageDraw.Draw(img)
-    _label(d, (img.width / 2, head / 2), f"{n} random dogs ({getattr(r, 'name', '?')} {getattr(r, 'version', '')}, seed {seed})", 22)
+    _label(
+        d,
+        (img.width / 2, head / 2),
+        f"{n} random dogs ({getattr(r, 'name', '?')} {getattr(r, 'version', '')}, seed {seed})",
+        22,
+    )
     for i in range(n):
         z = rng.standard_normal(LATENT_DIM)
         im = r.render(z).resize((thumb, thumb), Image.Resampling.LANCZOS)
@@ -61,7 +68,9 @@ def contact_sheet(n: int = 64, seed: int = 0, thumb: int = 192, renderer: Render
     return img
 
 
-def pairs_sheet(rows: int | None = None, seed: int = 0, thumb: int = 208, renderer: Renderer | None = None) -> Image.Image:
+def pairs_sheet(
+    rows: int | None = None, seed: int = 0, thumb: int = 208, renderer: Renderer | None = None
+) -> Image.Image:
     """Each row: a base dog, then dogs whose latents sit at cosine 0.99 .. 0.0 from it."""
     r = renderer if renderer is not None else get_renderer()
     rows = PAIR_ROWS if rows is None else rows

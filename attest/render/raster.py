@@ -86,7 +86,12 @@ class Layer:
     def _other(self, other: Layer) -> Image.Image:
         # `other` cropped (or zero-padded) to this layer's box
         return other.im.crop(
-            (self.x0 - other.x0, self.y0 - other.y0, self.x0 - other.x0 + self.im.width, self.y0 - other.y0 + self.im.height)
+            (
+                self.x0 - other.x0,
+                self.y0 - other.y0,
+                self.x0 - other.x0 + self.im.width,
+                self.y0 - other.y0 + self.im.height,
+            )
         )
 
     def clip(self, other: Layer) -> Layer:

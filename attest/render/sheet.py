@@ -41,7 +41,15 @@ def _bold(size: int) -> ImageFont.FreeTypeFont | None:
         return None
 
 
-def _text(d: ImageDraw.ImageDraw, xy: tuple[float, float], s: str, size: int, fill: tuple[int, int, int], anchor: str = "la", bold: bool = False) -> None:
+def _text(
+    d: ImageDraw.ImageDraw,
+    xy: tuple[float, float],
+    s: str,
+    size: int,
+    fill: tuple[int, int, int],
+    anchor: str = "la",
+    bold: bool = False,
+) -> None:
     if bold:
         f = _bold(size)
         if f is not None:

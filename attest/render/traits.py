@@ -20,7 +20,6 @@ from functools import lru_cache
 import numpy as np
 
 from attest.errors import InputError
-
 from attest.formats import LATENT_DIM
 
 # Changing the seed or the trait list changes every dog: bump the renderer

@@ -254,9 +254,15 @@ def _signature(report: Mapping[str, Any]) -> str:
     rows = [
         ("Signature", v),
         ("Signed by (trust store)", _s(sig.get("trusted_identity"), 500) or "—"),
-        ("Issuer claimed in the bundle", (_s(sig.get("issuer"), 500) or "—")
-         + ("" if sig.get("issuer_matches_identity", True) else
-            ' <span class="no">does not match the trusted identity: only the trusted identity is verified</span>')),
+        (
+            "Issuer claimed in the bundle",
+            (_s(sig.get("issuer"), 500) or "—")
+            + (
+                ""
+                if sig.get("issuer_matches_identity", True)
+                else ' <span class="no">does not match the trusted identity: only the trusted identity is verified</span>'
+            ),
+        ),
         ("Subject (model name)", _s(sig.get("subject"), 500) or "—"),
         ("Key id", f'<span class="mono">{_s(sig.get("kid"), 200)}</span>' if sig.get("kid") is not None else "—"),
     ]
@@ -269,7 +275,9 @@ def _files(title: str, subj: Mapping[str, Any]) -> str:
     root = subj.get("root")
     out = [f"<h3>{escape(title)}</h3>"]
     out.append(
-        f'<p>Root digest: <span class="mono">{_s(root, 200)}</span></p>' if root is not None else '<p class="muted">No root digest.</p>'
+        f'<p>Root digest: <span class="mono">{_s(root, 200)}</span></p>'
+        if root is not None
+        else '<p class="muted">No root digest.</p>'
     )
     if files:
         rows = []
@@ -289,7 +297,7 @@ def _subjects(report: Mapping[str, Any]) -> str:
     return (
         "<section><h2>Model files</h2>"
         '<p class="muted">SHA-256 digests identify the exact weight files that were compared.</p>'
-        f'{_files("Base model", _map(subj.get("base")))}{_files("Suspect model", _map(subj.get("suspect")))}</section>'
+        f"{_files('Base model', _map(subj.get('base')))}{_files('Suspect model', _map(subj.get('suspect')))}</section>"
     )
 
 
@@ -322,7 +330,9 @@ result at a glance but are not evidence on their own.</li>
 </ul></section>"""
 
 
-def render_report(report: Mapping[str, Any], base_png: bytes, suspect_png: bytes, sheet_png: bytes | None = None) -> str:
+def render_report(
+    report: Mapping[str, Any], base_png: bytes, suspect_png: bytes, sheet_png: bytes | None = None
+) -> str:
     """The whole report as one HTML document (a str)."""
     rep = _map(report)
     title = rep.get("title")
@@ -333,8 +343,8 @@ def render_report(report: Mapping[str, Any], base_png: bytes, suspect_png: bytes
     if sheet_png is not None:
         sheet = f'<section class="sheet"><h2>Comparison sheet</h2>{_img(sheet_png, "Comparison sheet")}</section>'
     parts: Iterable[str] = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; style-src \'unsafe-inline\'">',
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="referrer" content="no-referrer">',
         f"<title>{title_s}</title><style>{_CSS}</style></head><body><main>",

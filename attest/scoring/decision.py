@@ -121,7 +121,9 @@ def z_and_p(score: float, policy: Policy) -> tuple[float, float]:
     return z, 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def decide(score: float, coverage: float, n_tokens: int, policy: Policy, ci: tuple[float, float] | None = None) -> tuple[Verdict, list[str]]:
+def decide(
+    score: float, coverage: float, n_tokens: int, policy: Policy, ci: tuple[float, float] | None = None
+) -> tuple[Verdict, list[str]]:
     reasons: list[str] = []
     if coverage < policy.min_coverage or n_tokens < policy.min_tokens:
         reasons.append(

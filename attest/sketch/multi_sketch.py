@@ -116,7 +116,9 @@ def _groups(requests: Sequence[Request]) -> list[_Group]:
     return out
 
 
-def _standardise_subset(raw: torch.Tensor, subset: tuple[int, ...], n_union: int, method: Method) -> torch.Tensor | None:
+def _standardise_subset(
+    raw: torch.Tensor, subset: tuple[int, ...], n_union: int, method: Method
+) -> torch.Tensor | None:
     if len(subset) == n_union and subset == tuple(range(n_union)):
         return T.standardise(raw, drop_diagonal=method.drop_diagonal)
     idx = torch.as_tensor(subset, dtype=torch.long)
@@ -178,7 +180,9 @@ def sketch_many(
                 continue
             assert g.probe is not None
             for name, raw in layer_terms(layer, g.probe, g.method, model, dtype):
-                wanted = {r.key for reqs in g.subsets.values() for r in reqs if r.key in needs and name in r.method.terms}
+                wanted = {
+                    r.key for reqs in g.subsets.values() for r in reqs if r.key in needs and name in r.method.terms
+                }
                 _read_out(out, g, i, name, raw, wanted)
                 del raw
         del layer

@@ -17,10 +17,10 @@ import numpy as np
 from attest import __version__
 from attest.bundle.cbor_safe import is_array
 from attest.bundle.core_schema import check_core_document
-from attest.scoring.decision import Policy
 from attest.errors import BundleError
 from attest.formats import GLOBAL_LAYER, KNOWN_TERMS, STATEMENT_FORMAT
 from attest.invariants.methods import METHODS, Method
+from attest.scoring.decision import Policy
 
 GLOBAL = GLOBAL_LAYER
 
@@ -130,7 +130,9 @@ class StatementView:
         known = KNOWN_TERMS
         if not set(terms) | set(gterms) <= known:
             raise BundleError("statement document: unknown invariant term")
-        method = Method(**{**base_method.__dict__, "terms": tuple(terms), "global_terms": tuple(gterms), "n_tokens": len(tokens)})
+        method = Method(
+            **{**base_method.__dict__, "terms": tuple(terms), "global_terms": tuple(gterms), "n_tokens": len(tokens)}
+        )
         pairs_doc = m.get("pairs")
         if not isinstance(pairs_doc, Mapping):
             raise BundleError("statement document: method.pairs missing")
@@ -164,14 +166,26 @@ class StatementView:
             raise BundleError("statement document: malformed policy") from None
         for f in Policy.__dataclass_fields__:
             value = getattr(policy, f)
-            ok = isinstance(value, str) if f == "calibration" else (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+            ok = (
+                isinstance(value, str)
+                if f == "calibration"
+                else (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+            )
             if not ok:
                 raise BundleError(f"statement document: policy field {f!r} has an invalid value")
         return cls(
-            method=method, tokens=tokens, token_mode=str(m.get("token_mode", "strings")),
-            selection_key=str(m.get("selection_key", "")), layers=layers, cells=cells, pairs=pairs,
-            values=values, latent=np.frombuffer(doc["latent"], dtype="<f4").astype(np.float32),
-            latent_seed=_as_int(m.get("latent_seed", 0), "latent seed"), policy=policy,
-            model=doc["model"], subject=doc["subject"], meta=doc.get("meta", {}),
+            method=method,
+            tokens=tokens,
+            token_mode=str(m.get("token_mode", "strings")),
+            selection_key=str(m.get("selection_key", "")),
+            layers=layers,
+            cells=cells,
+            pairs=pairs,
+            values=values,
+            latent=np.frombuffer(doc["latent"], dtype="<f4").astype(np.float32),
+            latent_seed=_as_int(m.get("latent_seed", 0), "latent seed"),
+            policy=policy,
+            model=doc["model"],
+            subject=doc["subject"],
+            meta=doc.get("meta", {}),
         )

@@ -97,7 +97,7 @@ class WeightSource(ABC):
         if not self.has(name):
             raise InputError(f"{self.root}: tensor '{name}' is missing from the checkpoint")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: sources without handles need nothing
         """Release memory maps and file handles."""
 
     def __enter__(self) -> "WeightSource":

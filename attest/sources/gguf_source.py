@@ -107,7 +107,7 @@ class _Cursor:
     def string(self, what: str) -> str:
         n = self.u64(f"{what} length")
         self.need(n, what)
-        raw = bytes(self.buf[self.pos:self.pos + n])
+        raw = bytes(self.buf[self.pos : self.pos + n])
         self.pos += n
         try:
             return raw.decode("utf-8")

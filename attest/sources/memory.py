@@ -13,7 +13,9 @@ from attest.sources.base import WeightSource
 class DictSource(WeightSource):
     format = "memory"
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor], config: dict[str, Any] | None = None, root: str = "<memory>") -> None:
+    def __init__(
+        self, tensors: Mapping[str, torch.Tensor], config: dict[str, Any] | None = None, root: str = "<memory>"
+    ) -> None:
         super().__init__(Path(root))
         self._tensors = dict(tensors)
         self._config = config

@@ -77,11 +77,11 @@ class SafetensorsFile:
         (header_len,) = struct.unpack("<Q", self._fh.read(8))
         if header_len > MAX_HEADER_BYTES or header_len > size - 8:
             raise InputError(
-                f"{path}: corrupt or truncated safetensors header "
-                f"(declares {header_len} header bytes, file has {size})"
+                f"{path}: corrupt or truncated safetensors header (declares {header_len} header bytes, file has {size})"
             )
-        header = loads_bounded(self._fh.read(header_len), where=f"{path}: corrupt safetensors header",
-                               top=dict, max_depth=HEADER_DEPTH)
+        header = loads_bounded(
+            self._fh.read(header_len), where=f"{path}: corrupt safetensors header", top=dict, max_depth=HEADER_DEPTH
+        )
         self._data_start = 8 + header_len
         data_size = size - self._data_start
         meta = header.pop("__metadata__", None) or {}
@@ -123,9 +123,7 @@ class SafetensorsFile:
         if not (0 <= begin <= end) or end - begin != expected:
             raise InputError(f"{where}: offsets {offsets} do not match shape {shape} ({dtype_name})")
         if end > data_size:
-            raise InputError(
-                f"{where}: data runs past the end of the file (truncated download?)"
-            )
+            raise InputError(f"{where}: data runs past the end of the file (truncated download?)")
         return TensorEntry(dtype, itemsize, tuple(shape), begin, end)
 
     def _check_no_overlap(self) -> None:
@@ -135,8 +133,7 @@ class SafetensorsFile:
         for (_b0, e0, n0), (b1, _e1, n1) in itertools.pairwise(spans):
             if b1 < e0:
                 raise InputError(
-                    f"{self.path}: tensors '{n0}' and '{n1}' overlap in the file "
-                    f"(bytes {b1}..{e0} belong to both)"
+                    f"{self.path}: tensors '{n0}' and '{n1}' overlap in the file (bytes {b1}..{e0} belong to both)"
                 )
 
     def _bytes(self, begin: int, end: int) -> np.ndarray:
@@ -217,8 +214,11 @@ class SafetensorsWriter:
             raise ValueError(f"tensor {name} written twice")
         t = tensor.detach().contiguous()
         size = t.numel() * t.element_size()
-        self._entries[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape),
-                               "data_offsets": [self._offset, self._offset + size]}
+        self._entries[name] = {
+            "dtype": _DTYPE_NAMES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [self._offset, self._offset + size],
+        }
         self._data.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))  # type: ignore[arg-type]
         self._offset += size
 

@@ -7,8 +7,8 @@ from typing import Any, Sequence
 
 import torch
 
-from attest.errors import InputError
 from attest.documents.model_docs import read_config, read_shard_index
+from attest.errors import InputError
 from attest.sources.base import WeightSource
 from attest.sources.safetensors_file import SafetensorsFile
 
@@ -45,8 +45,7 @@ class SafetensorsSource(WeightSource):
             for name in sf.entries:
                 if name in self._where:
                     raise InputError(
-                        f"{root}: tensor '{name}' appears in both "
-                        f"{self._where[name].path.name} and {sf.path.name}"
+                        f"{root}: tensor '{name}' appears in both {self._where[name].path.name} and {sf.path.name}"
                     )
                 self._where[name] = sf
 

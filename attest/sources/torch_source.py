@@ -23,7 +23,9 @@ INDEX_NAME = "pytorch_model.bin.index.json"
 
 # Words of torch's own refusal text that advise turning the safety off, or
 # allow-listing globals; attest never does either, so it never repeats them.
-_UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|add_safe_globals|trust the source|arbitrary code", re.IGNORECASE)
+_UNSAFE_ADVICE = re.compile(
+    r"weights_only|safe_globals|add_safe_globals|trust the source|arbitrary code", re.IGNORECASE
+)
 _GLOBAL_NAME = re.compile(r"GLOBAL ([\w.]+)")
 
 

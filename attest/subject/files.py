@@ -33,8 +33,9 @@ class _Cancelled(Exception):
     """Another worker failed or the caller was interrupted: stop reading."""
 
 
-def _hash_open_file(f: io.FileIO, chunk: int, progress: ProgressFn | None,
-                    cancel: threading.Event | None = None) -> tuple[bytes, int]:
+def _hash_open_file(
+    f: io.FileIO, chunk: int, progress: ProgressFn | None, cancel: threading.Event | None = None
+) -> tuple[bytes, int]:
     fd = f.fileno()
     if hasattr(os, "posix_fadvise"):
         # Doubles kernel readahead on Linux, which helps cold multi-GB shards.
@@ -116,9 +117,11 @@ def _resolve_entry(path: Path, base_abs: str, base_real: str, allow_outside_syml
     if not allow_outside_symlinks and not _within(real, base_real):
         # A link out of the model folder would make the signed subject depend
         # on files the publisher may not be looking at.
-        raise InputError(f"{path} is a symlink to {real}, outside {base_real} "
-                         "(a Hugging Face cache snapshot links its files to ../../blobs; "
-                         "allow outside symlinks to hash those)")
+        raise InputError(
+            f"{path} is a symlink to {real}, outside {base_real} "
+            "(a Hugging Face cache snapshot links its files to ../../blobs; "
+            "allow outside symlinks to hash those)"
+        )
     if not os.path.isfile(real):
         raise InputError(f"not a regular file: {path}")
     try:

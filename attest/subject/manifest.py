@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attest.formats import MANIFEST_LAYOUT
 from attest.errors import BundleError
+from attest.formats import MANIFEST_LAYOUT
 
 ALGORITHM = "sha256"
 LAYOUT = MANIFEST_LAYOUT
@@ -190,8 +190,7 @@ class Subject:
         mine = {f.name: (f.sha256, f.size) for f in self.files}
         theirs = {f.name: (f.sha256, f.size) for f in other.files}
         return {
-            "changed": sorted((n for n in mine.keys() & theirs.keys() if mine[n] != theirs[n]),
-                              key=name_sort_key),
+            "changed": sorted((n for n in mine.keys() & theirs.keys() if mine[n] != theirs[n]), key=name_sort_key),
             "missing": sorted(mine.keys() - theirs.keys(), key=name_sort_key),
             "extra": sorted(theirs.keys() - mine.keys(), key=name_sort_key),
         }

@@ -85,8 +85,9 @@ def _pki_failure(resp: _TimeStampResp) -> str | None:
     texts = [str(t) for t in (status["status_string"].native or [])]
     fail = status["fail_info"].native
     bits = sorted(fail) if isinstance(fail, (set, frozenset)) else ([str(fail)] if fail else [])
-    return " ".join(part for part in (f"status {code}", f"({', '.join(bits)})" if bits else "",
-                                      "; ".join(texts)) if part)
+    return " ".join(
+        part for part in (f"status {code}", f"({', '.join(bits)})" if bits else "", "; ".join(texts)) if part
+    )
 
 
 def _token_from_response(der: bytes, url: str) -> bytes:
@@ -120,13 +121,15 @@ def _sorted_certificates(info: _cms.ContentInfo) -> _cms.ContentInfo:
         return info
     # DER orders SET OF elements by their encodings (X.690 §11.6).
     ordered = sorted(certs, key=lambda c: c.dump())
-    rebuilt = _cms.SignedData({
-        "version": signed["version"],
-        "digest_algorithms": signed["digest_algorithms"],
-        "encap_content_info": signed["encap_content_info"],
-        "certificates": _cms.CertificateSet(ordered),
-        "signer_infos": signed["signer_infos"],
-    })
+    rebuilt = _cms.SignedData(
+        {
+            "version": signed["version"],
+            "digest_algorithms": signed["digest_algorithms"],
+            "encap_content_info": signed["encap_content_info"],
+            "certificates": _cms.CertificateSet(ordered),
+            "signer_infos": signed["signer_infos"],
+        }
+    )
     return _cms.ContentInfo({"content_type": "signed_data", "content": rebuilt})
 
 
@@ -159,10 +162,23 @@ def request_token(
     """
     if not message:
         raise ValueError("nothing to timestamp")
-    req = TimestampRequestBuilder().data(message).hash_algorithm(hash_algorithm).nonce(nonce=True) \
-        .cert_request(cert_request=True).build()
-    resp = request(url, method="POST", body=req.as_bytes(), timeout=timeout, max_bytes=MAX_RESPONSE_BYTES,
-                   headers={"Content-Type": _TSQ_MEDIA_TYPE, "Accept": _TSR_MEDIA_TYPE}, what="TSA")
+    req = (
+        TimestampRequestBuilder()
+        .data(message)
+        .hash_algorithm(hash_algorithm)
+        .nonce(nonce=True)
+        .cert_request(cert_request=True)
+        .build()
+    )
+    resp = request(
+        url,
+        method="POST",
+        body=req.as_bytes(),
+        timeout=timeout,
+        max_bytes=MAX_RESPONSE_BYTES,
+        headers={"Content-Type": _TSQ_MEDIA_TYPE, "Accept": _TSR_MEDIA_TYPE},
+        what="TSA",
+    )
     if resp.status != 200:
         raise TimestampError(f"TSA {url} answered HTTP {resp.status} instead of a time-stamp reply")
     token = _token_from_response(resp.body, url)
@@ -171,8 +187,10 @@ def request_token(
         info = parsed.tst_info
     except (ValueError, TypeError, KeyError) as exc:  # rfc3161-client's parser raises ValueError
         raise TimestampError(f"TSA {url} sent a token that cannot be parsed ({exc})") from None
-    if info.message_imprint.message != req.message_imprint.message or \
-            info.message_imprint.hash_algorithm != req.message_imprint.hash_algorithm:
+    if (
+        info.message_imprint.message != req.message_imprint.message
+        or info.message_imprint.hash_algorithm != req.message_imprint.hash_algorithm
+    ):
         raise TimestampError(f"TSA {url} stamped other data than we sent (message imprint differs)")
     if req.nonce is not None and info.nonce != req.nonce:
         raise TimestampError(f"TSA {url} answered with another nonce (a replayed or misrouted reply)")

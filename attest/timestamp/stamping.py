@@ -36,7 +36,9 @@ class TimestampCheck:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "time": self.time.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if self.verified and self.time else None,
+            "time": self.time.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if self.verified and self.time
+            else None,
             "verified": self.verified,
             "tsa": self.tsa,
             "reason": self.reason,
@@ -78,8 +80,14 @@ def stamp_container_result(
     return StampResult(add_timestamp(data, token), True, None)
 
 
-def stamp_container(data: bytes, tsa_url: str, *, timeout: float = DEFAULT_TIMEOUT, optional: bool = False,
-                    tsa_roots: Sequence[x509.Certificate] = ()) -> bytes:
+def stamp_container(
+    data: bytes,
+    tsa_url: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    optional: bool = False,
+    tsa_roots: Sequence[x509.Certificate] = (),
+) -> bytes:
     """`stamp_container_result(...).data`: the stamped file (or, with `optional`, maybe the same bytes)."""
     return stamp_container_result(data, tsa_url, timeout=timeout, optional=optional, tsa_roots=tsa_roots).data
 
@@ -96,6 +104,14 @@ def timestamp_report(data: bytes, tsa_roots: Sequence[x509.Certificate]) -> list
         message = part.signature_field
         for token in part.timestamps:
             v = verify_token(token, message, tsa_roots)
-            checks.append(TimestampCheck(covers=part.covers, verified=v.verified, time=v.time if v.verified else None,
-                                         tsa=v.tsa, reason=v.reason, serial=v.serial))
+            checks.append(
+                TimestampCheck(
+                    covers=part.covers,
+                    verified=v.verified,
+                    time=v.time if v.verified else None,
+                    tsa=v.tsa,
+                    reason=v.reason,
+                    serial=v.serial,
+                )
+            )
     return checks

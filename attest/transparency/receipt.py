@@ -95,7 +95,11 @@ def load_ts_keys(paths: Sequence[Any]) -> list[TsKey]:
             key = serialization.load_pem_public_key(data)
         except ValueError:
             raise InputError(f"{path} is not a PEM public key") from None
-        if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1) or isinstance(key, Ed25519PublicKey):
+        if (
+            isinstance(key, ec.EllipticCurvePublicKey)
+            and isinstance(key.curve, ec.SECP256R1)
+            or isinstance(key, Ed25519PublicKey)
+        ):
             keys.append(TsKey(str(path), key, cose_key_thumbprint(key)))
         else:
             raise InputError(f"{path}: only Ed25519 and P-256 transparency-service keys are supported")
@@ -117,8 +121,14 @@ def _verify_sig(key: PublicKey, alg: int, signature: bytes, message: bytes) -> b
 
 
 def _parse(receipt: bytes) -> tuple[bytes, Mapping[Any, Any], Mapping[Any, Any], bytes | None, bytes]:
-    obj = safe_loads(receipt, max_size=MAX_RECEIPT_BYTES, max_depth=6, max_items=512,
-                     allowed_tags=frozenset({COSE_SIGN1_TAG}), what="receipt")
+    obj = safe_loads(
+        receipt,
+        max_size=MAX_RECEIPT_BYTES,
+        max_depth=6,
+        max_items=512,
+        allowed_tags=frozenset({COSE_SIGN1_TAG}),
+        what="receipt",
+    )
     if getattr(obj, "tag", None) != COSE_SIGN1_TAG or not is_array(obj.value) or len(obj.value) != 4:
         raise BundleError("receipt: not a tagged COSE_Sign1")
     protected_bytes, uhdr, payload, signature = obj.value
@@ -157,8 +167,9 @@ def verify_receipt(receipt: bytes, entry: bytes, keys: Sequence[TsKey]) -> Recei
     try:
         protected_bytes, hdr, uhdr, payload, signature = _parse(receipt)
         if hdr.get(H_VDS) != VDS_RFC9162_SHA256:
-            return ReceiptVerdict(False, f"unsupported verifiable data structure {hdr.get(H_VDS)!r} "
-                                         "(only RFC9162_SHA256, vds 1)")
+            return ReceiptVerdict(
+                False, f"unsupported verifiable data structure {hdr.get(H_VDS)!r} (only RFC9162_SHA256, vds 1)"
+            )
         alg = hdr.get(H_ALG)
         if alg not in (ALG_ES256, ALG_EDDSA, ALG_ED25519):
             return ReceiptVerdict(False, f"unsupported receipt signature algorithm {alg!r}")
@@ -175,20 +186,37 @@ def verify_receipt(receipt: bytes, entry: bytes, keys: Sequence[TsKey]) -> Recei
     except ValueError as exc:
         return ReceiptVerdict(False, f"inclusion proof does not fit the tree: {exc}", size, index, issuer)
     if payload is not None and not hmac.compare_digest(payload, root):
-        return ReceiptVerdict(False, "inclusion proof leads to another root than the one the receipt carries "
-                                     "(wrong leaf or wrong path)", size, index, issuer)
+        return ReceiptVerdict(
+            False,
+            "inclusion proof leads to another root than the one the receipt carries (wrong leaf or wrong path)",
+            size,
+            index,
+            issuer,
+        )
     if not keys:
-        return ReceiptVerdict(False, "no transparency-service key given to check the receipt against (--ts-key)",
-                              size, index, issuer)
+        return ReceiptVerdict(
+            False, "no transparency-service key given to check the receipt against (--ts-key)", size, index, issuer
+        )
     kid = hdr.get(H_KID)
     candidates = [k for k in keys if not isinstance(kid, bytes) or hmac.compare_digest(k.kid, kid)]
     if not candidates:
-        return ReceiptVerdict(False, f"receipt is signed by key {kid.hex() if isinstance(kid, bytes) else kid!r}, "
-                                     "which is not one of the given transparency-service keys", size, index, issuer)
+        return ReceiptVerdict(
+            False,
+            f"receipt is signed by key {kid.hex() if isinstance(kid, bytes) else kid!r}, "
+            "which is not one of the given transparency-service keys",
+            size,
+            index,
+            issuer,
+        )
     to_sign = canonical_dumps(["Signature1", protected_bytes, b"", root])
     for k in candidates:
         if _verify_sig(k.key, alg, signature, to_sign):
             return ReceiptVerdict(True, None, size, index, issuer, k.name)
-    return ReceiptVerdict(False, "receipt signature does not verify over the root recomputed from this statement "
-                                 "(the receipt is for another entry, its path was altered, or its signature was)",
-                          size, index, issuer)
+    return ReceiptVerdict(
+        False,
+        "receipt signature does not verify over the root recomputed from this statement "
+        "(the receipt is for another entry, its path was altered, or its signature was)",
+        size,
+        index,
+        issuer,
+    )

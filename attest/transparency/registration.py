@@ -50,8 +50,9 @@ def receipt_report(data: bytes, ts_keys: Sequence[TsKey]) -> list[ReceiptCheck]:
         entry = part.entry
         for receipt in part.receipts:
             v = verify_receipt(receipt, entry, ts_keys)
-            checks.append(ReceiptCheck(part.covers, v.verified, v.reason, v.tree_size, v.leaf_index, v.issuer,
-                                       v.signer))
+            checks.append(
+                ReceiptCheck(part.covers, v.verified, v.reason, v.tree_size, v.leaf_index, v.issuer, v.signer)
+            )
     return checks
 
 
@@ -72,8 +73,9 @@ def register_container(
     receipt = register_statement(part.entry, scitt_url, timeout=timeout, max_wait=max_wait)
     verdict = verify_receipt(receipt, part.entry, ts_keys)
     if ts_keys and not verdict.verified:
-        raise TransparencyError(f"transparency service {scitt_url} returned a receipt that does not verify: "
-                                f"{verdict.reason}")
+        raise TransparencyError(
+            f"transparency service {scitt_url} returned a receipt that does not verify: {verdict.reason}"
+        )
     if not ts_keys and verdict.reason and "--ts-key" not in verdict.reason:
         # Without keys only the signature check is skipped; a receipt whose proof cannot fit is useless.
         raise TransparencyError(f"transparency service {scitt_url} returned an unusable receipt: {verdict.reason}")

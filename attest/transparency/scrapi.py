@@ -78,9 +78,16 @@ def register_statement(
     registration.  Errors raise TransparencyError or NetworkError (exit 4).
     """
     url = _entries_url(base_url)
-    resp = request(url, method="POST", body=statement, timeout=timeout, max_bytes=MAX_RECEIPT_BYTES + 1,
-                   headers={"Content-Type": _COSE, "Accept": _COSE}, what="transparency service",
-                   errors_as_responses=True)
+    resp = request(
+        url,
+        method="POST",
+        body=statement,
+        timeout=timeout,
+        max_bytes=MAX_RECEIPT_BYTES + 1,
+        headers={"Content-Type": _COSE, "Accept": _COSE},
+        what="transparency service",
+        errors_as_responses=True,
+    )
     if resp.status in (200, 201):
         return _receipt_of(resp, url)
     deadline = time.monotonic() + min(max_wait, MAX_POLL_SECONDS)
@@ -92,14 +99,24 @@ def register_statement(
         if resp.status == 302 or poll == url:
             wait = _retry_after(resp, poll_interval)
             if time.monotonic() + wait > deadline:
-                raise TransparencyError(f"transparency service {url} did not finish the registration within "
-                                        f"{max_wait:g} s (still pending at {poll})")
+                raise TransparencyError(
+                    f"transparency service {url} did not finish the registration within "
+                    f"{max_wait:g} s (still pending at {poll})"
+                )
             time.sleep(wait)
-        resp = request(poll, method="GET", timeout=timeout, max_bytes=MAX_RECEIPT_BYTES + 1,
-                       headers={"Accept": _COSE}, what="transparency service", errors_as_responses=True)
+        resp = request(
+            poll,
+            method="GET",
+            timeout=timeout,
+            max_bytes=MAX_RECEIPT_BYTES + 1,
+            headers={"Accept": _COSE},
+            what="transparency service",
+            errors_as_responses=True,
+        )
         if resp.status == 200:
             return _receipt_of(resp, poll)
         url = poll
     problem = _problem(resp.body)
-    raise TransparencyError(f"transparency service {url} answered HTTP {resp.status}"
-                            + (f": {problem}" if problem else ""))
+    raise TransparencyError(
+        f"transparency service {url} answered HTTP {resp.status}" + (f": {problem}" if problem else "")
+    )

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from attest.documents.bounded_json import read_capped
+from attest.documents.model_docs import read_tokenizer_json, read_vocab_json
 from attest.errors import InputError
 from attest.limits import MAX_TOKENIZER_BYTES, MAX_VOCAB, MAX_VOCAB_TXT_BYTES
-from attest.documents.model_docs import read_tokenizer_json, read_vocab_json
 from attest.vocab.vocabulary import (
     Vocabulary,
     canonical_sentencepiece,
@@ -164,7 +164,9 @@ def load_vocabulary_file(path: Path) -> Vocabulary:
         return from_vocab_json(path)
     reader = by_suffix.get(path.suffix)
     if reader is None:
-        raise InputError(f"{path}: unknown tokenizer file type (tokenizer.json, tokenizer.model, vocab.json or vocab.txt)")
+        raise InputError(
+            f"{path}: unknown tokenizer file type (tokenizer.json, tokenizer.model, vocab.json or vocab.txt)"
+        )
     return reader(path)
 
 

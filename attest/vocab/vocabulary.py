@@ -50,7 +50,7 @@ def canonical_sentencepiece(piece: str) -> str:
 
 def canonical_wordpiece(piece: str, prefix: str = "##") -> str:
     if piece.startswith(prefix) and len(piece) > len(prefix):
-        return piece[len(prefix):]
+        return piece[len(prefix) :]
     return " " + piece
 
 

@@ -10,19 +10,18 @@ import numpy as np
 import torch
 
 from attest.arch.canonical import CanonicalModel
+from attest.arch.model_info import describe
 from attest.formats import PAIR_SEED
-from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_and_p
 from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype
 from attest.invariants.skipped import summary as cells_summary
-from attest.sketch.latent import project
-from attest.scoring.pairing import embedding_note, pair_layers
-from attest.sketch.sampling import choose_pairs, pairs_for_budget, sample
-from attest.arch.model_info import describe
 from attest.progress import SILENT, Tracker
+from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_and_p
+from attest.scoring.pairing import embedding_note, pair_layers
+from attest.sketch.latent import project
+from attest.sketch.sampling import choose_pairs, pairs_for_budget, sample
 from attest.vocab.selection import DEFAULT_SELECTION_KEY, align_pair, eligible_strings
-
 
 
 @dataclass
@@ -104,7 +103,9 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(x @ y) / denom if denom > 0 else float("nan")
 
 
-def _similarities(stored: dict[int, dict[str, torch.Tensor]], z: dict[str, torch.Tensor], order: list[int]) -> dict[str, np.ndarray]:
+def _similarities(
+    stored: dict[int, dict[str, torch.Tensor]], z: dict[str, torch.Tensor], order: list[int]
+) -> dict[str, np.ndarray]:
     """Pearson similarity of one layer of B against every stored layer of A, per term.
 
     Both sides are float16 (see `standardised`), so a model compared with
@@ -144,14 +145,33 @@ def compare_models(
 
     def empty(reason: str) -> Comparison:
         verdict, reasons = Verdict.INCONCLUSIVE, [reason]
-        return Comparison(method, policy, float("nan"), verdict, reasons, coverage, len(align.strings), [], {},
-                          np.zeros((0, 0)), layers_a, layers_b, info_a, info_b, notes, time.perf_counter() - t0,
-                          str(dtype).replace("torch.", ""), align.mode)
+        return Comparison(
+            method,
+            policy,
+            float("nan"),
+            verdict,
+            reasons,
+            coverage,
+            len(align.strings),
+            [],
+            {},
+            np.zeros((0, 0)),
+            layers_a,
+            layers_b,
+            info_a,
+            info_b,
+            notes,
+            time.perf_counter() - t0,
+            str(dtype).replace("torch.", ""),
+            align.mode,
+        )
 
     if len(align.strings) < 8:
         return empty(f"only {len(align.strings)} probe tokens are shared by both vocabularies")
     if a.dims.hidden != b.dims.hidden:
-        notes.append(f"hidden sizes differ ({a.dims.hidden} vs {b.dims.hidden}): the terms are still n×n and comparable")
+        notes.append(
+            f"hidden sizes differ ({a.dims.hidden} vs {b.dims.hidden}): the terms are still n×n and comparable"
+        )
 
     probe_a = make_probe(a, align.ids_a, method)
     probe_b = make_probe(b, align.ids_b, method)
@@ -191,7 +211,9 @@ def compare_models(
     cell_keys = list(sample_a)
     matched = {(layers_a[ka], t): (layers_b[kb], t) for ka, kb in index_pairs for t in shared_terms}
     latent_a = project(np.stack([sample_a[c] for c in cell_keys]))
-    latent_b = project(np.stack([sample_b.get(matched.get(c, (-1, "")), np.zeros(len(positions), np.float32)) for c in cell_keys]))
+    latent_b = project(
+        np.stack([sample_b.get(matched.get(c, (-1, "")), np.zeros(len(positions), np.float32)) for c in cell_keys])
+    )
 
     glob: dict[str, float] = {}
     if method.global_terms:
@@ -211,9 +233,25 @@ def compare_models(
             reasons.append(f"model {label}: " + cells_summary(model.skipped_cells))
             verdict = Verdict.INCONCLUSIVE
     return Comparison(
-        method=method, policy=policy, score=score, verdict=verdict, reasons=reasons,
-        coverage=coverage, n_tokens=len(align.strings), pairs=pairs, global_terms=glob,
-        layer_matrix=layer_matrix, layers_a=layers_a, layers_b=layers_b, model_a=info_a, model_b=info_b,
-        notes=notes, seconds=time.perf_counter() - t0, precision=str(dtype).replace("torch.", ""),
-        token_mode=align.mode, latent_a=latent_a, latent_b=latent_b, vocabulary_overlap=align.coverage,
+        method=method,
+        policy=policy,
+        score=score,
+        verdict=verdict,
+        reasons=reasons,
+        coverage=coverage,
+        n_tokens=len(align.strings),
+        pairs=pairs,
+        global_terms=glob,
+        layer_matrix=layer_matrix,
+        layers_a=layers_a,
+        layers_b=layers_b,
+        model_a=info_a,
+        model_b=info_b,
+        notes=notes,
+        seconds=time.perf_counter() - t0,
+        precision=str(dtype).replace("torch.", ""),
+        token_mode=align.mode,
+        latent_a=latent_a,
+        latent_b=latent_b,
+        vocabulary_overlap=align.coverage,
     )

@@ -47,14 +47,17 @@ def cbor_safe(obj: Any) -> Any:
     return obj
 
 
-def evidence_body(attestation: bytes, v: Verification, suspect_name: str, suspect_subject: Any,
-                  results: Mapping[str, Any]) -> dict[str, Any]:
+def evidence_body(
+    attestation: bytes, v: Verification, suspect_name: str, suspect_subject: Any, results: Mapping[str, Any]
+) -> dict[str, Any]:
     """The map `write_evidence` signs: everything `recheck` needs to redo the decision."""
     values = np.ascontiguousarray(v.suspect_values, dtype="<f4")
     return {
         "attestation": attestation,
         "suspect": {
-            "path_name": suspect_name, "subject": suspect_subject, "model": v.suspect_model,
+            "path_name": suspect_name,
+            "subject": suspect_subject,
+            "model": v.suspect_model,
             "sketch": {"dtype": SUSPECT_SKETCH_DTYPE, "shape": list(values.shape), "data": values.tobytes()},
             "covered": np.packbits(v.covered.astype(np.uint8)).tobytes(),
             "matched_cells": [int(i) for i in v.matched_cells],
@@ -81,14 +84,23 @@ class EvidenceCheck:
         return self.reason is None and not self.differences
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "recomputed": cbor_safe(self.recomputed), "differences": self.differences,
-                "reason": self.reason}
+        return {
+            "ok": self.ok,
+            "recomputed": cbor_safe(self.recomputed),
+            "differences": self.differences,
+            "reason": self.reason,
+        }
 
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)
     return bool(a == b)
 
@@ -102,7 +114,11 @@ def recheck(ev: OpenedEvidence) -> EvidenceCheck:
     view = StatementView.parse(ev.attestation.document)
     n_cells, m = view.values.shape
     sk = suspect["sketch"]
-    if not isinstance(sk, Mapping) or sk.get("dtype") != SUSPECT_SKETCH_DTYPE or list(sk.get("shape", [])) != [n_cells, m]:
+    if (
+        not isinstance(sk, Mapping)
+        or sk.get("dtype") != SUSPECT_SKETCH_DTYPE
+        or list(sk.get("shape", [])) != [n_cells, m]
+    ):
         raise BundleError("evidence: suspect sketch does not match the attestation's sketch shape")
     data = sk.get("data")
     covered_raw = suspect["covered"]
@@ -112,15 +128,21 @@ def recheck(ev: OpenedEvidence) -> EvidenceCheck:
     n_tokens = len(view.tokens)
     if not isinstance(covered_raw, bytes) or len(covered_raw) != (n_tokens + 7) // 8:
         raise BundleError("evidence: coverage record has the wrong size")
-    if not isinstance(matched, (list, tuple)) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_cells for i in matched) \
-            or len(set(matched)) != len(matched):
+    if (
+        not isinstance(matched, (list, tuple))
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_cells for i in matched)
+        or len(set(matched)) != len(matched)
+    ):
         raise BundleError("evidence: matched cells must be distinct cell indices")
     counts = [suspect[k] for k in ("incomplete_layers", "suspect_layers")]
     if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 1_000_000 for c in counts):
         raise BundleError("evidence: layer counts must be small non-negative integers")
     forced = suspect.get("forced_inconclusive", [])
-    if not isinstance(forced, (list, tuple)) or len(forced) > 64 or not all(isinstance(r, str) and len(r) <= 4096 for r in forced):
+    if (
+        not isinstance(forced, (list, tuple))
+        or len(forced) > 64
+        or not all(isinstance(r, str) and len(r) <= 4096 for r in forced)
+    ):
         raise BundleError("evidence: forced_inconclusive must be a short list of short texts")
     policy_doc = results.get("policy")
     if not isinstance(policy_doc, Mapping):
@@ -138,16 +160,29 @@ def recheck(ev: OpenedEvidence) -> EvidenceCheck:
     coverage = tokens_covered / n_tokens
     recomputed: dict[str, Any] = {"coverage": coverage, "tokens_covered": tokens_covered}
     if matched:
-        decided = sketch_verdict(view.values, values, valid, list(matched), coverage=coverage,
-                                 tokens_covered=tokens_covered, policy=policy,
-                                 incomplete_layers=counts[0], suspect_layers=counts[1],
-                                 forced_inconclusive=forced)
+        decided = sketch_verdict(
+            view.values,
+            values,
+            valid,
+            list(matched),
+            coverage=coverage,
+            tokens_covered=tokens_covered,
+            policy=policy,
+            incomplete_layers=counts[0],
+            suspect_layers=counts[1],
+            forced_inconclusive=forced,
+        )
         est = decided.estimate
-        recomputed.update(verdict=decided.verdict.value, score=cbor_safe(est.score),
-                          ci=cbor_safe(list(est.ci)), pairs_used=int(valid.sum()))
+        recomputed.update(
+            verdict=decided.verdict.value,
+            score=cbor_safe(est.score),
+            ci=cbor_safe(list(est.ci)),
+            pairs_used=int(valid.sum()),
+        )
     differences = [
         f"{k}: recorded {results.get(k)!r}, recomputed {recomputed[k]!r}"
-        for k in _RECHECKED if k in recomputed and not _same(results.get(k), recomputed[k])
+        for k in _RECHECKED
+        if k in recomputed and not _same(results.get(k), recomputed[k])
     ]
     if not matched and results.get("verdict") != "inconclusive":
         differences.append(f"verdict: recorded {results.get('verdict')!r} with no matched cells")

@@ -7,23 +7,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 import torch
 
 from attest import __version__
 from attest.arch.canonical import CanonicalModel
+from attest.arch.model_info import describe
 from attest.errors import InputError
 from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
-from attest.invariants.terms import FLOPS
 from attest.invariants.precision import compute_dtype
-from attest.arch.model_info import describe
+from attest.invariants.terms import FLOPS
 from attest.progress import SILENT, Tracker
 from attest.sources.safetensors_file import SafetensorsWriter
 from attest.vocab.selection import DEFAULT_SELECTION_KEY, select
 
 
-def write_fingerprint(model: CanonicalModel, method: Method, out: Path, *, precision: str = "auto", tracker: Tracker = SILENT) -> dict[str, Any]:
+def write_fingerprint(
+    model: CanonicalModel, method: Method, out: Path, *, precision: str = "auto", tracker: Tracker = SILENT
+) -> dict[str, Any]:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not an empty folder; refusing to overwrite")
     threads = torch.get_num_threads()

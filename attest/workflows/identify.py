@@ -25,21 +25,21 @@ import numpy as np
 
 from attest import __version__
 from attest.arch.canonical import CanonicalModel
+from attest.arch.model_info import describe
 from attest.crypto.keys import TrustStore
-from attest.scoring.decision import Verdict
 from attest.errors import AttestError, BundleError
 from attest.invariants.methods import parse_layers
 from attest.invariants.precision import compute_dtype
-from attest.arch.model_info import describe
-from attest.sketch.multi_sketch import Request, Sketches, sketch_many
 from attest.progress import SILENT, Tracker
 from attest.registry.entry import Entry, entry_from_bundle
 from attest.registry.store import Registry
+from attest.scoring.decision import Verdict
+from attest.sketch.multi_sketch import Request, Sketches, sketch_many
 from attest.sketch.sampling import remap_pairs
 from attest.sketch.statement import StatementView
 from attest.vocab.selection import locate
-from attest.workflows.verify import Verification, plain, verify_suspect
 from attest.vocab.vocabulary import Vocabulary
+from attest.workflows.verify import Verification, plain, verify_suspect
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_TOP = 5
@@ -95,16 +95,35 @@ class Candidate:
     def to_json(self) -> dict[str, Any]:
         e, ev, v = self.entry, self.evidence, self.verification
         out: dict[str, Any] = {
-            "rank": self.rank, "name": e.name, "model_name": e.model_name, "issuer": e.issuer, "kid": e.kid,
-            "subject_root": e.subject_root, "bundle_sha256": e.bundle_sha256, "family": e.family,
-            "layers": e.layers, "method": e.method, "verdict": ev.verdict.value,
-            "score": _finite(ev.score), "p_value": _finite(ev.p_value), "p_holm": self.p_holm,
-            "subject_match": self.subject_match, "reasons": ev.reasons,
+            "rank": self.rank,
+            "name": e.name,
+            "model_name": e.model_name,
+            "issuer": e.issuer,
+            "kid": e.kid,
+            "subject_root": e.subject_root,
+            "bundle_sha256": e.bundle_sha256,
+            "family": e.family,
+            "layers": e.layers,
+            "method": e.method,
+            "verdict": ev.verdict.value,
+            "score": _finite(ev.score),
+            "p_value": _finite(ev.p_value),
+            "p_holm": self.p_holm,
+            "subject_match": self.subject_match,
+            "reasons": ev.reasons,
         }
         if v is not None:
-            out.update({"ci": [_finite(v.ci[0]), _finite(v.ci[1])], "z": _finite(v.z), "coverage": v.coverage,
-                        "tokens_covered": v.tokens_covered, "pairs_used": v.pairs_used, "notes": v.notes,
-                        "latent_cosine": _finite(float(_cos(v.base_latent, v.suspect_latent)))})
+            out.update(
+                {
+                    "ci": [_finite(v.ci[0]), _finite(v.ci[1])],
+                    "z": _finite(v.z),
+                    "coverage": v.coverage,
+                    "tokens_covered": v.tokens_covered,
+                    "pairs_used": v.pairs_used,
+                    "notes": v.notes,
+                    "latent_cosine": _finite(float(_cos(v.base_latent, v.suspect_latent))),
+                }
+            )
         return out
 
 
@@ -136,7 +155,7 @@ class Identification:
         return {
             "verdict": self.verdict.value,
             "base": self.base.to_json() if self.base is not None else None,
-            "candidates": [c.to_json() for c in self.candidates[:max(0, top)]],
+            "candidates": [c.to_json() for c in self.candidates[: max(0, top)]],
             "registry": {"bases": self.n_bases, "verdicts": counts},
             "multiple_testing": {"method": "holm-bonferroni", "alpha": self.alpha, "tests": self.n_bases},
             "evidence": self.evidence_name,
@@ -175,9 +194,17 @@ def _plan(entry: Entry, opened: Any, suspect: CanonicalModel, key: int) -> Reque
 def _replay(sketches: Sketches, request: Request) -> Callable[..., tuple[list[tuple[int, str]], np.ndarray]]:
     """A `sketch_model` stand-in that returns what the one pass computed for this bundle."""
 
-    def sketcher(_model: Any, ids: Sequence[int], _method: Any, layers: Sequence[int], pairs: np.ndarray,
-                 _dtype: Any, _tracker: Any, _label: str, skipped: list[tuple[int, str]] | None = None,
-                 ) -> tuple[list[tuple[int, str]], np.ndarray]:
+    def sketcher(
+        _model: Any,
+        ids: Sequence[int],
+        _method: Any,
+        layers: Sequence[int],
+        pairs: np.ndarray,
+        _dtype: Any,
+        _tracker: Any,
+        _label: str,
+        skipped: list[tuple[int, str]] | None = None,
+    ) -> tuple[list[tuple[int, str]], np.ndarray]:
         # verify and the plan must agree on every input, or the values would be someone else's.
         if tuple(ids) != request.ids or tuple(layers) != request.layers or not np.array_equal(pairs, request.pairs):
             raise AssertionError("identify: the one-pass plan disagrees with verify's request")
@@ -199,8 +226,9 @@ def _open_checked(registry: Registry, entry: Entry, trust: TrustStore) -> tuple[
     opened = registry.read_bundle(entry, trust)  # digest against the index, then the signature
     fresh = entry_from_bundle(opened, entry.bundle_file)
     if fresh.derived() != entry.derived():
-        raise BundleError(f"registry entry {entry.name!r}: the index row disagrees with its bundle "
-                          f"(run `attest registry verify`)")
+        raise BundleError(
+            f"registry entry {entry.name!r}: the index row disagrees with its bundle (run `attest registry verify`)"
+        )
     return fresh, opened
 
 
@@ -253,8 +281,9 @@ def identify(
         opened = registry.read_bundle(entry, trust)  # same digest as in phase 1, so the same bundle
         sketcher = _replay(sketches, p.request) if p.request is not None else _never_reread
         try:
-            v: Verification | None = _slim(verify_suspect(opened, suspect, precision=precision,
-                                                          suspect_subject=suspect_subject, sketcher=sketcher))
+            v: Verification | None = _slim(
+                verify_suspect(opened, suspect, precision=precision, suspect_subject=suspect_subject, sketcher=sketcher)
+            )
         except AttestError as exc:
             v = None
             ev = CandidateEvidence(float("nan"), float("nan"), Verdict.INCONCLUSIVE, [f"not comparable: {exc}"])
@@ -264,16 +293,29 @@ def identify(
         del opened
     for c, adj in zip(candidates, holm([c.evidence.p_value for c in candidates])):
         c.p_holm = adj
-    candidates.sort(key=lambda c: (c.p_holm, -(c.evidence.score if math.isfinite(c.evidence.score) else -math.inf),
-                                   c.entry.name, c.entry.subject_root))
+    candidates.sort(
+        key=lambda c: (
+            c.p_holm,
+            -(c.evidence.score if math.isfinite(c.evidence.score) else -math.inf),
+            c.entry.name,
+            c.entry.subject_root,
+        )
+    )
     for r, c in enumerate(candidates, 1):
         c.rank = r
     verdict, base, reasons = _answer(candidates, alpha)
     return Identification(
-        verdict=verdict, base=base, candidates=candidates, n_bases=len(candidates), alpha=alpha,
+        verdict=verdict,
+        base=base,
+        candidates=candidates,
+        n_bases=len(candidates),
+        alpha=alpha,
         evidence_name=evidence_name,
-        suspect_model=describe(suspect), suspect_subject=suspect_subject, reasons=reasons,
-        layers_read=sketches.layers_read, seconds=time.perf_counter() - t0,
+        suspect_model=describe(suspect),
+        suspect_subject=suspect_subject,
+        reasons=reasons,
+        layers_read=sketches.layers_read,
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -294,12 +336,26 @@ def _answer(ranked: list[Candidate], alpha: float) -> tuple[Verdict, Candidate |
         return Verdict.MATCH, top, reasons
     matched = [c for c in ranked if c.evidence.verdict is Verdict.MATCH]
     if matched:
-        return Verdict.INCONCLUSIVE, None, [
-            (f"{matched[0].entry.name} matches on its own, but its Holm-adjusted p-value {matched[0].p_holm:.2g} "
-            f"over {n} bases exceeds alpha {alpha}")]
+        return (
+            Verdict.INCONCLUSIVE,
+            None,
+            [
+                (
+                    f"{matched[0].entry.name} matches on its own, but its Holm-adjusted p-value {matched[0].p_holm:.2g} "
+                    f"over {n} bases exceeds alpha {alpha}"
+                )
+            ],
+        )
     open_ = [c for c in ranked if c.evidence.verdict is Verdict.INCONCLUSIVE]
     if open_:
-        return Verdict.INCONCLUSIVE, None, [
-            (f"none of the {n} registered bases matches, but {len(open_)} could not be ruled out "
-            f"(first: {open_[0].entry.name}: {'; '.join(open_[0].evidence.reasons[:1])})")]
+        return (
+            Verdict.INCONCLUSIVE,
+            None,
+            [
+                (
+                    f"none of the {n} registered bases matches, but {len(open_)} could not be ruled out "
+                    f"(first: {open_[0].entry.name}: {'; '.join(open_[0].evidence.reasons[:1])})"
+                )
+            ],
+        )
     return Verdict.NO_MATCH, None, [f"none of the {n} registered bases matches"]

@@ -12,21 +12,21 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attest.arch.canonical import CanonicalModel
+from attest.arch.model_info import describe
 from attest.bundle import issue_statement, write_attestation
-from attest.output.paths import atomic_write, check_output
-from attest.scoring.decision import DEFAULT_POLICY, Policy
-from attest.subject import hash_files
+from attest.formats import LATENT_SEED, MANIFEST_LAYOUT, PAIR_SEED
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype
-from attest.formats import LATENT_SEED, MANIFEST_LAYOUT, PAIR_SEED
-from attest.sketch.latent import project
-from attest.arch.model_info import describe
+from attest.output.paths import atomic_write, check_output
 from attest.progress import SILENT, Tracker
 from attest.render.base import DEFAULT_RENDERER, get_renderer
 from attest.render.sheet import png_bytes
-from attest.sketch.sampling import DEFAULT_PAIRS, choose_pairs, pairs_for_budget
+from attest.scoring.decision import DEFAULT_POLICY, Policy
+from attest.sketch.latent import project
 from attest.sketch.model_sketch import sketch_model
+from attest.sketch.sampling import DEFAULT_PAIRS, choose_pairs, pairs_for_budget
 from attest.sketch.statement import build_document
+from attest.subject import hash_files
 from attest.vocab.selection import DEFAULT_SELECTION_KEY, select
 
 
@@ -44,9 +44,14 @@ class Issued:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "bundle": str(self.bundle_path), "image": str(self.png_path), "bundle_bytes": self.bundle_bytes,
-            "statement_bytes": self.document_bytes, "sketch_shape": list(self.sketch_shape), "kid": self.kid_hex,
-            "subject_root": self.subject_root_hex, "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "bundle": str(self.bundle_path),
+            "image": str(self.png_path),
+            "bundle_bytes": self.bundle_bytes,
+            "statement_bytes": self.document_bytes,
+            "sketch_shape": list(self.sketch_shape),
+            "kid": self.kid_hex,
+            "subject_root": self.subject_root_hex,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "warnings": list(self.warnings),
         }
 

@@ -28,9 +28,11 @@ class VerificationOutputs:
 
     def check(self) -> "VerificationOutputs":
         check_distinct([self.evidence, self.report, self.sheet])
-        for path, what, suffixes in ((self.evidence, "--evidence", (".cbor", ".evidence")),
-                                     (self.report, "--report", (".html", ".htm")),
-                                     (self.sheet, "--sheet", (".png",))):
+        for path, what, suffixes in (
+            (self.evidence, "--evidence", (".cbor", ".evidence")),
+            (self.report, "--report", (".html", ".htm")),
+            (self.sheet, "--sheet", (".png",)),
+        ):
             if path is not None:
                 check_output(path, what=what, suffixes=suffixes, force=self.force)
         return self
@@ -58,9 +60,15 @@ def write_outputs(
     sheet_png = None
     if outputs.sheet is not None or outputs.report is not None or outputs.evidence is not None:
         ci = tuple(result["ci"]) if result["score"] is not None else None
-        img = comparison_sheet(v.base_latent, v.suspect_latent, verdict=v.verdict.value, score=v.score, ci=ci,
-                               per_layer=[(f"{row['a']}", row["mean"]) for row in result["layers"]],
-                               title=f"{v.signature['subject']} vs {suspect_name}")
+        img = comparison_sheet(
+            v.base_latent,
+            v.suspect_latent,
+            verdict=v.verdict.value,
+            score=v.score,
+            ci=ci,
+            per_layer=[(f"{row['a']}", row["mean"]) for row in result["layers"]],
+            title=f"{v.signature['subject']} vs {suspect_name}",
+        )
         sheet_png = png_bytes(img)
         if outputs.sheet is not None:
             atomic_write(outputs.sheet, sheet_png)
@@ -69,8 +77,15 @@ def write_outputs(
         if signer is None:
             raise ValueError("evidence is always signed: pass the verifier's key")
         body = evidence_body(attestation, v, suspect_name, suspect_subject, result)
-        write_evidence(outputs.evidence, body, base_png=base_png, suspect_png=suspect_png, sheet_png=sheet_png,
-                       key=signer, issuer=signer_name)
+        write_evidence(
+            outputs.evidence,
+            body,
+            base_png=base_png,
+            suspect_png=suspect_png,
+            sheet_png=sheet_png,
+            key=signer,
+            issuer=signer_name,
+        )
         result["evidence"] = str(outputs.evidence)
     if outputs.report is not None:
         from attest.report.html import render_report

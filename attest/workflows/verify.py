@@ -10,18 +10,18 @@ import numpy as np
 
 from attest import __version__
 from attest.arch.canonical import CanonicalModel
+from attest.arch.model_info import describe
 from attest.bundle.container import OpenedAttestation
-from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, z_and_p
-from attest.scoring.sketch_verdict import sketch_verdict
 from attest.invariants.methods import parse_layers
 from attest.invariants.precision import compute_dtype
 from attest.invariants.skipped import summary as cells_summary
-from attest.sketch.latent import cosine, project
-from attest.scoring.pairing import embedding_note, pair_layers
-from attest.arch.model_info import describe
 from attest.progress import SILENT, Tracker
-from attest.sketch.sampling import cell_estimates, remap_pairs
+from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, z_and_p
+from attest.scoring.pairing import embedding_note, pair_layers
+from attest.scoring.sketch_verdict import sketch_verdict
+from attest.sketch.latent import cosine, project
 from attest.sketch.model_sketch import sketch_model
+from attest.sketch.sampling import cell_estimates, remap_pairs
 from attest.sketch.statement import GLOBAL, StatementView
 from attest.vocab.selection import locate
 from attest.vocab.vocabulary import Vocabulary
@@ -112,8 +112,13 @@ def signature_record(opened: OpenedAttestation) -> dict[str, Any]:
     """Who signed: the trust store's identity for the key, beside what the bundle claims."""
     v = opened.verified
     return {
-        "valid": True, "kid": v.kid.hex(), "trusted_identity": v.signer, "issuer": v.issuer,
-        "issuer_matches_identity": v.issuer == v.signer, "subject": v.subject, "iat": v.iat,
+        "valid": True,
+        "kid": v.kid.hex(),
+        "trusted_identity": v.signer,
+        "issuer": v.issuer,
+        "issuer_matches_identity": v.issuer == v.signer,
+        "subject": v.subject,
+        "iat": v.iat,
     }
 
 
@@ -169,32 +174,70 @@ def verify_suspect(
     base_cells = view.cells
     covered = np.asarray(present, dtype=bool)
 
-    def result(verdict: Verdict, reasons: list[str], score: float = float("nan"), ci: tuple[float, float] = (float("nan"), float("nan")),
-               layers: list[dict[str, Any]] | None = None, glob: dict[str, float] | None = None,
-               aligned: np.ndarray | None = None, pairs_used: int = 0, matched: list[int] | None = None,
-               incomplete: int = 0, n_layers: int = 0, forced: list[str] | None = None) -> Verification:
+    def result(
+        verdict: Verdict,
+        reasons: list[str],
+        score: float = float("nan"),
+        ci: tuple[float, float] = (float("nan"), float("nan")),
+        layers: list[dict[str, Any]] | None = None,
+        glob: dict[str, float] | None = None,
+        aligned: np.ndarray | None = None,
+        pairs_used: int = 0,
+        matched: list[int] | None = None,
+        incomplete: int = 0,
+        n_layers: int = 0,
+        forced: list[str] | None = None,
+    ) -> Verification:
         aligned = aligned if aligned is not None else np.zeros_like(view.values)
         z, p = z_and_p(score, policy)
         return Verification(
-            verdict=verdict, reasons=reasons, score=score, ci=ci, z=z, p_value=p, coverage=coverage,
-            tokens_covered=len(covered_ids), pairs_used=pairs_used, policy=policy, method=method.name,
-            layers=layers or [], global_terms=glob or {}, signature=signature, base_subject=view.subject,
-            suspect_subject=suspect_subject, base_model=view.model, suspect_model=describe(suspect),
-            base_latent=view.latent, suspect_latent=project(aligned, view.latent_seed),
-            suspect_values=aligned, bundle_policy=view.policy, covered=covered, matched_cells=matched or [],
-            incomplete_layers=incomplete, suspect_layers=n_layers, forced_inconclusive=forced or [], notes=notes, seconds=time.perf_counter() - t0,
+            verdict=verdict,
+            reasons=reasons,
+            score=score,
+            ci=ci,
+            z=z,
+            p_value=p,
+            coverage=coverage,
+            tokens_covered=len(covered_ids),
+            pairs_used=pairs_used,
+            policy=policy,
+            method=method.name,
+            layers=layers or [],
+            global_terms=glob or {},
+            signature=signature,
+            base_subject=view.subject,
+            suspect_subject=suspect_subject,
+            base_model=view.model,
+            suspect_model=describe(suspect),
+            base_latent=view.latent,
+            suspect_latent=project(aligned, view.latent_seed),
+            suspect_values=aligned,
+            bundle_policy=view.policy,
+            covered=covered,
+            matched_cells=matched or [],
+            incomplete_layers=incomplete,
+            suspect_layers=n_layers,
+            forced_inconclusive=forced or [],
+            notes=notes,
+            seconds=time.perf_counter() - t0,
         )
 
     if len(covered_ids) < 8:
-        return result(Verdict.INCONCLUSIVE, [f"only {len(covered_ids)} of the {len(view.tokens)} bundle tokens exist in the suspect's vocabulary"])
+        return result(
+            Verdict.INCONCLUSIVE,
+            [f"only {len(covered_ids)} of the {len(view.tokens)} bundle tokens exist in the suspect's vocabulary"],
+        )
     valid, remapped = remap_pairs(view.pairs, present)
     if remapped.shape[0] < 32:
-        return result(Verdict.INCONCLUSIVE, [f"only {remapped.shape[0]} sketch pairs are covered by the suspect's tokens"])
+        return result(
+            Verdict.INCONCLUSIVE, [f"only {remapped.shape[0]} sketch pairs are covered by the suspect's tokens"]
+        )
     dtype = compute_dtype(precision)
     layers_s = parse_layers(method.layers, suspect.n_layers)
     skipped: list[tuple[int, str]] = []
-    cells_s, vals_s = (sketcher or sketch_model)(suspect, covered_ids, method, layers_s, remapped, dtype, tracker,
-                                   "computing suspect invariants", skipped)
+    cells_s, vals_s = (sketcher or sketch_model)(
+        suspect, covered_ids, method, layers_s, remapped, dtype, tracker, "computing suspect invariants", skipped
+    )
     for i, why in skipped[:5]:
         notes.append(f"suspect layer {i} could not be read: {why}")
     lost_cells = list(suspect.skipped_cells)  # NaN/inf or constant matrices (attest.invariants.skipped)
@@ -222,7 +265,10 @@ def verify_suspect(
                 matrix[a, b] += v
                 counts[a, b] += 1
     if not counts.any():
-        return result(Verdict.INCONCLUSIVE, ["the suspect has none of the bundle's invariant terms (different architecture kind?)"])
+        return result(
+            Verdict.INCONCLUSIVE,
+            ["the suspect has none of the bundle's invariant terms (different architecture kind?)"],
+        )
     with np.errstate(invalid="ignore"):
         matrix = np.where(counts > 0, matrix / np.maximum(counts, 1), 0.0)
     index_pairs, pairing_notes = pair_layers(matrix, method.depth_alignment)
@@ -238,7 +284,7 @@ def verify_suspect(
             if (bl, t) in where_b and (sl, t) in where_s:
                 ib, is_ = where_b[(bl, t)], where_s[(sl, t)]
                 matched_b.append(ib)
-                row[t] = float(cell_estimates(base_vals[ib:ib + 1], vals_s[is_:is_ + 1])[0])
+                row[t] = float(cell_estimates(base_vals[ib : ib + 1], vals_s[is_ : is_ + 1])[0])
                 aligned[ib, valid] = vals_s[is_]
         if row:
             layer_rows.append({"a": bl, "b": sl, "terms": row, "mean": float(np.mean(list(row.values())))})
@@ -246,15 +292,36 @@ def verify_suspect(
     for t in method.global_terms:
         if (GLOBAL, t) in where_b and (GLOBAL, t) in where_s:
             ib, is_ = where_b[(GLOBAL, t)], where_s[(GLOBAL, t)]
-            glob[t] = float(cell_estimates(base_vals[ib:ib + 1], vals_s[is_:is_ + 1])[0])
+            glob[t] = float(cell_estimates(base_vals[ib : ib + 1], vals_s[is_ : is_ + 1])[0])
             aligned[ib, valid] = vals_s[is_]
     forced = ["suspect: " + cells_summary(lost_cells)] if lost_cells else []
-    decided = sketch_verdict(view.values, aligned, valid, matched_b, coverage=coverage, tokens_covered=len(covered_ids),
-                             policy=policy, incomplete_layers=len(skipped), suspect_layers=len(layers_s),
-                             forced_inconclusive=forced)
+    decided = sketch_verdict(
+        view.values,
+        aligned,
+        valid,
+        matched_b,
+        coverage=coverage,
+        tokens_covered=len(covered_ids),
+        policy=policy,
+        incomplete_layers=len(skipped),
+        suspect_layers=len(layers_s),
+        forced_inconclusive=forced,
+    )
     est = decided.estimate
     emb_note = embedding_note(glob, est.score, policy)
     if emb_note:
         notes.append(emb_note)
-    return result(decided.verdict, decided.reasons, est.score, est.ci, layer_rows, glob, aligned, k,
-                  matched_b, len(skipped), len(layers_s), forced)
+    return result(
+        decided.verdict,
+        decided.reasons,
+        est.score,
+        est.ci,
+        layer_rows,
+        glob,
+        aligned,
+        k,
+        matched_b,
+        len(skipped),
+        len(layers_s),
+        forced,
+    )

@@ -25,7 +25,9 @@ MAX_SMALL_CONST = 64  # elements: shape vectors evaluated while analysing the gr
 _ELEMENTWISE = {"Mul": np.multiply, "Sub": np.subtract, "Add": np.add, "Div": np.divide}
 # Ops through which a constant stays a constant.  Anything else (Shape, Gather
 # of a graph input, ...) makes the result depend on the input.
-FOLDABLE_OPS = frozenset({"Identity", "Cast", "DequantizeLinear", "Transpose", "Reshape", "Squeeze", "Unsqueeze", *_ELEMENTWISE})
+FOLDABLE_OPS = frozenset(
+    {"Identity", "Cast", "DequantizeLinear", "Transpose", "Reshape", "Squeeze", "Unsqueeze", *_ELEMENTWISE}
+)
 
 
 class Constants:
@@ -240,4 +242,3 @@ def _squeezed(op: str, src: tuple[int, ...], axes: list[int] | None, where: str)
             raise InputError(f"ONNX node '{where}': bad Unsqueeze axes {axes}")
         out.insert(a, 1)
     return tuple(out)
-

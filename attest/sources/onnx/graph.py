@@ -74,5 +74,7 @@ def topological(nodes: list[GraphNode], available: set[str]) -> list[GraphNode]:
                 heapq.heappush(ready, j)
     if len(order) != len(nodes):
         raise InputError("ONNX graph has a cycle")
-    return [GraphNode(n.op, n.domain, n.name, n.inputs, n.outputs, n.attrs, k) for k, n in enumerate(nodes[i] for i in order)]
-
+    return [
+        GraphNode(n.op, n.domain, n.name, n.inputs, n.outputs, n.attrs, k)
+        for k, n in enumerate(nodes[i] for i in order)
+    ]

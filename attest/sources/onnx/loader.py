@@ -65,7 +65,9 @@ def load_graph(path: Path) -> LoadedGraph:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
     if size > MAX_ONNX_BYTES:
-        raise InputError(f"{path}: {size} bytes is more than an .onnx file can hold; weights above 2 GiB must be external data")
+        raise InputError(
+            f"{path}: {size} bytes is more than an .onnx file can hold; weights above 2 GiB must be external data"
+        )
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, onnx its own types

@@ -74,7 +74,16 @@ NORM_OPS: tuple[NormRule, ...] = (
 # crossed them would make every layer "read" whatever tensor was measured.
 METADATA_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike", "Range"})
 # Inputs from this index on are shapes, indices or bounds, not data.
-SHAPE_ARGS: dict[str, int] = {"Reshape": 1, "Expand": 1, "Tile": 1, "Slice": 1, "Pad": 1, "Resize": 1, "Unsqueeze": 1, "Squeeze": 1}
+SHAPE_ARGS: dict[str, int] = {
+    "Reshape": 1,
+    "Expand": 1,
+    "Tile": 1,
+    "Slice": 1,
+    "Pad": 1,
+    "Resize": 1,
+    "Unsqueeze": 1,
+    "Squeeze": 1,
+}
 
 
 def data_inputs(node: GraphNode) -> tuple[str, ...]:
@@ -236,16 +245,29 @@ class GraphReader:
                 continue
             nrule = norms.get(n.op)
             if nrule is not None and len(n.inputs) > nrule.gain and self.consts.is_const(n.inputs[nrule.gain]):
-                bias = n.inputs[nrule.bias] if nrule.bias is not None and len(n.inputs) > nrule.bias and n.inputs[nrule.bias] else None
-                events.append(Event("norm", n, n.outputs[0], tuple(n.inputs[i] for i in nrule.data), n.inputs[nrule.gain], bias=bias))
+                bias = (
+                    n.inputs[nrule.bias]
+                    if nrule.bias is not None and len(n.inputs) > nrule.bias and n.inputs[nrule.bias]
+                    else None
+                )
+                events.append(
+                    Event(
+                        "norm", n, n.outputs[0], tuple(n.inputs[i] for i in nrule.data), n.inputs[nrule.gain], bias=bias
+                    )
+                )
                 continue
             if n.op == "Div":
                 ev = self._decomposed_layernorm(n)
                 if ev is not None:
                     events.append(ev)
                 continue
-            if n.op == "Gather" and int(n.attrs.get("axis", 0)) == 0 and self.consts.is_const(n.inputs[0]) \
-                    and len(self.consts.shape(n.inputs[0])) == 2 and not self.consts.is_const(n.inputs[1]):
+            if (
+                n.op == "Gather"
+                and int(n.attrs.get("axis", 0)) == 0
+                and self.consts.is_const(n.inputs[0])
+                and len(self.consts.shape(n.inputs[0])) == 2
+                and not self.consts.is_const(n.inputs[1])
+            ):
                 events.append(Event("lookup", n, n.outputs[0], (n.inputs[1],), n.inputs[0]))
         events.sort(key=lambda e: e.order)
         by_output = {}
@@ -261,7 +283,11 @@ class GraphReader:
         if n.op == "Gemm" and len(n.inputs) > 2 and n.inputs[2] and self.consts.is_const(n.inputs[2]):
             beta = float(n.attrs.get("beta", 1.0))
             c = n.inputs[2]
-            return c if beta == 1.0 else self.consts.add_virtual("Mul", [c, self.consts.add_array(np.array(beta, dtype=np.float32))])
+            return (
+                c
+                if beta == 1.0
+                else self.consts.add_virtual("Mul", [c, self.consts.add_array(np.array(beta, dtype=np.float32))])
+            )
         n_out = self.consts.shape(w)[1 if transposed else 0]
         for user in self.consumers.get(out, []):
             if user.op == "Add":
@@ -358,7 +384,9 @@ class GraphReader:
             used.update(e.id for evs in roles.values() for e in evs)
             layer_input = roles[BERT_NEXT_INPUT][0]
         if not layers:
-            raise self._unsupported(events, "no encoder layer (3 projections reading one LayerNorm, then output, FFN and norms)")
+            raise self._unsupported(
+                events, "no encoder layer (3 projections reading one LayerNorm, then output, FFN and norms)"
+            )
         heads: list[int] = []
         for i, roles in enumerate(layers):
             q, k, v = self._order_qkv(roles["qkv"], i)
@@ -392,9 +420,13 @@ class GraphReader:
             allowed = {e.id for r in slot.reads for e in roles.get(r, [])}
             required = {e.id for e in roles.get(slot.reads[0], [])}
             cands = [
-                e for e in events
-                if e.kind == slot.kind and e.id not in taken and e.anchors
-                and e.anchors <= allowed and e.anchors & required
+                e
+                for e in events
+                if e.kind == slot.kind
+                and e.id not in taken
+                and e.anchors
+                and e.anchors <= allowed
+                and e.anchors & required
             ]
             if len(cands) != slot.count:
                 return None
@@ -412,7 +444,7 @@ class GraphReader:
         for e in qkv:
             for mm, side in slots[e.id]:
                 by_matmul[mm][side] = e
-        for mm, sides in by_matmul.items():
+        for _mm, sides in by_matmul.items():
             if 0 in sides and 1 in sides and sides[0] is not sides[1]:
                 q, k = sides[0], sides[1]
                 rest = [e for e in qkv if e is not q and e is not k]
@@ -456,8 +488,11 @@ class GraphReader:
                         if dims is not None and len(dims) == 4:
                             return _heads_from(dims[2], dims[3], q_out)
                     # Gemm exports flatten to 2-D and reshape back to 3-D before the head split.
-                    if user.op in ("Add", "Identity", "Cast", "Reshape") and t in data_inputs(user) \
-                            and user.outputs[0] not in seen:
+                    if (
+                        user.op in ("Add", "Identity", "Cast", "Reshape")
+                        and t in data_inputs(user)
+                        and user.outputs[0] not in seen
+                    ):
                         seen.add(user.outputs[0])
                         nxt.append(user.outputs[0])
             frontier = nxt
@@ -538,7 +573,9 @@ def _heads_from(a: int | None, b: int | None, q_out: int) -> int | None:
     return None
 
 
-def names_mapping(consts: Constants, consumers: Mapping[str, list[GraphNode]], names: Iterable[str]) -> GraphMapping | None:
+def names_mapping(
+    consts: Constants, consumers: Mapping[str, list[GraphNode]], names: Iterable[str]
+) -> GraphMapping | None:
     """Fallback for graphs we cannot trace: weights that still carry HF names."""
     found: dict[str, str] = {}
     for name in names:
@@ -577,4 +614,3 @@ def hf_name_of(consts: Constants, name: str) -> str | None:
             return None
         name = node.inputs[0]
     return None
-

@@ -90,9 +90,7 @@ class OnnxSource(WeightSource):
         heads = self._map.heads
         if heads is None:
             heads = max(1, hidden // 64)
-            self._map.warnings.append(
-                f"no attention head count in the graph: assuming head_dim=64 ({heads} heads)"
-            )
+            self._map.warnings.append(f"no attention head count in the graph: assuming head_dim=64 ({heads} heads)")
         return {
             "model_type": "bert",
             "hidden_size": hidden,
@@ -168,7 +166,9 @@ class OnnxSource(WeightSource):
     def _describe(self, ref: TensorRef) -> str:
         """The graph tensor behind an HF name; weights rebuilt from an op's inputs are spelled out."""
         node = self._consts.producer.get(ref.const)
-        text = f"{node.op}({', '.join(t for t in node.inputs if t)})" if node is not None and node.order < 0 else ref.const
+        text = (
+            f"{node.op}({', '.join(t for t in node.inputs if t)})" if node is not None and node.order < 0 else ref.const
+        )
         return text + (" (transposed)" if ref.transposed else "")
 
     def _ref(self, name: str) -> TensorRef:
@@ -178,7 +178,6 @@ class OnnxSource(WeightSource):
     def close(self) -> None:
         for blob in self._consts.blobs.values():
             blob._mapped = None
-
 
 
 def to_torch(arr: np.ndarray) -> torch.Tensor:

@@ -24,9 +24,17 @@ def simple_dtypes(onnx: Any) -> dict[int, np.dtype]:
     if not _SIMPLE_DTYPES:
         T = onnx.TensorProto
         for code, dt in (
-            (T.FLOAT, np.float32), (T.FLOAT16, np.float16), (T.DOUBLE, np.float64),
-            (T.INT8, np.int8), (T.UINT8, np.uint8), (T.INT16, np.int16), (T.UINT16, np.uint16),
-            (T.INT32, np.int32), (T.UINT32, np.uint32), (T.INT64, np.int64), (T.UINT64, np.uint64),
+            (T.FLOAT, np.float32),
+            (T.FLOAT16, np.float16),
+            (T.DOUBLE, np.float64),
+            (T.INT8, np.int8),
+            (T.UINT8, np.uint8),
+            (T.INT16, np.int16),
+            (T.UINT16, np.uint16),
+            (T.INT32, np.int32),
+            (T.UINT32, np.uint32),
+            (T.INT64, np.int64),
+            (T.UINT64, np.uint64),
             (T.BOOL, np.bool_),
         ):
             _SIMPLE_DTYPES[code] = np.dtype(dt).newbyteorder("<")
@@ -106,6 +114,7 @@ def external_location(tensor: Any, folder: Path) -> tuple[Path, int, int]:
     except ValueError:
         raise InputError(f"ONNX tensor '{tensor.name}': bad external data offset or length") from None
     if offset < 0 or length < 0 or offset + length > size:
-        raise InputError(f"ONNX tensor '{tensor.name}': external data range {offset}+{length} is past the end of '{loc}'")
+        raise InputError(
+            f"ONNX tensor '{tensor.name}': external data range {offset}+{length} is past the end of '{loc}'"
+        )
     return target, offset, length
-
