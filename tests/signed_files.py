@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from statement_docs import core_document
 
 from attest.bundle.container import encode_attestation, issue_statement, write_evidence
 from attest.crypto.keys import TrustStore
@@ -31,23 +31,10 @@ def tiny_png(width: int = 2, height: int = 1, seed: int = 0) -> bytes:
 
 
 def document(png: bytes, seed: int = 0) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    return {
-        "format": "attest-statement/1",
-        "tool": {"name": "attest", "version": "0.1.0"},
-        "model": {"family": "llama", "layers": 2, "hidden_size": 64},
-        "subject": {
-            "layout": "attest-manifest/1",
-            "root": hashlib.sha256(b"w%d" % seed).digest(),
-            "files": [{"name": "model.safetensors", "sha256": hashlib.sha256(b"w").digest(), "size": 1}],
-        },
-        "method": {"preset": "default", "tokens": ["hello", " world"], "layers": [0, 1], "seed": 7},
-        "sketch": {"dtype": "float16", "shape": [2, 3], "data": rng.standard_normal(6).astype("<f2").tobytes()},
-        "latent": rng.standard_normal(512).astype("<f4").tobytes(),
-        "image": {"media_type": "image/png", "sha256": hashlib.sha256(png).digest()},
-        "policy": {"threshold": 0.5},
-        "meta": {"licence": "Apache-2.0"},
-    }
+    """A statement every reader accepts (tests/statement_docs.py), made distinct per seed."""
+    doc = core_document(png, seed)
+    doc["subject"]["root"] = hashlib.sha256(b"w%d" % seed).digest()
+    return doc
 
 
 @dataclass(frozen=True)

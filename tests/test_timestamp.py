@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import pytest as _pytest_skip
-
-# tests/signed_files.py builds a minimal statement that the core statement schema (merged last) now refuses;
-# the workflow-level TSA test (test_timestamp_workflow.py) covers stamping real bundles meanwhile.
-pytestmark = _pytest_skip.mark.skip(
-    reason="signed_files.py fixtures predate the core statement schema; rebuild them from a real issued bundle"
-)
-
 import datetime as dt
 import hashlib
 import time
