@@ -52,6 +52,7 @@ from attest.invariants.methods import Method, get_method
 from attest.invariants.precision import torch_threads
 from attest.progress import SILENT, Tracker
 from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict
+from attest.sketch.sampling import DEFAULT_PAIRS
 from attest.sketch.statement import StatementView
 from attest.workflows.compare import Comparison, compare_models
 from attest.workflows.evidence import EvidenceCheck, recheck
@@ -234,10 +235,15 @@ def issue(
     strict: bool = False,
     force: bool = False,
     tsa: TsaOptions | None = None,
+    pairs: int | None = None,
     threads: int | None = None,
     progress: Tracker = SILENT,
 ) -> Issued:
-    """Fingerprint `model` and sign it as OUT.attest (with the dog at OUT.png)."""
+    """Fingerprint `model` and sign it as OUT.attest (with the dog at OUT.png).
+
+    `pairs` asks for another number of sketch pairs m than the default (the
+    bundle-size budget still caps it; bench/sketch_accuracy.py measures the trade-off).
+    """
     bundle_paths(Path(out), force)  # refuse a bad output before reading a key or a weight
     warnings: list[str] = []
     priv = _private_key(key, passphrase, strict, warnings)
@@ -250,6 +256,7 @@ def issue(
             cm,
             priv,
             Path(out),
+            pairs_requested=pairs if pairs is not None else DEFAULT_PAIRS,
             method=m,
             name=name,
             issuer=issuer,

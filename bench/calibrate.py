@@ -5,7 +5,7 @@ The null distribution is the aggregate score `compare_models` gives two models
 that do not share weights.  Its samples here:
 
 1. real independent pairs scored by bench/lineage.py (read from
-   /work/bench-cache/lineage/results.json; run that first): all-MiniLM-L6-v2,
+   bench/cache/ (or $ATTEST_BENCH_CACHE)/lineage/results.json; run that first): all-MiniLM-L6-v2,
    paraphrase-MiniLM-L3-v2, all-mpnet-base-v2, SmolLM2-135M and Gemma-3-270M
    against each other, except the MiniLM-L6/L3 siblings (common ancestor);
 2. tiny llama-family models trained here from independent initialisations on
@@ -18,11 +18,11 @@ that do not share weights.  Its samples here:
 It fits mean and standard deviation, checks normality crudely (skewness,
 excess kurtosis, a normal Q-Q plot), lists the per-cell (single layer × term)
 extremes next to the aggregates, proposes the policy numbers, writes them to
-/work/bench-cache/lineage/calibration.json, and re-renders
+bench/cache/ (or $ATTEST_BENCH_CACHE)/lineage/calibration.json, and re-renders
 bench/RESULTS-lineage.md (lineage table under the proposed policy + this
 section) and the plots in bench/img/.
 
-    /work/venv/bin/python bench/calibrate.py [--fresh] [--precision auto]
+    python bench/calibrate.py [--fresh] [--precision auto]
 """
 
 from __future__ import annotations

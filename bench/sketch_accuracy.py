@@ -25,13 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from attest.arch.detect import load_model  # noqa: E402
-from attest.bundle.container import read_attestation  # noqa: E402
+import attest  # noqa: E402
 from attest.crypto.keys import TrustStore, generate_keypair, load_private_key  # noqa: E402
 from attest.invariants.methods import DEFAULT  # noqa: E402
-from attest.workflows.compare import compare_models  # noqa: E402
-from attest.workflows.issue import issue_bundle  # noqa: E402
-from attest.workflows.verify import verify_suspect  # noqa: E402
 
 NOISE = (0.0, 0.1, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0)
 PAIRS = (1024, 2048, 4096, 8192)
@@ -57,7 +53,7 @@ def noisy_copy(src: Path, dst: Path, rel: float, seed: int) -> Path:
 
 
 def bases(work: Path) -> list[tuple[str, Path, list[Path]]]:
-    from conftest import save_tiny_model
+    from helpers.models import save_tiny_model
 
     out = []
     tiny = save_tiny_model("llama", work / "tiny-base", 0, num_hidden_layers=4)
@@ -87,16 +83,14 @@ def main() -> int:
     for label, base, unrelated in bases(work):
         suspects = [(f"noise {r:.0%}", noisy_copy(base, work / f"{base.name}-n{r}", r, 7)) for r in NOISE]
         suspects += [(f"unrelated {i}", p) for i, p in enumerate(unrelated)]
-        exact = {name: compare_models(load_model(base), load_model(p), method).score for name, p in suspects}
+        exact = {name: attest.compare(base, p, method=method).score for name, p in suspects}
         for m in PAIRS:
             bundle = work / f"{base.name}-{m}.attest"
-            issued = issue_bundle(
-                load_model(base), key, bundle, method=method, name=label, issuer="bench", meta={}, pairs_requested=m
-            )
-            opened = read_attestation(bundle.read_bytes(), trust)
+            issued = attest.issue(base, key, bundle, method=method, name=label, issuer="bench", pairs=m)
+            opened = attest.open_bundle(bundle, trust)
             errs, covered = [], 0
             for name, p in suspects:
-                v = verify_suspect(opened, load_model(p))
+                v = attest.verify(p, opened)
                 errs.append(abs(v.score - exact[name]))
                 covered += v.ci[0] <= exact[name] <= v.ci[1]
             rows.append(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_model
+from helpers.models import save_tiny_model
 
 import attest
 from attest.crypto.keys import generate_keypair

@@ -16,9 +16,9 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from helpers.statement_docs import core_document
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from statement_docs import core_document
 
 from attest.bundle.cbor_safe import canonical_dumps, safe_loads
 from attest.bundle.container import (

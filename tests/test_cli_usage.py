@@ -61,7 +61,7 @@ def test_bad_value_exits_4(argv: list[str]) -> None:
 
 
 def test_bad_layers_exits_4_with_message(tmp_path: Path) -> None:
-    from conftest import save_tiny_model
+    from helpers.models import save_tiny_model
 
     save_tiny_model("llama", tmp_path / "m", seed=1)
     res = attest("compare", str(tmp_path / "m"), str(tmp_path / "m"), "--layers", "7-2")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from statement_docs import core_document
+from helpers.statement_docs import core_document
 
 from attest.bundle import cose
 from attest.bundle.cbor_safe import canonical_dumps, safe_loads
@@ -166,9 +166,9 @@ def test_pycose_verifies_ours_and_we_verify_pycose(key: Ed25519PrivateKey, trust
 
 
 def _pycose_python() -> str | None:
-    """A Python where pycose can decode (cbor2 < 6), e.g. /work/venv-cose."""
-    candidate = os.environ.get("ATTEST_PYCOSE_PYTHON") or "/work/venv-cose/bin/python"
-    if not Path(candidate).exists():
+    """A Python where pycose can decode (cbor2 < 6), named by $ATTEST_PYCOSE_PYTHON."""
+    candidate = os.environ.get("ATTEST_PYCOSE_PYTHON")
+    if not candidate or not Path(candidate).exists():
         return None
     probe = subprocess.run(
         [

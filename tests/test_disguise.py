@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import write_tokenizer
+from helpers.models import write_tokenizer
 from transformers import BertConfig, BertModel
 
 from attest.arch.detect import load_model

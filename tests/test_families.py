@@ -36,13 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from conftest import build_tiny_model, save_model, write_tokenizer  # noqa: E402
-from family_configs import CASES  # noqa: E402
+from helpers.family_configs import CASES  # noqa: E402
+from helpers.models import build_tiny_model, save_model, write_tokenizer  # noqa: E402
 
 # --------------------------------------------------------------------------- what each case exercises
 LAYOUTS: dict[str, list[str]] = {

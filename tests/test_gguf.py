@@ -13,15 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import gguf  # noqa: E402
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gguf  # noqa: E402
 from gguf import GGMLQuantizationType as Q  # noqa: E402
-from gguf_fixtures import (  # noqa: E402
+from helpers.gguf_fixtures import (  # noqa: E402
     byte_level_tokens,
     convert_hf_model,
     llama_cpp_permute,

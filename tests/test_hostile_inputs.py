@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from hostile_helpers import (
+from helpers.hostile_helpers import (
     read_safetensors,
     resign,
     run_measured,
@@ -101,7 +101,7 @@ def test_malformed_config(
 
 def test_config_sizes_are_checked_where_the_arch_code_reads_them() -> None:
     """A config that never came from a file (the API's in-memory models) meets the same checks."""
-    from conftest import build_tiny_model
+    from helpers.models import build_tiny_model
 
     from attest.arch.detect import model_from_tensors
     from attest.errors import InputError

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from registry_world import World, build_world, save_derivative
+from helpers.registry_world import World, build_world, save_derivative
 
 from attest.arch.detect import load_model
 from attest.bundle.container import read_attestation

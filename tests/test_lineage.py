@@ -8,7 +8,6 @@ exact path (both models held) and the bundle path (a quantised payload).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,7 @@ import cbor2
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lineage_synthetic import synthetic_embedding, synthetic_llama
+from helpers.lineage_synthetic import synthetic_embedding, synthetic_llama
 
 from attest.arch.canonical import CanonicalModel
 from attest.arch.detect import load_model
@@ -92,7 +88,7 @@ def _dropped(out: Path, drop: int = 2) -> Path:
 
 def _rotated(out: Path) -> Path:
     """Residual rotation + hidden/head/FFN permutations and rescaling (tests/transforms.py), logits checked."""
-    import transforms
+    from helpers import transforms
     from transformers import LlamaForCausalLM
 
     model = LlamaForCausalLM.from_pretrained(FIXTURES / "base", dtype=torch.float32).eval()

@@ -23,9 +23,8 @@ import torch
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("transformers")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from onnx_fixtures import (  # noqa: E402
+from helpers.onnx_fixtures import (  # noqa: E402
     HEADS,
     LAYERS,
     QUANT_MODES,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from registry_world import World, build_world, forge_variant
+from helpers.registry_world import World, build_world, forge_variant
 
 from attest.crypto.keys import TrustStore
 from attest.errors import BundleError, InputError

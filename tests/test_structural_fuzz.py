@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.structural_fuzz import Targets, build_targets, mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from structural_fuzz import Targets, build_targets, mutate
 
 CASES = {"config": 500, "tokenizer": 500, "shard_index": 300, "safetensors_header": 500, "bundle": 200, "evidence": 300}
 SETTINGS: dict[str, Any] = {

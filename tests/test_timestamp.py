@@ -9,8 +9,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from signed_files import Files, make_files
-from tsa_fixture import SLOW_SECONDS, LocalTSA, Pki, make_pki
+from helpers.signed_files import Files, make_files
+from helpers.tsa_fixture import SLOW_SECONDS, LocalTSA, Pki, make_pki
 
 from attest.bundle.container import read_attestation, read_evidence
 from attest.bundle.unsigned import signed_parts

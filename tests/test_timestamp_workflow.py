@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny_model
-from tsa_fixture import LocalTSA, make_pki
+from helpers.models import save_tiny_model
+from helpers.tsa_fixture import LocalTSA, make_pki
 
 from attest.crypto.keys import generate_keypair
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +43,8 @@ from typing import Any
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import tiny_models as tm  # noqa: E402
-import transforms as tf  # noqa: E402
+from helpers import tiny_models as tm  # noqa: E402
+from helpers import transforms as tf  # noqa: E402
 
 from attest.invariants.methods import DEFAULT, HUREF_2024  # noqa: E402
 from attest.scoring.decision import Verdict  # noqa: E402

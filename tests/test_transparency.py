@@ -8,8 +8,8 @@ from pathlib import Path
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from scitt_fixture import LocalTransparencyService, mth, path
-from signed_files import Files, make_files
+from helpers.scitt_fixture import LocalTransparencyService, mth, path
+from helpers.signed_files import Files, make_files
 
 from attest.bundle.container import read_attestation, read_evidence
 from attest.bundle.unsigned import registrable_statement, signed_parts

@@ -18,7 +18,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from conftest import save_tiny_model
+from helpers.models import save_tiny_model
 
 import attest
 from attest.bundle.container import (

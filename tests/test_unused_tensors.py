@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import randomise_, write_tokenizer  # noqa: E402
+from helpers.models import randomise_, write_tokenizer  # noqa: E402
 
 from attest.arch.detect import load_model  # noqa: E402
 from attest.errors import InputError  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import torch
-from conftest import build_tiny_model, save_model
+from helpers.models import build_tiny_model, save_model
 from safetensors.torch import load_file, save_file
 
 from attest.arch.detect import load_model

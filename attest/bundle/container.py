@@ -79,7 +79,7 @@ STATEMENT_CONTENT_TYPE = "application/vnd.attest.statement+cbor"
 EVIDENCE_CONTENT_TYPE = "application/vnd.attest.evidence+cbor"
 PNG_MEDIA_TYPE = "image/png"
 
-# Limits: generous for real bundles (DESIGN §6 targets <= 4 MB without the
+# Limits: generous for real bundles (docs/bundle-format.md targets <= 4 MB without the
 # image), small enough that a hostile file cannot exhaust memory.
 MAX_ATTESTATION_BYTES = 64 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
@@ -92,7 +92,7 @@ MAX_UNSIGNED_ENTRIES = 64  # receipts, timestamps
 MAX_DOCUMENT_DEPTH = 16
 MAX_DOCUMENT_ITEMS = 2_000_000  # 100k subject files x 7 items, plus tokens
 
-# Top-level document keys (DESIGN §8) and the CBOR type each must have.  The
+# Top-level document keys (docs/bundle-format.md) and the CBOR type each must have.  The
 # sub-maps belong to the core engine; only the parts the signer binds or that
 # could make a reader allocate are checked here.
 _DOC_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -184,7 +184,7 @@ def _check_sketch(sketch: Mapping[str, Any]) -> None:
 def validate_document(doc: Any) -> Mapping[str, Any]:
     """Check the structure a verifier relies on; returns `doc` or raises BundleError.
 
-    This is the signer-side schema (DESIGN §8): top-level keys and their types,
+    This is the signer-side schema (docs/bundle-format.md): top-level keys and their types,
     text keys throughout, the sketch and latent sizes and finiteness, the token
     list bounds and the image binding fields.  The core engine validates the
     meaning of its own sub-maps.

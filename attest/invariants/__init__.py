@@ -1,1 +1,1 @@
-"""Invariant terms (DESIGN §4): products of weights over token embeddings."""
+"""Invariant terms (docs/method.md): products of weights over token embeddings."""

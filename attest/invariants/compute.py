@@ -21,7 +21,7 @@ Tensor = torch.Tensor
 
 @dataclass
 class Probe:
-    """The probe rows X = E[S] prepared for one model (DESIGN §4)."""
+    """The probe rows X = E[S] prepared for one model (docs/method.md)."""
 
     x: Tensor  # [n, d] float32
     ids: list[int]

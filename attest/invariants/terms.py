@@ -1,4 +1,4 @@
-"""The invariant terms as tensor algebra (DESIGN §4).
+"""The invariant terms as tensor algebra (docs/method.md).
 
 Every function returns an n×n matrix for n probe tokens.  Norm gains are
 folded into the probe rows (X ⊙ γ), which is the same as folding them into the

@@ -13,6 +13,7 @@ of failing or interleaving half-done changes.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,9 +92,7 @@ def connect(db_path: Path, *, create: bool) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Before changing anything (WAL mode is persistent): is this ours?
         _refuse_foreign(conn, db_path)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise InputError(f"registry index {db_path}: cannot switch to WAL mode (got {mode})")
+        _ensure_wal(conn, db_path)
         # FULL: a committed add survives power loss, not only a crash of attest.
         conn.execute("PRAGMA synchronous = FULL")
         if create:
@@ -106,6 +105,29 @@ def connect(db_path: Path, *, create: bool) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _ensure_wal(conn: sqlite3.Connection, db_path: Path) -> None:
+    """Switch to WAL once, retrying while another process holds the lock.
+
+    Changing the journal mode needs an exclusive lock, and SQLite does not
+    always call the busy handler for it: two processes creating one registry
+    at the same moment would otherwise see "database is locked" at once.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode != "wal":
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            if mode != "wal":
+                raise InputError(f"registry index {db_path}: cannot switch to WAL mode (got {mode})")
+            return
+        except sqlite3.OperationalError as exc:
+            transient = "locked" in str(exc) or "busy" in str(exc)
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager

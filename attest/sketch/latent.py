@@ -1,4 +1,4 @@
-"""The 512-d latent that draws the dog (DESIGN §6).
+"""The 512-d latent that draws the dog (docs/method.md, "Sketch and latent (bundles)").
 
 z = P·s for the flattened sketch s.  P is a seeded sparse sign projection
 (count sketch): each sketch entry is added, with a fixed random sign, to one

@@ -1,14 +1,14 @@
-"""The sketch (DESIGN §6): standardised invariant values at m fixed token pairs.
+"""The sketch (docs/method.md, "Sketch and latent (bundles)"): standardised invariant values at m fixed token pairs.
 
 The full n×n matrices stay private.  A bundle carries, for every (layer, term)
 cell, the values at the same m off-diagonal positions (i, j) of the token list.
 The verifier computes its own matrices over the tokens it has, reads the same
 positions, and estimates the aggregate similarity.
 
-Estimator and interval: for position p let s_p be the mean over matched cells
-of a_p·b_p.  The aggregate estimate is the mean of s_p and its standard error
-std(s_p)/√m.  Treating positions (not cells) as the sampling unit keeps the
-interval honest although cells of one model are correlated with each other.
+Estimator and interval (see `aggregate`): the cosine of the matched cells'
+values over the valid positions, with a jackknife standard error that leaves
+out one position at a time.  Positions, not cells, are the sampling unit,
+which keeps the interval honest although cells of one model are correlated.
 """
 
 from __future__ import annotations

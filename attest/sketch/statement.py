@@ -1,4 +1,4 @@
-"""The statement document (DESIGN §8): what a publisher signs, as plain CBOR data.
+"""The statement document (docs/bundle-format.md): what a publisher signs, as plain CBOR data.
 
 `build_document` writes it; `StatementView.parse` reads a (signature-checked,
 structurally validated) document back into typed values and checks that its

@@ -1,4 +1,4 @@
-"""Token selection and cross-model alignment by string (DESIGN §5).
+"""Token selection and cross-model alignment by string (docs/method.md, "Probe tokens").
 
 Selection depends only on canonical token strings: the same strings are chosen
 whatever the ids, so id permutation, vocabulary extension and re-export by

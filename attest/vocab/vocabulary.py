@@ -1,6 +1,6 @@
 """A model's vocabulary as canonical strings, independent of token ids.
 
-Canonical form (DESIGN §5): a word-initial piece carries one leading ASCII
+Canonical form (docs/method.md, "Probe tokens"): a word-initial piece carries one leading ASCII
 space, whatever the tokenizer's own marker was (SentencePiece `▁`, byte-level
 BPE `Ġ`, WordPiece's absence of `##`).  Byte-level pieces are decoded to text.
 Special, control and added tokens are not canonical strings (None).

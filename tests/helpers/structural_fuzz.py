@@ -239,11 +239,10 @@ class Targets:
         return run_target(lambda: self._load_and_use(folder))
 
     def _bundle(self, rnd: random.Random) -> int:
-        from hostile_helpers import resign
-
         from attest.bundle.container import read_attestation
         from attest.sketch.statement import StatementView
         from attest.workflows.verify import verify_suspect
+        from helpers.hostile_helpers import resign
 
         mutant = to_cbor_value(mutate(self.statement, rnd, binary=True), rnd)
 
@@ -294,13 +293,13 @@ def build_targets(work: Path, model_dir: Path) -> Targets:
     import hashlib
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from hostile_helpers import read_safetensors, thaw
 
     from attest.arch.detect import load_model
     from attest.bundle.container import EVIDENCE_FORMAT, inspect_attestation
     from attest.crypto.keys import TrustStore
     from attest.invariants.methods import DEFAULT
     from attest.workflows.issue import issue_bundle
+    from helpers.hostile_helpers import read_safetensors, thaw
 
     work.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"fuzz publisher").digest())

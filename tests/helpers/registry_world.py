@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from conftest import build_tiny_model, save_model
+
+from helpers.models import build_tiny_model, save_model
 
 # (name, tiny-model case, seed, probe tokens)
 BASES = (

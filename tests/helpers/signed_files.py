@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from statement_docs import core_document
 
 from attest.bundle.container import encode_attestation, issue_statement, write_evidence
 from attest.crypto.keys import TrustStore
+from helpers.statement_docs import core_document
 
 
 def tiny_png(width: int = 2, height: int = 1, seed: int = 0) -> bytes:

@@ -2,7 +2,7 @@
 
 Every case builds a real `transformers` model of about 0.1M parameters: hidden 64,
 4 query heads, 2 layers (3 for a few), grouped KV heads (2) wherever the family
-supports them, and 4 experts for the MoE families.  `tests.conftest.build_tiny_model`
+supports them, and 4 experts for the MoE families.  `helpers.models.build_tiny_model`
 turns a case into a model with random, non-trivial norm gains and biases.
 
 A case name is usually the family name; variants of one family carry a suffix

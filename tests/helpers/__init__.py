@@ -1,0 +1,1 @@
+"""Test helpers: tiny real models, fixtures, local servers, transforms (importable as `helpers.*`)."""
