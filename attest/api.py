@@ -57,6 +57,7 @@ from attest.sketch.statement import StatementView
 from attest.workflows.compare import Comparison, compare_models
 from attest.workflows.evidence import EvidenceCheck, recheck
 from attest.workflows.fingerprint import write_fingerprint
+from attest.workflows.identify import Identification
 from attest.workflows.issue import Issued, bundle_paths, issue_bundle, subject_of
 from attest.workflows.outputs import VerificationOutputs, write_outputs
 from attest.workflows.verify import Verification, plain, signature_record, verify_suspect
@@ -72,6 +73,8 @@ __all__ = [
     "TsaOptions",
     "compare",
     "fingerprint",
+    "identify",
+    "Identification",
     "inspect",
     "issue",
     "load",
@@ -384,6 +387,42 @@ def verify(
             raise InputError("--tsa stamps the evidence file: give --evidence too")
         _stamp_file(outputs.evidence, tsa, v.notes)
     return v
+
+
+# -- identify -------------------------------------------------------------------
+
+
+def identify(
+    suspect: PathLike | CanonicalModel,
+    registry: PathLike,
+    *,
+    trust: TrustLike,
+    alpha: float | None = None,
+    tokenizer: PathLike | None = None,
+    precision: str = "auto",
+    threads: int | None = None,
+    progress: Tracker = SILENT,
+) -> Identification:
+    """Which registered base, if any, `suspect` derives from: one read of the suspect for all N bases
+    (docs/registry.md).  Every stored bundle is re-checked against `trust` first."""
+    from attest.registry import Registry
+    from attest.workflows.identify import DEFAULT_ALPHA
+    from attest.workflows.identify import identify as run_identify
+
+    store = trust_store(trust)
+    with Registry.open(Path(registry)) as reg:
+        cm = suspect if isinstance(suspect, CanonicalModel) else load(suspect, tokenizer)
+        with torch_threads(threads):
+            subject = subject_of(cm, progress)
+            return run_identify(
+                cm,
+                reg,
+                store,
+                alpha=DEFAULT_ALPHA if alpha is None else alpha,
+                precision=precision,
+                suspect_subject=subject,
+                tracker=progress,
+            )
 
 
 # -- inspect --------------------------------------------------------------------

@@ -27,7 +27,6 @@ from attest.crypto.keys import TrustStore
 from attest.errors import ExitCode, InputError
 from attest.output.paths import atomic_write, check_output
 from attest.progress import progress
-from attest.workflows.verify import Verification
 
 _PLAIN = {
     "match": "MATCH: the suspect appears to derive from the attested base model",
@@ -133,7 +132,7 @@ def issue(
     out_console.print(f"  kid {res.kid_hex}  sketch {res.sketch_shape[0]} cells × {res.sketch_shape[1]} pairs")
 
 
-def _print_verification(v: Verification) -> None:
+def _print_verification(v: api.Verification) -> None:
     data = v.to_json()
     sig = data["signature"]
     mark = "" if sig["issuer_matches_identity"] else "  [bold red](claimed issuer differs from the trusted identity)[/]"

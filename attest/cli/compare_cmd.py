@@ -26,11 +26,9 @@ from attest.cli.common import (
 )
 from attest.output.paths import check_output
 from attest.progress import progress
-from attest.scoring.decision import z_and_p
-from attest.workflows.compare import Comparison
 
 
-def render_comparison(c: Comparison) -> None:
+def render_comparison(c: api.Comparison) -> None:
     terms = list(dict.fromkeys(t for p in c.pairs for t in p.terms))
     table = Table(title=f"Similarity per layer ({c.method.name}, {c.n_tokens} tokens)", show_lines=False)
     table.add_column("layer A", justify="right")
@@ -49,7 +47,7 @@ def render_comparison(c: Comparison) -> None:
     if c.global_terms:
         out_console.print("Global terms: " + ", ".join(f"{safe(k)} {v:+.3f}" for k, v in c.global_terms.items()))
     style = VERDICT_STYLE[c.verdict.value]
-    z, p = z_and_p(c.score, c.policy)
+    z, p = c.z_and_p()
     out_console.print(
         f"Score [bold]{c.score:+.4f}[/bold]  z {z:.1f}  p {p:.2g}  threshold {c.policy.threshold}  "
         f"coverage {c.coverage:.0%}  verdict [{style}]{c.verdict.value.replace('_', ' ')}[/{style}]"

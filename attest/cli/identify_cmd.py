@@ -39,21 +39,21 @@ def identify(
     verify: 0 a base is named, 1 none of the bases matches, 2 inconclusive,
     3 a registered bundle is tampered or untrusted, 4 input error.
     """
-    from attest.arch.detect import load_model
-    from attest.invariants.precision import torch_threads
+    from attest import api
     from attest.progress import progress
-    from attest.registry import Registry
-    from attest.workflows.identify import identify as run_identify
-    from attest.workflows.issue import subject_of
 
     store = trust_from_options(pubkey, trust)  # verify's rule: --pubkey, --trust, or ./keys
-    with Registry.open(registry) as reg:
-        cm = load_model(suspect, tokenizer)
-        with progress(not json_out) as tracker, torch_threads(threads_option(None)):
-            subject = subject_of(cm, tracker)
-            result = run_identify(
-                cm, reg, store, alpha=alpha, precision=precision, suspect_subject=subject, tracker=tracker
-            )
+    with progress(not json_out) as tracker:
+        result = api.identify(
+            suspect,
+            registry,
+            trust=store,
+            alpha=alpha,
+            tokenizer=tokenizer,
+            precision=precision,
+            threads=threads_option(None),
+            progress=tracker,
+        )
     data = result.to_json(top)
     if json_out:
         emit_json(data)

@@ -59,8 +59,12 @@ class Comparison:
     latent_a: np.ndarray | None = None  # dog latents: A's sketch, and B's aligned to A's cells
     latent_b: np.ndarray | None = None
 
+    def z_and_p(self) -> tuple[float, float]:
+        """z and the one-sided p of the score against the policy's null."""
+        return z_and_p(self.score, self.policy)
+
     def to_json(self) -> dict[str, Any]:
-        z, p = z_and_p(self.score, self.policy)
+        z, p = self.z_and_p()
         return {
             "verdict": self.verdict.value,
             "score": self.score,
