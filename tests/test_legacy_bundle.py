@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import attest
 from helpers.models import save_tiny_model
+
+import attest
 
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy"
 # The root digest the old code recorded for the model's files; the model is rebuilt bit for bit.
