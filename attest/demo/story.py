@@ -27,6 +27,7 @@ from attest.demo.disguise import disguise_bert
 from attest.demo.models import GEMMA3_DESCRIPTION, MINILM_L6, MINILM_L6_INT8_ONNX, PARAPHRASE_L3_ONNX, assemble_gemma3
 from attest.progress import SILENT, Tracker
 
+DEMO_ISSUER = "attest demo publisher"
 _TOKENIZER_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -82,13 +83,16 @@ def run_demo(
     for stem in ("demo-publisher", "demo-verifier"):
         if not (keys / f"{stem}.key").exists():
             generate_keypair(keys / stem, None)
+    # The licensee's trust store names the publisher's key (keys/README.md): the name it
+    # shows, and the one --expect-issuer pins, is this file's, not the bundle's claim.
+    (keys / "demo-publisher.identity").write_text(f"{DEMO_ISSUER}\n", encoding="utf-8")
     bundle = out / "minilm-l6.attest"
     issued = api.issue(
         base_dir,
         keys / "demo-publisher.key",
         bundle,
         name="all-MiniLM-L6-v2",
-        issuer="attest demo publisher",
+        issuer=DEMO_ISSUER,
         meta={"licence": MINILM_L6.licence},
         precision=precision,
         force=True,
@@ -119,7 +123,7 @@ def run_demo(
         ("gemma-3-270m", gemma, None, GEMMA3_DESCRIPTION),
     ]
     # The licensee pins who must have signed: the trust store's name for the key.
-    opened = api.open_bundle(bundle, keys / "demo-publisher.pub", expect_issuer="demo-publisher")
+    opened = api.open_bundle(bundle, keys / "demo-publisher.pub", expect_issuer=DEMO_ISSUER)
     cases: list[DemoCase] = []
     for name, path, tokenizer, story in suspects:
         say(f"   - {name}: {story}")
