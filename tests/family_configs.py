@@ -248,7 +248,12 @@ _CASES += [
     _case("hunyuan_v1_dense", "hunyuan_v1_dense", **{**_LLAMA_LIKE, **_IDS, "head_dim": 16}),
     _case("apertus", "apertus", **{**_LLAMA_LIKE, **_IDS}),
     _case("cohere", "cohere", **{**_LLAMA_LIKE, **_IDS, "tie_word_embeddings": True, "logit_scale": 0.0625}),
-    _case("cohere2", "cohere2", family="cohere", **{**_LLAMA_LIKE, **_IDS, "sliding_window": 4, "logit_scale": 0.0625}),
+    _case(
+        "cohere2",
+        "cohere2",
+        family="cohere",
+        **{**_LLAMA_LIKE, **_IDS, "sliding_window": 4, "logit_scale": 0.0625, "tie_word_embeddings": True},
+    ),
     _case("phi", "phi", **{**_LLAMA_LIKE, **_IDS, "partial_rotary_factor": 0.5}),
     _case(
         "granitemoe",
