@@ -830,3 +830,33 @@ def layouts_table() -> str:
 
 if __name__ == "__main__":
     print(layouts_table())
+
+
+@pytest.mark.parametrize("case", ["ernie4_5_moe", "glm4_moe"])
+def test_dense_layers_of_moe_models_follow_the_config(case: str, root: Path, tmp_path: Path) -> None:
+    """The config's MoE-layer rule decides; without it the router's presence does; a bad value is an input error."""
+    import json
+
+    from attest.arch.detect import load_model
+    from attest.errors import InputError
+
+    ref = _load(case, "safetensors", root)
+    kinds = [bool(ref.layer(i).experts) for i in range(ref.n_layers)]
+    assert kinds == [False] + [True] * (ref.n_layers - 1)
+    folder = tmp_path / case
+    shutil.copytree(_save(case, "safetensors", root), folder)
+    config = json.loads((folder / "config.json").read_text())
+    key = "moe_layer_start_index" if case == "ernie4_5_moe" else "first_k_dense_replace"
+    (folder / "config.json").write_text(json.dumps({**config, key: "one"}))
+    with pytest.raises(InputError, match="integer"):
+        load_model(folder)
+    # A config that makes a dense layer MoE: its experts are missing, a clean error names the layer.
+    (folder / "config.json").write_text(json.dumps({**config, key: 0}))
+    with pytest.raises(InputError, match="layer 0"):
+        load_model(folder).layer(0)
+    # No config (as a GGUF header gives none of these keys): the router's presence decides.
+    from attest.arch.canonical import CanonicalModel
+    from attest.sources import open_weights
+
+    cm = CanonicalModel(open_weights(folder), ref.spec, None, None)
+    assert [bool(cm.layer(i).experts) for i in range(cm.n_layers)] == kinds
