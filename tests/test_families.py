@@ -39,8 +39,8 @@ from typing import Any, Callable, Iterator
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from helpers.family_configs import CASES  # noqa: E402
-from helpers.models import build_tiny_model, save_model, write_tokenizer  # noqa: E402
+from helpers.family_configs import CASES, EXPERT_COUNT_KEYS
+from helpers.models import build_tiny_model, save_model, write_tokenizer
 
 # --------------------------------------------------------------------------- what each case exercises
 LAYOUTS: dict[str, list[str]] = {
@@ -95,6 +95,22 @@ LAYOUTS: dict[str, list[str]] = {
         "encoder via AutoModel",
         "detect w/o config",
     ],
+    "olmo2": ["GQA", "post-sublayer norms only", "q/k RMSNorm over the whole projection", "gated FFN"],
+    "olmo3": ["GQA", "post-sublayer norms only", "q/k RMSNorm over the whole projection", "sliding window"],
+    "exaone4": ["GQA", "post-sublayer norms only", "per-head q/k RMSNorm", "sliding/full layers"],
+    "granite": ["GQA", "embedding/residual/attention/logits multipliers", "gated FFN"],
+    "smollm3": ["GQA", "NoPE layers", "gated FFN"],
+    "ernie4_5": ["GQA", "head_dim ≠ d/H (from config)", "gated FFN"],
+    "seed_oss": ["GQA", "q/k/v biases", "head_dim ≠ d/H (from config)"],
+    "hunyuan_v1_dense": ["GQA", "per-head q/k RMSNorm (query/key_layernorm)", "gated FFN"],
+    "apertus": ["GQA", "per-head q/k RMSNorm", "non-gated FFN, xIELU (learned)", "attention/feedforward_layernorm"],
+    "cohere": ["GQA", "parallel block (one input_layernorm)", "bias-free LayerNorm", "tied head", "logit scale"],
+    "cohere2": ["GQA", "parallel block (one input_layernorm)", "bias-free LayerNorm", "sliding window"],
+    "phi": ["GQA", "parallel block (one LayerNorm)", "biases everywhere", "partial rotary", "dense/fc1/fc2"],
+    "granitemoe": ["GQA", "MoE 4 experts + router", "stacked input_linear/output_linear [E,2f,d]", "multipliers"],
+    "phimoe": ["GQA", "MoE 4 experts + router", "LayerNorm + biases", "per-expert w1/w2/w3"],
+    "ernie4_5_moe": ["GQA", "dense layer 0 + MoE layers", "shared expert", "router correction bias"],
+    "glm4_moe": ["GQA", "first_k_dense_replace", "shared expert", "per-head q/k RMSNorm", "q/k/v biases"],
 }
 
 
@@ -104,18 +120,20 @@ class Probe:
     """Module paths (with `{i}` = layer) of what the canonical view must reproduce."""
 
     attn_in: str  # module whose input is what the attention reads (q / fused qkv projection)
-    attn_norm: str | Callable[[int], str]  # norm that produces that input
+    attn_norm: str | Callable[[int], str] | None  # norm that produces that input (None: the raw residual)
     o: str  # attention output projection
     ffn_in: str  # module whose input is what the FFN reads
-    ffn_norm: str
-    ffn_out: str | None  # module whose output is the FFN output (dense FFNs)
+    ffn_norm: str | None
+    ffn_out: str | None  # module whose output is the FFN output (dense FFNs, and dense layers of MoE ones)
     act: str = "silu"  # the family's FFN activation (transformers.activations name)
+    act_module: str | None = None  # a learned activation (Apertus' xIELU): the layer's own module
     qkv: str = "interface"  # "interface" (attention function) or the model's own split: falcon, bloom, mpt
     attn: str = ""  # attention module, for the model's own split
     q_scale: float = 1.0  # the model multiplies q by this before attention (OPT)
     rope: bool = True  # rotary: run at position 0 so q/k are pre-rotary
     q_norm: str | None = None
     k_norm: str | None = None
+    qk_norm_whole: bool = False  # the q/k norm normalises the whole projection, not each head (OLMo-2)
     final_norm: str | None = None
     embed_norm: str | None = None  # LayerNorm right after the embedding
     attn_out_norm: str | None = None
@@ -143,7 +161,8 @@ def _llama(**kw: Any) -> Probe:
 
 
 def _moe(**kw: Any) -> Probe:
-    return _llama(ffn_out=None, router=L + "mlp.gate", experts=L + "mlp.experts", **kw)
+    base: dict[str, Any] = dict(ffn_out=None, router=L + "mlp.gate", experts=L + "mlp.experts")
+    return _llama(**{**base, **kw})
 
 
 def _falcon(**kw: Any) -> Probe:
@@ -269,6 +288,56 @@ PROBES: dict[str, Probe] = {
     "mixtral": _moe(),
     "qwen2_moe": _moe(shared=L + "mlp.shared_expert"),
     "qwen3_moe": _moe(**_QK_NORM),
+    "olmo2": _llama(
+        attn_norm=None,
+        ffn_norm=None,
+        **_QK_NORM,
+        qk_norm_whole=True,
+        attn_out_norm=L + "post_attention_layernorm",
+        ffn_out_norm=L + "post_feedforward_layernorm",
+    ),
+    "olmo3": _llama(
+        attn_norm=None,
+        ffn_norm=None,
+        **_QK_NORM,
+        qk_norm_whole=True,
+        attn_out_norm=L + "post_attention_layernorm",
+        ffn_out_norm=L + "post_feedforward_layernorm",
+    ),
+    "exaone4": _llama(
+        attn_norm=None,
+        ffn_norm=None,
+        **_QK_NORM,
+        attn_out_norm=L + "post_attention_layernorm",
+        ffn_out_norm=L + "post_feedforward_layernorm",
+    ),
+    "granite": _llama(),
+    "smollm3": _llama(),
+    "ernie4_5": _llama(),
+    "seed_oss": _llama(),
+    "hunyuan_v1_dense": _llama(q_norm=L + "self_attn.query_layernorm", k_norm=L + "self_attn.key_layernorm"),
+    "apertus": _llama(
+        attn_norm=L + "attention_layernorm",
+        ffn_norm=L + "feedforward_layernorm",
+        act_module=L + "mlp.act_fn",
+        **_QK_NORM,
+    ),
+    "cohere": _llama(ffn_norm=L + "input_layernorm"),
+    "cohere2": _llama(ffn_norm=L + "input_layernorm"),
+    "phi": _llama(
+        o=L + "self_attn.dense",
+        ffn_norm=L + "input_layernorm",
+        act="gelu_new",
+        final_norm="model.final_layernorm",
+    ),
+    "granitemoe": _moe(
+        router=L + "block_sparse_moe.router",
+        experts=L + "block_sparse_moe.experts",
+        ffn_in=L + "block_sparse_moe",
+    ),
+    "phimoe": _moe(router=L + "mlp.router"),
+    "ernie4_5_moe": _moe(ffn_out=L + "mlp", shared=L + "mlp.shared_experts"),
+    "glm4_moe": _moe(ffn_out=L + "mlp", shared=L + "mlp.shared_experts", **_QK_NORM),
     "bert": Probe(
         attn_in="encoder.layer.{i}.attention.self.query",
         attn_norm=_bert_attn_norm,
@@ -374,7 +443,11 @@ def record(case: str, model: Any, n_layers: int) -> Run:
         return hook
 
     for path in sorted(wanted):
-        hooks.append(model.get_submodule(path).register_forward_hook(keep(path), with_kwargs=True))
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            continue  # a MoE-only module (router) in a dense layer of a MoE model: its checks read nothing here
+        hooks.append(module.register_forward_hook(keep(path), with_kwargs=True))
     gen = torch.Generator().manual_seed(7)
     ids = torch.randint(1, model.config.vocab_size, (2, 9), generator=gen)
     kwargs: dict[str, Any] = {}
@@ -489,6 +562,21 @@ def _head_norm(y: torch.Tensor, gain: torch.Tensor | None, module: Any) -> torch
     return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + _eps(module)) * gain
 
 
+def _norm_input(run: Run, norm: str | None, into: str, gain: torch.Tensor | None, kind: Any) -> torch.Tensor:
+    """What a sublayer reads, rebuilt from the canonical gain; the raw residual when it reads no norm (OLMo-2)."""
+    if norm is None:
+        assert gain is None, f"{into}: a sublayer without an input norm must have no canonical input gain"
+        return run.ios[into][0]
+    return _through_norm(run.model.get_submodule(norm), run.ios[norm][0], gain, kind)
+
+
+def _qk_norm(y: torch.Tensor, gain: torch.Tensor | None, module: Any, whole: bool, n_heads: int) -> torch.Tensor:
+    """The model's q/k norm, with the canonical gain: over each head, or over the whole projection first."""
+    if not whole:
+        return _head_norm(_heads(y, n_heads), gain, module)
+    return _heads(_head_norm(y, gain, module), n_heads)
+
+
 def _mlp(m: Any, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     up = x @ m.up.float().T
     hidden = act(x @ m.gate.float().T) * up if m.gate is not None else act(up)
@@ -500,20 +588,23 @@ def check_attention(case: str, cm: Any, run: Run) -> None:
     for i in range(cm.n_layers):
         layer = cm.layer(i)
         a = layer.attn
-        norm_path = _path(probe.attn_norm, i)
-        h = run.ios[norm_path][0]
-        x = _through_norm(model.get_submodule(norm_path), h, layer.attn_norm, cm.norm_kind)
-        _close(x, run.ios[_path(probe.attn_in, i)][0], f"{case} layer {i} attention input (pre-attention gain)")
+        norm_path = _path(probe.attn_norm, i) if probe.attn_norm else None
+        attn_in = _path(probe.attn_in, i)
+        x = _norm_input(run, norm_path, attn_in, layer.attn_norm, cm.norm_kind)
+        _close(x, run.ios[attn_in][0], f"{case} layer {i} attention input (pre-attention gain)")
         q_model, k_model, v_model = run.qkv[i]
-        q = _heads(x @ a.q.float().T, a.n_heads)
         if probe.q_norm:
-            q = _head_norm(q, a.q_norm, model.get_submodule(_path(probe.q_norm, i)))
+            module = model.get_submodule(_path(probe.q_norm, i))
+            q = _qk_norm(x @ a.q.float().T, a.q_norm, module, probe.qk_norm_whole, a.n_heads)
         else:
             assert a.q_norm is None
+            q = _heads(x @ a.q.float().T, a.n_heads)
         _close(q * probe.q_scale, q_model, f"{case} layer {i} query states")
-        k = _heads(x @ a.k.float().T, a.n_kv_heads)
         if probe.k_norm:
-            k = _head_norm(k, a.k_norm, model.get_submodule(_path(probe.k_norm, i)))
+            module = model.get_submodule(_path(probe.k_norm, i))
+            k = _qk_norm(x @ a.k.float().T, a.k_norm, module, probe.qk_norm_whole, a.n_kv_heads)
+        else:
+            k = _heads(x @ a.k.float().T, a.n_kv_heads)
         v = _heads(x @ a.v.float().T, a.n_kv_heads)
         for name, ours, theirs in (("key", k, k_model), ("value", v, v_model)):
             if theirs.shape[1] != ours.shape[1]:  # the model already repeated KV heads per query group
@@ -534,16 +625,24 @@ def check_ffn(case: str, cm: Any, run: Run) -> None:
     from transformers.activations import ACT2FN
 
     probe, model = PROBES[case], run.model
-    act = ACT2FN[probe.act]
+    n_experts = next((CASES[case].config[k] for k in EXPERT_COUNT_KEYS if k in CASES[case].config), None)
     for i in range(cm.n_layers):
         layer = cm.layer(i)
-        norm_path = _path(probe.ffn_norm, i)
-        h = run.ios[norm_path][0]
-        x = _through_norm(model.get_submodule(norm_path), h, layer.ffn_norm, cm.norm_kind)
-        _close(x, run.ios[_path(probe.ffn_in, i)][0], f"{case} layer {i} FFN input (pre-FFN gain)")
-        if probe.ffn_out:
-            assert layer.mlp is not None and not layer.experts
-            _close(_mlp(layer.mlp, x, act), run.ios[_path(probe.ffn_out, i)][1], f"{case} layer {i} FFN output")
+        act = model.get_submodule(_path(probe.act_module, i)) if probe.act_module else ACT2FN[probe.act]
+        norm_path = _path(probe.ffn_norm, i) if probe.ffn_norm else None
+        ffn_in = _path(probe.ffn_in, i)
+        x = _norm_input(run, norm_path, ffn_in, layer.ffn_norm, cm.norm_kind)
+        _close(x, run.ios[ffn_in][0], f"{case} layer {i} FFN input (pre-FFN gain)")
+        # A dense FFN, or a dense layer of a MoE model (which the model must build as dense too).
+        dense = not probe.experts or not hasattr(
+            model.get_submodule(_path(probe.experts, i).rsplit(".", 1)[0]), "experts"
+        )
+        if dense:
+            assert probe.ffn_out, f"{case} layer {i}: dense layer without an FFN output probe"
+            assert layer.mlp is not None and not layer.experts, f"{case} layer {i}: expected a dense FFN"
+            with torch.no_grad():  # a learned activation module (xIELU) carries parameters
+                ours = _mlp(layer.mlp, x, act)
+            _close(ours, run.ios[_path(probe.ffn_out, i)][1], f"{case} layer {i} FFN output")
         if probe.ffn_out_norm:
             h, y = run.ios[_path(probe.ffn_out_norm, i)]
             _close(
@@ -551,11 +650,10 @@ def check_ffn(case: str, cm: Any, run: Run) -> None:
                 y,
                 f"{case} layer {i} FFN post-norm",
             )
-        if probe.experts:
+        if not dense:
+            assert probe.experts and probe.router
             flat = x.reshape(-1, x.shape[-1])
-            assert layer.mlp is None and len(layer.experts) == CASES[case].config.get(
-                "num_local_experts", CASES[case].config.get("num_experts")
-            )
+            assert layer.mlp is None and len(layer.experts) == n_experts, f"{case} layer {i}: expected MoE"
             _close(flat @ layer.router.float().T, run.ios[_path(probe.router, i)][1], f"{case} layer {i} router logits")
             experts = model.get_submodule(_path(probe.experts, i))
             ones = torch.ones(flat.shape[0], 1)
@@ -634,6 +732,32 @@ def test_self_comparison_is_exact(case: str, root: Path) -> None:
         assert res.verdict == Verdict.MATCH, (case, method.name, res.reasons)
 
 
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_derived_copy_matches_and_other_seed_does_not(case: str, root: Path) -> None:
+    """A lightly fine-tuned copy (every weight moved by 5% of its spread) matches; another seed does not."""
+    import copy
+
+    from attest.arch.detect import load_model
+    from attest.invariants.methods import DEFAULT
+    from attest.scoring.decision import Verdict
+    from attest.workflows.compare import compare_models
+
+    base = _load(case, "safetensors", root)
+    derived = copy.deepcopy(_run(case).model)
+    gen = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        for p in derived.parameters():
+            if p.numel() > 1:  # a scalar (xIELU's beta) has no spread to scale by
+                p.add_(0.05 * p.std() * torch.randn(p.shape, generator=gen))
+    derived_folder = save_model(derived, root / f"{case}-derived")
+    other_folder = save_model(build_tiny_model(case, seed=100 + CASE_NAMES.index(case)), root / f"{case}-other")
+    near = compare_models(base, load_model(derived_folder), DEFAULT, precision="fp32")
+    far = compare_models(base, load_model(other_folder), DEFAULT, precision="fp32")
+    assert near.verdict == Verdict.MATCH, (case, near.score, near.reasons)
+    assert far.verdict == Verdict.NO_MATCH, (case, far.score, far.reasons)
+    assert near.score > far.score
+
+
 @pytest.mark.parametrize("case,form", [("llama", "bin"), ("mixtral", "stacked")])
 def test_other_storage_forms(case: str, form: str, root: Path) -> None:
     """pytorch_model.bin through the weights-only loader; MoE experts stacked [E, 2f, d] on disk."""
@@ -704,3 +828,33 @@ def layouts_table() -> str:
 
 if __name__ == "__main__":
     print(layouts_table())
+
+
+@pytest.mark.parametrize("case", ["ernie4_5_moe", "glm4_moe"])
+def test_dense_layers_of_moe_models_follow_the_config(case: str, root: Path, tmp_path: Path) -> None:
+    """The config's MoE-layer rule decides; without it the router's presence does; a bad value is an input error."""
+    import json
+
+    from attest.arch.detect import load_model
+    from attest.errors import InputError
+
+    ref = _load(case, "safetensors", root)
+    kinds = [bool(ref.layer(i).experts) for i in range(ref.n_layers)]
+    assert kinds == [False] + [True] * (ref.n_layers - 1)
+    folder = tmp_path / case
+    shutil.copytree(_save(case, "safetensors", root), folder)
+    config = json.loads((folder / "config.json").read_text())
+    key = "moe_layer_start_index" if case == "ernie4_5_moe" else "first_k_dense_replace"
+    (folder / "config.json").write_text(json.dumps({**config, key: "one"}))
+    with pytest.raises(InputError, match="integer"):
+        load_model(folder)
+    # A config that makes a dense layer MoE: its experts are missing, a clean error names the layer.
+    (folder / "config.json").write_text(json.dumps({**config, key: 0}))
+    with pytest.raises(InputError, match="layer 0"):
+        load_model(folder).layer(0)
+    # No config (as a GGUF header gives none of these keys): the router's presence decides.
+    from attest.arch.canonical import CanonicalModel
+    from attest.sources import open_weights
+
+    cm = CanonicalModel(open_weights(folder), ref.spec, None, None)
+    assert [bool(cm.layer(i).experts) for i in range(cm.n_layers)] == kinds

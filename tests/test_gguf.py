@@ -244,6 +244,15 @@ _FAMILY_CASES = [
     "qwen2_moe",
     "qwen3_moe",
     "bert",
+    "olmo2",
+    "olmo3",
+    "exaone4",
+    "granite",
+    "seed_oss",
+    "apertus",
+    "cohere",
+    "cohere2",
+    "phi",
 ]
 
 

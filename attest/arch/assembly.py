@@ -8,15 +8,17 @@ malformed checkpoint fails with the role and layer named.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from attest.arch.dims import Dims
 from attest.arch.layouts import split_qkv
+from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.names import TensorNames
-from attest.arch.spec import ArchSpec, ExpertNames
+from attest.arch.spec import ArchSpec, ExpertNames, QKNormScope
 from attest.errors import InputError
 from attest.sources.base import WeightSource
 
@@ -32,7 +34,9 @@ class Attention:
     n_heads: int
     n_kv_heads: int
     head_dim: int
-    q_norm: Tensor | None = None  # [dh] gain applied to every query head
+    # gain applied to q after projection: [dh] (shared by every head) or [H*dh]
+    # (one norm over the whole projection, OLMo-2); k_norm likewise with Hkv
+    q_norm: Tensor | None = None
     k_norm: Tensor | None = None
 
 
@@ -60,12 +64,23 @@ class Layer:
 class LayerAssembler:
     """Reads layers of one checkpoint through its (resolved) family table."""
 
-    def __init__(self, source: WeightSource, spec: ArchSpec, names: TensorNames, dims: Dims) -> None:
+    def __init__(
+        self,
+        source: WeightSource,
+        spec: ArchSpec,
+        names: TensorNames,
+        dims: Dims,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.source = source
         self.spec = spec
         self.names = names
         self.dims = dims
         self.root = source.root
+        # Which layers carry experts when the config says (dense layers of a MoE model); else None.
+        self._moe_flags = (
+            moe_layer_flags(spec.moe_layers, config, dims.n_layers, source.root) if spec.experts is not None else None
+        )
 
     # -- tensor reads ------------------------------------------------------
     def weight(self, name: str) -> Tensor:
@@ -106,8 +121,9 @@ class LayerAssembler:
         self.check(k, (kd, d.hidden), f"layer {i} k")
         self.check(v, (kd, d.hidden), f"layer {i} v")
         self.check(o, (d.hidden, qd), f"layer {i} attention output")
-        q_norm = self._optional_gain(i, spec.q_norm, d.head_dim)
-        k_norm = self._optional_gain(i, spec.k_norm, d.head_dim)
+        per_head = spec.qk_norm_scope == QKNormScope.HEAD
+        q_norm = self._optional_gain(i, spec.q_norm, d.head_dim if per_head else qd)
+        k_norm = self._optional_gain(i, spec.k_norm, d.head_dim if per_head else kd)
         return Attention(q, k, v, o, d.n_heads, d.n_kv_heads, d.head_dim, q_norm, k_norm)
 
     def mlp(
@@ -175,6 +191,14 @@ class LayerAssembler:
             raise InputError(f"{self.root}: layer {i} has {len(experts)} experts, config says {self.dims.n_experts}")
         return experts
 
+    def is_moe_layer(self, i: int) -> bool:
+        """Whether layer i carries experts: the config's rule, else the presence of its router."""
+        if self.spec.experts is None:
+            return False
+        if self._moe_flags is not None:
+            return self._moe_flags[i]
+        return self.names.find_in_layer(i, self.spec.router) is not None
+
     # -- the layer ---------------------------------------------------------
     def layer(self, i: int, embed_norm: Tensor | None) -> Layer:
         """Layer i; `embed_norm` is what a post-LN layer 0 reads as its attention norm."""
@@ -191,7 +215,7 @@ class LayerAssembler:
             layer.attn_out_norm = self.gain(names.find_in_layer(i, spec.attn_out_norm))
         if spec.ffn_out_norm:
             layer.ffn_out_norm = self.gain(names.find_in_layer(i, spec.ffn_out_norm))
-        if spec.experts is not None:
+        if spec.experts is not None and self.is_moe_layer(i):
             layer.experts = self.experts(i, spec.experts)
             router = self.weight(names.in_layer(i, spec.router, "router"))
             layer.router = self.check(router, (len(layer.experts), self.dims.hidden), f"layer {i} router")

@@ -54,7 +54,7 @@ class CanonicalModel:
         self.dims = DimensionReader(source, self.spec, self._tensor_names, config, gguf_dims or {}, self.warnings).read(
             self.embed_name
         )
-        self._assembler = LayerAssembler(source, self.spec, self._tensor_names, self.dims)
+        self._assembler = LayerAssembler(source, self.spec, self._tensor_names, self.dims, config)
         if vocab is None:
             self.warnings.append("no tokenizer found: tokens are matched by id, not by string")
             vocab = Vocabulary.ids_only(self.dims.vocab)

@@ -15,7 +15,7 @@ from typing import Any
 
 from attest.arch.layouts import fused_widths
 from attest.arch.names import LayerCensus, TensorNames
-from attest.arch.spec import ArchSpec
+from attest.arch.spec import ArchSpec, QKNormScope
 from attest.documents.model_docs import checked_dims
 from attest.errors import InputError
 from attest.sources.base import WeightSource
@@ -164,7 +164,9 @@ class DimensionReader:
         return fused_widths(self.spec.qkv_layout, self.source.shape(fused)[axis], hidden)
 
     def _q_norm_width(self) -> int | None:
-        """Per-head q norms (Qwen3) are exactly one head wide."""
+        """Per-head q norms (Qwen3) are exactly one head wide; projection-wide ones (OLMo-2) tell nothing."""
+        if self.spec.qk_norm_scope != QKNormScope.HEAD:
+            return None
         name = self.names.find_in_layer(0, self.spec.q_norm) if self.spec.q_norm else None
         return self.source.shape(name)[0] if name else None
 

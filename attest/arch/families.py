@@ -9,7 +9,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from attest.arch.spec import ArchSpec, ConfigKeys, ConfigTest, ExpertNames, NormKind, QKVLayout, Variant
+from attest.arch.spec import (
+    ArchSpec,
+    ConfigKeys,
+    ConfigTest,
+    ExpertNames,
+    MoeLayerRule,
+    NormKind,
+    QKNormScope,
+    QKVLayout,
+    Variant,
+)
 
 _LLAMA_ATTN: dict[str, Any] = dict(
     q=("self_attn.q_proj.weight",),
@@ -312,8 +322,10 @@ QWEN2_MOE = ArchSpec(
     **_LLAMA_MODEL,
     **_LLAMA_ATTN,
     **_LLAMA_NORMS,
+    **_LLAMA_MLP,  # dense layers: those in mlp_only_layers or off the decoder_sparse_step
     experts=_QWEN_EXPERTS,
     router=("mlp.gate.weight",),
+    moe_layers=MoeLayerRule(every=("decoder_sparse_step",), dense=("mlp_only_layers",)),
     shared_up=("mlp.shared_expert.up_proj.weight",),
     shared_gate=("mlp.shared_expert.gate_proj.weight",),
     shared_down=("mlp.shared_expert.down_proj.weight",),
@@ -366,6 +378,154 @@ MPNET = replace(
     detect=("attention.attn.q.weight", "intermediate.dense.weight"),
 )
 
+# --------------------------------------------------------------------------- 2025-26 families
+_QK_NORM: dict[str, Any] = dict(q_norm=("self_attn.q_norm.weight",), k_norm=("self_attn.k_norm.weight",))
+# Post-sublayer norms only (OLMo-2/3, EXAONE-4): attention and FFN read the raw residual
+# stream, and each sublayer's output is normalised before the residual add.
+_POST_NORMS: dict[str, Any] = dict(
+    attn_norm=(),
+    ffn_norm=(),
+    attn_out_norm=("post_attention_layernorm.weight",),
+    ffn_out_norm=("post_feedforward_layernorm.weight",),
+)
+OLMO2 = replace(
+    LLAMA,
+    family="olmo2",
+    hf_model_types=("olmo2", "olmo3"),
+    **_POST_NORMS,
+    # q/k RMSNorm over the whole q (k) projection, not per head: gains are [H*dh] / [Hkv*dh].
+    **_QK_NORM,
+    qk_norm_scope=QKNormScope.PROJECTION,
+    detect=(),
+)
+EXAONE4 = replace(LLAMA, family="exaone4", hf_model_types=("exaone4",), **_POST_NORMS, **_QK_NORM, detect=())
+# Granite's embedding, residual, attention and logits multipliers are scalars on whole
+# terms: they cancel in the standardised similarity (docs/method.md), so Granite is Llama's layout.
+GRANITE = replace(LLAMA, family="granite", hf_model_types=("granite",), detect=())
+# SmolLM3 (NoPE layers), ERNIE-4.5, Seed-OSS (q/k/v biases): position-free terms see Llama's layout.
+SMOLLM3 = replace(LLAMA, family="smollm3", hf_model_types=("smollm3",), detect=())
+ERNIE4_5 = replace(LLAMA, family="ernie4_5", hf_model_types=("ernie4_5",), detect=())
+SEED_OSS = replace(LLAMA, family="seed_oss", hf_model_types=("seed_oss",), detect=())
+HUNYUAN_DENSE = replace(
+    LLAMA,
+    family="hunyuan_v1_dense",
+    hf_model_types=("hunyuan_v1_dense",),
+    q_norm=("self_attn.query_layernorm.weight",),
+    k_norm=("self_attn.key_layernorm.weight",),
+    detect=(),
+)
+APERTUS = ArchSpec(
+    family="apertus",
+    hf_model_types=("apertus",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    **_QK_NORM,
+    # non-gated FFN with the xIELU activation, whose learned scalars no term reads
+    up=("mlp.up_proj.weight",),
+    down=("mlp.down_proj.weight",),
+    attn_norm=("attention_layernorm.weight",),
+    ffn_norm=("feedforward_layernorm.weight",),
+    known_unused=("mlp.act_fn.alpha_p", "mlp.act_fn.alpha_n", "mlp.act_fn.beta", "mlp.act_fn.eps"),
+    detect=("attention_layernorm.weight", "feedforward_layernorm.weight"),
+)
+# Cohere (Command-R) and Cohere2: parallel block, attention and FFN read one bias-free LayerNorm.
+COHERE = replace(
+    LLAMA,
+    family="cohere",
+    hf_model_types=("cohere", "cohere2"),
+    norm=NormKind.LAYER,
+    ffn_norm=("input_layernorm.weight",),
+    detect=(),
+)
+# Phi-1/1.5/2: parallel block with one LayerNorm (with bias), biases everywhere, partial rotary.
+PHI = ArchSpec(
+    family="phi",
+    hf_model_types=("phi",),
+    norm=NormKind.LAYER,
+    embed=("model.embed_tokens.weight",),
+    layer_prefix=("model.layers.{i}.",),
+    q=("self_attn.q_proj.weight",),
+    k=("self_attn.k_proj.weight",),
+    v=("self_attn.v_proj.weight",),
+    o=("self_attn.dense.weight",),
+    up=("mlp.fc1.weight",),
+    down=("mlp.fc2.weight",),
+    attn_norm=("input_layernorm.weight",),
+    ffn_norm=("input_layernorm.weight",),
+    final_norm=("model.final_layernorm.weight",),
+    lm_head=("lm_head.weight",),
+    detect=("self_attn.dense.weight", "mlp.fc1.weight"),
+)
+GRANITEMOE = ArchSpec(
+    family="granitemoe",
+    hf_model_types=("granitemoe",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    **_LLAMA_NORMS,
+    # stacked on disk: input_linear [E, 2f, d] (gate half first), output_linear [E, d, f]
+    experts=ExpertNames(
+        stacked_gate_up=("block_sparse_moe.input_linear.weight", "block_sparse_moe.experts.gate_up_proj"),
+        stacked_down=("block_sparse_moe.output_linear.weight", "block_sparse_moe.experts.down_proj"),
+    ),
+    router=("block_sparse_moe.router.layer.weight", "block_sparse_moe.router.weight"),
+    detect=("block_sparse_moe.input_linear.weight",),
+)
+_MIXTRAL_EXPERTS = ExpertNames(
+    prefix="block_sparse_moe.experts.{e}.",
+    gate=("w1.weight",),
+    up=("w3.weight",),
+    down=("w2.weight",),
+    stacked_gate_up=("block_sparse_moe.experts.gate_up_proj", "mlp.experts.gate_up_proj"),
+    stacked_down=("block_sparse_moe.experts.down_proj", "mlp.experts.down_proj"),
+)
+# PhiMoE: Mixtral's expert naming on disk, LayerNorm with biases, the router in memory at mlp.router.
+PHIMOE = replace(
+    MIXTRAL,
+    family="phimoe",
+    hf_model_types=("phimoe",),
+    norm=NormKind.LAYER,
+    experts=_MIXTRAL_EXPERTS,
+    router=("block_sparse_moe.gate.weight", "mlp.router.weight"),
+    detect=(),
+)
+# ERNIE-4.5-MoE and GLM-4.5: Qwen-style experts, shared experts, and dense FFN layers
+# before (or between) the MoE ones, chosen by the config (`MoeLayerRule`).
+_DEEPSEEK_SHARED: dict[str, Any] = dict(
+    shared_up=("mlp.shared_experts.up_proj.weight",),
+    shared_gate=("mlp.shared_experts.gate_proj.weight",),
+    shared_down=("mlp.shared_experts.down_proj.weight",),
+)
+ERNIE4_5_MOE = ArchSpec(
+    family="ernie4_5_moe",
+    hf_model_types=("ernie4_5_moe",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    **_LLAMA_NORMS,
+    **_LLAMA_MLP,  # the dense layers
+    experts=_QWEN_EXPERTS,
+    router=("mlp.gate.weight",),
+    **_DEEPSEEK_SHARED,
+    moe_layers=MoeLayerRule(
+        first=("moe_layer_start_index",), last=("moe_layer_end_index",), every=("moe_layer_interval",)
+    ),
+    config_keys=ConfigKeys(experts=("moe_num_experts",)),
+    # the router's selection-only bias (it does not change the logits any term reads)
+    known_unused=("mlp.moe_statics.e_score_correction_bias",),
+    detect=(),  # layer 0 is usually dense: nothing there tells the family apart
+)
+GLM4_MOE = replace(
+    ERNIE4_5_MOE,
+    family="glm4_moe",
+    hf_model_types=("glm4_moe",),
+    **_QK_NORM,  # per-head, when use_qk_norm
+    moe_layers=MoeLayerRule(first=("first_k_dense_replace",)),
+    config_keys=ConfigKeys(experts=("n_routed_experts",)),
+    known_unused=(),  # mlp.gate.e_score_correction_bias sits in the router's module
+    detect=(),
+)
 HF_FAMILIES: tuple[ArchSpec, ...] = (
     LLAMA,
     MISTRAL,
@@ -389,4 +549,18 @@ HF_FAMILIES: tuple[ArchSpec, ...] = (
     QWEN3_MOE,
     BERT,
     MPNET,
+    OLMO2,
+    EXAONE4,
+    GRANITE,
+    SMOLLM3,
+    ERNIE4_5,
+    SEED_OSS,
+    HUNYUAN_DENSE,
+    APERTUS,
+    COHERE,
+    PHI,
+    GRANITEMOE,
+    PHIMOE,
+    ERNIE4_5_MOE,
+    GLM4_MOE,
 )

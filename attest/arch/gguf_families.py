@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, NormKind, QKVLayout
+from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, NormKind, QKNormScope, QKVLayout
 from attest.errors import UnsupportedModelError
 from attest.sources.base import WeightSource
 from attest.sources.gguf_layout import LAYER_PREFIX
@@ -162,6 +162,37 @@ BERT = _spec(
     lm_head=(),
 )
 
+# 2025-26 families. Converters checked: Olmo2Model (also OLMo-3), Exaone4Model, SeedOssModel,
+# CommandR2Model, Cohere2Model and Phi2Model write HF rows unchanged; GraniteModel inherits
+# LlamaModel.permute (undone by the reader); ApertusModel sets undo_permute=False and moves
+# xIELU's scalars into the metadata.
+_POST_NORMS: dict[str, Any] = dict(
+    attn_out_norm=("post_attention_norm.weight",),
+    ffn_out_norm=("post_ffw_norm.weight",),
+)
+OLMO2 = _spec(
+    "olmo2", NormKind.RMS, **_ATTN, **_GATED_FFN, **_QK_NORM, **_POST_NORMS, qk_norm_scope=QKNormScope.PROJECTION
+)
+EXAONE4 = _spec("exaone4", NormKind.RMS, **_ATTN, **_GATED_FFN, **_QK_NORM, **_POST_NORMS)
+GRANITE = replace(LLAMA, family="granite")
+# gguf-py maps Seed-OSS's post_attention_layernorm (its pre-FFN norm) to `post_attention_norm`.
+SEED_OSS = _spec(
+    "seed_oss",
+    NormKind.RMS,
+    **_ATTN,
+    **_GATED_FFN,
+    attn_norm=("attn_norm.weight",),
+    ffn_norm=("post_attention_norm.weight",),
+)
+APERTUS = _spec("apertus", NormKind.RMS, **_ATTN, **_PLAIN_FFN, **_NORMS, **_QK_NORM)
+# Parallel blocks: attention and FFN both read `attn_norm`.
+COHERE = _spec(
+    "cohere", NormKind.LAYER, **_ATTN, **_GATED_FFN, attn_norm=("attn_norm.weight",), ffn_norm=("attn_norm.weight",)
+)
+PHI = _spec(
+    "phi", NormKind.LAYER, **_ATTN, **_PLAIN_FFN, attn_norm=("attn_norm.weight",), ffn_norm=("attn_norm.weight",)
+)
+
 GGUF_ARCHS: dict[str, GGUFArch] = {
     a.name: a
     for a in (
@@ -183,6 +214,14 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
         GGUFArch("olmo", OLMO),
         GGUFArch("stablelm", STABLELM),
         GGUFArch("bert", BERT),
+        GGUFArch("olmo2", OLMO2),
+        GGUFArch("exaone4", EXAONE4),
+        GGUFArch("granite", GRANITE),
+        GGUFArch("seed_oss", SEED_OSS),
+        GGUFArch("apertus", APERTUS),
+        GGUFArch("command-r", COHERE),
+        GGUFArch("cohere2", COHERE),
+        GGUFArch("phi2", PHI),
     )
 }
 

@@ -33,6 +33,31 @@ class QKVLayout(str, Enum):
     GROUPED = "grouped"  # rows [Hkv, g+2, dh]: g query heads then k then v per group (Falcon)
 
 
+class QKNormScope(str, Enum):
+    """What a q/k norm normalises, and so how wide its gain is."""
+
+    HEAD = "head"  # each head on its own, one [dh] gain shared by every head (Qwen3, Gemma-3, Apertus)
+    PROJECTION = "projection"  # the whole q (k) projection at once, a [H*dh] ([Hkv*dh]) gain (OLMo-2/3)
+
+
+@dataclass(frozen=True)
+class MoeLayerRule:
+    """Which layers of a MoE model carry experts, read from config.json (each field lists config keys).
+
+    Layer i is a MoE layer when `first <= i <= last`, `(i + 1) % every == 0` and i is
+    not in `dense`; an absent key leaves its condition out (first 0, last the last
+    layer or -1, every 1, no dense list). The others are dense FFN layers read
+    through the table's dense roles (GLM-4.5's `first_k_dense_replace`, ERNIE-4.5's
+    `moe_layer_start_index`, Qwen-MoE's `decoder_sparse_step` / `mlp_only_layers`).
+    Without a config (GGUF) a layer is MoE when its router tensor is present.
+    """
+
+    first: Names = ()
+    last: Names = ()
+    every: Names = ()
+    dense: Names = ()
+
+
 @dataclass(frozen=True)
 class ConfigKeys:
     """Where a family's config.json keeps each dimension (dotted paths allowed)."""
@@ -99,8 +124,9 @@ class ArchSpec:
     qkv: Names = ()
     qkv_layout: QKVLayout = QKVLayout.SEPARATE
     o: Names = ()
-    q_norm: Names = ()  # per-head-dim gains applied to q after projection (Qwen3, OLMo-2)
+    q_norm: Names = ()  # gains applied to q after projection (Qwen3 per head, OLMo-2 over the projection)
     k_norm: Names = ()
+    qk_norm_scope: QKNormScope = QKNormScope.HEAD
     # norms that read the residual stream (gains folded into the weights that follow)
     attn_norm: Names = ()
     ffn_norm: Names = ()
@@ -120,6 +146,7 @@ class ArchSpec:
     shared_up: Names = ()
     shared_gate: Names = ()
     shared_down: Names = ()
+    moe_layers: MoeLayerRule | None = None  # None: every layer is MoE
     # model level
     final_norm: Names = ()
     lm_head: Names = ()

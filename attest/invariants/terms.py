@@ -42,6 +42,12 @@ def mm(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.matmul(a if a.dtype == dtype else a.to(dtype), b if b.dtype == dtype else b.to(dtype))
 
 
+def _head_gain(gain: Tensor, n_heads: int, dh: int) -> Tensor:
+    """A q/k norm gain as [heads, dh, 1]: one [dh] gain for every head, or a projection-wide [heads*dh] one."""
+    g = gain.float()
+    return g.reshape(1, dh, 1) if g.numel() == dh else g.reshape(n_heads, dh, 1)
+
+
 def grouped_queries(attn: Attention) -> Tensor:
     """Query weights summed within each KV group: [Hkv*dh, d]."""
     h, hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
@@ -49,7 +55,7 @@ def grouped_queries(attn: Attention) -> Tensor:
         return attn.q
     q = attn.q.float().reshape(h, dh, -1)
     if attn.q_norm is not None:
-        q = q * attn.q_norm.float().reshape(1, dh, 1)
+        q = q * _head_gain(attn.q_norm, h, dh)
     return q.reshape(hkv, h // hkv, dh, -1).sum(1).reshape(hkv * dh, -1)
 
 
@@ -58,7 +64,8 @@ def keys(attn: Attention) -> Tensor:
     if attn.k_norm is None:
         return k
     dh = attn.head_dim
-    return (k.reshape(-1, dh, k.shape[1]) * attn.k_norm.float().reshape(1, dh, 1)).reshape(k.shape)
+    hkv = k.shape[0] // dh
+    return (k.reshape(hkv, dh, k.shape[1]) * _head_gain(attn.k_norm, hkv, dh)).reshape(k.shape)
 
 
 def grouped_outputs(attn: Attention) -> Tensor:

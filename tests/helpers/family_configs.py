@@ -228,6 +228,90 @@ _CASES = [
     ),
 ]
 
+_IDS = {"pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0}
+# Granite's four scalar multipliers, away from 1 so a mistake in their handling would show.
+_GRANITE_SCALES = {
+    "embedding_multiplier": 12.0,
+    "residual_multiplier": 0.22,
+    "attention_multiplier": 0.05,
+    "logits_scaling": 8.0,
+}
+_CASES += [
+    # 2025-26 families (docs/method.md, families × layouts)
+    _case("olmo2", "olmo2", **{**_LLAMA_LIKE, **_IDS}),
+    _case("olmo3", "olmo3", family="olmo2", **{**_LLAMA_LIKE, **_IDS, "sliding_window": 4}),
+    _case("exaone4", "exaone4", **{**_LLAMA_LIKE, **_IDS, "sliding_window": 4, "sliding_window_pattern": 2}),
+    _case("granite", "granite", **{**_LLAMA_LIKE, **_IDS, **_GRANITE_SCALES}),
+    _case("smollm3", "smollm3", **{**_LLAMA_LIKE, **_IDS, "no_rope_layer_interval": 2}),
+    _case("ernie4_5", "ernie4_5", **{**_LLAMA_LIKE, **_IDS, "head_dim": 16}),
+    _case("seed_oss", "seed_oss", **{**_LLAMA_LIKE, **_IDS, "head_dim": 16, "attention_bias": True}),
+    _case("hunyuan_v1_dense", "hunyuan_v1_dense", **{**_LLAMA_LIKE, **_IDS, "head_dim": 16}),
+    _case("apertus", "apertus", **{**_LLAMA_LIKE, **_IDS}),
+    _case("cohere", "cohere", **{**_LLAMA_LIKE, **_IDS, "tie_word_embeddings": True, "logit_scale": 0.0625}),
+    _case(
+        "cohere2",
+        "cohere2",
+        family="cohere",
+        **{**_LLAMA_LIKE, **_IDS, "sliding_window": 4, "logit_scale": 0.0625, "tie_word_embeddings": True},
+    ),
+    _case("phi", "phi", **{**_LLAMA_LIKE, **_IDS, "partial_rotary_factor": 0.5}),
+    _case(
+        "granitemoe",
+        "granitemoe",
+        **{
+            **_LLAMA_LIKE,
+            **_IDS,
+            **_GRANITE_SCALES,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+            "intermediate_size": 32,
+        },
+    ),
+    _case(
+        "phimoe",
+        "phimoe",
+        **{**_LLAMA_LIKE, **_IDS, "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32},
+    ),
+    # 3 layers: layer 0 dense (moe_layer_start_index), 1 and 2 MoE with a shared expert
+    _case(
+        "ernie4_5_moe",
+        "ernie4_5_moe",
+        **{
+            **_LLAMA_LIKE,
+            **_IDS,
+            "num_hidden_layers": 3,
+            "moe_num_experts": 4,
+            "moe_k": 2,
+            "moe_intermediate_size": 32,
+            "moe_num_shared_experts": 1,
+            "moe_layer_start_index": 1,
+        },
+    ),
+    # 3 layers: first_k_dense_replace=1, shared expert, per-head q/k norms, q/k/v biases
+    _case(
+        "glm4_moe",
+        "glm4_moe",
+        **{
+            **_LLAMA_LIKE,
+            **_IDS,
+            "num_hidden_layers": 3,
+            "head_dim": 16,
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "n_shared_experts": 1,
+            "first_k_dense_replace": 1,
+            "n_group": 1,
+            "topk_group": 1,
+            "use_qk_norm": True,
+            "attention_bias": True,
+        },
+    ),
+]
+
+# config.json keys that hold a MoE case's expert count
+EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "moe_num_experts", "n_routed_experts")
+
 CASES: dict[str, FamilyCase] = {c.name: c for c in _CASES}
 FAMILY_CASES: list[str] = list(CASES)
 

@@ -268,11 +268,21 @@ CONVERTERS: dict[str, tuple[str, Callable[[str, np.ndarray, Any], np.ndarray]]] 
     "starcoder2": ("starcoder2", _identity),
     "stablelm": ("stablelm", _identity),
     "bert": ("bert", _identity),
+    "olmo2": ("olmo2", _identity),
+    "olmo3": ("olmo2", _identity),
+    "exaone4": ("exaone4", _identity),
+    "granite": ("granite", _rule_llama),
+    "seed_oss": ("seed_oss", _identity),
+    "apertus": ("apertus", _identity),
+    "cohere": ("command-r", _identity),
+    "cohere2": ("cohere2", _identity),
+    "phi": ("phi2", _identity),
 }
 
 # Tensors the converter drops when they have no GGUF name: buffers, poolers, position
-# ids, and Gemma's lm_head (gemma.py filters it; the head is tied).
-_SKIPPED = ("pooler.", "position_ids", "rotary_emb", ".attn.bias", ".attn.masked_bias", "lm_head.")
+# ids, Gemma's lm_head (gemma.py filters it; the head is tied), and Apertus' xIELU
+# scalars (apertus.py writes them into the metadata).
+_SKIPPED = ("pooler.", "position_ids", "rotary_emb", ".attn.bias", ".attn.masked_bias", "lm_head.", ".act_fn.")
 # Name prefixes a converter class strips before mapping (bloom.py, bert.py).
 _STRIPPED = {"bloom": "transformer.", "bert": "bert."}
 
