@@ -30,12 +30,13 @@ import torch
 
 from attest.arch.canonical import CanonicalModel
 from attest.errors import BundleError, InputError
+from attest.formats import LINEAGE_FORMAT
 from attest.lineage.pair import NEURON_SEED, base_layers
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
 from attest.lineage.suspect import BaseLayer, run_suspect
 from attest.progress import SILENT, Tracker
 
-PAYLOAD_FORMAT = "attest-lineage/1"
+PAYLOAD_FORMAT = LINEAGE_FORMAT
 BUNDLE_NEURONS = 256
 BUNDLE_TOKENS = 224  # the fewest tokens a default payload uses (what fits at 7B shape)
 DATA_BUDGET = 3_750_000  # int8 response bytes; more tokens are stored when the model is shallow
