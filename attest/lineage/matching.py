@@ -97,7 +97,7 @@ class LayerLineage:
         if self.neurons < 2:
             return 1.0
         need = max(1, math.ceil(fraction * self.neurons))
-        return min(1.0, self.factor * permutation_tail(need, (self.cross + need) / self.neurons))
+        return min(1.0, self.factor * permutation_tail(need, (self.cross + need) / self.neurons, self.neurons))
 
     def to_json(self) -> dict[str, float | int]:
         return {
@@ -164,6 +164,6 @@ def from_counts(
     if neurons < 2 or suspect_neurons < 1 or tokens < 3:
         return LayerLineage(a, b, neurons, 0, float("nan"), 1.0, 1.0, tokens, suspect_neurons, factor)
     chance = (cross + agree) / neurons
-    p = min(1.0, factor * permutation_tail(agree, chance))
-    p_full = min(1.0, factor * permutation_tail(neurons, 1.0))
+    p = min(1.0, factor * permutation_tail(agree, chance, neurons))
+    p_full = min(1.0, factor * permutation_tail(neurons, 1.0, neurons))
     return LayerLineage(a, b, neurons, agree, chance, p, p_full, tokens, suspect_neurons, factor, cross)
