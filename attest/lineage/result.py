@@ -38,6 +38,9 @@ class LineageResult:
     alpha: float = DEFAULT_ALPHA
     reference_agreement: float = REFERENCE_AGREEMENT
     notes: list[str] = field(default_factory=list)
+    # Every layer pair had FFNs of different kinds (gated vs plain): no suspect neuron can
+    # descend from a base neuron, since deriving weights keeps what each neuron computes.
+    kinds_differ: bool = False
 
     @property
     def required(self) -> int:
@@ -72,6 +75,8 @@ class LineageResult:
 
     @property
     def conclusion(self) -> str:
+        if not self.layers and self.kinds_differ:
+            return NO_LINEAGE
         if self.layers and self.p_value <= self.alpha:
             return LINEAGE
         if self.layers and self.p_reference <= self.alpha and self.enough_tokens:
@@ -87,6 +92,11 @@ class LineageResult:
                     f"lineage: {self.agreement:.0%} of tested FFN neurons are found by both channels "
                     f"(combined p = {self.p_value:.1e} ≤ α = {self.alpha:.0e})"
                 )
+            ]
+        if c == NO_LINEAGE and not self.layers:
+            return [
+                "no lineage: the two models' FFNs are of different kinds in every layer (gated vs plain), "
+                "so none of the suspect's neurons can descend from the base's"
             ]
         if c == NO_LINEAGE:
             return [
@@ -118,7 +128,12 @@ class LineageResult:
 
     def record(self) -> dict[str, Any]:
         """What an evidence file stores so `inspect` can recompute p, conclusion and verdict."""
-        return {"mode": self.mode, "layers": [x.record() for x in self.layers], "notes": list(self.notes)}
+        return {
+            "mode": self.mode,
+            "layers": [x.record() for x in self.layers],
+            "notes": list(self.notes),
+            "kinds_differ": self.kinds_differ,
+        }
 
     @classmethod
     def from_record(cls, rec: Any, alpha: float, reference_agreement: float) -> "LineageResult":
@@ -139,7 +154,10 @@ class LineageResult:
             if agree > k or factor < 1:
                 raise ValueError("lineage record: more agreeing neurons than tested, or a zero factor")
             layers.append(from_counts(a, b, k, agree, cross, tokens, f, factor))
-        return cls(layers, str(mode), alpha, reference_agreement, [str(n) for n in notes])
+        kinds = rec.get("kinds_differ", False)
+        if not isinstance(kinds, bool):
+            raise ValueError("lineage record: kinds_differ must be true or false")
+        return cls(layers, str(mode), alpha, reference_agreement, [str(n) for n in notes], kinds)
 
     def to_json(self) -> dict[str, Any]:
         def fin(x: float) -> float | None:

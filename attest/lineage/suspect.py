@@ -118,4 +118,5 @@ def run_suspect(
             f"depths differ ({len(base)} vs {n_s} layers): layers paired by a monotone alignment of "
             f"maximal agreement; each layer's p-value is multiplied by {factor} (cells searched)"
         )
-    return LineageResult([cells[p] for p in pairs], mode, alpha, reference_agreement, notes)
+    kinds_differ = not cells and bool(mismatch)
+    return LineageResult([cells[p] for p in pairs], mode, alpha, reference_agreement, notes, kinds_differ)
