@@ -27,8 +27,7 @@ from test_lineage import FIXTURES, _dropped, _pruned, _rotated, _save, _sd
 
 import attest
 from attest.bundle.container import read_evidence, write_evidence
-from attest.crypto.keys import generate_keypair, load_private_key
-from attest.crypto.keys import TrustStore
+from attest.crypto.keys import TrustStore, generate_keypair, load_private_key
 from attest.errors import BundleError
 from attest.scoring.decision import DEFAULT_POLICY
 from attest.vocab.selection import select
