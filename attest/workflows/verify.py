@@ -159,6 +159,7 @@ def verify_suspect(
     tracker: Tracker = SILENT,
     view: StatementView | None = None,
     sketcher: Callable[..., tuple[list[tuple[int, str]], np.ndarray]] | None = None,
+    lineage_runner: Callable[[Any, list[int | None]], LineageResult] | None = None,
 ) -> Verification:
     """Recompute `suspect` at the bundle's tokens, layers and pairs, and decide under `policy`.
 
@@ -166,7 +167,8 @@ def verify_suspect(
     another); the policy the bundle records is reported beside it and never
     applied, so a publisher cannot lower the bar its own bundle is judged by.
     `sketcher` (same signature as `sketch_model`) lets `attest identify` hand
-    in values it computed for many bundles in one pass over the suspect.
+    in values it computed for many bundles in one pass over the suspect;
+    `lineage_runner(payload, located)` likewise hands in its lineage result.
     """
     t0 = time.perf_counter()
     view = view or StatementView.parse(opened.document)
@@ -328,7 +330,8 @@ def verify_suspect(
     if view.lineage is not None:
         # float32 whatever --precision says: compare runs the same procedure in float32,
         # so the two commands reach the same lineage counts on the same pair.
-        lineage = lineage_for(policy, test_against_payload(view.lineage, suspect, located, tracker=tracker))
+        run = lineage_runner or (lambda payload, ids: test_against_payload(payload, suspect, ids, tracker=tracker))
+        lineage = lineage_for(policy, run(view.lineage, located))
     decided = sketch_verdict(
         view.values,
         aligned,
