@@ -248,3 +248,31 @@ def test_a_statement_1_bundle_verifies_on_the_score_alone(world, tmp_path) -> No
     with_lineage = dict(doc, lineage=_thaw(opened.document)["lineage"])
     with pytest.raises(BundleError):  # /1 may not carry a payload
         issue_statement(with_lineage, key, issuer="pub", subject="x")
+
+
+def test_z_of_p_inverts_the_normal_tail() -> None:
+    import math
+
+    from attest.scoring.lineage_verdict import z_of_p
+
+    for z in (-2.0, 0.0, 1.0, 5.0, 20.0):
+        assert z_of_p(0.5 * math.erfc(z / math.sqrt(2))) == pytest.approx(z, abs=1e-6)
+    assert 36 < z_of_p(1e-300) < 38 and z_of_p(0.0) == math.inf and math.isnan(z_of_p(float("nan")))
+
+
+def test_a_malformed_lineage_payload_is_refused_before_signing_and_on_read(world) -> None:
+    from attest.bundle import issue_statement
+    from attest.bundle.container import inspect_attestation
+
+    doc = _thaw(inspect_attestation(world["bundle"].read_bytes()).document)
+    key = load_private_key(world["tmp"] / "pub.key", None)
+    for edit in (
+        lambda lin: lin["layers"][0].update(data=b"\x00"),  # wrong size for 2 x m x k
+        lambda lin: lin.update(n_tokens=lin["n_tokens"] + 1),  # not the statement's token count
+        lambda lin: lin["layers"][0].update(channels=["gate", "telepathy"]),
+        lambda lin: lin.update(layers=[]),
+    ):
+        bad = _thaw(doc)
+        edit(bad["lineage"])
+        with pytest.raises(BundleError, match="lineage"):
+            issue_statement(bad, key, issuer="pub", subject="x")

@@ -44,6 +44,8 @@ def z_of_p(p: float) -> float:
         return float("nan")
     if p == 0.0:
         return math.inf
+    if p == 1.0:
+        return -math.inf
     target = math.log(p)
 
     def log_tail(z: float) -> float:
