@@ -142,6 +142,8 @@ def test_likeness_is_a_finding_never_a_match(verdicts) -> None:
     v, c = verdicts["transplant"]
     assert v["verdict"] == c["verdict"] == "no_match"
     assert v["score_z"] is not None and v["score_p_value"] is not None  # the score's null stays a finding
+    for report in (v, c):
+        assert any("token embeddings are related" in n for n in report["notes"]), report["notes"]
 
 
 def test_partial_coverage_draws_both_dogs_from_the_covered_positions(world, verdicts, tmp_path) -> None:
