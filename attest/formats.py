@@ -10,7 +10,10 @@ from __future__ import annotations
 
 # -- document identifiers (docs/bundle-format.md) ---------------------------
 ATTESTATION_FORMAT = "attest-bundle/1"
-STATEMENT_FORMAT = "attest-statement/1"
+STATEMENT_FORMAT = "attest-statement/2"  # /2 adds the "lineage" payload (docs/lineage.md)
+STATEMENT_FORMAT_V1 = "attest-statement/1"  # still read: such bundles verify on the score alone
+STATEMENT_FORMATS = (STATEMENT_FORMAT_V1, STATEMENT_FORMAT)
+LINEAGE_FORMAT = "attest-lineage/1"
 EVIDENCE_FORMAT = "attest-evidence/1"
 MANIFEST_LAYOUT = "attest-manifest/1"
 

@@ -290,6 +290,20 @@ def test_permutation_tail_bounds_the_exact_shuffle_distribution() -> None:
     sims = np.array([(g == u[rng.permutation(k)]).sum() for _ in range(20000)])
     for observed in range(int(mean) + 1, int(mean) + 25, 3):
         assert permutation_tail(observed, mean) >= (sims >= observed).mean()
+        assert permutation_tail(observed, mean, k) >= (sims >= observed).mean()  # with the factorial-moment bound
+
+
+def test_factorial_moment_bound_holds_in_the_sparse_regime() -> None:
+    """Few edges (independent models: mean ≈ 1): the bound is tighter than Chatterjee's and still above the shuffle."""
+    rng = np.random.default_rng(1)
+    k, f = 128, 128
+    g, u = rng.integers(0, f, k), rng.integers(0, f, k)
+    mean = float((np.bincount(g, minlength=f) * np.bincount(u, minlength=f)).sum()) / k
+    sims = np.array([(g == u[rng.permutation(k)]).sum() for _ in range(20000)])
+    for observed in range(1, 8):
+        tail = (sims >= observed).mean()
+        assert permutation_tail(observed, mean, k) >= tail, observed
+    assert permutation_tail(26, mean, k) < 1e-12 < permutation_tail(26, mean)  # 20% of 128: far tighter
 
 
 def test_ruger_needs_half_the_layers() -> None:

@@ -140,7 +140,7 @@ def _restore_bytes(obj: Any, _orig: Any) -> Any:
 
 def test_lax_bundle_policy_is_shown_but_never_applied(shelf, tmp_path, capsys, monkeypatch) -> None:
     def lax(doc: dict[str, Any]) -> None:
-        doc["policy"].update(threshold=0.05, no_match_below=0.0, null_mean=0.0, null_std=0.001)
+        doc["policy"].update(threshold=0.05, no_match_below=0.0, null_mean=0.0, null_std=0.001, lineage_alpha=0.9)
 
     lax_bundle = resign(
         shelf["bundle"], shelf["keys"] / "alice.key", tmp_path / "lax.attest", issuer="Alice Corp (official)", edit=lax
@@ -164,9 +164,14 @@ def test_lax_bundle_policy_is_shown_but_never_applied(shelf, tmp_path, capsys, m
     assert code == 1 and report["verdict"] == "no_match", err
     assert report["threshold"] == attest.DEFAULT_POLICY.threshold
     assert report["bundle_policy"]["threshold"] == 0.05
-    assert {"threshold", "no_match_below", "null_mean", "null_std"} <= set(report["policy_differences"])
+    assert {"threshold", "no_match_below", "null_mean", "null_std", "lineage_alpha"} <= set(
+        report["policy_differences"]
+    )
     assert any("another policy" in n for n in report["notes"])
-    assert report["z"] < 5  # z against the verifier's null, not the bundle's 0.001
+    # Since issue 11 `z` is the lineage test's; the score's z (against the verifier's null,
+    # not the bundle's 0.001) is reported as `score_z`, and the lineage α applied is the verifier's.
+    assert report["score_z"] < 5
+    assert report["lineage"]["alpha"] == attest.DEFAULT_POLICY.lineage_alpha
     html = (tmp_path / "r.html").read_text()
     assert "another policy" in html and "decision threshold is 0.050" not in html
 

@@ -276,6 +276,7 @@ def test_real_statement_document_matches_the_cddl(issued) -> None:
         ("core-policy", "policy"),
         ("core-model", "model"),
         ("core-image", "image"),
+        ("lineage-payload", "lineage"),
     ):
         pycddl.Schema(f"start = {rule}\n{text}").validate_cbor(cbor2.dumps(_plain(doc[key]), canonical=True))
     broken = _plain(doc["method"])

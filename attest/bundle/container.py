@@ -46,7 +46,14 @@ from attest.bundle.cose import (
 from attest.bundle.png_safe import check_png
 from attest.crypto.keys import TrustStore, key_id
 from attest.errors import BundleError, InputError
-from attest.formats import ATTESTATION_FORMAT, EVIDENCE_FORMAT, LATENT_DIM, STATEMENT_FORMAT
+from attest.formats import (
+    ATTESTATION_FORMAT,
+    EVIDENCE_FORMAT,
+    LATENT_DIM,
+    STATEMENT_FORMAT,
+    STATEMENT_FORMAT_V1,
+    STATEMENT_FORMATS,
+)
 from attest.limits import MAX_PROBE_TOKENS
 from attest.output.paths import atomic_write
 
@@ -106,8 +113,9 @@ _DOC_TYPES: dict[str, type | tuple[type, ...]] = {
     "image": Mapping,
     "policy": Mapping,
     "meta": Mapping,
+    "lineage": Mapping,
 }
-_DOC_OPTIONAL = frozenset({"meta"})
+_DOC_OPTIONAL = frozenset({"meta", "lineage"})
 
 _BUNDLE_KEYS = frozenset({"format", "statement", "image", "receipts", "timestamps"})
 _EVIDENCE_KEYS = frozenset({"format", "attestation", "suspect", "results", "images", "tool", "time"})
@@ -191,8 +199,10 @@ def validate_document(doc: Any) -> Mapping[str, Any]:
     """
     if not isinstance(doc, Mapping):
         raise _fail("expected a map")
-    if doc.get("format") != STATEMENT_FORMAT:
-        raise _fail(f"format must be {STATEMENT_FORMAT!r}, got {doc.get('format')!r}")
+    if doc.get("format") not in STATEMENT_FORMATS:
+        raise _fail(f"format must be one of {', '.join(STATEMENT_FORMATS)}, got {doc.get('format')!r}")
+    if doc.get("format") == STATEMENT_FORMAT_V1 and "lineage" in doc:
+        raise _fail(f"a {STATEMENT_FORMAT_V1} document carries no lineage payload ({STATEMENT_FORMAT} does)")
     unknown = sorted(str(k) for k in doc if k not in _DOC_TYPES)
     if unknown:
         raise _fail(f"unknown top-level keys {unknown}")

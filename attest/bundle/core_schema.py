@@ -18,7 +18,8 @@ from typing import Any
 
 from attest.bundle.cbor_safe import is_array
 from attest.errors import BundleError
-from attest.limits import MAX_LAYERS, MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
+from attest.formats import LINEAGE_FORMAT
+from attest.limits import MAX_LAYERS, MAX_LINEAGE_BYTES, MAX_LINEAGE_NEURONS, MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
 
 TERMS = frozenset({"qk", "vo", "up", "gate", "router", "ffn", "emb", "head"})
 GLOBAL_LAYER = -1
@@ -36,8 +37,10 @@ POLICY_RANGES: dict[str, tuple[float, float, bool]] = {
     "null_mean": (-1.0, 1.0, False),
     "null_std": (0.0, 1.0, True),
     "related_embeddings": (-1.0, 1.0, False),
+    "lineage_alpha": (0.0, 1.0, True),
+    "lineage_reference": (0.0, 1.0, True),
 }
-_POLICY_OPTIONAL = frozenset({"related_embeddings"})
+_POLICY_OPTIONAL = frozenset({"related_embeddings", "lineage_alpha", "lineage_reference"})
 _MODEL_UINTS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab", "experts", "parameters")
 _MODEL_TEXTS = ("family", "format", "tokenizer", "name")
 
@@ -173,6 +176,58 @@ def _check_sketch(sk: Mapping[str, Any], count: int, layers: set[int]) -> None:
         _text(cell[1], f"sketch.cells[{k}] term", TERMS)
 
 
+INDEX_DTYPES = {"uint16": 2, "uint32": 4}
+LINEAGE_CHANNELS = (("gate", "up"), ("up", "down"))
+
+
+def _index_bytes(doc: Mapping[str, Any], key: str, dtype_key: str, where: str) -> int:
+    """Number of indices in doc[key] (uint16/uint32 little-endian, as doc[dtype_key] says)."""
+    dtype = _text(doc.get(dtype_key), f"{where}.{dtype_key}", frozenset(INDEX_DTYPES))
+    raw = doc.get(key)
+    if not isinstance(raw, bytes) or not raw or len(raw) % INDEX_DTYPES[dtype]:
+        raise _fail(f"{where}.{key}", f"must be a non-empty array of {dtype} values")
+    return len(raw) // INDEX_DTYPES[dtype]
+
+
+def check_lineage(lin: Mapping[str, Any], n_tokens: int) -> None:
+    """Types, sizes and bounds of the lineage payload (attest.lineage.payload); values are checked on use.
+
+    The byte sizes must agree with the counts, and all response data together
+    stay under MAX_LINEAGE_BYTES, so a reader never allocates from a claim.
+    """
+    _text(lin.get("format"), "lineage.format", frozenset({LINEAGE_FORMAT}))
+    _uint(lin.get("seed"), "lineage.seed")
+    if _uint(lin.get("n_tokens"), "lineage.n_tokens") != n_tokens:
+        raise _fail("lineage.n_tokens", f"must equal the {n_tokens} tokens of method.tokens")
+    m = _index_bytes(lin, "token_positions", "token_dtype", "lineage")
+    if m > n_tokens:
+        raise _fail("lineage.token_positions", "lists more positions than there are tokens")
+    layers = lin.get("layers")
+    if not is_array(layers) or not 1 <= len(layers) <= MAX_LAYERS:
+        raise _fail("lineage.layers", f"must be an array of 1..{MAX_LAYERS} layer maps")
+    total = 0
+    for n, layer in enumerate(layers):
+        where = f"lineage.layers[{n}]"
+        if not isinstance(layer, Mapping):
+            raise _fail(where, f"must be a map, got {_kind(layer)}")
+        _uint(layer.get("index"), f"{where}.index", 0, MAX_LAYERS - 1)
+        ch = layer.get("channels")
+        if not is_array(ch) or tuple(ch) not in LINEAGE_CHANNELS:
+            raise _fail(f"{where}.channels", "must be [gate, up] or [up, down]")
+        _uint(layer.get("width"), f"{where}.width", 1, 1 << 24)
+        k = _index_bytes(layer, "neurons", "neuron_dtype", where)
+        if not 2 <= k <= MAX_LINEAGE_NEURONS:
+            raise _fail(f"{where}.neurons", f"must list 2..{MAX_LINEAGE_NEURONS} neurons")
+        scale, data = layer.get("scale"), layer.get("data")
+        if not isinstance(scale, bytes) or len(scale) != 8 * k:
+            raise _fail(f"{where}.scale", f"must be 2 x {k} float32 values")
+        if not isinstance(data, bytes) or len(data) != 2 * m * k:
+            raise _fail(f"{where}.data", f"must be 2 x {m} x {k} int8 values")
+        total += len(data) + len(scale)
+        if total > MAX_LINEAGE_BYTES:
+            raise _fail("lineage", f"carries more than {MAX_LINEAGE_BYTES} bytes of responses")
+
+
 def check_core_document(doc: Mapping[str, Any]) -> None:
     """Raise BundleError unless the core sub-maps match schemas/attestation.cddl's core-* rules.
 
@@ -189,3 +244,5 @@ def check_core_document(doc: Mapping[str, Any]) -> None:
     renderer = _map(_map(doc, "image", ""), "renderer", "image")
     _text(renderer.get("name"), "image.renderer.name")
     _text(renderer.get("version"), "image.renderer.version")
+    if "lineage" in doc:
+        check_lineage(_map(doc, "lineage", ""), len(doc["method"]["tokens"]))

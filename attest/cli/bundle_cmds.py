@@ -158,11 +158,19 @@ def _print_verification(v: api.Verification) -> None:
     if data["global"]:
         out_console.print("global terms: " + ", ".join(f"{safe(k)} {val:+.3f}" for k, val in data["global"].items()))
     score, ci = data["score"], data["ci"]
+    lineage = data.get("lineage")
+    if lineage:
+        per_layer = " ".join(f"{row['agreement']:.2f}" for row in lineage["layers"]) or "-"
+        out_console.print(
+            f"lineage test  neuron agreement per layer {per_layer}  p {lineage['p_value']:.2g}  "
+            f"(α = {lineage['alpha']:.0e}, {lineage['required_layers']} of {len(lineage['layers'])} layers needed)"
+        )
     if score is not None:
         z = "-" if data["z"] is None else f"{data['z']:.1f}"
         p = "-" if data["p_value"] is None else f"{data['p_value']:.2g}"
+        what = "lineage" if lineage else "score"
         out_console.print(
-            f"score {score:+.4f}  95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]  z {z}  p {p}  "
+            f"score {score:+.4f}  95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]  {what} z {z}  p {p}  "
             f"threshold {data['threshold']} (verifier's policy {safe(data['policy']['calibration'])})  "
             f"coverage {data['coverage']:.0%}"
         )

@@ -47,9 +47,16 @@ def render_comparison(c: api.Comparison) -> None:
     if c.global_terms:
         out_console.print("Global terms: " + ", ".join(f"{safe(k)} {v:+.3f}" for k, v in c.global_terms.items()))
     style = VERDICT_STYLE[c.verdict.value]
-    z, p = c.z_and_p()
+    z, p = c.z_p
+    if c.lineage is not None:
+        per_layer = " ".join(f"{x.agreement:.2f}" for x in c.lineage.layers) or "-"
+        out_console.print(
+            f"Lineage test: neuron agreement per layer {per_layer}  "
+            f"(α = {c.lineage.alpha:.0e}, {c.lineage.required} of {len(c.lineage.layers)} layers needed)"
+        )
+    what = "lineage" if c.lineage is not None else "score"
     out_console.print(
-        f"Score [bold]{c.score:+.4f}[/bold]  z {z:.1f}  p {p:.2g}  threshold {c.policy.threshold}  "
+        f"Score [bold]{c.score:+.4f}[/bold]  {what} z {z:.1f}  p {p:.2g}  threshold {c.policy.threshold}  "
         f"coverage {c.coverage:.0%}  verdict [{style}]{c.verdict.value.replace('_', ' ')}[/{style}]"
     )
     for line in c.reasons + c.notes:

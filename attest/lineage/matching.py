@@ -97,7 +97,7 @@ class LayerLineage:
         if self.neurons < 2:
             return 1.0
         need = max(1, math.ceil(fraction * self.neurons))
-        return min(1.0, self.factor * permutation_tail(need, (self.cross + need) / self.neurons))
+        return min(1.0, self.factor * permutation_tail(need, (self.cross + need) / self.neurons, self.neurons))
 
     def to_json(self) -> dict[str, float | int]:
         return {
@@ -113,7 +113,12 @@ class LayerLineage:
             "tokens": self.tokens,
             "suspect_neurons": self.suspect_neurons,
             "factor": self.factor,
+            "cross": self.cross,
         }
+
+    def record(self) -> list[int]:
+        """The counts `from_counts` rebuilds this layer from (what evidence files store)."""
+        return [self.a, self.b, self.neurons, self.agree, self.cross, self.tokens, self.suspect_neurons, self.factor]
 
 
 def counts(g: np.ndarray, u: np.ndarray, f: int) -> tuple[int, int]:
@@ -145,7 +150,20 @@ def layer_test(a: int, b: int, base: Prepared, suspect: Prepared, factor: int = 
     g = partners(bf, suspect.first).numpy()
     u = partners(bs, suspect.second).numpy()
     agree, cross = counts(g, u, f)
-    chance = (cross + agree) / k
-    p = min(1.0, factor * permutation_tail(agree, chance))
-    p_full = min(1.0, factor * permutation_tail(k, 1.0))
-    return LayerLineage(a, b, k, agree, chance, p, p_full, tokens, f, factor, cross)
+    return from_counts(a, b, k, agree, cross, tokens, f, factor)
+
+
+def from_counts(
+    a: int, b: int, neurons: int, agree: int, cross: int, tokens: int, suspect_neurons: int, factor: int = 1
+) -> LayerLineage:
+    """A layer's test from its counts alone: what `layer_test` decides with, and what evidence stores.
+
+    `inspect` recomputes a verification's lineage p-value through this
+    function, so an edited p-value cannot survive a recheck.
+    """
+    if neurons < 2 or suspect_neurons < 1 or tokens < 3:
+        return LayerLineage(a, b, neurons, 0, float("nan"), 1.0, 1.0, tokens, suspect_neurons, factor)
+    chance = (cross + agree) / neurons
+    p = min(1.0, factor * permutation_tail(agree, chance, neurons))
+    p_full = min(1.0, factor * permutation_tail(neurons, 1.0, neurons))
+    return LayerLineage(a, b, neurons, agree, chance, p, p_full, tokens, suspect_neurons, factor, cross)

@@ -30,12 +30,13 @@ import torch
 
 from attest.arch.canonical import CanonicalModel
 from attest.errors import BundleError, InputError
+from attest.formats import LINEAGE_FORMAT
 from attest.lineage.pair import NEURON_SEED, base_layers
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
-from attest.lineage.suspect import BaseLayer, run_suspect
+from attest.lineage.suspect import BaseLayer, run_suspect_many
 from attest.progress import SILENT, Tracker
 
-PAYLOAD_FORMAT = "attest-lineage/1"
+PAYLOAD_FORMAT = LINEAGE_FORMAT
 BUNDLE_NEURONS = 256
 BUNDLE_TOKENS = 224  # the fewest tokens a default payload uses (what fits at 7B shape)
 DATA_BUDGET = 3_750_000  # int8 response bytes; more tokens are stored when the model is shallow
@@ -179,6 +180,60 @@ def parse_payload(payload: Any) -> tuple[np.ndarray, list[tuple[int, tuple[str, 
     return positions, out, n_tokens  # type: ignore[return-value]
 
 
+def _payload_task(payload: Any, suspect_ids: Sequence[int | None]) -> tuple[list[BaseLayer], list[int], int]:
+    """The base layers at the payload tokens the suspect covers, the suspect's ids there, and the payload's m."""
+    positions, layers, n_tokens = parse_payload(payload)
+    if len(suspect_ids) != n_tokens:
+        raise BundleError(f"lineage payload indexes {n_tokens} tokens but the statement lists {len(suspect_ids)}")
+    covered = np.array([suspect_ids[int(p)] is not None for p in positions], dtype=bool)
+    ids = [int(suspect_ids[int(p)]) for p in positions[covered]]  # type: ignore[arg-type]
+    keep = torch.as_tensor(covered)
+    base = [BaseLayer(i, torch.from_numpy(v[0])[keep], torch.from_numpy(v[1])[keep], ch) for i, ch, _k, v in layers]
+    return base, ids, len(positions)
+
+
+def test_many_against_payloads(
+    items: Sequence[tuple[Any, Sequence[int | None]]],
+    suspect: CanonicalModel,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    reference_agreement: float = REFERENCE_AGREEMENT,
+    dtype: torch.dtype = torch.float32,
+    tracker: Tracker = SILENT,
+) -> list[LineageResult]:
+    """`test_against_payload` for (payload, suspect ids) of several bundles, reading the suspect once.
+
+    Memory: every payload's responses as float32 (4·2·m·k bytes per layer,
+    about 15 MB per 7B-shape bundle) while the suspect streams.
+    """
+    prepared = [_payload_task(payload, ids) for payload, ids in items]
+    results: list[LineageResult | None] = [None] * len(items)
+    run = [n for n, (_b, ids, _m) in enumerate(prepared) if len(ids) >= 8]
+    for n, (_b, ids, m) in enumerate(prepared):
+        if len(ids) < 8:
+            res = LineageResult([], "bundle", alpha, reference_agreement)
+            res.notes.append(f"only {len(ids)} of the payload's {m} tokens exist in the suspect")
+            results[n] = res
+    done = (
+        run_suspect_many(
+            [prepared[n][0] for n in run],
+            suspect,
+            [prepared[n][1] for n in run],
+            "bundle",
+            dtype=dtype,
+            alpha=alpha,
+            reference_agreement=reference_agreement,
+            tracker=tracker,
+        )
+        if run
+        else []
+    )
+    for n, res in zip(run, done):
+        res.notes.append(f"{len(prepared[n][1])} of the payload's {prepared[n][2]} tokens are covered by the suspect")
+        results[n] = res
+    return [r for r in results if r is not None]
+
+
 def test_against_payload(
     payload: Any,
     suspect: CanonicalModel,
@@ -195,22 +250,15 @@ def test_against_payload(
     suspect's id for that string, or None where its vocabulary lacks it (the
     covered-token mask).  Only payload tokens the suspect has are used.
     """
-    positions, layers, n_tokens = parse_payload(payload)
-    if len(suspect_ids) != n_tokens:
-        raise BundleError(f"lineage payload indexes {n_tokens} tokens but the statement lists {len(suspect_ids)}")
-    covered = np.array([suspect_ids[int(p)] is not None for p in positions], dtype=bool)
-    ids = [int(suspect_ids[int(p)]) for p in positions[covered]]  # type: ignore[arg-type]
-    keep = torch.as_tensor(covered)
-    base = [BaseLayer(i, torch.from_numpy(v[0])[keep], torch.from_numpy(v[1])[keep], ch) for i, ch, _k, v in layers]
-    if len(ids) < 8:
-        res = LineageResult([], "bundle", alpha, reference_agreement)
-        res.notes.append(f"only {len(ids)} of the payload's {len(positions)} tokens exist in the suspect")
-        return res
-    res = run_suspect(
-        base, suspect, ids, "bundle", dtype=dtype, alpha=alpha, reference_agreement=reference_agreement, tracker=tracker
-    )
-    res.notes.append(f"{len(ids)} of the payload's {len(positions)} tokens are covered by the suspect")
-    return res
+    return test_many_against_payloads(
+        [(payload, suspect_ids)],
+        suspect,
+        alpha=alpha,
+        reference_agreement=reference_agreement,
+        dtype=dtype,
+        tracker=tracker,
+    )[0]
 
 
 test_against_payload.__test__ = False  # type: ignore[attr-defined]
+test_many_against_payloads.__test__ = False  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from attest.lineage.matching import LayerLineage
+from attest.lineage.matching import LayerLineage, from_counts
 from attest.lineage.stats import required_layers, ruger
 
 DEFAULT_ALPHA = 1e-6  # a match needs the combined p-value at or below this
@@ -38,6 +38,9 @@ class LineageResult:
     alpha: float = DEFAULT_ALPHA
     reference_agreement: float = REFERENCE_AGREEMENT
     notes: list[str] = field(default_factory=list)
+    # Every layer pair had FFNs of different kinds (gated vs plain): no suspect neuron can
+    # descend from a base neuron, since deriving weights keeps what each neuron computes.
+    kinds_differ: bool = False
 
     @property
     def required(self) -> int:
@@ -72,6 +75,8 @@ class LineageResult:
 
     @property
     def conclusion(self) -> str:
+        if not self.layers and self.kinds_differ:
+            return NO_LINEAGE
         if self.layers and self.p_value <= self.alpha:
             return LINEAGE
         if self.layers and self.p_reference <= self.alpha and self.enough_tokens:
@@ -88,6 +93,11 @@ class LineageResult:
                     f"(combined p = {self.p_value:.1e} ≤ α = {self.alpha:.0e})"
                 )
             ]
+        if c == NO_LINEAGE and not self.layers:
+            return [
+                "no lineage: the two models' FFNs are of different kinds in every layer (gated vs plain), "
+                "so none of the suspect's neurons can descend from the base's"
+            ]
         if c == NO_LINEAGE:
             return [
                 (
@@ -96,7 +106,8 @@ class LineageResult:
                 )
             ]
         if not self.layers:
-            return ["lineage test not run: no layer pair has FFN neurons to match"]
+            why = "; ".join(self.notes) if self.notes else "no layer pair has FFN neurons to match"
+            return [f"lineage test underpowered: {why}"]
         tokens = min(x.tokens for x in self.layers)
         neurons = min(x.neurons for x in self.layers)
         if not self.enough_tokens:
@@ -114,6 +125,39 @@ class LineageResult:
                 f"p = {self.p_reference:.1e} > α = {self.alpha:.0e} (full agreement: {self.p_full:.1e})"
             )
         ]
+
+    def record(self) -> dict[str, Any]:
+        """What an evidence file stores so `inspect` can recompute p, conclusion and verdict."""
+        return {
+            "mode": self.mode,
+            "layers": [x.record() for x in self.layers],
+            "notes": list(self.notes),
+            "kinds_differ": self.kinds_differ,
+        }
+
+    @classmethod
+    def from_record(cls, rec: Any, alpha: float, reference_agreement: float) -> "LineageResult":
+        """Rebuild from `record()`; ValueError on anything but small non-negative integer counts."""
+        if not isinstance(rec, dict) and not hasattr(rec, "items"):
+            raise ValueError("lineage record must be a map")
+        mode, rows, notes = rec.get("mode"), rec.get("layers"), rec.get("notes", [])
+        if mode not in ("exact", "bundle") or not isinstance(rows, (list, tuple)) or len(rows) > 4096:
+            raise ValueError("lineage record: mode must be exact or bundle and layers a short array")
+        if not isinstance(notes, (list, tuple)) or len(notes) > 64 or not all(isinstance(n, str) for n in notes):
+            raise ValueError("lineage record: notes must be a short list of texts")
+        layers = []
+        for row in rows:
+            ok = isinstance(row, (list, tuple)) and len(row) == 8
+            if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40 for v in row):
+                raise ValueError("lineage record: each layer is 8 non-negative integers")
+            a, b, k, agree, cross, tokens, f, factor = row
+            if agree > k or factor < 1:
+                raise ValueError("lineage record: more agreeing neurons than tested, or a zero factor")
+            layers.append(from_counts(a, b, k, agree, cross, tokens, f, factor))
+        kinds = rec.get("kinds_differ", False)
+        if not isinstance(kinds, bool):
+            raise ValueError("lineage record: kinds_differ must be true or false")
+        return cls(layers, str(mode), alpha, reference_agreement, [str(n) for n in notes], kinds)
 
     def to_json(self) -> dict[str, Any]:
         def fin(x: float) -> float | None:

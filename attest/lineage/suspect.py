@@ -51,6 +51,109 @@ def sample_neurons(f: int, k: int, seed: int, layer: int) -> np.ndarray:
     return np.sort(rng.choice(f, size=k, replace=False)).astype(np.int64)
 
 
+@dataclass
+class _Task:
+    """One base's test against the suspect, filled in layer by layer."""
+
+    base: list[BaseLayer]
+    prepared: list[Prepared]
+    rows: Tensor  # rows of the union probe matrix, in the base's token order
+    same_depth: bool
+    factor: int
+    notes: list[str]
+    mismatch: set[str]
+    cells: dict[tuple[int, int], LayerLineage]
+
+
+def run_suspect_many(
+    bases: Sequence[list[BaseLayer]],
+    suspect: CanonicalModel,
+    suspect_ids: Sequence[Sequence[int]],
+    mode: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    alpha: float = DEFAULT_ALPHA,
+    reference_agreement: float = REFERENCE_AGREEMENT,
+    tracker: Tracker = SILENT,
+    decorrelated: bool = True,
+) -> list[LineageResult]:
+    """`run_suspect` for several bases after one read of the suspect (`attest identify`).
+
+    The probe rows are formed once for the union of the token ids (each row
+    depends on its own token only) and every suspect layer is read once; each
+    base then sees the rows of its own tokens, in its own order.
+    """
+    union = sorted({int(i) for ids in suspect_ids for i in ids})
+    where = {i: r for r, i in enumerate(union)}
+    x = probe_rows(suspect, union) if union else torch.zeros(0, suspect.dims.hidden)
+    n_s = suspect.n_layers
+    tasks = []
+    for base, ids in zip(bases, suspect_ids):
+        same = len(base) == n_s
+        tasks.append(
+            _Task(
+                base,
+                [prepare(b.first, b.second, decorrelated) for b in base],
+                torch.as_tensor([where[int(i)] for i in ids], dtype=torch.long),
+                same,
+                1 if same else len(base) * n_s,
+                [],
+                set(),
+                {},
+            )
+        )
+    progress = tracker.task("lineage test", n_s)
+    for j in range(n_s):
+        try:
+            layer = suspect.layer(j)
+        except InputError as exc:
+            for t in tasks:
+                t.notes.append(f"suspect layer {j} could not be read for the lineage test: {exc}")
+            tracker.advance(progress)
+            continue
+        resp = layer_responses(layer, x, dtype) if union else None
+        del layer
+        if resp is None:
+            tracker.advance(progress)
+            continue
+        for t in tasks:
+            sp: Prepared = prepare(resp.first[t.rows], resp.second[t.rows], decorrelated)
+            for i in [j] if t.same_depth else range(len(t.base)):
+                if i >= len(t.base):
+                    continue
+                if t.base[i].channels != resp.channels:
+                    t.mismatch.add(f"{'/'.join(t.base[i].channels)} vs {'/'.join(resp.channels)}")
+                    continue
+                t.cells[(i, j)] = layer_test(t.base[i].index, j, t.prepared[i], sp, t.factor)
+            del sp
+        del resp
+        release_free_memory()
+        tracker.advance(progress)
+    return [_finish(t, n_s, mode, alpha, reference_agreement) for t in tasks]
+
+
+def _finish(t: _Task, n_s: int, mode: str, alpha: float, reference_agreement: float) -> LineageResult:
+    """Pair the tested cells (equal depths: i with i; else the monotone alignment) and combine."""
+    notes, cells = t.notes, t.cells
+    if t.mismatch:
+        notes.append(
+            f"FFN kinds differ ({', '.join(sorted(t.mismatch))}): those layers cannot be matched neuron by neuron"
+        )
+    if t.same_depth:
+        pairs = [(i, i) for i in range(n_s) if (i, i) in cells]
+    else:
+        sim = np.full((len(t.base), n_s), -1.0)
+        for (i, j), c in cells.items():
+            sim[i, j] = c.agreement if c.neurons else -1.0
+        pairs = [(i, j) for i, j in monotone_pairs(sim) if (i, j) in cells]
+        notes.append(
+            f"depths differ ({len(t.base)} vs {n_s} layers): layers paired by a monotone alignment of "
+            f"maximal agreement; each layer's p-value is multiplied by {t.factor} (cells searched)"
+        )
+    kinds_differ = not cells and bool(t.mismatch)
+    return LineageResult([cells[p] for p in pairs], mode, alpha, reference_agreement, notes, kinds_differ)
+
+
 def run_suspect(
     base: list[BaseLayer],
     suspect: CanonicalModel,
@@ -70,52 +173,14 @@ def run_suspect(
     looks at the data, every cell's p-value carries a Bonferroni factor of the
     number of cells, so the chosen cells' p-values stay valid.
     """
-    notes: list[str] = []
-    mismatch: set[str] = set()
-    x = probe_rows(suspect, suspect_ids)
-    prepared_base = [prepare(b.first, b.second, decorrelated) for b in base]
-    n_s = suspect.n_layers
-    same_depth = len(base) == n_s
-    factor = 1 if same_depth else len(base) * n_s
-    cells: dict[tuple[int, int], LayerLineage] = {}
-    task = tracker.task("lineage test", n_s)
-    for j in range(n_s):
-        wanted = [j] if same_depth else list(range(len(base)))
-        try:
-            layer = suspect.layer(j)
-        except InputError as exc:
-            notes.append(f"suspect layer {j} could not be read for the lineage test: {exc}")
-            tracker.advance(task)
-            continue
-        resp = layer_responses(layer, x, dtype)
-        del layer
-        if resp is None:
-            tracker.advance(task)
-            continue
-        sp: Prepared = prepare(resp.first, resp.second, decorrelated)
-        channels = resp.channels
-        del resp
-        for i in wanted:
-            if base[i].channels != channels:
-                mismatch.add(f"{'/'.join(base[i].channels)} vs {'/'.join(channels)}")
-                continue
-            cells[(i, j)] = layer_test(base[i].index, j, prepared_base[i], sp, factor)
-        del sp
-        release_free_memory()
-        tracker.advance(task)
-    if mismatch:
-        notes.append(
-            f"FFN kinds differ ({', '.join(sorted(mismatch))}): those layers cannot be matched neuron by neuron"
-        )
-    if same_depth:
-        pairs = [(i, i) for i in range(n_s) if (i, i) in cells]
-    else:
-        sim = np.full((len(base), n_s), -1.0)
-        for (i, j), c in cells.items():
-            sim[i, j] = c.agreement if c.neurons else -1.0
-        pairs = [(i, j) for i, j in monotone_pairs(sim) if (i, j) in cells]
-        notes.append(
-            f"depths differ ({len(base)} vs {n_s} layers): layers paired by a monotone alignment of "
-            f"maximal agreement; each layer's p-value is multiplied by {factor} (cells searched)"
-        )
-    return LineageResult([cells[p] for p in pairs], mode, alpha, reference_agreement, notes)
+    return run_suspect_many(
+        [base],
+        suspect,
+        [suspect_ids],
+        mode,
+        dtype=dtype,
+        alpha=alpha,
+        reference_agreement=reference_agreement,
+        tracker=tracker,
+        decorrelated=decorrelated,
+    )[0]

@@ -76,6 +76,7 @@ def comparison_sheet(
     per_layer: Sequence[tuple[str, float]],
     title: str = "",
     renderer: Renderer | None = None,
+    base_label: str = "Base model (attested)",
 ) -> Image.Image:
     """Base dog and suspect dog side by side, the verdict, score with CI, and
     a bar per layer showing its similarity in [-1, 1]."""
@@ -92,7 +93,7 @@ def comparison_sheet(
 
     _text(d, (m, 28), _clean(title or "attest: model comparison"), 26, INKC, bold=True)
     y0 = 84
-    for i, (dog, label) in enumerate(((dog_a, "Base model (attested)"), (dog_b, "Suspect model"))):
+    for i, (dog, label) in enumerate(((dog_a, base_label), (dog_b, "Suspect model"))):
         x = m + i * (D + m)
         d.rounded_rectangle([x - 4, y0 - 4, x + D + 4, y0 + D + 4], radius=14, fill=GRID)
         im = dog.resize((D, D), Image.Resampling.LANCZOS)

@@ -20,16 +20,18 @@ _MAX_ROWS = 4096  # hostile bundles could list millions of layers or files
 VERDICT_TEXT: dict[str, tuple[str, str]] = {
     "match": (
         "The suspect model appears to be derived from the attested base model.",
-        "Its weights keep the base model's fingerprint: the similarity is above the decision threshold.",
+        "Its FFN neurons are the base model's own: the lineage test finds them far more often than "
+        "models with independent weights could (p-value below the significance level).",
     ),
     "no_match": (
         "The suspect model does not appear to be derived from the attested base model.",
-        "Its fingerprint is no closer to the base model's than unrelated models usually are.",
+        "The lineage test could have found the base model's FFN neurons in it and found none; "
+        "shared vocabulary, data or embeddings alone are reported as findings, never as a match.",
     ),
     "inconclusive": (
         "The comparison is inconclusive.",
         "This report cannot say whether the suspect model is derived from the attested base model; "
-        "see the notes below for the reason (for example too little shared vocabulary, or incompatible architectures).",
+        "see the notes below for what the lineage test lacked (for example too few shared tokens, or incompatible architectures).",
     ),
 }
 
@@ -170,17 +172,37 @@ def _verdict(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def _dogs(base_png: bytes, suspect_png: bytes) -> str:
+def _dogs(base_png: bytes, suspect_png: bytes, note: Any = None) -> str:
+    dogs_note = f'<p class="muted"><strong>Partial coverage:</strong> {_s(note, 500)}.</p>' if note else ""
     return (
         "<section><h2>The two dogs</h2>"
         '<p class="muted">Each model\'s fingerprint is drawn as a dog. A model derived from the base '
         "(fine-tuned, quantised, re-exported) draws the same-looking dog; an unrelated model draws a clearly different one. "
         "The dogs are a visual aid: the verdict rests on the numbers below.</p>"
+        f"{dogs_note}"
         '<div class="dogs">'
         f"<figure>{_img(base_png, 'Base model dog')}<figcaption>Base model (attested)</figcaption></figure>"
         f"<figure>{_img(suspect_png, 'Suspect model dog')}<figcaption>Suspect model</figcaption></figure>"
         "</div></section>"
     )
+
+
+def _lineage_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The z and p a reader sees: the lineage test's, or the score's for a bundle without a payload."""
+    lin = _map(report.get("lineage"))
+    if not lin:
+        return [
+            ("z-score of the similarity against unrelated models", _fmt(report.get("z"), 2)),
+            ("p-value (similarity score alone: no lineage test)", _fmt_p(report.get("p_value"))),
+        ]
+    agree = [_num(_map(x).get("agreement")) for x in _seq(lin.get("layers"))[:_MAX_ROWS]]
+    per_layer = " ".join(f"{a:.2f}" for a in agree if a is not None) or "—"
+    return [
+        ("Lineage test: shared FFN neurons per layer", escape(per_layer)),
+        ("Lineage p-value (chance of this agreement without shared weights)", _fmt_p(report.get("p_value"))),
+        ("Lineage z-score", _fmt(report.get("z"), 2)),
+        ("Significance level α", _fmt_p(lin.get("alpha"))),
+    ]
 
 
 def _scores(report: Mapping[str, Any]) -> str:
@@ -190,8 +212,7 @@ def _scores(report: Mapping[str, Any]) -> str:
         ("Aggregate similarity", _fmt(report.get("score"))),
         ("95% confidence interval", f"{ci[0]:.3f} to {ci[1]:.3f}" if ci else "—"),
         ("Decision threshold", _fmt(report.get("threshold"))),
-        ("z-score against unrelated models", _fmt(report.get("z"), 2)),
-        ("p-value", _fmt_p(report.get("p_value"))),
+        *_lineage_rows(report),
         ("Vocabulary coverage", f"{cov * 100:.1f}%" if cov is not None else "—"),
         ("Method", _s(report.get("method"), 200) or "—"),
     ]
@@ -351,7 +372,7 @@ def render_report(
         f"<h1>{title_s}</h1>",
         f'<p class="sub">Produced by attest {tool} on {when}.</p>',
         _verdict(rep),
-        _dogs(base_png, suspect_png),
+        _dogs(base_png, suspect_png, report.get("dogs")),
         _scores(rep),
         sheet,
         _signature(rep),

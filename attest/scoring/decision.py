@@ -43,7 +43,12 @@ class Policy:
     # emb similarity above which the report says the token embeddings are related;
     # independent models of one tokenizer family reach 0.50, reused embeddings 0.82+.
     related_embeddings: float = 0.70
-    calibration: str = "attest-calibration/2026-11-27"
+    # The lineage test (docs/lineage.md) decides the verdict where a bundle carries it:
+    # a match needs its combined p-value at or below `lineage_alpha`; no_match needs
+    # that an agreement of `lineage_reference` would have reached it (power).
+    lineage_alpha: float = 1e-6
+    lineage_reference: float = 0.2
+    calibration: str = "attest-calibration/2026-12-01"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -68,6 +73,10 @@ class Policy:
             out.append("min_tokens must be at least 8")
         if self.null_std <= 0:
             out.append("null_std must be positive")
+        if not 0.0 < self.lineage_alpha < 1.0:
+            out.append("lineage_alpha must lie in (0, 1)")
+        if not 0.0 < self.lineage_reference <= 1.0:
+            out.append("lineage_reference must lie in (0, 1]")
         return out
 
     def with_threshold(self, threshold: float) -> "Policy":
@@ -114,7 +123,10 @@ DEFAULT_POLICY = Policy()
 
 
 def z_and_p(score: float, policy: Policy) -> tuple[float, float]:
-    """z-score against the null and its one-sided p-value P(null score >= score)."""
+    """z-score of the invariant score against its null and its one-sided p-value P(null score >= score).
+
+    A finding beside the verdict: readers are shown the lineage test's z and p
+    (`attest.scoring.lineage_verdict.z_of_p`) wherever a lineage test ran."""
     if not math.isfinite(score) or policy.null_std <= 0:
         return float("nan"), float("nan")
     z = (score - policy.null_mean) / policy.null_std

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attest.scoring.decision import Policy, Verdict, decide
+from attest.lineage.result import LineageResult
+from attest.scoring.decision import Policy, Verdict
+from attest.scoring.lineage_verdict import decide_verdict
 from attest.sketch.sampling import Estimate, aggregate
 
 
@@ -25,6 +27,7 @@ class SketchVerdict:
     estimate: Estimate
     verdict: Verdict
     reasons: list[str]
+    findings: list[str]
 
 
 def sketch_verdict(
@@ -39,18 +42,22 @@ def sketch_verdict(
     incomplete_layers: int = 0,
     suspect_layers: int = 0,
     forced_inconclusive: Sequence[str] = (),
+    lineage: LineageResult | None = None,
 ) -> SketchVerdict:
-    """Estimate and verdict from [cells, m] sketches, the valid-pair mask and the matched cell rows."""
+    """Estimate and verdict from [cells, m] sketches, the valid-pair mask and the matched cell rows.
+
+    `lineage` is the lineage test against the bundle's payload (None for a
+    bundle issued before payloads); the verdict rests on it when present
+    (`attest.scoring.lineage_verdict.decide_verdict`).
+    """
     rows = list(matched_cells)
     est = aggregate(base_values[rows][:, valid_pairs], suspect_aligned[rows][:, valid_pairs])
-    verdict, reasons = decide(est.score, coverage, tokens_covered, policy, est.ci)
+    forced: list[str] = []
     if incomplete_layers:
-        verdict = Verdict.INCONCLUSIVE
         share = 1 - incomplete_layers / max(1, suspect_layers)
-        reasons.append(
+        forced.append(
             f"{incomplete_layers} of the suspect's {suspect_layers} layers are incomplete; layer coverage {share:.0%}"
         )
-    if forced_inconclusive:  # e.g. cells lost to non-finite weights: no score may decide
-        verdict = Verdict.INCONCLUSIVE
-        reasons.extend(forced_inconclusive)
-    return SketchVerdict(est, verdict, reasons)
+    forced.extend(forced_inconclusive)  # e.g. cells lost to non-finite weights: nothing may decide
+    d = decide_verdict(lineage, est.score, coverage, tokens_covered, policy, est.ci, forced)
+    return SketchVerdict(est, d.verdict, d.reasons, d.findings)

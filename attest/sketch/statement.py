@@ -51,8 +51,9 @@ def build_document(
     policy: Policy,
     precision: str,
     meta: Mapping[str, str],
+    lineage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "format": STATEMENT_FORMAT,
         "tool": {"name": "attest", "version": __version__},
         "model": dict(model),
@@ -85,6 +86,9 @@ def build_document(
         "policy": policy.to_dict(),
         "meta": {str(k): str(v) for k, v in meta.items()},
     }
+    if lineage is not None:  # the lineage payload (attest.lineage.payload), new in attest-statement/2
+        doc["lineage"] = dict(lineage)
+    return doc
 
 
 @dataclass
@@ -105,6 +109,10 @@ class StatementView:
     model: Mapping[str, Any]
     subject: Mapping[str, Any]
     meta: Mapping[str, Any]
+    format: str = STATEMENT_FORMAT
+    # The lineage payload as signed (None in attest-statement/1 bundles); its
+    # structure is checked here, its values by attest.lineage.payload.parse_payload.
+    lineage: Mapping[str, Any] | None = None
 
     @classmethod
     def parse(cls, doc: Mapping[str, Any]) -> "StatementView":
@@ -188,4 +196,6 @@ class StatementView:
             model=doc["model"],
             subject=doc["subject"],
             meta=doc.get("meta", {}),
+            format=str(doc.get("format", STATEMENT_FORMAT)),
+            lineage=doc.get("lineage"),
         )

@@ -11,17 +11,22 @@ import torch
 
 from attest.arch.canonical import CanonicalModel
 from attest.arch.model_info import describe
+from attest.errors import InputError
 from attest.formats import PAIR_SEED
 from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype
 from attest.invariants.skipped import summary as cells_summary
+from attest.lineage.payload import build_payload, test_against_payload
+from attest.lineage.result import LineageResult
 from attest.progress import SILENT, Tracker
-from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, decide, z_and_p
+from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, z_and_p
+from attest.scoring.lineage_verdict import decide_verdict, lineage_for, z_of_p
 from attest.scoring.pairing import embedding_note, pair_layers
 from attest.sketch.latent import project
 from attest.sketch.sampling import choose_pairs, pairs_for_budget, sample
-from attest.vocab.selection import DEFAULT_SELECTION_KEY, align_pair, eligible_strings
+from attest.vocab.selection import DEFAULT_SELECTION_KEY, align_pair, eligible_strings, locate, select
+from attest.vocab.vocabulary import Vocabulary
 
 
 @dataclass
@@ -58,18 +63,26 @@ class Comparison:
     vocabulary_overlap: float = 1.0  # share of A's ranked strings that B also has
     latent_a: np.ndarray | None = None  # dog latents: A's sketch, and B's aligned to A's cells
     latent_b: np.ndarray | None = None
+    lineage: LineageResult | None = None
 
-    def z_and_p(self) -> tuple[float, float]:
-        """z and the one-sided p of the score against the policy's null."""
-        return z_and_p(self.score, self.policy)
+    @property
+    def z_p(self) -> tuple[float, float]:
+        """The z and p shown to readers: the lineage test's (the score's when no test ran)."""
+        if self.lineage is None:
+            return z_and_p(self.score, self.policy)
+        return z_of_p(self.lineage.p_value), self.lineage.p_value
 
     def to_json(self) -> dict[str, Any]:
-        z, p = self.z_and_p()
+        z, p = self.z_p
+        score_z, score_p = z_and_p(self.score, self.policy)
         return {
             "verdict": self.verdict.value,
             "score": self.score,
             "z": z if np.isfinite(z) else None,
             "p_value": p if np.isfinite(p) else None,
+            "lineage": self.lineage.to_json() if self.lineage is not None else None,
+            "score_z": score_z if np.isfinite(score_z) else None,
+            "score_p_value": score_p if np.isfinite(score_p) else None,
             "threshold": self.policy.threshold,
             "policy": self.policy.to_dict(),
             "coverage": self.coverage,
@@ -99,6 +112,29 @@ def probe_coverage(a: CanonicalModel, b: CanonicalModel) -> float:
     ea, eb = set(eligible_strings(a.vocab)), set(eligible_strings(b.vocab))
     smaller = min(len(ea), len(eb))
     return len(ea & eb) / smaller if smaller else 0.0
+
+
+def lineage_as_bundle(
+    a: CanonicalModel, b: CanonicalModel, n_tokens: int, selection_key: str, policy: Policy, tracker: Tracker = SILENT
+) -> LineageResult:
+    """The lineage test of B against A exactly as `verify` runs it against a bundle issued from A.
+
+    Same token list (A's first `n_tokens` in keyed-hash order), the same payload
+    (256 seeded neurons per layer, the same token subset, int8), the same
+    suspect-side procedure: compare and verify reach the same counts, hence the
+    same verdict, on the same pair.
+    """
+    try:
+        tokens = select(a.vocab, n_tokens, selection_key)
+        index = a.vocab.index()
+        payload = build_payload(a, [index[t] for t in tokens], tracker=tracker)
+        vocab_b = b.vocab
+        if a.vocab.by_ids and not vocab_b.by_ids:
+            vocab_b = Vocabulary.ids_only(b.dims.vocab)
+        result = test_against_payload(payload, b, locate(vocab_b, tokens), tracker=tracker)
+    except InputError as exc:
+        result = LineageResult([], "bundle", notes=[f"the lineage test could not run: {exc}"])
+    return lineage_for(policy, result)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -229,13 +265,16 @@ def compare_models(
     emb_note = embedding_note(glob, score, policy)
     if emb_note:
         notes.append(emb_note)
-    verdict, reasons = decide(score, coverage, len(align.strings), policy)
+    lineage = lineage_as_bundle(a, b, method.n_tokens, selection_key, policy, tracker)
+    forced: list[str] = []
     for label, model in (("A", a), ("B", b)):
         # Cells left out because their matrix was NaN/inf or constant (attest.invariants.skipped).
         if model.skipped_cells:
             notes.extend(f"model {label}: {c.describe()}" for c in model.skipped_cells)
-            reasons.append(f"model {label}: " + cells_summary(model.skipped_cells))
-            verdict = Verdict.INCONCLUSIVE
+            forced.append(f"model {label}: " + cells_summary(model.skipped_cells))
+    decided = decide_verdict(lineage, score, coverage, len(align.strings), policy, None, forced)
+    verdict, reasons = decided.verdict, decided.reasons
+    notes.extend(decided.findings)
     return Comparison(
         method=method,
         policy=policy,
@@ -258,4 +297,5 @@ def compare_models(
         latent_a=latent_a,
         latent_b=latent_b,
         vocabulary_overlap=align.coverage,
+        lineage=lineage,
     )

@@ -21,7 +21,9 @@ import numpy as np
 from attest import __version__
 from attest.bundle.container import OpenedEvidence
 from attest.errors import BundleError
-from attest.scoring.decision import Policy
+from attest.lineage.result import LineageResult
+from attest.scoring.decision import Policy, z_and_p
+from attest.scoring.lineage_verdict import z_of_p
 from attest.scoring.sketch_verdict import sketch_verdict
 from attest.sketch.statement import StatementView
 from attest.workflows.verify import Verification
@@ -29,7 +31,7 @@ from attest.workflows.verify import Verification
 # Suspect sketches are archived in float32, the precision `verify` decided in,
 # so that a recomputation is exact rather than within a tolerance.
 SUSPECT_SKETCH_DTYPE = "float32"
-_RECHECKED = ("verdict", "score", "ci", "coverage", "tokens_covered", "pairs_used")
+_RECHECKED = ("verdict", "score", "ci", "coverage", "tokens_covered", "pairs_used", "p_value", "z")
 
 
 def now_utc() -> str:
@@ -64,6 +66,9 @@ def evidence_body(
             "incomplete_layers": int(v.incomplete_layers),
             "suspect_layers": int(v.suspect_layers),
             "forced_inconclusive": [str(r) for r in v.forced_inconclusive],
+            # Per-layer lineage counts (attest.lineage.result.LineageResult.record): `recheck`
+            # recomputes the combined p, the conclusion and the verdict from them.
+            "lineage": v.lineage.record() if v.lineage is not None else None,
         },
         "results": cbor_safe(dict(results)),
         "tool": {"name": "attest", "version": __version__},
@@ -159,6 +164,18 @@ def recheck(ev: OpenedEvidence) -> EvidenceCheck:
     tokens_covered = int(covered.sum())
     coverage = tokens_covered / n_tokens
     recomputed: dict[str, Any] = {"coverage": coverage, "tokens_covered": tokens_covered}
+    lineage: LineageResult | None = None
+    lineage_missing = False
+    record = suspect.get("lineage")
+    if record is not None:
+        if view.lineage is None:
+            raise BundleError("evidence: a lineage record for an attestation that carries no lineage payload")
+        try:
+            lineage = LineageResult.from_record(record, policy.lineage_alpha, policy.lineage_reference)
+        except ValueError as exc:
+            raise BundleError(f"evidence: {exc}") from None
+    elif view.lineage is not None and matched:
+        lineage_missing = True
     if matched:
         decided = sketch_verdict(
             view.values,
@@ -171,19 +188,38 @@ def recheck(ev: OpenedEvidence) -> EvidenceCheck:
             incomplete_layers=counts[0],
             suspect_layers=counts[1],
             forced_inconclusive=forced,
+            lineage=lineage,
         )
         est = decided.estimate
+        if lineage is not None:
+            p, z = lineage.p_value, z_of_p(lineage.p_value)
+        else:
+            z, p = z_and_p(est.score, policy)
         recomputed.update(
             verdict=decided.verdict.value,
             score=cbor_safe(est.score),
             ci=cbor_safe(list(est.ci)),
             pairs_used=int(valid.sum()),
+            p_value=cbor_safe(p),
+            z=cbor_safe(z),
         )
+        if lineage is not None:
+            recomputed["lineage"] = {"p_value": lineage.p_value, "conclusion": lineage.conclusion}
     differences = [
         f"{k}: recorded {results.get(k)!r}, recomputed {recomputed[k]!r}"
         for k in _RECHECKED
         if k in recomputed and not _same(results.get(k), recomputed[k])
     ]
+    recorded_lineage = results.get("lineage")
+    if "lineage" in recomputed:
+        for k in ("p_value", "conclusion"):
+            was = recorded_lineage.get(k) if isinstance(recorded_lineage, Mapping) else None
+            if not _same(was, recomputed["lineage"][k]):
+                differences.append(f"lineage.{k}: recorded {was!r}, recomputed {recomputed['lineage'][k]!r}")
+    elif recorded_lineage is not None:
+        differences.append("lineage: recorded a lineage result with no lineage counts to recompute it from")
+    if lineage_missing:
+        differences.append("lineage: the attestation carries a lineage payload but the evidence has no lineage counts")
     if not matched and results.get("verdict") != "inconclusive":
         differences.append(f"verdict: recorded {results.get('verdict')!r} with no matched cells")
     return EvidenceCheck(recomputed, differences)

@@ -30,6 +30,8 @@ from attest.crypto.keys import TrustStore
 from attest.errors import AttestError, BundleError
 from attest.invariants.methods import parse_layers
 from attest.invariants.precision import compute_dtype
+from attest.lineage.payload import test_many_against_payloads
+from attest.lineage.result import LineageResult
 from attest.progress import SILENT, Tracker
 from attest.registry.entry import Entry, entry_from_bundle
 from attest.registry.store import Registry
@@ -171,6 +173,27 @@ class Identification:
 class _Planned:
     entry: Entry  # as re-derived from the verified bundle
     request: Request | None
+    lineage: tuple[Any, list[int | None]] | None = None  # (payload, located) when verify will run the test
+
+
+def _lineage_plan(opened: Any, suspect: CanonicalModel) -> tuple[Any, list[int | None]] | None:
+    """The bundle's lineage payload and the suspect's ids at its tokens, as `verify_suspect` will ask."""
+    view = StatementView.parse(opened.document)
+    if view.lineage is None:
+        return None
+    vocab = suspect.vocab
+    if view.token_mode == "ids" and not vocab.by_ids:
+        vocab = Vocabulary.ids_only(suspect.dims.vocab)
+    return view.lineage, locate(vocab, view.tokens)
+
+
+def _lineage_replay(planned: tuple[Any, list[int | None]], result: LineageResult) -> Callable[..., LineageResult]:
+    def runner(payload: Any, located: list[int | None]) -> LineageResult:
+        if (payload is not planned[0] and payload != planned[0]) or located != planned[1]:
+            raise AssertionError("identify: the one-pass lineage plan disagrees with verify's request")
+        return result
+
+    return runner
 
 
 def _plan(entry: Entry, opened: Any, suspect: CanonicalModel, key: int) -> Request | None:
@@ -221,6 +244,10 @@ def _never_reread(*_args: Any, **_kwargs: Any) -> tuple[list[tuple[int, str]], n
     raise AssertionError("identify: verify asked for a sketch the one-pass plan did not foresee")
 
 
+def _never_rerun(*_args: Any, **_kwargs: Any) -> LineageResult:
+    raise AssertionError("identify: verify asked for a lineage test the one-pass plan did not foresee")
+
+
 def _open_checked(registry: Registry, entry: Entry, trust: TrustStore) -> tuple[Entry, Any]:
     """A registered bundle, re-verified, and its entry re-derived from it (never trusted from the index)."""
     opened = registry.read_bundle(entry, trust)  # digest against the index, then the signature
@@ -267,22 +294,38 @@ def identify(
         if req is not None:
             pairs = interned.setdefault(hashlib.sha256(req.pairs.tobytes()).digest(), req.pairs)
             req = Request(req.key, req.method, req.ids, req.layers, pairs)
-        plans.append(_Planned(fresh, req))
+        plans.append(_Planned(fresh, req, _lineage_plan(opened, suspect) if req is not None else None))
         del opened
     # Phase 2: the one read of the suspect.
     dtype = compute_dtype(precision)
     sketches = sketch_many(suspect, [p.request for p in plans if p.request is not None], dtype, tracker)
+    # The lineage tests of every bundle in one more pass (each suspect layer read once for all).
+    with_lineage = [n for n, p in enumerate(plans) if p.lineage is not None]
+    lineage_results = dict(
+        zip(
+            with_lineage,
+            test_many_against_payloads([plans[n].lineage for n in with_lineage], suspect, tracker=tracker),  # type: ignore[misc]
+        )
+    )
     subject = plain(suspect_subject)
     root = subject.get("root") if isinstance(subject, dict) else None
     # Phase 3: score each bundle as verify would, from the values of the pass.
     # The bundle is read again (small) and must still be the one planned with.
     candidates: list[Candidate] = []
-    for entry, p in zip(entries, plans):
+    for n, (entry, p) in enumerate(zip(entries, plans)):
         opened = registry.read_bundle(entry, trust)  # same digest as in phase 1, so the same bundle
         sketcher = _replay(sketches, p.request) if p.request is not None else _never_reread
+        runner = _lineage_replay(p.lineage, lineage_results[n]) if p.lineage is not None else _never_rerun
         try:
             v: Verification | None = _slim(
-                verify_suspect(opened, suspect, precision=precision, suspect_subject=suspect_subject, sketcher=sketcher)
+                verify_suspect(
+                    opened,
+                    suspect,
+                    precision=precision,
+                    suspect_subject=suspect_subject,
+                    sketcher=sketcher,
+                    lineage_runner=runner,
+                )
             )
         except AttestError as exc:
             v = None

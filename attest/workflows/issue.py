@@ -17,6 +17,7 @@ from attest.bundle import issue_statement, write_attestation
 from attest.formats import LATENT_SEED, MANIFEST_LAYOUT, PAIR_SEED
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype
+from attest.lineage.payload import build_payload
 from attest.output.paths import atomic_write, check_output
 from attest.progress import SILENT, Tracker
 from attest.render.base import DEFAULT_RENDERER, get_renderer
@@ -111,6 +112,11 @@ def issue_bundle(
     timings["invariants"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    # What a verifier needs to run the lineage test without the base (docs/lineage.md).
+    lineage = build_payload(model, ids, tracker=tracker)
+    timings["lineage"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     latent = project(values, LATENT_SEED)
     renderer = get_renderer(DEFAULT_RENDERER)
     png = png_bytes(renderer.render(latent))
@@ -135,6 +141,7 @@ def issue_bundle(
         policy=policy,
         precision=str(dtype).replace("torch.", ""),
         meta=meta,
+        lineage=lineage,
     )
     statement = issue_statement(document, key, issuer=issuer, subject=name)
     data = write_attestation(out, statement, png)

@@ -68,6 +68,8 @@ def write_outputs(
             ci=ci,
             per_layer=[(f"{row['a']}", row["mean"]) for row in result["layers"]],
             title=f"{v.signature['subject']} vs {suspect_name}",
+            # Partial coverage: both dogs come from the covered sketch positions (Verification.dogs_note).
+            base_label="Base model, covered tokens only" if v.dogs_note else "Base model (attested)",
         )
         sheet_png = png_bytes(img)
         if outputs.sheet is not None:

@@ -15,8 +15,11 @@ from attest.bundle.container import OpenedAttestation
 from attest.invariants.methods import parse_layers
 from attest.invariants.precision import compute_dtype
 from attest.invariants.skipped import summary as cells_summary
+from attest.lineage.payload import test_against_payload
+from attest.lineage.result import LineageResult
 from attest.progress import SILENT, Tracker
 from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, z_and_p
+from attest.scoring.lineage_verdict import lineage_for, z_of_p
 from attest.scoring.pairing import embedding_note, pair_layers
 from attest.scoring.sketch_verdict import sketch_verdict
 from attest.sketch.latent import cosine, project
@@ -59,6 +62,10 @@ class Verification:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     artefacts: dict[str, str] = field(default_factory=dict)  # files written (evidence, report, sheet)
+    lineage: LineageResult | None = None  # the lineage test (None: bundle without payload, or not reached)
+    score_z: float = float("nan")  # the invariant score against its null: a finding, not the verdict's
+    score_p: float = float("nan")
+    dogs_note: str | None = None  # set when both dogs were redrawn from the covered sketch positions
 
     @property
     def policy_differences(self) -> list[str]:
@@ -71,6 +78,10 @@ class Verification:
             "ci": [_finite(self.ci[0]), _finite(self.ci[1])],
             "z": _finite(self.z),
             "p_value": _finite(self.p_value),
+            "lineage": self.lineage.to_json() if self.lineage is not None else None,
+            "score_z": _finite(self.score_z),
+            "score_p_value": _finite(self.score_p),
+            "dogs": self.dogs_note,
             "threshold": self.policy.threshold,
             "policy": self.policy.to_dict(),
             "bundle_policy": self.bundle_policy.to_dict(),
@@ -148,6 +159,7 @@ def verify_suspect(
     tracker: Tracker = SILENT,
     view: StatementView | None = None,
     sketcher: Callable[..., tuple[list[tuple[int, str]], np.ndarray]] | None = None,
+    lineage_runner: Callable[[Any, list[int | None]], LineageResult] | None = None,
 ) -> Verification:
     """Recompute `suspect` at the bundle's tokens, layers and pairs, and decide under `policy`.
 
@@ -155,7 +167,8 @@ def verify_suspect(
     another); the policy the bundle records is reported beside it and never
     applied, so a publisher cannot lower the bar its own bundle is judged by.
     `sketcher` (same signature as `sketch_model`) lets `attest identify` hand
-    in values it computed for many bundles in one pass over the suspect.
+    in values it computed for many bundles in one pass over the suspect;
+    `lineage_runner(payload, located)` likewise hands in its lineage result.
     """
     t0 = time.perf_counter()
     view = view or StatementView.parse(opened.document)
@@ -187,9 +200,23 @@ def verify_suspect(
         incomplete: int = 0,
         n_layers: int = 0,
         forced: list[str] | None = None,
+        lineage: LineageResult | None = None,
+        valid: np.ndarray | None = None,
     ) -> Verification:
         aligned = aligned if aligned is not None else np.zeros_like(view.values)
-        z, p = z_and_p(score, policy)
+        score_z, score_p = z_and_p(score, policy)
+        # Readers see the lineage test's z and p; the score's stay beside them as a finding.
+        p = lineage.p_value if lineage is not None else score_p
+        z = z_of_p(p) if lineage is not None else score_z
+        base_latent, dogs_note = view.latent, None
+        if valid is not None and not valid.all():
+            # Partial coverage: the issued dog is drawn from every sketch position, the
+            # suspect's only from covered ones; redraw the base from the same positions.
+            base_latent = project(np.where(valid[None, :], view.values, 0.0).astype(np.float32), view.latent_seed)
+            dogs_note = (
+                f"coverage is partial: both dogs are drawn from the {int(valid.sum())} of {len(valid)} sketch "
+                f"positions the suspect covers (the issued dog uses all of them)"
+            )
         return Verification(
             verdict=verdict,
             reasons=reasons,
@@ -197,6 +224,10 @@ def verify_suspect(
             ci=ci,
             z=z,
             p_value=p,
+            lineage=lineage,
+            score_z=score_z,
+            score_p=score_p,
+            dogs_note=dogs_note,
             coverage=coverage,
             tokens_covered=len(covered_ids),
             pairs_used=pairs_used,
@@ -209,7 +240,7 @@ def verify_suspect(
             suspect_subject=suspect_subject,
             base_model=view.model,
             suspect_model=describe(suspect),
-            base_latent=view.latent,
+            base_latent=base_latent,
             suspect_latent=project(aligned, view.latent_seed),
             suspect_values=aligned,
             bundle_policy=view.policy,
@@ -295,6 +326,12 @@ def verify_suspect(
             glob[t] = float(cell_estimates(base_vals[ib : ib + 1], vals_s[is_ : is_ + 1])[0])
             aligned[ib, valid] = vals_s[is_]
     forced = ["suspect: " + cells_summary(lost_cells)] if lost_cells else []
+    lineage: LineageResult | None = None
+    if view.lineage is not None:
+        # float32 whatever --precision says: compare runs the same procedure in float32,
+        # so the two commands reach the same lineage counts on the same pair.
+        run = lineage_runner or (lambda payload, ids: test_against_payload(payload, suspect, ids, tracker=tracker))
+        lineage = lineage_for(policy, run(view.lineage, located))
     decided = sketch_verdict(
         view.values,
         aligned,
@@ -306,7 +343,9 @@ def verify_suspect(
         incomplete_layers=len(skipped),
         suspect_layers=len(layers_s),
         forced_inconclusive=forced,
+        lineage=lineage,
     )
+    notes.extend(decided.findings)
     est = decided.estimate
     emb_note = embedding_note(glob, est.score, policy)
     if emb_note:
@@ -324,4 +363,6 @@ def verify_suspect(
         len(skipped),
         len(layers_s),
         forced,
+        lineage,
+        valid,
     )
