@@ -390,7 +390,9 @@ def test_statement_with_wrong_content_type(key: Ed25519PrivateKey, trust: TrustS
     [
         (lambda d: d.pop("latent"), "missing 'latent'"),
         (lambda d: d.update(extra=1), "unknown top-level keys"),
-        (lambda d: d.update(format="attest-statement/2"), "format"),
+        # attest-statement/2 is the current format since issue 11 (it adds "lineage"): a future one is refused
+        (lambda d: d.update(format="attest-statement/3"), "format"),
+        (lambda d: d.update(lineage={"format": "attest-lineage/1"}), "carries no lineage"),  # /1 has no payload
         (lambda d: d.update(latent=b"\x00" * 2044), "latent must be 512"),
         (lambda d: d.update(latent=np.full(512, np.nan, "<f4").tobytes()), "NaN"),
         (lambda d: d["sketch"].update(shape=[5, 4]), "needs 40"),
