@@ -164,6 +164,13 @@ def from_counts(
     if neurons < 2 or suspect_neurons < 1 or tokens < 3:
         return LayerLineage(a, b, neurons, 0, float("nan"), 1.0, 1.0, tokens, suspect_neurons, factor)
     chance = (cross + agree) / neurons
-    p = min(1.0, factor * permutation_tail(agree, chance, neurons))
+    # Significance (what a match rests on) uses the Chatterjee bound alone.  The
+    # factorial-moment bound is valid under the shuffle too, and far tighter at
+    # small chance rates, but that tightness turns a few per cent of convergent
+    # "universal" neurons (which bend the null's independence assumption, see
+    # docs/lineage.md) into p ~ 1e-13: a false "derived" is the worst failure.
+    # The tight bound is used only where it can cost a match nothing: the power
+    # checks (`p_full`, `p_at`), which decide whether a no-match may be claimed.
+    p = min(1.0, factor * permutation_tail(agree, chance))
     p_full = min(1.0, factor * permutation_tail(neurons, 1.0, neurons))
     return LayerLineage(a, b, neurons, agree, chance, p, p_full, tokens, suspect_neurons, factor, cross)
