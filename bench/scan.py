@@ -10,7 +10,7 @@ so that model is flagged as an exact copy and every other one is identified
 against it.  Each engine scans the whole tree into a fresh copy of that
 registry, fingerprinting at `--tokens` probe tokens (256 by default, to keep
 three passes over 50+ models within ten minutes on two shared cores; the
-base is issued at the default 1024, which is what identify probes with).
+base is issued at the same count, which is what identify probes with).
 
 Printed and written: models per hour (wall), CPU-seconds summed over the
 models' tasks, CPU-seconds per billion parameters, and the wall time.
@@ -54,12 +54,12 @@ def build_tree(cache: Path, tiny: int, large: bool) -> list[tuple[str, int]]:
     return plan
 
 
-def make_registry(cache: Path) -> tuple[Path, Path]:
+def make_registry(cache: Path, tokens: int) -> tuple[Path, Path]:
     keys = cache / "keys"
     if not (keys / "bench-publisher.pub").exists():
         keys.mkdir(parents=True, exist_ok=True)
         generate_keypair(keys / "bench-publisher", None)
-    reg = cache / "reg-base"
+    reg = cache / f"reg-base-{tokens}"
     if not reg.exists():
         from attest.arch.detect import load_model
         from attest.workflows.issue import issue_bundle
@@ -69,7 +69,7 @@ def make_registry(cache: Path) -> tuple[Path, Path]:
             load_model(cache / "tree" / "llama-tiny-s0"),
             load_private_key(keys / "bench-publisher.key", None),
             bundle,
-            method=DEFAULT,
+            method=DEFAULT.with_options(n_tokens=tokens),
             name="bench-base",
             issuer="bench",
             meta={},
@@ -103,6 +103,9 @@ def run(engine: str, cpus: int | None, cache: Path, reg_base: Path, pub: Path, t
         "cpu_seconds": summary["cpu_seconds"],
         "params_b": params_b,
         "cpu_s_per_b": summary["cpu_seconds"] / params_b if params_b else float("nan"),
+        "cpu_s_per_model": summary["cpu_seconds"] / max(1, summary["found"]),
+        # CPU seconds over (wall x cores the engine may use): below 1, other jobs took the cores.
+        "core_share": summary["cpu_seconds"] / (summary["seconds"] * (cpus or os.cpu_count() or 1)),
     }
 
 
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     plan = build_tree(args.cache, args.tiny, not args.no_large)
     print(f"tree: {len(plan)} checkpoints, built in {time.perf_counter() - t0:.0f} s", flush=True)
-    reg_base, pub = make_registry(args.cache)
+    reg_base, pub = make_registry(args.cache, args.tokens)
     rows = []
     for engine, cpus in (("local", None), ("ray", 1), ("ray", 2)):
         rows.append(run(engine, cpus, args.cache, reg_base, pub, args.tokens))
@@ -133,16 +136,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{rows[0]['params_b']:.2f} B parameters: {args.tiny} llama-tiny, {max(1, args.tiny // 5)} mixtral-tiny, "
         f"2 llama-160m{', 1 llama-1.2b-gqa' if not args.no_large else ''} (bench/make_checkpoint.py, bf16)",
         f"- work per model: hash every weight file, fingerprint (attest-v1, {args.tokens} probe tokens), identify "
-        "against a registry of 1 base (issued at 1024 tokens), record; a fresh registry copy for each engine",
-        "- CPU s: process CPU time summed over the models' tasks (hashing threads included)",
+        "against a registry of 1 base (issued at the same count), record; a fresh registry copy for each engine",
+        "- CPU s: process CPU time summed over the models' tasks (hashing threads included); core share = CPU s / "
+        "(wall s x cores the engine may use): below 1, other jobs on the machine had the cores",
         "",
-        "| engine | models | failed | flagged | wall s | models/hour | CPU s | CPU s per B params |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| engine | models | failed | flagged | wall s | models/hour | CPU s | CPU s per model | CPU s per B params "
+        "| core share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['engine']} | {r['models']} | {r['failed']} | {r['flagged']} | {r['seconds']:.1f} | "
-            f"{r['models_per_hour']:,.0f} | {r['cpu_seconds']:.1f} | {r['cpu_s_per_b']:.1f} |"
+            f"{r['models_per_hour']:,.0f} | {r['cpu_seconds']:.1f} | {r['cpu_s_per_model']:.2f} | "
+            f"{r['cpu_s_per_b']:.1f} | {r['core_share']:.2f} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)
