@@ -160,11 +160,16 @@ NOTES = """
 ## Reading the table
 
 - The per-model work is the same on every engine; what differs is how many
-  models run at once and what each costs in fixed overhead.  `local` runs one
-  model at a time with every core (torch threads); `ray` runs one task per
-  model, each with the CPUs its plan requests (1 for every model here, as no
-  block exceeds 512 MiB in float32: docs/scale.md), so 2 workers run two
-  models side by side.
+  models run at once and with how many torch threads.  `local` runs one
+  model at a time with every core, except models whose largest layer is
+  under 64 MiB in float32 (the 48 tiny ones here), which get one thread;
+  `ray` runs one task per model, each with the CPUs its plan requests (1 for
+  every model here, as no layer reaches 512 MiB in float32: docs/scale.md),
+  so 2 workers run two models side by side.
+- Why one thread for small models: before that rule the local engine gave
+  every model both cores, and on this shared machine it spent 3.1 CPU s per
+  model against Ray's 0.9 (8 tiny models: 24 CPU s on 2 threads, 3.3 on 1):
+  matmuls that small do not split, and the idle threads spin.
 - A Ray task also pays for shipping its arguments and, on a fresh worker, for
   importing torch and attest once; the local engine pays imports once in all.
 - CPU s per B parameters is dominated by the largest checkpoints, where the

@@ -152,6 +152,11 @@ def test_local_scan_records_flags_and_reruns_as_skips(world: World, hub: Path, b
     again = json.loads(capsys.readouterr().out)
     assert again["scanned"] == 0 and again["skipped"] == 6 and again["failed"] == 0
     assert len(rows(reg)) == 6
+    # The human-readable form says the same.
+    with pytest.raises(SystemExit) as exc:
+        main([a for a in args if a != "--json"])
+    assert exc.value.code == 0
+    assert "6 models found: 0 scanned, 6 skipped, 0 failed, 0 flagged (local" in capsys.readouterr().out
 
 
 def test_migrates_a_version_1_registry(base_registry: Path, tmp_path: Path) -> None:
@@ -263,3 +268,29 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(ray_instance,
     check_first_scan(summary, reg, hub)
     qwen = [r for r in rows(reg) if r["path"].endswith("org-b/qwen")]
     assert len(qwen) == 1 and qwen[0]["status"] == "ok"
+
+
+@pytest.mark.ray
+def test_a_model_too_large_for_every_node_is_failed_not_left_waiting(
+    ray_instance, world, hub, base_registry, tmp_path, monkeypatch
+):
+    import attest.scan.runner as runner
+    from attest.scan.plan import Resources
+
+    real = runner.resources
+
+    def plan(path: str, source_bytes: int, tokens: int) -> Resources:
+        r = real(path, source_bytes, tokens)
+        if path.endswith("gpt2-x"):  # as if its largest layer needed a petabyte
+            return Resources(r.largest_layer_bytes, r.parameters, 10**15, r.cpus, r.from_headers)
+        return r
+
+    monkeypatch.setattr(runner, "resources", plan)
+    reg = fresh_registry(base_registry, tmp_path / "reg")
+    summary = run_scan(
+        [hub / "gpt2-x", hub / "org-b"], reg, TrustStore.from_pubkey(world.pub), engine="ray", method=METHOD
+    )
+    assert summary.scanned == 2
+    (failure,) = summary.failed
+    assert failure["path"].endswith("gpt2-x") and "largest Ray node" in failure["error"]
+    assert failure["exit_class"] == int(ExitCode.INPUT_ERROR)

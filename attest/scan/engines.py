@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from attest.errors import ExitCode, InputError
-from attest.scan.plan import Resources
+from attest.scan.plan import Resources, local_threads
 from attest.scan.work import Context, Job, Outcome, scan_one
 
 WorkFn = Callable[[Job, Context], Outcome]
@@ -22,10 +22,13 @@ DEFAULT_MAX_RETRIES = 2
 ENGINES = ("local", "ray")
 
 
-def run_local(jobs: Sequence[Job], ctx: Context, work: WorkFn = scan_one) -> Iterator[tuple[int, Outcome]]:
-    """One model after another, each with every core of this machine."""
-    threads = os.cpu_count() or 1
-    for i, job in enumerate(jobs):
+def run_local(
+    jobs: Sequence[Job], plans: Sequence[Resources], ctx: Context, work: WorkFn = scan_one
+) -> Iterator[tuple[int, Outcome]]:
+    """One model after another, each with every core of this machine (one thread for a small model)."""
+    cores = os.cpu_count() or 1
+    for i, (job, plan) in enumerate(zip(jobs, plans)):
+        threads = local_threads(plan, cores)
         yield i, work(Job(job.path, job.display, job.source_bytes, job.source_mtime, threads), ctx)
 
 

@@ -37,6 +37,10 @@ LAYER_COPIES = 3
 MATRICES = 8
 BYTES_PER_CPU = 512 * 2**20
 MAX_TASK_CPUS = 8
+# Below this largest-layer size the local engine runs a model on one thread:
+# its matmuls are too small to share, and extra threads only spin (8 tiny
+# models took 7x the CPU time on 2 threads as on 1 here: docs/scale.md).
+SMALL_LAYER_BYTES = 64 * 2**20
 # A tensor belongs to block N when its name has one of these segments.
 _BLOCK = re.compile(r"(?:^|\.)(?:layers|layer|h|blk|block|blocks|decoder\.layers)\.(\d+)\.")
 
@@ -89,3 +93,8 @@ def resources(path: str, source_bytes: int, probe_tokens: int) -> Resources:
     memory = BASE_BYTES + LAYER_COPIES * largest + MATRICES * 4 * probe_tokens * probe_tokens
     cpus = min(MAX_TASK_CPUS, max(1, math.ceil(largest / BYTES_PER_CPU)))
     return Resources(largest, params, memory, cpus, from_headers)
+
+
+def local_threads(plan: Resources, cores: int) -> int:
+    """Torch threads for one model on the local engine: every core, unless the model is small."""
+    return 1 if plan.from_headers and plan.largest_layer_bytes < SMALL_LAYER_BYTES else max(1, cores)

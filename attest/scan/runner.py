@@ -196,10 +196,10 @@ def run_scan(
                 refused = {i for i, f in enumerate(todo) if f.refusal}
                 runnable = [i for i in range(len(todo)) if i not in refused]
                 stream: Iterator[tuple[int, Outcome]]
+                plans = [resources(todo[i].path, todo[i].source_bytes, probe_tokens) for i in runnable]
                 if ray_engine is None:
-                    stream = ((runnable[k], o) for k, o in run_local([jobs[i] for i in runnable], ctx, work))
+                    stream = ((runnable[k], o) for k, o in run_local([jobs[i] for i in runnable], plans, ctx, work))
                 else:
-                    plans = [resources(todo[i].path, todo[i].source_bytes, probe_tokens) for i in runnable]
                     stream = (
                         (runnable[k], o)
                         for k, o in ray_engine.run([jobs[i] for i in runnable], plans, ctx, work, max_retries)
