@@ -156,6 +156,8 @@ def run_scan(
     """Scan every model under `roots` into `registry`; see the module docstring."""
     if engine not in ENGINES:
         raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if ray_address and engine != "ray":
+        raise InputError("--ray-address needs --engine ray")
     missing = [str(r) for r in roots if not Path(r).exists()]
     if missing:
         raise InputError(f"scan root not found: {', '.join(missing)}")
