@@ -21,6 +21,7 @@ from attest.cli import (
     identify_cmd,
     keygen_cmd,
     registry_cmd,
+    scan_cmd,
     transparency_cmds,
 )
 from attest.errors import AttestError, ExitCode
@@ -39,6 +40,7 @@ COMMAND_MODULES = (
     bundle_cmds,
     identify_cmd,
     registry_cmd,
+    scan_cmd,
     transparency_cmds,
     keygen_cmd,
     demo_cmd,

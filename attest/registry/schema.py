@@ -20,7 +20,8 @@ from pathlib import Path
 
 from attest.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this attest can open: older ones are migrated in place (MIGRATIONS).
 REGISTRY_FORMAT = "attest-registry"
 # PRAGMA application_id ('ATRG'): lets `file(1)` and our own check tell an
 # attest registry from any other SQLite database.
@@ -60,9 +61,9 @@ CREATE TABLE IF NOT EXISTS bases (
 CREATE INDEX IF NOT EXISTS bases_name ON bases (name);
 CREATE INDEX IF NOT EXISTS bases_shape ON bases (family, hidden, layers);
 
--- Reserved for `attest scan`: unsigned fingerprint records of models found on
--- disk.  Nothing here is signed and nothing here is ever used to decide a
--- verdict; it is a work log.
+-- `attest scan`'s work log: one row per model found on disk, keyed by its
+-- subject root when hashing worked.  Nothing here is signed and nothing here is
+-- ever used to decide a verdict.  Columns after recorded_at arrived in version 2.
 CREATE TABLE IF NOT EXISTS scan_records (
     id           INTEGER PRIMARY KEY,
     path         TEXT NOT NULL,
@@ -72,9 +73,23 @@ CREATE TABLE IF NOT EXISTS scan_records (
     exit_class   INTEGER,          -- attest.errors.ExitCode of the outcome
     record       BLOB,             -- canonical CBOR of the unsigned fingerprint
     tool_version TEXT NOT NULL,
-    recorded_at  TEXT NOT NULL
+    recorded_at  TEXT NOT NULL,
+    source_bytes INTEGER,
+    source_mtime INTEGER,
+    verdict      TEXT,
+    base_name    TEXT,
+    base_root    TEXT,
+    score        REAL,
+    p_value      REAL,
+    p_holm       REAL,
+    bundle_sha256 TEXT,
+    parameters   INTEGER,
+    engine       TEXT,
+    seconds      REAL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS scan_records_subject ON scan_records (subject_root);
+-- One row per subject: two writers (or a retried task) cannot record a model twice.
+CREATE UNIQUE INDEX IF NOT EXISTS scan_records_root ON scan_records (subject_root) WHERE subject_root IS NOT NULL;
+CREATE INDEX IF NOT EXISTS scan_records_path ON scan_records (path);
 """
 
 
@@ -144,6 +159,10 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def _initialise(conn: sqlite3.Connection) -> None:
     with write_transaction(conn):
+        # An existing index is left to the version check (and its migration):
+        # running today's DDL over an older or unknown layout could half-change it.
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+            return
         for statement in _statements(DDL):
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -180,8 +199,62 @@ def _check_version(conn: sqlite3.Connection, db_path: Path) -> None:
     if rows.get("format") != REGISTRY_FORMAT:
         raise InputError(f"{db_path} is not an attest registry index (format {rows.get('format')!r})")
     version = rows.get("schema_version")
+    if version in MIGRATIONS:
+        _migrate(conn, str(version))
+        return
     if version != str(SCHEMA_VERSION):
         raise InputError(
             f"registry {db_path.parent} has schema version {version!r}; this attest reads version "
             f"{SCHEMA_VERSION} only (upgrade attest, or rebuild the registry from its bundles)"
         )
+
+
+# Version 1 reserved `scan_records` with its first nine columns; version 2 adds
+# what `attest scan` records about each model and makes the subject unique.
+_V2_COLUMNS = (
+    ("source_bytes", "INTEGER"),
+    ("source_mtime", "INTEGER"),
+    ("verdict", "TEXT"),
+    ("base_name", "TEXT"),
+    ("base_root", "TEXT"),
+    ("score", "REAL"),
+    ("p_value", "REAL"),
+    ("p_holm", "REAL"),
+    ("bundle_sha256", "TEXT"),
+    ("parameters", "INTEGER"),
+    ("engine", "TEXT"),
+    ("seconds", "REAL"),
+)
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    for column, kind in _V2_COLUMNS:
+        conn.execute(f"ALTER TABLE scan_records ADD COLUMN {column} {kind}")
+    # Version 1 had no writer, but a hand-filled table may repeat a subject: keep the first row.
+    conn.execute(
+        "DELETE FROM scan_records WHERE subject_root IS NOT NULL AND id NOT IN "
+        "(SELECT min(id) FROM scan_records WHERE subject_root IS NOT NULL GROUP BY subject_root)"
+    )
+    conn.execute("DROP INDEX IF EXISTS scan_records_subject")
+    conn.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS scan_records_root ON scan_records (subject_root) "
+        "WHERE subject_root IS NOT NULL"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS scan_records_path ON scan_records (path)")
+
+
+MIGRATIONS = {"1": _migrate_1_to_2}
+
+
+def _migrate(conn: sqlite3.Connection, version: str) -> None:
+    """Bring an older index up to SCHEMA_VERSION, one step at a time, each step under the write lock."""
+    while version != str(SCHEMA_VERSION):
+        with write_transaction(conn):
+            # Re-read under the lock: another process may have migrated meanwhile.
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            step = MIGRATIONS.get(version)
+            if step is None:
+                break
+            step(conn)
+            version = str(int(version) + 1)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))

@@ -277,12 +277,18 @@ def identify(
     tracker: Tracker = SILENT,
     evidence: EvidenceFn = sketch_evidence,
     evidence_name: str = SKETCH_EVIDENCE,
+    bases: frozenset[str] | None = None,
 ) -> Identification:
-    """Rank every registered base against `suspect` after one read of its weights."""
+    """Rank every registered base against `suspect` after one read of its weights.
+
+    `bases`, when given, restricts the candidates to the entries with these
+    subject roots (`attest scan` fixes them when it starts, so a model's answer
+    does not depend on which other models of the same run were recorded first).
+    """
     t0 = time.perf_counter()
     # Phase 1: what each bundle needs.  Bundles are not kept open: memory stays
     # at one bundle plus the plans, whatever N is.
-    entries = registry.entries()
+    entries = [e for e in registry.entries() if bases is None or e.subject_root in bases]
     plans: list[_Planned] = []
     interned: dict[bytes, np.ndarray] = {}  # bundles of one token count share their positions
     for k, entry in enumerate(entries):

@@ -6,7 +6,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -64,40 +64,49 @@ def bundle_paths(out: Path, force: bool = False) -> tuple[Path, Path]:
     return out, png
 
 
-def subject_of(model: CanonicalModel, tracker: Tracker = SILENT) -> dict[str, object]:
+def subject_of(
+    model: CanonicalModel, tracker: Tracker = SILENT, *, allow_outside_symlinks: bool = False
+) -> dict[str, object]:
     files = model.source.files()
     if not files:
         return {"files": [], "root": b"", "algorithm": "sha256", "layout": MANIFEST_LAYOUT}
     base = model.source.root if model.source.root.is_dir() else model.source.root.parent
     total = sum(f.stat().st_size for f in files)
     task = tracker.task("hashing weight files", total)
-    subject = hash_files(files, base, progress=lambda n: tracker.advance(task, n))
+    subject = hash_files(
+        files, base, progress=lambda n: tracker.advance(task, n), allow_outside_symlinks=allow_outside_symlinks
+    )
     return subject.to_cbor_obj()
 
 
-def issue_bundle(
+@dataclass
+class Fingerprinted:
+    """An unsigned statement document and its dog, before any signature."""
+
+    document: dict[str, Any]
+    png: bytes
+    subject: dict[str, object]
+    sketch_shape: tuple[int, int]
+    seconds: dict[str, float]
+
+
+def fingerprint_document(
     model: CanonicalModel,
-    key: Ed25519PrivateKey,
-    out: Path,
     *,
     method: Method,
     name: str,
-    issuer: str,
     meta: Mapping[str, str],
     policy: Policy = DEFAULT_POLICY,
     precision: str = "auto",
     pairs_requested: int = DEFAULT_PAIRS,
     tracker: Tracker = SILENT,
-    force: bool = False,
-) -> Issued:
-    """Fingerprint `model`, sign the statement with `key`, write OUT.attest and OUT.png.
-
-    Both output paths are checked before any work (see attest.output.paths).
-    """
-    out, png_path = bundle_paths(out, force)
+    subject: dict[str, object] | None = None,
+) -> Fingerprinted:
+    """Hash (unless `subject` is given) and sketch `model` into the statement document `issue` signs."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    subject = subject_of(model, tracker)
+    if subject is None:
+        subject = subject_of(model, tracker)
     timings["hash"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -143,6 +152,43 @@ def issue_bundle(
         meta=meta,
         lineage=lineage,
     )
+    return Fingerprinted(document, png, subject, (int(values.shape[0]), int(values.shape[1])), timings)
+
+
+def issue_bundle(
+    model: CanonicalModel,
+    key: Ed25519PrivateKey,
+    out: Path,
+    *,
+    method: Method,
+    name: str,
+    issuer: str,
+    meta: Mapping[str, str],
+    policy: Policy = DEFAULT_POLICY,
+    precision: str = "auto",
+    pairs_requested: int = DEFAULT_PAIRS,
+    tracker: Tracker = SILENT,
+    force: bool = False,
+    subject: dict[str, object] | None = None,
+) -> Issued:
+    """Fingerprint `model`, sign the statement with `key`, write OUT.attest and OUT.png.
+
+    Both output paths are checked before any work (see attest.output.paths).
+    `subject`, when given, is the already computed manifest of the model's files.
+    """
+    out, png_path = bundle_paths(out, force)
+    fp = fingerprint_document(
+        model,
+        method=method,
+        name=name,
+        meta=meta,
+        policy=policy,
+        precision=precision,
+        pairs_requested=pairs_requested,
+        tracker=tracker,
+        subject=subject,
+    )
+    document, png, subject, timings = fp.document, fp.png, fp.subject, fp.seconds
     statement = issue_statement(document, key, issuer=issuer, subject=name)
     data = write_attestation(out, statement, png)
     atomic_write(png_path, png)
@@ -153,7 +199,7 @@ def issue_bundle(
         png_path=png_path,
         bundle_bytes=len(data),
         document_bytes=len(statement),
-        sketch_shape=(int(values.shape[0]), int(values.shape[1])),
+        sketch_shape=fp.sketch_shape,
         seconds=timings,
         kid_hex=key_id(key.public_key()).hex(),
         subject_root_hex=root.hex() if isinstance(root := subject.get("root"), bytes) else "",
