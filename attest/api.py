@@ -80,6 +80,7 @@ __all__ = [
     "load",
     "open_bundle",
     "resolve_policy",
+    "scan",
     "trust_store",
     "verify",
 ]
@@ -423,6 +424,44 @@ def identify(
                 suspect_subject=subject,
                 tracker=progress,
             )
+
+
+# -- scan -----------------------------------------------------------------------
+
+
+def scan(
+    roots: list[PathLike],
+    registry: PathLike,
+    *,
+    trust: TrustLike,
+    engine: str = "local",
+    ray_address: str | None = None,
+    key: KeyLike | None = None,
+    passphrase: bytes | None = None,
+    issuer: str | None = None,
+    tokens: int | None = None,
+    max_retries: int | None = None,
+    show_progress: bool = False,
+) -> Any:
+    """Fingerprint every model under `roots`, record it in `registry` and identify it against the
+    registry's bases, on one machine or on Ray (docs/scale.md).  Returns a `ScanSummary`."""
+    from attest.invariants.methods import DEFAULT
+    from attest.scan import run_scan
+    from attest.scan.runner import DEFAULT_ISSUER, DEFAULT_MAX_RETRIES
+
+    private = None if key is None else _private_key(key, passphrase, False, [])
+    return run_scan(
+        [Path(r) for r in roots],
+        Path(registry),
+        trust_store(trust),
+        engine=engine,
+        ray_address=ray_address,
+        key=private,
+        issuer=issuer or DEFAULT_ISSUER,
+        method=DEFAULT.with_options(n_tokens=tokens) if tokens is not None else DEFAULT,
+        max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+        show_progress=show_progress,
+    )
 
 
 # -- inspect --------------------------------------------------------------------

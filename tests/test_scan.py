@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from registry_world import World, build_world
-from scan_helpers import CORRUPT, ESCAPING, GOOD, build_tree, killable
+from helpers.registry_world import World, build_world
+from helpers.scan_helpers import CORRUPT, ESCAPING, GOOD, build_tree, killable
 
 from attest.cli.app import main
 from attest.crypto.keys import TrustStore
@@ -210,7 +210,7 @@ def ray_instance():
     ray = pytest.importorskip("ray")
     here = Path(__file__).resolve().parent
     before = os.environ.get("PYTHONPATH")
-    # Workers import the kill hook (tests/scan_helpers.py) and attest itself.
+    # Workers import the kill hook (tests/helpers/scan_helpers.py, as helpers.scan_helpers) and attest itself.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(here), str(here.parent), *([before] if before else [])])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

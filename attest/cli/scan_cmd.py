@@ -45,24 +45,19 @@ def scan(
     class and the scan goes on.  Exit 0 when every model was recorded, 2 when
     some failed, 3 when a registered base is untrusted or tampered, 4 input error.
     """
-    from attest.crypto.keys import load_private_key
-    from attest.invariants.methods import DEFAULT
-    from attest.scan import run_scan
+    from attest import api
 
     store = trust_from_options(pubkey, trust)
-    private = None
-    if key is not None:
-        private = load_private_key(key, prompt_passphrase_if_needed(key, passphrase_env))
-    method = DEFAULT.with_options(n_tokens=tokens) if tokens is not None else DEFAULT
-    summary = run_scan(
+    summary = api.scan(
         list(roots),
         registry,
-        store,
+        trust=store,
         engine=engine,
         ray_address=ray_address,
-        key=private,
+        key=key,
+        passphrase=prompt_passphrase_if_needed(key, passphrase_env),
         issuer=issuer,
-        method=method,
+        tokens=tokens,
         max_retries=max_retries,
         show_progress=not json_out,
     )

@@ -21,8 +21,8 @@ ESCAPING = "evil"
 
 def build_tree(root: Path, outside: Path) -> Path:
     """Six models: four good (one a derivative of base-llama, one in an HF cache layout), one corrupt, one escaping."""
-    from conftest import save_tiny_model
-    from registry_world import save_derivative
+    from helpers.models import save_tiny_model
+    from helpers.registry_world import save_derivative
 
     hub = root / "hub"
     save_derivative("llama", 21, hub / "org-a" / "derived-llama")
