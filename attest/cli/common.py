@@ -33,6 +33,13 @@ def safe(value: object) -> str:
     return escape(text)
 
 
+def fmt_number(value: float | None, spec: str) -> str:
+    """A number for a table; "-" for a missing or non-finite one (a z of p = 1 is -inf)."""
+    import math
+
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
 def emit_json(obj: Any) -> None:
     # allow_nan=False: NaN is not JSON; every float we emit must be finite or null.
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n")

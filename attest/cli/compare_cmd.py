@@ -19,6 +19,7 @@ from attest.cli.common import (
     VERDICT_STYLE,
     emit_json,
     err_console,
+    fmt_number,
     out_console,
     parse_terms,
     safe,
@@ -56,7 +57,7 @@ def render_comparison(c: api.Comparison) -> None:
         )
     what = "lineage" if c.lineage is not None else "score"
     out_console.print(
-        f"Score [bold]{c.score:+.4f}[/bold]  {what} z {z:.1f}  p {p:.2g}  threshold {c.policy.threshold}  "
+        f"Score [bold]{c.score:+.4f}[/bold]  {what} z {fmt_number(z, '.1f')}  p {fmt_number(p, '.2g')}  threshold {c.policy.threshold}  "
         f"coverage {c.coverage:.0%}  verdict [{style}]{c.verdict.value.replace('_', ' ')}[/{style}]"
     )
     for line in c.reasons + c.notes:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from attest.cli.common import out_console, threads_option
+from attest.cli.common import fmt_number, out_console, threads_option
 from attest.progress import progress
 
 _PLAIN = {
@@ -39,7 +39,7 @@ def demo(
             _PLAIN[c.verdict],
             f"{c.score:+.3f}",
             f"{c.ci[0]:+.3f}..{c.ci[1]:+.3f}",
-            f"{c.z:.0f}",
+            fmt_number(c.z, ".0f"),
             "-" if c.emb is None else f"{c.emb:+.2f}",
         )
     out_console.print(table)
