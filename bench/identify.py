@@ -1007,8 +1007,10 @@ def report(ctx: dict[str, Any]) -> str:
         "",
         "Each figure is one fresh child process: the wall time of the one API call (model load, subject hashing, "
         "reading and verifying every bundle, the pass over the suspect, scoring) and the child's peak RSS "
-        "(`ru_maxrss`, imports included).  The ratio is to one plain `attest.verify` of the same suspect against "
-        "its true base's bundle.  Targets (issue 14): ≤ 1.5× at N = 100, ≤ 3× at N = 1,000.",
+        "(VmHWM, imports included).  The ratio is to one plain `attest.verify` of the same suspect against "
+        "its true base's bundle.  One run each on a shared machine whose load varies: a verify and an "
+        "identify at N = 10 do nearly the same work, so the gap between them shows the noise.  "
+        "Targets (issue 14): ≤ 1.5× at N = 100, ≤ 3× at N = 1,000.",
         "",
         *(
             [
