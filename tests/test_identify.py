@@ -143,7 +143,12 @@ def test_an_unrelated_model_gets_no_base(world, registry, suspects, capsys, monk
     data = json.loads(out)
     assert exc.value.code == 1, err
     assert data["verdict"] == "no_match" and data["base"] is None
-    assert data["registry"] == {"bases": 4, "verdicts": {"match": 0, "no_match": 4, "inconclusive": 0}}
+    assert data["registry"] == {
+        "bases": 4,
+        "verdicts": {"match": 0, "no_match": 4, "inconclusive": 0},
+        "comparable": 4,
+        "not_comparable": 0,
+    }
     assert len(data["candidates"]) == 4 and all(c["verdict"] == "no_match" for c in data["candidates"])
     assert data["multiple_testing"] == {"method": "holm-bonferroni", "alpha": 0.01, "tests": 4}
     assert all(c["p_holm"] is not None and not math.isnan(c["p_holm"]) for c in data["candidates"])
@@ -246,3 +251,111 @@ def test_an_exact_copy_is_named_with_its_subject_match(world, registry, capsys, 
     data = json.loads(capsys.readouterr()[0])
     assert data["base"]["subject_match"] is True
     assert [c["subject_match"] for c in data["candidates"]] == [True, False, False, False]
+
+
+# -- bases the suspect cannot be compared with ---------------------------------------------
+
+
+def test_a_base_is_set_aside_only_when_nothing_points_towards_it(world, suspects) -> None:
+    from dataclasses import replace
+
+    from attest.workflows.identify import CandidateEvidence, comparable, sketch_evidence
+
+    trust = TrustStore.from_pubkey(world.pub)
+    bundle = read_attestation(world.bundles["base-llama"].read_bytes(), trust)
+    v = verify_suspect(bundle, load_model(suspects["unrelated-llama"]))
+    assert v.verdict is Verdict.NO_MATCH and comparable(v, sketch_evidence(v))
+
+    def judged(**changes: object) -> bool:
+        w = replace(v, verdict=Verdict.INCONCLUSIVE, **changes)  # type: ignore[arg-type]
+        return comparable(w, sketch_evidence(w))
+
+    nan = float("nan")
+    # too few shared probe tokens and what they show is a no-match: set aside
+    assert not judged(coverage=0.2, tokens_covered=25, score=0.02, ci=(-0.05, 0.1))
+    # the same coverage, but the shared tokens point towards the base: it must still be weighed
+    assert judged(coverage=0.2, tokens_covered=25, score=0.2, ci=(0.1, 0.3))
+    assert judged(coverage=0.2, tokens_covered=25, score=0.05, ci=(-0.2, 0.4))  # interval reaches the threshold
+    # nothing could be sketched (too few tokens, or no shared invariant term): set aside
+    assert not judged(coverage=0.02, tokens_covered=3, score=nan, ci=(nan, nan), pairs_used=0)
+    assert not judged(score=nan, ci=(nan, nan), pairs_used=0)
+    # full coverage and a score between the bounds: an open question, never set aside
+    assert judged(score=0.25, ci=(0.2, 0.3))
+    # a base that could not be scored at all (an error) is unknown, not incomparable
+    assert comparable(None, CandidateEvidence(nan, nan, Verdict.INCONCLUSIVE, ["could not be scored: boom"]))
+
+
+@pytest.fixture(scope="module")
+def foreign_bundle(world: World) -> Path:
+    """A base with a tokenizer of its own: the world's byte alphabet, other words."""
+    from helpers.models import build_tiny_model, save_model, write_tokenizer
+
+    from attest.invariants.methods import DEFAULT
+    from attest.workflows.issue import issue_bundle
+
+    folder = save_model(build_tiny_model("llama", seed=31), world.root / "foreign-llama", tokenizer=False)
+    write_tokenizer(folder, seed=999)
+    out = world.root / "foreign-llama.attest"
+    issue_bundle(
+        load_model(folder),
+        world.key,
+        out,
+        method=DEFAULT.with_options(n_tokens=128),
+        name="foreign-llama",
+        issuer="Registry Test Lab",
+        meta={},
+    )
+    return out
+
+
+def test_bases_of_another_tokenizer_do_not_make_an_unrelated_model_inconclusive(
+    world, suspects, foreign_bundle, tmp_path
+) -> None:
+    trust = TrustStore.from_pubkey(world.pub)
+    reg = tmp_path / "reg"
+    add(reg, [*world.bundles.values(), foreign_bundle], trust)
+    with Registry.open(reg) as r:
+        result = identify(load_model(suspects["unrelated-llama"]), r, trust)
+        derived = identify(load_model(suspects["derived-llama"]), r, trust)
+    foreign = next(c for c in result.candidates if c.entry.name == "foreign-llama")
+    assert foreign.evidence.verdict is Verdict.INCONCLUSIVE and not foreign.comparable
+    assert foreign.verification is not None and foreign.verification.coverage < 0.5
+    assert result.verdict is Verdict.NO_MATCH and result.base is None
+    data = result.to_json(top=5)
+    assert data["registry"]["comparable"] == 4 and data["registry"]["not_comparable"] == 1
+    assert data["reasons"][0] == "none of the 4 comparable registered bases matches"
+    assert "1 of the 5 bases are not comparable" in data["reasons"][1]
+    assert [c["comparable"] for c in data["candidates"]].count(False) == 1
+    # Setting a base aside changes nothing for a derivative of another one.
+    assert derived.verdict is Verdict.MATCH and derived.base is not None and derived.base.entry.name == "base-llama"
+    # A registry holding only bases the suspect cannot be compared with gives no answer.
+    only = tmp_path / "only"
+    add(only, [foreign_bundle], trust)
+    with Registry.open(only) as r:
+        alone = identify(load_model(suspects["unrelated-llama"]), r, trust)
+    assert alone.verdict is Verdict.INCONCLUSIVE
+    assert alone.reasons[0] == "none of the 1 registered bases could be compared with the suspect"
+
+
+def test_a_derivative_with_most_of_its_vocabulary_renamed_is_not_set_aside(world, suspects, tmp_path) -> None:
+    """Low coverage alone never dismisses a base: the shared tokens still show the lineage."""
+    import shutil
+
+    folder = tmp_path / "renamed"
+    shutil.copytree(suspects["derived-llama"], folder)
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    renamed = {}
+    for k, (piece, i) in enumerate(sorted(vocab.items(), key=lambda kv: kv[1])):
+        renamed[f"\u0120qxq{k}" if i > 256 and k % 10 < 7 else piece] = i
+    tok["model"]["vocab"], tok["model"]["merges"] = renamed, []
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    trust = TrustStore.from_pubkey(world.pub)
+    reg = tmp_path / "reg"
+    add(reg, list(world.bundles.values()), trust)
+    with Registry.open(reg) as r:
+        result = identify(load_model(folder), r, trust)
+    base = next(c for c in result.candidates if c.entry.name == "base-llama")
+    assert base.verification is not None and base.verification.coverage < 0.5
+    assert base.evidence.verdict is Verdict.INCONCLUSIVE and base.comparable
+    assert result.verdict is Verdict.INCONCLUSIVE and result.candidates[0].entry.name == "base-llama"

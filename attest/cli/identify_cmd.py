@@ -67,8 +67,9 @@ def identify(
         score = f"{c['score']:+.3f}" if c["score"] is not None else "-"
         z = f"{c['z']:.1f}" if c.get("z") is not None else "-"
         style = _STYLE[c["verdict"]]
+        shown = c["verdict"] if c.get("comparable", True) else f"{c['verdict']} (not comparable)"
         table.add_row(
-            str(c["rank"]), c["name"], c["family"], f"[{style}]{c['verdict']}[/{style}]", score, z, f"{c['p_holm']:.2g}"
+            str(c["rank"]), c["name"], c["family"], f"[{style}]{shown}[/{style}]", score, z, f"{c['p_holm']:.2g}"
         )
     out_console.print(table)
     style = _STYLE[data["verdict"]]

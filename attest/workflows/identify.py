@@ -6,6 +6,11 @@ Candidates are ranked by their evidence p-value after a Holm–Bonferroni
 correction over all N registered bases, and one answer is given: the base, or
 none of the N (docs/registry.md, "identify").
 
+Bases the suspect cannot be compared with (it lacks most of their probe
+tokens, or their architecture kind) are counted and set aside when the answer
+is decided, unless the tokens it does share already point towards the base
+(`comparable`; docs/registry.md, "Not comparable").
+
 The evidence is pluggable: `EvidenceFn` turns one `Verification` into a score,
 a p-value and a verdict.  Today it is the sketch score and its z/p under the
 bundle's policy (`sketch_evidence`); the lineage test can replace it without
@@ -93,6 +98,7 @@ class Candidate:
     p_holm: float = 1.0
     rank: int = 0
     subject_match: bool = False  # the suspect's files are byte-identical to the attested ones
+    comparable: bool = True  # False: set aside by the answer (see `comparable`)
 
     def to_json(self) -> dict[str, Any]:
         e, ev, v = self.entry, self.evidence, self.verification
@@ -112,6 +118,7 @@ class Candidate:
             "p_value": _finite(ev.p_value),
             "p_holm": self.p_holm,
             "subject_match": self.subject_match,
+            "comparable": self.comparable,
             "reasons": ev.reasons,
         }
         if v is not None:
@@ -154,11 +161,17 @@ class Identification:
 
     def to_json(self, top: int = DEFAULT_TOP) -> dict[str, Any]:
         counts = {v.value: sum(c.evidence.verdict is v for c in self.candidates) for v in Verdict}
+        apart = sum(not c.comparable for c in self.candidates)
         return {
             "verdict": self.verdict.value,
             "base": self.base.to_json() if self.base is not None else None,
             "candidates": [c.to_json() for c in self.candidates[: max(0, top)]],
-            "registry": {"bases": self.n_bases, "verdicts": counts},
+            "registry": {
+                "bases": self.n_bases,
+                "verdicts": counts,
+                "comparable": self.n_bases - apart,
+                "not_comparable": apart,
+            },
             "multiple_testing": {"method": "holm-bonferroni", "alpha": self.alpha, "tests": self.n_bases},
             "evidence": self.evidence_name,
             "suspect": {"model": self.suspect_model, "subject": plain(self.suspect_subject)},
@@ -335,10 +348,18 @@ def identify(
             )
         except AttestError as exc:
             v = None
-            ev = CandidateEvidence(float("nan"), float("nan"), Verdict.INCONCLUSIVE, [f"not comparable: {exc}"])
+            ev = CandidateEvidence(float("nan"), float("nan"), Verdict.INCONCLUSIVE, [f"could not be scored: {exc}"])
         if v is not None:
             ev = evidence(v)
-        candidates.append(Candidate(p.entry, v, ev, subject_match=bool(root) and root == p.entry.subject_root))
+        candidates.append(
+            Candidate(
+                p.entry,
+                v,
+                ev,
+                subject_match=bool(root) and root == p.entry.subject_root,
+                comparable=comparable(v, ev),
+            )
+        )
         del opened
     for c, adj in zip(candidates, holm([c.evidence.p_value for c in candidates])):
         c.p_holm = adj
@@ -368,12 +389,44 @@ def identify(
     )
 
 
+def comparable(v: Verification | None, ev: CandidateEvidence) -> bool:
+    """Whether the answer must weigh this base, or may set it aside as one the suspect cannot be compared with.
+
+    A base is *not comparable* when its own verdict is inconclusive only because
+    there is nothing to compare: the suspect holds too few of its probe tokens
+    (below the policy's coverage or token minimum, or too few to sketch at all),
+    or has none of its invariant terms (another architecture kind).  Such a
+    base can be neither confirmed nor ruled out by `verify` either, and in a
+    registry of mixed tokenizers most bases are of that kind for any suspect.
+
+    It stays comparable (and keeps the answer inconclusive) when the tokens the
+    suspect does share already point towards it: a score at or above the
+    no-match bound, or an interval reaching the match threshold.  A derivative
+    whose vocabulary was pruned or replaced in part therefore still blocks a
+    "none of the N" answer.  A base that could not be scored for another
+    reason (an error) is always comparable: nothing is known about it.
+    """
+    if v is None or ev.verdict is not Verdict.INCONCLUSIVE:
+        return True
+    pol = v.policy
+    too_few = v.coverage < pol.min_coverage or v.tokens_covered < pol.min_tokens
+    if not math.isfinite(v.score):
+        # no sketch at all: too few tokens or pairs, or no shared invariant term
+        return not (too_few or v.pairs_used == 0)
+    if not too_few:
+        return True
+    hi = v.ci[1]
+    return v.score >= pol.no_match_below or not math.isfinite(hi) or hi >= pol.threshold
+
+
 def _answer(ranked: list[Candidate], alpha: float) -> tuple[Verdict, Candidate | None, list[str]]:
     """One answer from the ranked candidates.
 
     match: the top candidate's own verdict is a match and its Holm-adjusted
-    p-value is at most `alpha`; no_match: every candidate is a no-match;
-    otherwise inconclusive (some base could neither be confirmed nor ruled out).
+    p-value is at most `alpha`; no_match: every comparable candidate is a
+    no-match, and at least one base was comparable; otherwise inconclusive
+    (some comparable base could neither be confirmed nor ruled out, or none
+    could be compared).  Bases set aside as not comparable are counted in the reasons.
     """
     n = len(ranked)
     if n == 0:
@@ -395,7 +448,17 @@ def _answer(ranked: list[Candidate], alpha: float) -> tuple[Verdict, Candidate |
                 )
             ],
         )
-    open_ = [c for c in ranked if c.evidence.verdict is Verdict.INCONCLUSIVE]
+    apart = [c for c in ranked if not c.comparable]
+    aside = (
+        [
+            f"{len(apart)} of the {n} bases are not comparable with the suspect (it lacks most of their probe "
+            f"tokens or their architecture kind) and were set aside (first: {apart[0].entry.name}: "
+            f"{'; '.join(apart[0].evidence.reasons[:1]) or 'no sketch'})"
+        ]
+        if apart
+        else []
+    )
+    open_ = [c for c in ranked if c.comparable and c.evidence.verdict is Verdict.INCONCLUSIVE]
     if open_:
         return (
             Verdict.INCONCLUSIVE,
@@ -404,7 +467,14 @@ def _answer(ranked: list[Candidate], alpha: float) -> tuple[Verdict, Candidate |
                 (
                     f"none of the {n} registered bases matches, but {len(open_)} could not be ruled out "
                     f"(first: {open_[0].entry.name}: {'; '.join(open_[0].evidence.reasons[:1])})"
-                )
+                ),
+                *aside,
             ],
         )
-    return Verdict.NO_MATCH, None, [f"none of the {n} registered bases matches"]
+    if len(apart) == n:
+        return (
+            Verdict.INCONCLUSIVE,
+            None,
+            [f"none of the {n} registered bases could be compared with the suspect", *aside],
+        )
+    return Verdict.NO_MATCH, None, [f"none of the {n - len(apart)} comparable registered bases matches", *aside]

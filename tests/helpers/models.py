@@ -58,11 +58,15 @@ def tokenizer_vocab(size: int = VOCAB_SIZE, seed: int = 1234) -> tuple[dict[str,
     return vocab, merges
 
 
-def write_tokenizer(folder: Path, size: int = VOCAB_SIZE) -> Path:
-    """Write a byte-level BPE `tokenizer.json` of `size` tokens into `folder`."""
+def write_tokenizer(folder: Path, size: int = VOCAB_SIZE, seed: int = 1234) -> Path:
+    """Write a byte-level BPE `tokenizer.json` of `size` tokens into `folder`.
+
+    Another `seed` gives another tokenizer: the same byte alphabet, other words
+    (it shares only short word prefixes with the default one).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    vocab, merges = tokenizer_vocab(size)
+    vocab, merges = tokenizer_vocab(size, seed)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
