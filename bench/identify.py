@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, cache_root, cpu_flags, use_repo_imports  # noqa: E402
 
 use_repo_imports()

@@ -357,5 +357,7 @@ def test_a_derivative_with_most_of_its_vocabulary_renamed_is_not_set_aside(world
         result = identify(load_model(folder), r, trust)
     base = next(c for c in result.candidates if c.entry.name == "base-llama")
     assert base.verification is not None and base.verification.coverage < 0.5
-    assert base.evidence.verdict is Verdict.INCONCLUSIVE and base.comparable
-    assert result.verdict is Verdict.INCONCLUSIVE and result.candidates[0].entry.name == "base-llama"
+    # The verdict rests on the lineage test, which has power on the 30% of shared tokens:
+    # the base is named (under the old coverage rule this was inconclusive, never dismissed).
+    assert base.comparable and base.evidence.verdict is Verdict.MATCH and base.evidence.p_value < 1e-6
+    assert result.verdict is Verdict.MATCH and result.candidates[0].entry.name == "base-llama"
