@@ -12,27 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_API = (
-    "Comparison",
-    "Inspection",
-    "Issued",
-    "Verification",
-    "Verdict",
-    "Policy",
-    "DEFAULT_POLICY",
-    "compare",
-    "fingerprint",
-    "identify",
-    "Identification",
-    "TsaOptions",
-    "inspect",
-    "issue",
-    "load",
-    "open_bundle",
-    "resolve_policy",
-    "trust_store",
-    "verify",
-)
 _ERRORS = ("AttestError", "BundleError", "ExitCode", "InputError", "UnsupportedModelError")
 
 __all__ = [
@@ -54,6 +33,7 @@ __all__ = [
     "load",
     "open_bundle",
     "resolve_policy",
+    "scan",
     "trust_store",
     "verify",
     "AttestError",
@@ -62,6 +42,9 @@ __all__ = [
     "InputError",
     "UnsupportedModelError",
 ]
+
+# What `__getattr__` fetches from attest.api on first use (everything public but the errors).
+_API = frozenset(__all__) - set(_ERRORS) - {"__version__"}
 
 if TYPE_CHECKING:
     from attest.api import (
@@ -82,6 +65,7 @@ if TYPE_CHECKING:
         load,
         open_bundle,
         resolve_policy,
+        scan,
         trust_store,
         verify,
     )
