@@ -65,7 +65,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         raise InputError(
             f"{path}: refused by the safe loader, which never runs code from a checkpoint: "
-            f"{refusal_reason(str(exc))}. Convert the checkpoint to safetensors with a tool you trust"
+            f"{refusal_reason(str(exc))}. Ask the publisher for a safetensors copy"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         detail = str(exc).splitlines()[0][:160] if str(exc) else ""
