@@ -9,56 +9,24 @@ malformed checkpoint fails with the role and layer named.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from attest.arch.attention import attention_reader
 from attest.arch.dims import Dims
-from attest.arch.layouts import split_qkv
+from attest.arch.experts import ExpertTensors, read_experts
 from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.names import TensorNames
-from attest.arch.spec import ArchSpec, ExpertNames, QKNormScope
+from attest.arch.parts import Attention, Layer, Mlp
+from attest.arch.spec import ArchSpec, ExpertNames
 from attest.errors import InputError
 from attest.sources.base import WeightSource
 
 Tensor = torch.Tensor
 
-
-@dataclass
-class Attention:
-    q: Tensor  # [H*dh, d]
-    k: Tensor  # [Hkv*dh, d]
-    v: Tensor  # [Hkv*dh, d]
-    o: Tensor  # [d, H*dh]
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    # gain applied to q after projection: [dh] (shared by every head) or [H*dh]
-    # (one norm over the whole projection, OLMo-2); k_norm likewise with Hkv
-    q_norm: Tensor | None = None
-    k_norm: Tensor | None = None
-
-
-@dataclass
-class Mlp:
-    up: Tensor  # [f, d]
-    down: Tensor  # [d, f]
-    gate: Tensor | None = None  # [f, d] when gated
-
-
-@dataclass
-class Layer:
-    index: int
-    attn: Attention
-    attn_norm: Tensor | None  # gain read by q/k/v, None = all ones
-    ffn_norm: Tensor | None  # gain read by the FFN / router
-    mlp: Mlp | None = None
-    experts: list[Mlp] = field(default_factory=list)
-    shared_experts: list[Mlp] = field(default_factory=list)
-    router: Tensor | None = None  # [E, d]
-    attn_out_norm: Tensor | None = None  # gain on attention output (Gemma-2 post-norm)
-    ffn_out_norm: Tensor | None = None
+# Re-exported: the canonical parts were defined here first.
+__all__ = ["Attention", "Layer", "LayerAssembler", "Mlp"]
 
 
 class LayerAssembler:
@@ -77,6 +45,7 @@ class LayerAssembler:
         self.names = names
         self.dims = dims
         self.root = source.root
+        self._attention = attention_reader(spec.attention, source.root)
         # Which layers carry experts when the config says (dense layers of a MoE model); else None.
         self._moe_flags = (
             moe_layer_flags(spec.moe_layers, config, dims.n_layers, source.root) if spec.experts is not None else None
@@ -99,32 +68,13 @@ class LayerAssembler:
             raise InputError(f"{self.root}: {what} has shape {tuple(t.shape)}, expected {shape}")
         return t
 
-    def _optional_gain(self, i: int, rel: Sequence[str], width: int | None = None) -> Tensor | None:
+    def optional_gain(self, i: int, rel: Sequence[str], width: int | None = None) -> Tensor | None:
         return self.gain(self.names.find_in_layer(i, rel), width) if rel else None
 
     # -- parts of a layer --------------------------------------------------
     def attention(self, i: int) -> Attention:
-        d = self.dims
-        qd, kd = d.n_heads * d.head_dim, d.n_kv_heads * d.head_dim
-        spec, names = self.spec, self.names
-        q_name = names.find_in_layer(i, spec.q) if spec.q else None
-        if q_name:
-            q = self.weight(q_name)
-            k = self.weight(names.in_layer(i, spec.k, "k"))
-            v = self.weight(names.in_layer(i, spec.v, "v"))
-        else:
-            fused = self.weight(names.in_layer(i, spec.qkv, "fused qkv"))
-            self.check(fused, (qd + 2 * kd, d.hidden), f"layer {i} fused qkv")
-            q, k, v = split_qkv(fused, spec.qkv_layout, d.n_heads, d.n_kv_heads, d.head_dim)
-        o = self.weight(names.in_layer(i, spec.o, "attention output"))
-        self.check(q, (qd, d.hidden), f"layer {i} q")
-        self.check(k, (kd, d.hidden), f"layer {i} k")
-        self.check(v, (kd, d.hidden), f"layer {i} v")
-        self.check(o, (d.hidden, qd), f"layer {i} attention output")
-        per_head = spec.qk_norm_scope == QKNormScope.HEAD
-        q_norm = self._optional_gain(i, spec.q_norm, d.head_dim if per_head else qd)
-        k_norm = self._optional_gain(i, spec.k_norm, d.head_dim if per_head else kd)
-        return Attention(q, k, v, o, d.n_heads, d.n_kv_heads, d.head_dim, q_norm, k_norm)
+        """Layer i's token mixer, read by the reader registered for the table's attention kind."""
+        return self._attention.read(self, i)  # type: ignore[no-any-return]
 
     def mlp(
         self, i: int, up: Sequence[str], gate: Sequence[str], down: Sequence[str], gate_up: Sequence[str], what: str
@@ -152,44 +102,9 @@ class LayerAssembler:
         return Mlp(up=up_w, down=down_w, gate=gate_w)
 
     def experts(self, i: int, ex: ExpertNames) -> list[Mlp]:
-        names = self.names
-        stacked_down = names.find_in_layer(i, ex.stacked_down)
-        if stacked_down:
-            down = self.source.get(stacked_down)
-            gu_name = names.find_in_layer(i, ex.stacked_gate_up)
-            gates: Tensor | None
-            if gu_name:
-                gu = self.source.get(gu_name)
-                f = gu.shape[1] // 2
-                gates, ups = gu[:, :f], gu[:, f:]
-            else:
-                ups = self.source.get(names.in_layer(i, ex.stacked_up, "stacked up"))
-                g_name = names.find_in_layer(i, ex.stacked_gate)
-                gates = self.source.get(g_name) if g_name else None
-            return [
-                Mlp(up=ups[e], down=down[e], gate=None if gates is None else gates[e]) for e in range(down.shape[0])
-            ]
-        experts: list[Mlp] = []
-        e = 0
-        while True:
-            prefix = ex.prefix.format(e=e)
-            mlp = self.mlp(
-                i,
-                [prefix + n for n in ex.up],
-                [prefix + n for n in ex.gate],
-                [prefix + n for n in ex.down],
-                (),
-                f"expert {e}",
-            )
-            if mlp is None:
-                break
-            experts.append(mlp)
-            e += 1
-        if not experts:
-            raise InputError(f"{self.root}: layer {i} has no experts")
-        if self.dims.n_experts and len(experts) != self.dims.n_experts:
-            raise InputError(f"{self.root}: layer {i} has {len(experts)} experts, config says {self.dims.n_experts}")
-        return experts
+        """Layer i's experts, read by the first of the table's expert layouts present (attest.arch.experts)."""
+        x = ExpertTensors(self.source, self.names, self.dims.hidden, self.dims.n_experts)
+        return [Mlp(up=e.up, down=e.down, gate=e.gate) for e in read_experts(x, i, ex)]
 
     def is_moe_layer(self, i: int) -> bool:
         """Whether layer i carries experts: the config's rule, else the presence of its router."""
@@ -208,8 +123,8 @@ class LayerAssembler:
         if spec.attn_norm_from_previous_layer:
             attn_norm = embed_norm if i == 0 else self.gain(names.find_in_layer(i - 1, spec.attn_norm))
         else:
-            attn_norm = self._optional_gain(i, spec.attn_norm)
-        ffn_norm = self._optional_gain(i, spec.ffn_norm)
+            attn_norm = self.optional_gain(i, spec.attn_norm)
+        ffn_norm = self.optional_gain(i, spec.ffn_norm)
         layer = Layer(index=i, attn=attn, attn_norm=attn_norm, ffn_norm=ffn_norm)
         if spec.attn_out_norm:
             layer.attn_out_norm = self.gain(names.find_in_layer(i, spec.attn_out_norm))

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from attest.arch.layouts import fused_widths
+from attest.arch.attention import attention_reader
 from attest.arch.names import LayerCensus, TensorNames
 from attest.arch.spec import ArchSpec, QKNormScope
 from attest.documents.model_docs import checked_dims
@@ -154,21 +154,21 @@ class DimensionReader:
         )
 
     def _qkv_rows_of_layer0(self, hidden: int) -> tuple[int, int]:
-        """Widths of q and of k (= v) in layer 0."""
-        axis = 0 if not self.spec.transposed else 1
-        name = self.names.find_in_layer(0, self.spec.q) if self.spec.q else None
-        if name:
-            k_name = self.names.in_layer(0, self.spec.k, "k")
-            return self.source.shape(name)[axis], self.source.shape(k_name)[axis]
-        fused = self.names.in_layer(0, self.spec.qkv, "qkv")
-        return fused_widths(self.spec.qkv_layout, self.source.shape(fused)[axis], hidden)
+        """Widths of q and of k (= v) in layer 0, as the table's attention kind reads them off the shapes."""
+        widths = attention_reader(self.spec.attention, self.root).widths
+        if widths is None:
+            raise InputError(
+                f"{self.root}: no head count in the metadata, and {self.spec.attention.value} attention "
+                "cannot be sized from its tensors"
+            )
+        return widths(self.source, self.spec, self.names, hidden)
 
     def _q_norm_width(self) -> int | None:
-        """Per-head q norms (Qwen3) are exactly one head wide; projection-wide ones (OLMo-2) tell nothing."""
-        if self.spec.qk_norm_scope != QKNormScope.HEAD:
+        """Per-head q norms (Qwen3 [dh], Cohere [H, dh]) end in one head's width; projection-wide ones tell nothing."""
+        if self.spec.qk_norm_scope == QKNormScope.PROJECTION:
             return None
         name = self.names.find_in_layer(0, self.spec.q_norm) if self.spec.q_norm else None
-        return self.source.shape(name)[0] if name else None
+        return self.source.shape(name)[-1] if name else None
 
 
 def _contiguous(indices: frozenset[int], n: int) -> bool:

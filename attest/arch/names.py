@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attest.arch.spec import LAYER_ROLE_FIELDS, ArchSpec
+from attest.arch.roles import LAYER_ROLES, Role
+from attest.arch.spec import ArchSpec
 from attest.errors import InputError
 
 _INDEX = r"(\d+)"
@@ -126,16 +127,16 @@ class TensorNames:
 
 def _role_matcher(spec: ArchSpec) -> re.Pattern[str]:
     """A regex over layer-relative names: a role tensor or another tensor of a role's module (its bias)."""
-    rels: set[str] = {n for field in LAYER_ROLE_FIELDS for n in getattr(spec, field)}
+    rels: set[str] = {n for role in LAYER_ROLES for n in spec.names(role)}
     patterns = {re.escape(m) + r"\.[^.]+" for m in map(_module, rels) if m}
     patterns |= {re.escape(r) for r in rels}
     ex = spec.experts
     if ex is not None:
-        stacked = (*ex.stacked_gate_up, *ex.stacked_up, *ex.stacked_gate, *ex.stacked_down)
+        stacked = ex.stacked_names()
         patterns |= {re.escape(m) + r"\.[^.]+" for m in map(_module, stacked) if m}
         patterns |= {re.escape(r) for r in stacked}
         expert = re.escape(ex.prefix).replace(r"\{e\}", r"\d+")
-        for rel in (*ex.up, *ex.gate, *ex.down):
+        for rel in (n for role in (Role.EXPERT_UP, Role.EXPERT_GATE, Role.EXPERT_DOWN) for n in ex.names(role)):
             patterns.add(expert + re.escape(rel))
             if _module(rel):
                 patterns.add(expert + re.escape(_module(rel)) + r"\.[^.]+")

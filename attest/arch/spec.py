@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from attest.arch.roles import EXPERT_ROLES, LAYER_ROLES, MODEL_ROLES, Role, Scope
+
 Names = tuple[str, ...]
 
 
@@ -33,11 +35,31 @@ class QKVLayout(str, Enum):
     GROUPED = "grouped"  # rows [Hkv, g+2, dh]: g query heads then k then v per group (Falcon)
 
 
+class ExpertLayout(str, Enum):
+    """How a layer's MoE experts are stored; each kind is read by an entry of
+    `attest.arch.experts.EXPERT_LAYOUTS` (d = hidden size, f = expert FFN width)."""
+
+    PER_EXPERT = "per_expert"  # one tensor per expert and role: up/gate [f, d], down [d, f] (Mixtral on disk)
+    STACKED = "stacked"  # up and gate [E, f, d], down [E, d, f] (GGUF `ffn_*_exps`)
+    STACKED_HALVES = "stacked_halves"  # gate_up [E, 2f, d] gate half first, down [E, d, f] (transformers 5)
+    # gate_up [E, d, 2f] with gate and up columns alternating, down [E, f, d] (gpt_oss)
+    STACKED_INTERLEAVED = "stacked_interleaved"
+    STACKED_TRANSPOSED = "stacked_transposed"  # gate_up [E, d, 2f] gate half first, down [E, f, d] (llama4)
+
+
+class AttentionKind(str, Enum):
+    """How a layer mixes tokens; each kind is read by an entry of `attest.arch.attention.ATTENTION_KINDS`."""
+
+    STANDARD = "standard"  # q, k, v, o projections (separate or fused): MHA, GQA and MQA
+
+
 class QKNormScope(str, Enum):
     """What a q/k norm normalises, and so how wide its gain is."""
 
     HEAD = "head"  # each head on its own, one [dh] gain shared by every head (Qwen3, Gemma-3, Apertus)
     PROJECTION = "projection"  # the whole q (k) projection at once, a [H*dh] ([Hkv*dh]) gain (OLMo-2/3)
+    # each head on its own, with a gain of its own: stored [H, dh] ([Hkv, dh]), read as [H*dh] (Cohere use_qk_norm)
+    HEAD_GAINS = "head_gains"
 
 
 @dataclass(frozen=True)
@@ -72,18 +94,50 @@ class ConfigKeys:
 
 @dataclass(frozen=True)
 class ExpertNames:
-    """How MoE experts are stored: one tensor per expert, or stacked [E, ...]."""
+    """Where MoE experts are stored: one tensor per expert, or stacked [E, ...].
+
+    `layouts` lists the storage kinds this family's checkpoints come in, tried
+    in order (the first whose down tensor is present wins); empty means the
+    kinds whose names are given here, stacked before per-expert
+    (`storage_kinds`). `stacked_layout` says how `stacked_gate_up` and
+    `stacked_down` are laid out.
+    """
 
     prefix: str = ""  # relative to the layer prefix, contains {e}
     up: Names = ()
     gate: Names = ()
     down: Names = ()
-    # Stacked forms, relative to the layer prefix.  `stacked_gate_up` is [E, 2f, d]
-    # with the gate half first; the others are [E, f, d] / [E, d, f].
+    # Stacked forms, relative to the layer prefix: `stacked_gate_up` and `stacked_down`
+    # as `stacked_layout` says; `stacked_up` / `stacked_gate` are [E, f, d] (ExpertLayout.STACKED).
     stacked_gate_up: Names = ()
     stacked_up: Names = ()
     stacked_gate: Names = ()
     stacked_down: Names = ()
+    stacked_layout: ExpertLayout = ExpertLayout.STACKED_HALVES
+    layouts: tuple[ExpertLayout, ...] = ()
+
+    def names(self, role: Role) -> Names:
+        """Per-expert names of an expert role, relative to `prefix` (none for the fused gate_up)."""
+        return getattr(self, role.field, ())  # type: ignore[no-any-return]
+
+    def stacked(self, role: Role) -> Names:
+        """Stacked names of an expert role, relative to the layer prefix."""
+        return getattr(self, "stacked_" + role.field)  # type: ignore[no-any-return]
+
+    def stacked_names(self) -> Names:
+        return tuple(n for role in EXPERT_ROLES for n in self.stacked(role))
+
+    def storage_kinds(self) -> tuple[ExpertLayout, ...]:
+        if self.layouts:
+            return self.layouts
+        kinds: list[ExpertLayout] = []
+        if self.stacked_gate_up:
+            kinds.append(self.stacked_layout)
+        if self.stacked_up:
+            kinds.append(ExpertLayout.STACKED)
+        if self.down:
+            kinds.append(ExpertLayout.PER_EXPERT)
+        return tuple(kinds)
 
 
 @dataclass(frozen=True)
@@ -123,10 +177,14 @@ class ArchSpec:
     v: Names = ()
     qkv: Names = ()
     qkv_layout: QKVLayout = QKVLayout.SEPARATE
+    attention: AttentionKind = AttentionKind.STANDARD
     o: Names = ()
     q_norm: Names = ()  # gains applied to q after projection (Qwen3 per head, OLMo-2 over the projection)
     k_norm: Names = ()
     qk_norm_scope: QKNormScope = QKNormScope.HEAD
+    # RMS, or a LayerNorm that also centres each head (Phi qk_layernorm, Cohere use_qk_norm):
+    # the centring is folded into the q (k) rows, so the canonical q is what the gain reads
+    qk_norm_kind: NormKind = NormKind.RMS
     # norms that read the residual stream (gains folded into the weights that follow)
     attn_norm: Names = ()
     ffn_norm: Names = ()
@@ -174,12 +232,13 @@ class ArchSpec:
     def is_moe(self) -> bool:
         return self.experts is not None
 
+    def names(self, role: Role) -> Names:
+        """The names a model or layer role takes in this table (expert roles: `ExpertNames.names`)."""
+        if role.scope is Scope.EXPERT:
+            raise ValueError(f"{role} is an expert role: read it from ArchSpec.experts")
+        return getattr(self, role.field)  # type: ignore[no-any-return]
 
-# The ArchSpec fields that name tensors relative to a layer prefix (the roles a
-# layer's tensors can play); experts are described by `ArchSpec.experts`.
-LAYER_ROLE_FIELDS: tuple[str, ...] = (
-    "q", "k", "v", "qkv", "o", "q_norm", "k_norm", "attn_norm", "ffn_norm", "attn_out_norm", "ffn_out_norm",
-    "up", "gate", "down", "gate_up", "router", "shared_up", "shared_gate", "shared_down", "known_unused",
-)  # fmt: skip
-# The ArchSpec fields that name whole tensors outside the layers.
-MODEL_ROLE_FIELDS: tuple[str, ...] = ("embed", "embed_norm", "final_norm", "lm_head")
+
+# Kept for importers of the old string tuples: the fields are the roles' values.
+LAYER_ROLE_FIELDS: tuple[str, ...] = tuple(r.field for r in LAYER_ROLES)
+MODEL_ROLE_FIELDS: tuple[str, ...] = tuple(r.field for r in MODEL_ROLES)

@@ -1,0 +1,192 @@
+"""Expert storage kinds: how each way of storing a layer's MoE experts is read into canonical FFNs.
+
+A registry, `EXPERT_LAYOUTS`, from `ExpertLayout` to an `ExpertStorage`:
+`present` says whether layer i is stored that way, `read` returns one
+`ExpertFFN` per expert in canonical orientation (up/gate `[f, d]`, down
+`[d, f]`). `attest.arch.assembly` tries the table's kinds in order
+(`ExpertNames.storage_kinds`) and never branches on them.
+
+Every stacked tensor is shape-checked against the (E, f, d) it implies before
+it is cut: E from the config or header (else the tensor itself), d the hidden
+size, f from the down tensor. A tensor stored in another layout (say
+[E, d, 2f] under a name the table reads as [E, 2f, d]) is a clear InputError
+naming the tensor, never a silent misreading.
+
+To add a kind: add a member to `attest.arch.spec.ExpertLayout`, write its
+`present`/`read` (read the stacked tensors with `stacked`, `down_last` /
+`down_first`, check them with `ExpertTensors.check` and cut them with
+`split_experts`), register it below, and list it in the family's `ExpertNames.layouts`
+(or set `stacked_layout` for a `stacked_gate_up` / `stacked_down` pair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from attest.arch.names import TensorNames
+from attest.arch.spec import ExpertLayout, ExpertNames
+from attest.errors import InputError
+from attest.sources.base import WeightSource
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class ExpertFFN:
+    """One expert's FFN: up and gate [f, d], down [d, f]."""
+
+    up: Tensor
+    down: Tensor
+    gate: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ExpertTensors:
+    """What an expert reader needs: the tensors, their names, the hidden size and the declared expert count."""
+
+    source: WeightSource
+    names: TensorNames
+    hidden: int
+    n_experts: int  # 0 when neither the config nor the header says
+
+    @property
+    def root(self) -> object:
+        return self.source.root
+
+    def check(self, t: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
+        if tuple(t.shape) != shape:
+            raise InputError(f"{self.root}: {what} has shape {tuple(t.shape)}, expected {shape}")
+        return t
+
+
+@dataclass(frozen=True)
+class ExpertStorage:
+    present: Callable[[TensorNames, int, ExpertNames], bool]
+    read: Callable[[ExpertTensors, int, ExpertNames], list[ExpertFFN]]
+
+
+# --------------------------------------------------------------------------- stacked kinds
+def stacked(x: ExpertTensors, i: int, rel: Sequence[str], what: str) -> tuple[str, Tensor]:
+    name = x.names.in_layer(i, rel, what)
+    t = x.source.get(name)
+    if t.dim() != 3:
+        raise InputError(f"{x.root}: stacked expert tensor '{name}' has shape {tuple(t.shape)}, expected 3-D [E, ., .]")
+    return name, t
+
+
+def _expert_count(x: ExpertTensors, t: Tensor) -> int:
+    """E: the declared count when there is one (the tensor must agree), else the tensor's first dimension."""
+    return x.n_experts or int(t.shape[0])
+
+
+def down_last(x: ExpertTensors, i: int, ex: ExpertNames) -> tuple[str, Tensor, int, int]:
+    """down stored [E, d, f]: its name, tensor, E and f (shape-checked on E and d)."""
+    name, down = stacked(x, i, ex.stacked_down, "stacked expert down")
+    e, f = _expert_count(x, down), int(down.shape[2])
+    x.check(down, (e, x.hidden, f), f"stacked expert down '{name}' ([E, d, f])")
+    return name, down, e, f
+
+
+def down_first(x: ExpertTensors, i: int, ex: ExpertNames) -> tuple[str, Tensor, int, int]:
+    """down stored [E, f, d] (transposed layouts): its name, tensor, E and f."""
+    name, down = stacked(x, i, ex.stacked_down, "stacked expert down")
+    e, f = _expert_count(x, down), int(down.shape[1])
+    x.check(down, (e, f, x.hidden), f"stacked expert down '{name}' ([E, f, d])")
+    return name, down, e, f
+
+
+def split_experts(ups: Tensor, gates: Tensor | None, downs: Tensor) -> list[ExpertFFN]:
+    return [
+        ExpertFFN(up=ups[e], down=downs[e], gate=None if gates is None else gates[e]) for e in range(downs.shape[0])
+    ]
+
+
+def _read_stacked(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
+    """up and gate [E, f, d], down [E, d, f] (GGUF `ffn_{up,gate,down}_exps`)."""
+    _, down, e, f = down_last(x, i, ex)
+    up_name, ups = stacked(x, i, ex.stacked_up, "stacked expert up")
+    x.check(ups, (e, f, x.hidden), f"stacked expert up '{up_name}' ([E, f, d])")
+    gate_name = x.names.find_in_layer(i, ex.stacked_gate) if ex.stacked_gate else None
+    gates = None
+    if gate_name:
+        gates = x.check(x.source.get(gate_name), (e, f, x.hidden), f"stacked expert gate '{gate_name}' ([E, f, d])")
+    return split_experts(ups, gates, down)
+
+
+def _read_stacked_halves(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
+    """gate_up [E, 2f, d] with the gate half first, down [E, d, f] (transformers 5, GraniteMoE on disk)."""
+    _, down, e, f = down_last(x, i, ex)
+    gu_name, gu = stacked(x, i, ex.stacked_gate_up, "stacked expert gate_up")
+    x.check(gu, (e, 2 * f, x.hidden), f"stacked expert gate_up '{gu_name}' ([E, 2f, d])")
+    return split_experts(gu[:, f:], gu[:, :f], down)
+
+
+def _found(names: TensorNames, i: int, *rels: Sequence[str]) -> bool:
+    return all(rel and names.find_in_layer(i, rel) is not None for rel in rels)
+
+
+def stacked_pair_present(names: TensorNames, i: int, ex: ExpertNames) -> bool:
+    """A `stacked_gate_up` / `stacked_down` pair (read as the table's `stacked_layout`)."""
+    return _found(names, i, ex.stacked_gate_up, ex.stacked_down)
+
+
+def _stacked_separate_present(names: TensorNames, i: int, ex: ExpertNames) -> bool:
+    return _found(names, i, ex.stacked_up, ex.stacked_down)
+
+
+# --------------------------------------------------------------------------- per-expert tensors
+def _per_expert_present(names: TensorNames, i: int, ex: ExpertNames) -> bool:
+    return bool(ex.down) and names.find_in_layer(i, [ex.prefix.format(e=0) + n for n in ex.down]) is not None
+
+
+def _read_per_expert(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
+    """One tensor per expert and role, experts numbered from 0 until the first missing down projection."""
+    experts: list[ExpertFFN] = []
+    e = 0
+    while True:
+        prefix = ex.prefix.format(e=e)
+        down_name = x.names.find_in_layer(i, [prefix + n for n in ex.down])
+        if down_name is None:
+            break
+        down = x.source.get(down_name)
+        up_name = x.names.in_layer(i, [prefix + n for n in ex.up], f"expert {e} up")
+        up = x.source.get(up_name)
+        f = int(up.shape[0]) if up.dim() == 2 else 0
+        x.check(up, (f, x.hidden), f"layer {i} expert {e} up '{up_name}'")
+        x.check(down, (x.hidden, f), f"layer {i} expert {e} down '{down_name}'")
+        gate_name = x.names.find_in_layer(i, [prefix + n for n in ex.gate]) if ex.gate else None
+        gate = None
+        if gate_name:
+            gate = x.check(x.source.get(gate_name), (f, x.hidden), f"layer {i} expert {e} gate '{gate_name}'")
+        experts.append(ExpertFFN(up=up, down=down, gate=gate))
+        e += 1
+    return experts
+
+
+EXPERT_LAYOUTS: dict[ExpertLayout, ExpertStorage] = {
+    ExpertLayout.PER_EXPERT: ExpertStorage(_per_expert_present, _read_per_expert),
+    ExpertLayout.STACKED: ExpertStorage(_stacked_separate_present, _read_stacked),
+    ExpertLayout.STACKED_HALVES: ExpertStorage(stacked_pair_present, _read_stacked_halves),
+}
+
+
+def read_experts(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
+    """Layer i's experts, read by the first of the table's storage kinds present in the checkpoint."""
+    for kind in ex.storage_kinds():
+        storage = EXPERT_LAYOUTS.get(kind)
+        if storage is None:
+            raise InputError(f"{x.root}: no reader for expert layout '{kind.value}'")
+        if storage.present(x.names, i, ex):
+            experts = storage.read(x, i, ex)
+            if experts:
+                _check_count(x, i, len(experts))
+                return experts
+    raise InputError(f"{x.root}: layer {i} has no experts")
+
+
+def _check_count(x: ExpertTensors, i: int, found: int) -> None:
+    if x.n_experts and found != x.n_experts:
+        raise InputError(f"{x.root}: layer {i} has {found} experts, config says {x.n_experts}")
