@@ -107,6 +107,8 @@ LAYOUTS: dict[str, list[str]] = {
     "cohere": ["GQA", "parallel block (one input_layernorm)", "bias-free LayerNorm", "tied head", "logit scale"],
     "cohere2": ["GQA", "parallel block (one input_layernorm)", "bias-free LayerNorm", "sliding window"],
     "phi": ["GQA", "parallel block (one LayerNorm)", "biases everywhere", "partial rotary", "dense/fc1/fc2"],
+    "cohere-qknorm": ["GQA", "parallel block", "per-head q/k LayerNorm, a gain per head [H, dh]"],
+    "phi-qkln": ["GQA", "parallel block", "per-head q/k LayerNorm with bias, one [dh] gain", "partial rotary"],
     "granitemoe": ["GQA", "MoE 4 experts + router", "stacked input_linear/output_linear [E,2f,d]", "multipliers"],
     "phimoe": ["GQA", "MoE 4 experts + router", "LayerNorm + biases", "per-expert w1/w2/w3"],
     "ernie4_5_moe": ["GQA", "dense layer 0 + MoE layers", "shared expert", "router correction bias"],
@@ -329,6 +331,15 @@ PROBES: dict[str, Probe] = {
         ffn_norm=L + "input_layernorm",
         act="gelu_new",
         final_norm="model.final_layernorm",
+    ),
+    "cohere-qknorm": _llama(ffn_norm=L + "input_layernorm", **_QK_NORM),
+    "phi-qkln": _llama(
+        o=L + "self_attn.dense",
+        ffn_norm=L + "input_layernorm",
+        act="gelu_new",
+        final_norm="model.final_layernorm",
+        q_norm=L + "self_attn.q_layernorm",
+        k_norm=L + "self_attn.k_layernorm",
     ),
     "granitemoe": _moe(
         router=L + "block_sparse_moe.router",
@@ -571,10 +582,20 @@ def _norm_input(run: Run, norm: str | None, into: str, gain: torch.Tensor | None
 
 
 def _qk_norm(y: torch.Tensor, gain: torch.Tensor | None, module: Any, whole: bool, n_heads: int) -> torch.Tensor:
-    """The model's q/k norm, with the canonical gain: over each head, or over the whole projection first."""
-    if not whole:
-        return _head_norm(_heads(y, n_heads), gain, module)
-    return _heads(_head_norm(y, gain, module), n_heads)
+    """The model's q/k norm, with the canonical gain: over each head, or over the whole projection first.
+
+    A LayerNorm's centring is already in the canonical rows (so RMS of them is the
+    LayerNorm's deviation); a gain per head (Cohere) is [H*dh]; the norm's bias (Phi)
+    comes from the model.
+    """
+    if whole:
+        return _heads(_head_norm(y, gain, module), n_heads)
+    h = _heads(y, n_heads)
+    if gain is not None and gain.numel() != h.shape[-1]:
+        gain = gain.reshape(n_heads, 1, -1)
+    out = _head_norm(h, gain, module)
+    bias = getattr(module, "bias", None)
+    return out + bias.detach() if isinstance(bias, torch.Tensor) else out
 
 
 def _mlp(m: Any, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

@@ -430,15 +430,20 @@ APERTUS = ArchSpec(
     detect=("attention_layernorm.weight", "feedforward_layernorm.weight"),
 )
 # Cohere (Command-R) and Cohere2: parallel block, attention and FFN read one bias-free LayerNorm.
+# Cohere's `use_qk_norm` (Command-R+) adds a LayerNorm over each q/k head with a gain per head, [H, dh].
 COHERE = replace(
     LLAMA,
     family="cohere",
     hf_model_types=("cohere", "cohere2"),
     norm=NormKind.LAYER,
     ffn_norm=("input_layernorm.weight",),
+    **_QK_NORM,
+    qk_norm_scope=QKNormScope.HEAD_GAINS,
+    qk_norm_kind=NormKind.LAYER,
     detect=(),
 )
-# Phi-1/1.5/2: parallel block with one LayerNorm (with bias), biases everywhere, partial rotary.
+# Phi-1/1.5/2: parallel block with one LayerNorm (with bias), biases everywhere, partial rotary;
+# `qk_layernorm` adds a LayerNorm (gain and bias) over each q/k head, one [dh] gain for all heads.
 PHI = ArchSpec(
     family="phi",
     hf_model_types=("phi",),
@@ -449,6 +454,9 @@ PHI = ArchSpec(
     k=("self_attn.k_proj.weight",),
     v=("self_attn.v_proj.weight",),
     o=("self_attn.dense.weight",),
+    q_norm=("self_attn.q_layernorm.weight",),
+    k_norm=("self_attn.k_layernorm.weight",),
+    qk_norm_kind=NormKind.LAYER,
     up=("mlp.fc1.weight",),
     down=("mlp.fc2.weight",),
     attn_norm=("input_layernorm.weight",),

@@ -255,6 +255,17 @@ _CASES += [
         **{**_LLAMA_LIKE, **_IDS, "sliding_window": 4, "logit_scale": 0.0625, "tie_word_embeddings": True},
     ),
     _case("phi", "phi", **{**_LLAMA_LIKE, **_IDS, "partial_rotary_factor": 0.5}),
+    # Cohere's per-head q/k LayerNorm with a gain per head ([H, dh]), as in Command-R+
+    _case(
+        "cohere-qknorm",
+        "cohere",
+        family="cohere",
+        **{**_LLAMA_LIKE, **_IDS, "use_qk_norm": True, "logit_scale": 0.0625, "tie_word_embeddings": True},
+    ),
+    # Phi's per-head q/k LayerNorm (one [dh] gain and bias shared by all heads)
+    _case(
+        "phi-qkln", "phi", family="phi", **{**_LLAMA_LIKE, **_IDS, "partial_rotary_factor": 0.5, "qk_layernorm": True}
+    ),
     _case(
         "granitemoe",
         "granitemoe",
