@@ -253,6 +253,14 @@ _FAMILY_CASES = [
     "cohere",
     "cohere2",
     "phi",
+    "cohere-qknorm",
+    "smollm3",
+    "ernie4_5",
+    "ernie4_5_moe",
+    "hunyuan_v1_dense",
+    "granitemoe",
+    "phimoe",
+    "glm4_moe",
 ]
 
 
@@ -283,6 +291,55 @@ def test_gguf_table_reads_what_the_converter_wrote(case: str, tmp_path: Path, to
     assert g.dims == h.dims
     assert g.norm_kind == h.norm_kind
     _assert_same_canonical(g, h, atol=1e-6)
+
+
+def test_glm4moe_nextn_blocks_are_not_layers(tmp_path: Path, tokens: list[str]) -> None:
+    """glm.py counts the NextN (MTP) block in block_count; it must not become a layer of the model."""
+    model = _build("glm4_moe")
+    model.save_pretrained(tmp_path)
+    write_tokenizer_json(tmp_path, tokens)
+    path = convert_hf_model(model, tmp_path / "model.gguf", tokens, qtype=Q.F32)
+    n = model.config.num_hidden_layers
+    with GGUFSource.from_path(path) as src:
+        meta = src.metadata()
+        assert meta["glm4moe.block_count"] == n + 1 and meta["glm4moe.nextn_predict_layers"] == 1
+        assert f"blk.{n}.attn_q.weight" in src.names()
+    g = load_model(path)
+    assert g.n_layers == n == load_model(tmp_path).n_layers
+    note = next(w for w in g.warnings if w.startswith("ignored"))
+    assert "past the declared" in note and f"blk.{n}." in note
+    assert not any("exp_probs_b" in w for w in g.warnings)  # the selection bias is a claimed tensor
+
+
+def test_gguf_tables_follow_their_hf_tables() -> None:
+    """A GGUF table is its HF table under llama.cpp's names: the same roles filled, the same norms."""
+    from attest.arch.families import HF_FAMILIES
+    from attest.arch.gguf_families import LLAMA_CPP_NAMES
+    from attest.arch.roles import LAYER_ROLES, MODEL_ROLES, Role
+
+    by_family = {s.family: s for s in HF_FAMILIES}
+    for name, arch in GGUF_ARCHS.items():
+        for spec in (arch.spec, arch.moe_spec):
+            if spec is None:
+                continue
+            table = by_family[spec.family]
+            assert (spec.norm, spec.qk_norm_scope, spec.qk_norm_kind) == (
+                table.norm,
+                table.qk_norm_scope,
+                table.qk_norm_kind,
+            ), name
+            assert (spec.experts is None) == (table.experts is None), name
+            for role in (*MODEL_ROLES, *LAYER_ROLES):
+                if role is Role.KNOWN_UNUSED or not table.names(role):
+                    continue
+                assert spec.names(role), (name, role)
+                # every name is llama.cpp's for some role (no invented names)
+                assert set(spec.names(role)) <= {n for v in LLAMA_CPP_NAMES.values() for n in v} | {
+                    "attn_norm_2.weight",
+                    "layer_output_norm.weight",
+                    "attn_output_norm.weight",
+                    "post_attention_norm.weight",
+                }, (name, role)
 
 
 def test_every_gguf_arch_is_a_gguf_table() -> None:

@@ -28,7 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, NormKind, QKNormScope, QKVLayout
+from attest.arch import families as hf
+from attest.arch.roles import LAYER_ROLES, MODEL_ROLES, Role
+from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, Names, QKVLayout
 from attest.errors import UnsupportedModelError
 from attest.sources.base import WeightSource
 from attest.sources.gguf_layout import LAYER_PREFIX
@@ -42,156 +44,150 @@ class GGUFArch:
     spec: ArchSpec
     # Used instead of `spec` when `{arch}.expert_count` > 0 (Mixtral is arch "llama").
     moe_spec: ArchSpec | None = None
+    # Metadata key (under `{arch}.`) counting blocks appended after the model's own layers,
+    # which `block_count` includes (GLM-4.5's NextN / MTP block): they are not layers of the model.
+    extra_blocks_key: str | None = None
 
     def spec_for(self, n_experts: int) -> ArchSpec:
         return self.moe_spec if n_experts > 0 and self.moe_spec is not None else self.spec
 
 
-_MODEL: dict[str, Any] = dict(
-    embed=("token_embd.weight",),
-    layer_prefix=(LAYER_PREFIX,),
-    final_norm=("output_norm.weight",),
-    lm_head=("output.weight",),
-    source_format="gguf",
-    config_keys=ConfigKeys(hidden=(), layers=(), heads=(), kv_heads=(), head_dim=(), experts=()),
-)
-_ATTN: dict[str, Any] = dict(
-    q=("attn_q.weight",),
-    k=("attn_k.weight",),
-    v=("attn_v.weight",),
-    o=("attn_output.weight",),
-)
-_FUSED_QKV: dict[str, Any] = dict(
-    qkv=("attn_qkv.weight",),
-    qkv_layout=QKVLayout.CONTIGUOUS,
-)
-_O: dict[str, Any] = dict(o=("attn_output.weight",))
-_QK_NORM: dict[str, Any] = dict(
-    q_norm=("attn_q_norm.weight",),
-    k_norm=("attn_k_norm.weight",),
-)
-_GATED_FFN: dict[str, Any] = dict(
-    up=("ffn_up.weight",),
-    gate=("ffn_gate.weight",),
-    down=("ffn_down.weight",),
-)
-_PLAIN_FFN: dict[str, Any] = dict(
-    up=("ffn_up.weight",),
-    down=("ffn_down.weight",),
-)
-_NORMS: dict[str, Any] = dict(
-    attn_norm=("attn_norm.weight",),
-    ffn_norm=("ffn_norm.weight",),
-)
+# llama.cpp's name for each role (gguf-py `constants.py` TENSOR_NAMES), relative to
+# `blk.{i}.` for layer roles. A role the HF table fills gets this name in the GGUF table.
+LLAMA_CPP_NAMES: dict[Role, Names] = {
+    Role.EMBED: ("token_embd.weight",),
+    Role.EMBED_NORM: ("token_embd_norm.weight",),
+    Role.FINAL_NORM: ("output_norm.weight",),
+    Role.LM_HEAD: ("output.weight",),
+    Role.Q: ("attn_q.weight",),
+    Role.K: ("attn_k.weight",),
+    Role.V: ("attn_v.weight",),
+    Role.QKV: ("attn_qkv.weight",),
+    Role.O: ("attn_output.weight",),
+    Role.Q_NORM: ("attn_q_norm.weight",),
+    Role.K_NORM: ("attn_k_norm.weight",),
+    Role.ATTN_NORM: ("attn_norm.weight",),
+    Role.FFN_NORM: ("ffn_norm.weight",),
+    Role.ATTN_OUT_NORM: ("post_attention_norm.weight",),
+    Role.FFN_OUT_NORM: ("post_ffw_norm.weight",),
+    Role.UP: ("ffn_up.weight",),
+    Role.GATE: ("ffn_gate.weight",),
+    Role.DOWN: ("ffn_down.weight",),
+    Role.GATE_UP: ("ffn_up.weight",),  # Phi-3's fused [gate; up] is written as ffn_up [2f, d]
+    Role.ROUTER: ("ffn_gate_inp.weight",),
+    Role.SHARED_UP: ("ffn_up_shexp.weight",),
+    Role.SHARED_GATE: ("ffn_gate_shexp.weight",),
+    Role.SHARED_DOWN: ("ffn_down_shexp.weight",),
+}
+# The converter stacks every expert layout into ffn_{up,gate,down}_exps [E, f, d] / [E, d, f].
 _STACKED_EXPERTS = ExpertNames(
     stacked_up=("ffn_up_exps.weight",),
     stacked_gate=("ffn_gate_exps.weight",),
     stacked_down=("ffn_down_exps.weight",),
 )
-_MOE: dict[str, Any] = dict(
-    experts=_STACKED_EXPERTS,
-    router=("ffn_gate_inp.weight",),
-)
-_SHARED_EXPERT: dict[str, Any] = dict(
-    shared_up=("ffn_up_shexp.weight",),
-    shared_gate=("ffn_gate_shexp.weight",),
-    shared_down=("ffn_down_shexp.weight",),
-    # the shared expert's sigmoid gate: read by no invariant
-    known_unused=("ffn_gate_inp_shexp.weight",),
-)
+# Header dimensions come from the GGUF metadata (`recorded_dims`), never from config keys.
+_NO_CONFIG_KEYS = ConfigKeys(hidden=(), layers=(), heads=(), kv_heads=(), head_dim=(), experts=())
 
 
-def _spec(family: str, norm: NormKind, **fields: object) -> ArchSpec:
-    return ArchSpec(family=family, hf_model_types=(), norm=norm, **{**_MODEL, **fields})  # type: ignore[arg-type]
+def from_hf(table: ArchSpec, **differences: Any) -> ArchSpec:
+    """The GGUF table of an HF family: llama.cpp's name for every role the HF table fills, then `differences`.
+
+    What carries over is what the converter keeps: the family, the norm kind,
+    the q/k norm scope and post-LN wiring. What does not is storage: GGUF
+    linear weights are never transposed, fused QKV is always written
+    contiguous, experts always stacked, Gemma's gains already carry the +1,
+    and the header (not a config) gives the dimensions and the MoE layers
+    (a layer is MoE when its router is present). A role whose HF names are
+    those of an earlier role (a parallel block's one input norm) reads that
+    role's GGUF tensor too.
+    """
+    fields: dict[str, Any] = {}
+    seen: dict[Names, Names] = {}
+    for role in (*MODEL_ROLES, *LAYER_ROLES):
+        names = table.names(role)
+        if not names or role is Role.KNOWN_UNUSED:
+            continue
+        fields[role.field] = seen.setdefault(names, LLAMA_CPP_NAMES[role])
+    if table.qkv:
+        fields["qkv_layout"] = QKVLayout.CONTIGUOUS
+    spec = ArchSpec(
+        family=table.family,
+        hf_model_types=(),
+        norm=table.norm,
+        layer_prefix=(LAYER_PREFIX,),
+        qk_norm_scope=table.qk_norm_scope,
+        qk_norm_kind=table.qk_norm_kind,
+        attn_norm_from_previous_layer=table.attn_norm_from_previous_layer,
+        attention=table.attention,
+        experts=_STACKED_EXPERTS if table.experts is not None else None,
+        config_keys=_NO_CONFIG_KEYS,
+        source_format="gguf",
+        **fields,
+    )
+    return replace(spec, **differences)
 
 
 # Family names match `attest.arch.families` so a GGUF and its HF original report one family.
-LLAMA = _spec("llama", NormKind.RMS, **_ATTN, **_GATED_FFN, **_NORMS)
-MIXTRAL = _spec("mixtral", NormKind.RMS, **_ATTN, **_NORMS, **_MOE)
-QWEN2 = replace(LLAMA, family="qwen2")
-QWEN3 = replace(LLAMA, family="qwen3", **_QK_NORM)
-QWEN2_MOE = _spec("qwen2_moe", NormKind.RMS, **_ATTN, **_NORMS, **_MOE, **_SHARED_EXPERT)
-QWEN3_MOE = _spec("qwen3_moe", NormKind.RMS, **_ATTN, **_NORMS, **_MOE, **_QK_NORM)
-GEMMA = replace(LLAMA, family="gemma", norm_gain_offset=0.0)
-GEMMA2 = replace(
-    GEMMA,
-    family="gemma2",
-    attn_out_norm=("post_attention_norm.weight",),
-    ffn_out_norm=("post_ffw_norm.weight",),
-)
-GEMMA3 = replace(GEMMA2, **_QK_NORM)  # HF's gemma2 table also covers gemma3
-PHI3 = _spec(
-    "phi3",
-    NormKind.RMS,
-    **_ATTN,  # some Phi-3 GGUFs carry split q/k/v; the fused form is the fallback
-    **_FUSED_QKV,
-    gate_up=("ffn_up.weight",),
-    down=("ffn_down.weight",),
-    **_NORMS,
-)
-GPT2 = _spec("gpt2", NormKind.LAYER, **_FUSED_QKV, **_O, **_PLAIN_FFN, **_NORMS)
-GPT_NEOX = replace(GPT2, family="gpt_neox")
-FALCON = _spec(
-    "falcon",
-    NormKind.LAYER,
-    **_FUSED_QKV,
-    **_O,
-    **_PLAIN_FFN,
-    attn_norm=("attn_norm_2.weight", "attn_norm.weight"),
-    ffn_norm=("attn_norm.weight",),
-)
-BLOOM = replace(GPT2, family="bloom", embed_norm=("token_embd_norm.weight",))
-MPT = replace(GPT2, family="mpt")
-STARCODER2 = _spec("starcoder2", NormKind.LAYER, **_ATTN, **_PLAIN_FFN, **_NORMS)
-# OLMo-1's LayerNorm has no parameters: there are no norm tensors to read.
-OLMO = _spec("olmo", NormKind.LAYER, **_ATTN, **_GATED_FFN)
-STABLELM = replace(LLAMA, family="stablelm", norm=NormKind.LAYER)
-BERT = _spec(
-    "bert",
-    NormKind.LAYER,
-    **_ATTN,
-    **_FUSED_QKV,
-    **_PLAIN_FFN,
-    embed_norm=("token_embd_norm.weight",),
-    # Post-LN, as in the HF table: attention reads the previous layer's output
-    # norm (the embedding norm for layer 0); the FFN reads the attention output norm.
+LLAMA = from_hf(hf.LLAMA)
+MIXTRAL = from_hf(hf.MIXTRAL)
+QWEN2 = from_hf(hf.QWEN2)
+QWEN3 = from_hf(hf.QWEN3)
+# the shared expert's sigmoid gate: read by no invariant
+_SHARED_EXPERT_GATE: dict[str, Any] = dict(known_unused=("ffn_gate_inp_shexp.weight",))
+QWEN2_MOE = from_hf(hf.QWEN2_MOE, **_SHARED_EXPERT_GATE)
+QWEN3_MOE = from_hf(hf.QWEN3_MOE, **_SHARED_EXPERT_GATE)
+GEMMA = from_hf(hf.GEMMA)
+GEMMA2 = from_hf(hf.GEMMA2)  # HF's gemma2 table also covers gemma3 (q/k norms, absent in Gemma-2 files)
+# Some Phi-3 GGUFs carry split q/k/v; the fused form is the fallback.
+PHI3 = from_hf(hf.PHI3, **{r.field: LLAMA_CPP_NAMES[r] for r in (Role.Q, Role.K, Role.V)})
+GPT2 = from_hf(hf.GPT2)
+GPT_NEOX = from_hf(hf.GPT_NEOX)
+# falcon.py: `attn_norm` is input_layernorm (7B) or ln_mlp (40B) and is read by the FFN;
+# `attn_norm_2` (ln_attn, 40B only) is read by attention.
+FALCON = from_hf(hf.FALCON, attn_norm=("attn_norm_2.weight", "attn_norm.weight"), ffn_norm=("attn_norm.weight",))
+BLOOM = from_hf(hf.BLOOM)
+MPT = from_hf(hf.MPT)
+STARCODER2 = from_hf(hf.STARCODER2)
+OLMO = from_hf(hf.OLMO)  # OLMo-1's LayerNorm has no parameters: there are no norm tensors to read
+STABLELM = from_hf(hf.STABLELM)
+# bert.py fuses q/k/v when it can; post-LN as in the HF table, under bert.py's names.
+BERT = from_hf(
+    hf.BERT,
+    qkv=LLAMA_CPP_NAMES[Role.QKV],
+    qkv_layout=QKVLayout.CONTIGUOUS,
     attn_norm=("layer_output_norm.weight",),
-    attn_norm_from_previous_layer=True,
     ffn_norm=("attn_output_norm.weight",),
-    final_norm=(),
-    lm_head=(),
 )
 
 # 2025-26 families. Converters checked: Olmo2Model (also OLMo-3), Exaone4Model, SeedOssModel,
 # CommandR2Model, Cohere2Model and Phi2Model write HF rows unchanged; GraniteModel inherits
 # LlamaModel.permute (undone by the reader); ApertusModel sets undo_permute=False and moves
 # xIELU's scalars into the metadata.
-_POST_NORMS: dict[str, Any] = dict(
-    attn_out_norm=("post_attention_norm.weight",),
-    ffn_out_norm=("post_ffw_norm.weight",),
-)
-OLMO2 = _spec(
-    "olmo2", NormKind.RMS, **_ATTN, **_GATED_FFN, **_QK_NORM, **_POST_NORMS, qk_norm_scope=QKNormScope.PROJECTION
-)
-EXAONE4 = _spec("exaone4", NormKind.RMS, **_ATTN, **_GATED_FFN, **_QK_NORM, **_POST_NORMS)
-GRANITE = replace(LLAMA, family="granite")
-# gguf-py maps Seed-OSS's post_attention_layernorm (its pre-FFN norm) to `post_attention_norm`.
-SEED_OSS = _spec(
-    "seed_oss",
-    NormKind.RMS,
-    **_ATTN,
-    **_GATED_FFN,
-    attn_norm=("attn_norm.weight",),
-    ffn_norm=("post_attention_norm.weight",),
-)
-APERTUS = _spec("apertus", NormKind.RMS, **_ATTN, **_PLAIN_FFN, **_NORMS, **_QK_NORM)
-# Parallel blocks: attention and FFN both read `attn_norm`.
-COHERE = _spec(
-    "cohere", NormKind.LAYER, **_ATTN, **_GATED_FFN, attn_norm=("attn_norm.weight",), ffn_norm=("attn_norm.weight",)
-)
-PHI = _spec(
-    "phi", NormKind.LAYER, **_ATTN, **_PLAIN_FFN, attn_norm=("attn_norm.weight",), ffn_norm=("attn_norm.weight",)
-)
+OLMO2 = from_hf(hf.OLMO2)
+EXAONE4 = from_hf(hf.EXAONE4)
+GRANITE = from_hf(hf.GRANITE)
+# gguf-py maps Seed-OSS's (and GLM-4.5's) post_attention_layernorm, their pre-FFN norm, to `post_attention_norm`.
+_PRE_FFN_AS_POST_ATTENTION: dict[str, Any] = dict(ffn_norm=("post_attention_norm.weight",))
+SEED_OSS = from_hf(hf.SEED_OSS, **_PRE_FFN_AS_POST_ATTENTION)
+APERTUS = from_hf(hf.APERTUS)
+COHERE = from_hf(hf.COHERE)  # parallel block: attention and FFN both read `attn_norm`
+PHI = from_hf(hf.PHI)
+# Checked in conversion/llama.py (SmolLM3Model: LlamaModel, rows permuted), ernie.py
+# (Ernie4_5Model splits a fused qkv_proj / up_gate_proj into q, k, v / gate, up;
+# Ernie4_5MoeModel stacks experts), hunyuan.py (HunYuanModel, rows unchanged,
+# query/key_layernorm -> attn_q/k_norm), granite.py (GraniteMoeModel: LlamaModel's
+# permutation, input_linear split into ffn_gate_exps then ffn_up_exps), phi.py (PhiMoeModel:
+# Phi-3's converter with Mixtral's w1/w2/w3 experts stacked) and glm.py (Glm4MoeModel: rows
+# unchanged, NextN blocks appended to block_count).
+SMOLLM3 = from_hf(hf.SMOLLM3)
+ERNIE4_5 = from_hf(hf.ERNIE4_5)
+# the routers' selection-only bias (`e_score_correction_bias`), written as exp_probs_b
+_SELECTION_BIAS: dict[str, Any] = dict(known_unused=("exp_probs_b.bias",))
+ERNIE4_5_MOE = from_hf(hf.ERNIE4_5_MOE, **_SELECTION_BIAS)
+HUNYUAN_DENSE = from_hf(hf.HUNYUAN_DENSE)
+GRANITEMOE = from_hf(hf.GRANITEMOE)
+PHIMOE = from_hf(hf.PHIMOE)
+GLM4_MOE = from_hf(hf.GLM4_MOE, **_PRE_FFN_AS_POST_ATTENTION, **_SELECTION_BIAS)
 
 GGUF_ARCHS: dict[str, GGUFArch] = {
     a.name: a
@@ -203,7 +199,7 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
         GGUFArch("qwen3moe", QWEN3_MOE),
         GGUFArch("gemma", GEMMA),
         GGUFArch("gemma2", GEMMA2),
-        GGUFArch("gemma3", GEMMA3),
+        GGUFArch("gemma3", GEMMA2),
         GGUFArch("phi3", PHI3),
         GGUFArch("gpt2", GPT2),
         GGUFArch("gptneox", GPT_NEOX),
@@ -222,6 +218,13 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
         GGUFArch("command-r", COHERE),
         GGUFArch("cohere2", COHERE),
         GGUFArch("phi2", PHI),
+        GGUFArch("smollm3", SMOLLM3),
+        GGUFArch("ernie4_5", ERNIE4_5),
+        GGUFArch("ernie4_5-moe", ERNIE4_5_MOE),
+        GGUFArch("hunyuan-dense", HUNYUAN_DENSE),
+        GGUFArch("granitemoe", GRANITEMOE),
+        GGUFArch("phimoe", PHIMOE),
+        GGUFArch("glm4moe", GLM4_MOE, extra_blocks_key="nextn_predict_layers"),
     )
 }
 
@@ -245,4 +248,8 @@ def resolve_gguf(source: WeightSource, architecture: str) -> tuple[ArchSpec, dic
     """The family table and the header's dimensions of a GGUF source whose file names `architecture`."""
     entry = gguf_table(source.root, architecture)
     dims = source.recorded_dims()
+    if entry.extra_blocks_key is not None and "layers" in dims:
+        extra = source.metadata().get(f"{architecture}.{entry.extra_blocks_key}")
+        if isinstance(extra, int) and not isinstance(extra, bool) and 0 < extra < dims["layers"]:
+            dims["layers"] -= extra
     return entry.spec_for(dims.get("experts", 0)), dims

@@ -36,10 +36,12 @@ LLAMA_ROPE_PERMUTATION: tuple[RowPermutation, ...] = (
 )
 
 # general.architecture -> the rows its converter permuted. llama (also Mistral
-# and Mixtral, written as "llama"), OLMo and Granite go through `LlamaModel.permute`
+# and Mixtral, written as "llama"), OLMo, Granite(-MoE) and SmolLM3 go through `LlamaModel.permute`
 # for llama.cpp's interleaved ("normal") RoPE; no other converter permutes.
 CONVERTER_ROW_PERMUTATIONS: dict[str, tuple[RowPermutation, ...]] = {
     "llama": LLAMA_ROPE_PERMUTATION,
     "olmo": LLAMA_ROPE_PERMUTATION,
     "granite": LLAMA_ROPE_PERMUTATION,  # GraniteModel inherits LlamaModel.modify_tensors
+    "granitemoe": LLAMA_ROPE_PERMUTATION,  # GraniteMoeModel(GraniteModel)
+    "smollm3": LLAMA_ROPE_PERMUTATION,  # SmolLM3Model(LlamaModel)
 }

@@ -277,7 +277,24 @@ CONVERTERS: dict[str, tuple[str, Callable[[str, np.ndarray, Any], np.ndarray]]] 
     "cohere": ("command-r", _identity),
     "cohere2": ("cohere2", _identity),
     "phi": ("phi2", _identity),
+    # llama.py SmolLM3Model and granite.py GraniteMoeModel inherit LlamaModel.permute
+    "smollm3": ("smollm3", _rule_llama),
+    "granitemoe": ("granitemoe", _rule_llama),
+    # ernie.py, hunyuan.py, phi.py PhiMoeModel and glm.py Glm4MoeModel write rows unchanged
+    "ernie4_5": ("ernie4_5", _identity),
+    "ernie4_5_moe": ("ernie4_5-moe", _identity),
+    "hunyuan_v1_dense": ("hunyuan-dense", _identity),
+    "phimoe": ("phimoe", _identity),
+    "glm4_moe": ("glm4moe", _identity),
 }
+# config keys of the expert count, as each converter reads it
+_EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "moe_num_experts", "n_routed_experts")
+# In-memory (transformers 5) names -> the checkpoint names the converter maps.
+_ON_DISK = (
+    (".mlp.gate.moe_statics.", ".mlp.moe_statics."),  # ERNIE-4.5-MoE
+    (".block_sparse_moe.router.weight", ".block_sparse_moe.router.layer.weight"),  # GraniteMoE
+    (".mlp.router.weight", ".block_sparse_moe.gate.weight"),  # PhiMoE
+)
 
 # Tensors the converter drops when they have no GGUF name: buffers, poolers, position
 # ids, Gemma's lm_head (gemma.py filters it; the head is tied), and Apertus' xIELU
@@ -310,6 +327,10 @@ def convert_hf_model(hf_model: Any, path: Path, tokens: Sequence[str], qtype: An
     for name, t in hf_model.state_dict().items():
         w = t.detach().float().numpy()
         name = name.removeprefix(_STRIPPED.get(arch, "\0"))
+        for memory, disk in _ON_DISK:
+            name = name.replace(memory, disk)
+        # base.py filter_tensors: the routers' selection bias maps as `exp_probs_b.bias`
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias")
         if ".experts." in name and not name.endswith((".weight", ".bias")):
             tensors.update(_stacked_experts(name, w))
             continue
@@ -328,7 +349,16 @@ def convert_hf_model(hf_model: Any, path: Path, tokens: Sequence[str], qtype: An
     }
     if getattr(cfg, "head_dim", None):
         metadata[f"{arch}.attention.key_length"] = int(cfg.head_dim)
-    n_experts = getattr(cfg, "num_local_experts", None) or getattr(cfg, "num_experts", None)
+    n_experts = next((getattr(cfg, k) for k in _EXPERT_COUNT_KEYS if getattr(cfg, k, None)), None)
     if n_experts:
         metadata[f"{arch}.expert_count"] = int(n_experts)
+    # glm.py: block_count counts the NextN (MTP) blocks appended after the model's layers
+    nextn = int(getattr(cfg, "num_nextn_predict_layers", 0) or 0) if arch == "glm4moe" else 0
+    if nextn:
+        metadata[f"{arch}.block_count"] = n_layers + nextn
+        metadata[f"{arch}.nextn_predict_layers"] = nextn
+        for name in [n for n in tensors if n.startswith("blk.0.")]:  # an MTP block: read by no table role
+            tensors[f"blk.{n_layers}." + name.removeprefix("blk.0.")] = tensors[name]
+        hidden = int(cfg.hidden_size)
+        tensors[f"blk.{n_layers}.nextn.eh_proj.weight"] = np.zeros((hidden, 2 * hidden), dtype=np.float32)
     return write_gguf(path, arch, tensors, metadata=metadata, tokens=tokens, qtype=qtype)
