@@ -166,3 +166,18 @@ def test_cli_exit_code_for_a_misshaped_stacked_checkpoint(
     assert exc.value.code == int(ExitCode.INPUT_ERROR)
     err = capsys.readouterr().err
     assert GATE_UP in err and "Traceback" not in err, err
+
+
+def test_every_role_names_a_table_field() -> None:
+    """A new Role must come with its table field: the name resolver and from_hf read every role."""
+    from dataclasses import fields
+
+    from attest.arch.attention import ATTENTION_KINDS
+    from attest.arch.roles import EXPERT_ROLES, LAYER_ROLES, MODEL_ROLES
+    from attest.arch.spec import ArchSpec, AttentionKind
+
+    spec_fields = {f.name for f in fields(ArchSpec)}
+    expert_fields = {f.name for f in fields(ExpertNames)}
+    assert {r.field for r in (*MODEL_ROLES, *LAYER_ROLES)} <= spec_fields
+    assert {"stacked_" + r.field for r in EXPERT_ROLES} <= expert_fields
+    assert set(ATTENTION_KINDS) == set(AttentionKind)  # every kind a table may name has a reader
