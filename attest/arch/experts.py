@@ -13,9 +13,10 @@ size, f from the down tensor. A tensor stored in another layout (say
 naming the tensor, never a silent misreading.
 
 To add a kind: add a member to `attest.arch.spec.ExpertLayout`, write its
-`present`/`read` (read the stacked tensors with `stacked`, `down_last` /
-`down_first`, check them with `ExpertTensors.check` and cut them with
-`split_experts`), register it below, and list it in the family's `ExpertNames.layouts`
+`present`/`read` (find each stacked tensor's name and stored shape with
+`stacked`, `down_last` / `down_first`, check the shapes with
+`ExpertTensors.check` before reading with `ExpertTensors.get`, and cut the
+tensors with `split_experts`), register it below, and list it in the family's `ExpertNames.layouts`
 (or set `stacked_layout` for a `stacked_gate_up` / `stacked_down` pair).
 """
 
@@ -56,10 +57,13 @@ class ExpertTensors:
     def root(self) -> object:
         return self.source.root
 
-    def check(self, t: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
-        if tuple(t.shape) != shape:
-            raise InputError(f"{self.root}: {what} has shape {tuple(t.shape)}, expected {shape}")
-        return t
+    def check(self, found: tuple[int, ...], shape: tuple[int, ...], what: str) -> None:
+        """A stored shape (read before any tensor is) against the one the layout implies."""
+        if tuple(found) != shape:
+            raise InputError(f"{self.root}: {what} has shape {tuple(found)}, expected {shape}")
+
+    def get(self, name: str) -> Tensor:
+        return self.source.get(name)
 
 
 @dataclass(frozen=True)
@@ -69,36 +73,40 @@ class ExpertStorage:
 
 
 # --------------------------------------------------------------------------- stacked kinds
-def stacked(x: ExpertTensors, i: int, rel: Sequence[str], what: str) -> tuple[str, Tensor]:
+# Shapes are checked from the source's metadata before a tensor is read, so a
+# misshaped (or absurdly large) stacked tensor costs nothing.
+def stacked(x: ExpertTensors, i: int, rel: Sequence[str], what: str) -> tuple[str, tuple[int, ...]]:
+    """The name and stored shape of a stacked tensor, which must be 3-D [E, ., .]."""
     name = x.names.in_layer(i, rel, what)
-    t = x.source.get(name)
-    if t.dim() != 3:
-        raise InputError(f"{x.root}: stacked expert tensor '{name}' has shape {tuple(t.shape)}, expected 3-D [E, ., .]")
-    return name, t
+    shape = tuple(x.source.shape(name))
+    if len(shape) != 3:
+        raise InputError(f"{x.root}: stacked expert tensor '{name}' has shape {shape}, expected 3-D [E, ., .]")
+    return name, shape
 
 
-def _expert_count(x: ExpertTensors, t: Tensor) -> int:
+def _expert_count(x: ExpertTensors, shape: tuple[int, ...]) -> int:
     """E: the declared count when there is one (the tensor must agree), else the tensor's first dimension."""
-    return x.n_experts or int(t.shape[0])
+    return x.n_experts or int(shape[0])
 
 
-def down_last(x: ExpertTensors, i: int, ex: ExpertNames) -> tuple[str, Tensor, int, int]:
-    """down stored [E, d, f]: its name, tensor, E and f (shape-checked on E and d)."""
-    name, down = stacked(x, i, ex.stacked_down, "stacked expert down")
-    e, f = _expert_count(x, down), int(down.shape[2])
-    x.check(down, (e, x.hidden, f), f"stacked expert down '{name}' ([E, d, f])")
-    return name, down, e, f
+def down_last(x: ExpertTensors, i: int, ex: ExpertNames) -> tuple[str, int, int]:
+    """down stored [E, d, f]: its name, E and f (its shape checked on E and d)."""
+    name, shape = stacked(x, i, ex.stacked_down, "stacked expert down")
+    e, f = _expert_count(x, shape), int(shape[2])
+    x.check(shape, (e, x.hidden, f), f"stacked expert down '{name}' ([E, d, f])")
+    return name, e, f
 
 
-def down_first(x: ExpertTensors, i: int, ex: ExpertNames) -> tuple[str, Tensor, int, int]:
-    """down stored [E, f, d] (transposed layouts): its name, tensor, E and f."""
-    name, down = stacked(x, i, ex.stacked_down, "stacked expert down")
-    e, f = _expert_count(x, down), int(down.shape[1])
-    x.check(down, (e, f, x.hidden), f"stacked expert down '{name}' ([E, f, d])")
-    return name, down, e, f
+def down_first(x: ExpertTensors, i: int, ex: ExpertNames) -> tuple[str, int, int]:
+    """down stored [E, f, d] (transposed layouts): its name, E and f."""
+    name, shape = stacked(x, i, ex.stacked_down, "stacked expert down")
+    e, f = _expert_count(x, shape), int(shape[1])
+    x.check(shape, (e, f, x.hidden), f"stacked expert down '{name}' ([E, f, d])")
+    return name, e, f
 
 
 def split_experts(ups: Tensor, gates: Tensor | None, downs: Tensor) -> list[ExpertFFN]:
+    """Canonical per-expert views of stacked up/gate [E, f, d] and down [E, d, f]."""
     return [
         ExpertFFN(up=ups[e], down=downs[e], gate=None if gates is None else gates[e]) for e in range(downs.shape[0])
     ]
@@ -106,22 +114,23 @@ def split_experts(ups: Tensor, gates: Tensor | None, downs: Tensor) -> list[Expe
 
 def _read_stacked(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
     """up and gate [E, f, d], down [E, d, f] (GGUF `ffn_{up,gate,down}_exps`)."""
-    _, down, e, f = down_last(x, i, ex)
-    up_name, ups = stacked(x, i, ex.stacked_up, "stacked expert up")
-    x.check(ups, (e, f, x.hidden), f"stacked expert up '{up_name}' ([E, f, d])")
+    down_name, e, f = down_last(x, i, ex)
+    up_name, up_shape = stacked(x, i, ex.stacked_up, "stacked expert up")
+    x.check(up_shape, (e, f, x.hidden), f"stacked expert up '{up_name}' ([E, f, d])")
     gate_name = x.names.find_in_layer(i, ex.stacked_gate) if ex.stacked_gate else None
-    gates = None
     if gate_name:
-        gates = x.check(x.source.get(gate_name), (e, f, x.hidden), f"stacked expert gate '{gate_name}' ([E, f, d])")
-    return split_experts(ups, gates, down)
+        x.check(x.source.shape(gate_name), (e, f, x.hidden), f"stacked expert gate '{gate_name}' ([E, f, d])")
+    gates = x.get(gate_name) if gate_name else None
+    return split_experts(x.get(up_name), gates, x.get(down_name))
 
 
 def _read_stacked_halves(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
     """gate_up [E, 2f, d] with the gate half first, down [E, d, f] (transformers 5, GraniteMoE on disk)."""
-    _, down, e, f = down_last(x, i, ex)
-    gu_name, gu = stacked(x, i, ex.stacked_gate_up, "stacked expert gate_up")
-    x.check(gu, (e, 2 * f, x.hidden), f"stacked expert gate_up '{gu_name}' ([E, 2f, d])")
-    return split_experts(gu[:, f:], gu[:, :f], down)
+    down_name, e, f = down_last(x, i, ex)
+    gu_name, gu_shape = stacked(x, i, ex.stacked_gate_up, "stacked expert gate_up")
+    x.check(gu_shape, (e, 2 * f, x.hidden), f"stacked expert gate_up '{gu_name}' ([E, 2f, d])")
+    gu = x.get(gu_name)
+    return split_experts(gu[:, f:], gu[:, :f], x.get(down_name))
 
 
 def _found(names: TensorNames, i: int, *rels: Sequence[str]) -> bool:
@@ -151,17 +160,16 @@ def _read_per_expert(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFF
         down_name = x.names.find_in_layer(i, [prefix + n for n in ex.down])
         if down_name is None:
             break
-        down = x.source.get(down_name)
         up_name = x.names.in_layer(i, [prefix + n for n in ex.up], f"expert {e} up")
-        up = x.source.get(up_name)
-        f = int(up.shape[0]) if up.dim() == 2 else 0
-        x.check(up, (f, x.hidden), f"layer {i} expert {e} up '{up_name}'")
-        x.check(down, (x.hidden, f), f"layer {i} expert {e} down '{down_name}'")
+        up_shape = tuple(x.source.shape(up_name))
+        f = int(up_shape[0]) if len(up_shape) == 2 else 0
+        x.check(up_shape, (f, x.hidden), f"layer {i} expert {e} up '{up_name}'")
+        x.check(x.source.shape(down_name), (x.hidden, f), f"layer {i} expert {e} down '{down_name}'")
         gate_name = x.names.find_in_layer(i, [prefix + n for n in ex.gate]) if ex.gate else None
-        gate = None
         if gate_name:
-            gate = x.check(x.source.get(gate_name), (f, x.hidden), f"layer {i} expert {e} gate '{gate_name}'")
-        experts.append(ExpertFFN(up=up, down=down, gate=gate))
+            x.check(x.source.shape(gate_name), (f, x.hidden), f"layer {i} expert {e} gate '{gate_name}'")
+        gate = x.get(gate_name) if gate_name else None
+        experts.append(ExpertFFN(up=x.get(up_name), down=x.get(down_name), gate=gate))
         e += 1
     return experts
 
