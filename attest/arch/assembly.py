@@ -16,6 +16,7 @@ import torch
 
 from attest.arch.dims import Dims
 from attest.arch.layouts import split_qkv
+from attest.arch.mla import MlaAttention, read_mla
 from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.names import TensorNames
 from attest.arch.spec import ArchSpec, ExpertNames, QKNormScope
@@ -50,7 +51,7 @@ class Mlp:
 @dataclass
 class Layer:
     index: int
-    attn: Attention
+    attn: Attention | MlaAttention
     attn_norm: Tensor | None  # gain read by q/k/v, None = all ones
     ffn_norm: Tensor | None  # gain read by the FFN / router
     mlp: Mlp | None = None
@@ -77,6 +78,7 @@ class LayerAssembler:
         self.names = names
         self.dims = dims
         self.root = source.root
+        self.config = config
         # Which layers carry experts when the config says (dense layers of a MoE model); else None.
         self._moe_flags = (
             moe_layer_flags(spec.moe_layers, config, dims.n_layers, source.root) if spec.experts is not None else None
@@ -203,7 +205,11 @@ class LayerAssembler:
     def layer(self, i: int, embed_norm: Tensor | None) -> Layer:
         """Layer i; `embed_norm` is what a post-LN layer 0 reads as its attention norm."""
         spec, names = self.spec, self.names
-        attn = self.attention(i)
+        attn: Attention | MlaAttention
+        if spec.mla is not None:  # attention kind: mla
+            attn = read_mla(self, spec.mla, i, self.config)
+        else:
+            attn = self.attention(i)
         attn_norm: Tensor | None
         if spec.attn_norm_from_previous_layer:
             attn_norm = embed_norm if i == 0 else self.gain(names.find_in_layer(i - 1, spec.attn_norm))

@@ -87,6 +87,38 @@ class ExpertNames:
 
 
 @dataclass(frozen=True)
+class MlaNames:
+    """Multi-head latent attention (DeepSeek-V2/V3) tensors, relative to the layer prefix.
+
+    q is either one projection (`q`, DeepSeek-V2-Lite) or a low-rank pair
+    `q_a` -> RMSNorm(`q_a_norm`) -> `q_b`; `kv_a` writes [c_kv; k_pe], c_kv goes
+    through RMSNorm(`kv_a_norm`) into `kv_b` (rows per head [k_nope; v]), or into
+    the split `k_b` / `v_b` pair some GGUF converters write.  `input_eps` lists the
+    config keys of the pre-attention RMSNorm's epsilon (`latent_eps` when none is
+    set); the latent norms use `latent_eps`, which transformers and DeepSeek's
+    reference code hard-code (the RMSNorm default, 1e-6).
+    """
+
+    q: Names = ()
+    q_a: Names = ()
+    q_a_norm: Names = ()
+    q_b: Names = ()
+    kv_a: Names = ()
+    kv_a_norm: Names = ()
+    kv_b: Names = ()
+    k_b: Names = ()
+    v_b: Names = ()
+    o: Names = ()
+    input_eps: Names = ("rms_norm_eps",)
+    latent_eps: float = 1e-6
+
+    def roles(self) -> Names:
+        """Every tensor name the attention may read (for the layer census)."""
+        groups = (self.q, self.q_a, self.q_a_norm, self.q_b, self.kv_a, self.kv_a_norm, self.kv_b, self.k_b, self.v_b)
+        return tuple(n for g in (*groups, self.o) for n in g)
+
+
+@dataclass(frozen=True)
 class ConfigTest:
     """One condition on config.json: `bool(config.get(key, default)) is truthy`."""
 
@@ -127,6 +159,7 @@ class ArchSpec:
     q_norm: Names = ()  # gains applied to q after projection (Qwen3 per head, OLMo-2 over the projection)
     k_norm: Names = ()
     qk_norm_scope: QKNormScope = QKNormScope.HEAD
+    mla: MlaNames | None = None  # attention kind: mla (the q/k/v/o roles above stay empty)
     # norms that read the residual stream (gains folded into the weights that follow)
     attn_norm: Names = ()
     ffn_norm: Names = ()
