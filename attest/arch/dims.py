@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attest.arch.layouts import fused_widths
+from attest.arch.mla_dims import mla_heads_from_shapes
 from attest.arch.names import LayerCensus, TensorNames
 from attest.arch.spec import ArchSpec, QKNormScope
 from attest.documents.model_docs import checked_dims
@@ -98,6 +99,11 @@ class DimensionReader:
         if self.spec.fixed_kv_heads is not None:
             kv_heads = self.spec.fixed_kv_heads
         head_dim = self._value(keys.head_dim, "head_dim")
+        if heads is None and self.spec.mla is not None:  # attention kind: mla (heads from the latent shapes)
+            heads = mla_heads_from_shapes(self.names, self.spec.mla, self.source.shape)
+            if heads is None:
+                raise InputError(f"{self.root}: no head count in the metadata and the MLA shapes do not fix one")
+            kv_heads = kv_heads or heads
         if heads is None:
             # No metadata: q and KV widths come from layer 0's shapes, the head size is a guess.
             q_rows, kv_rows = self._qkv_rows_of_layer0(hidden)
