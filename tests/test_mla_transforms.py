@@ -123,6 +123,9 @@ def test_mla_disguise_preserves_logits_then_fingerprint(family: str, disguise: s
     assert res.verdict == Verdict.MATCH, res.reasons
     assert res.score >= MIN_SCORE, res.score
     assert not {k: v for k, v in cells.items() if v < MIN_SCORE}, cells
+    # The lineage test (pooled expert neurons) finds every neuron again, in every layer.
+    assert res.lineage is not None
+    assert all(x.agree == x.neurons and x.p_value < 1e-6 for x in res.lineage.layers), res.lineage.layers
     for p in res.pairs:
         expected = {"qk", "vo", "up", "gate"} | ({"router"} if p.a >= 1 else set())  # layer 0 is dense
         assert set(p.terms) == expected, (p.a, sorted(p.terms))
