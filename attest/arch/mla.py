@@ -138,6 +138,14 @@ def read_mla(reader: _Reader, names: MlaNames, i: int, config: Mapping[str, Any]
     else:
         k_b = need(names.k_b, "MLA kv_b (or k_b)")
         v_b = need(names.v_b, "MLA v_b")
+        if names.k_b_per_head_transposed:
+            reader.check(k_b, (h, kv_rank, nope), f"layer {i} MLA k_b")
+            k_b = k_b.transpose(1, 2).reshape(h * nope, kv_rank)
+            if v_b.dim() != 3 or v_b.shape[0] != h or v_b.shape[2] != kv_rank:
+                raise InputError(
+                    f"{root}: layer {i} MLA v_b has shape {tuple(v_b.shape)}, expected [{h}, d_v, {kv_rank}]"
+                )
+            v_b = v_b.reshape(-1, kv_rank)
         reader.check(k_b, (h * nope, kv_rank), f"layer {i} MLA k_b")
         v_dim = _per_head(int(v_b.shape[0]), h, 0, f"layer {i} MLA v_b", root)
         reader.check(v_b, (h * v_dim, kv_rank), f"layer {i} MLA v_b")

@@ -111,6 +111,8 @@ class MlaNames:
     o: Names = ()
     input_eps: Names = ("rms_norm_eps",)
     latent_eps: float = 1e-6
+    # llama.cpp writes k_b per head transposed, [H, r_kv, d_n] (for its absorbed kernel), and v_b as [H, d_v, r_kv]
+    k_b_per_head_transposed: bool = False
 
     def roles(self) -> Names:
         """Every tensor name the attention may read (for the layer census)."""
