@@ -29,6 +29,7 @@ Run `python tests/test_families.py` to print the families × layouts table.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from contextlib import contextmanager
@@ -113,6 +114,14 @@ LAYOUTS: dict[str, list[str]] = {
     "phimoe": ["GQA", "MoE 4 experts + router", "LayerNorm + biases", "per-expert w1/w2/w3"],
     "ernie4_5_moe": ["GQA", "dense layer 0 + MoE layers", "shared expert", "router correction bias"],
     "glm4_moe": ["GQA", "first_k_dense_replace", "shared expert", "per-head q/k RMSNorm", "q/k/v biases"],
+    "deepseek_v2": ["MLA without q rank (V2-Lite)", "first_k_dense_replace", "shared experts", "softmax router"],
+    "deepseek_v3": [
+        "MLA with q rank",
+        "interleaved rope",
+        "first_k_dense_replace",
+        "shared experts",
+        "sigmoid router + correction bias",
+    ],
 }
 
 
@@ -349,6 +358,9 @@ PROBES: dict[str, Probe] = {
     "phimoe": _moe(router=L + "mlp.router"),
     "ernie4_5_moe": _moe(ffn_out=L + "mlp", shared=L + "mlp.shared_experts"),
     "glm4_moe": _moe(ffn_out=L + "mlp", shared=L + "mlp.shared_experts", **_QK_NORM),
+    # MLA: the attention reads its input through kv_a (and q or q_a); checked by check_mla
+    "deepseek_v2": _moe(attn_in=L + "self_attn.kv_a_proj_with_mqa", ffn_out=L + "mlp", shared=L + "mlp.shared_experts"),
+    "deepseek_v3": _moe(attn_in=L + "self_attn.kv_a_proj_with_mqa", ffn_out=L + "mlp", shared=L + "mlp.shared_experts"),
     "bert": Probe(
         attn_in="encoder.layer.{i}.attention.self.query",
         attn_norm=_bert_attn_norm,
@@ -604,7 +616,59 @@ def _mlp(m: Any, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -
     return hidden @ m.down.float().T
 
 
+def _rms(y: torch.Tensor, module: Any) -> torch.Tensor:
+    return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + _eps(module))
+
+
+def check_mla(case: str, cm: Any, run: Run, i: int, x: torch.Tensor) -> None:
+    """MLA: the canonical tensors reproduce the model's q/k/v states, and so do the term code's per-row states.
+
+    `x` is the attention input rebuilt from the canonical pre-attention gain.  The model's
+    own latent norms (their eps) and rope layout are used: at position 0 RoPE is the
+    identity, but DeepSeek-V3's interleaved form still de-interleaves the rope dims
+    (`[0::2], [1::2]`), the same permutation for q and k.
+    """
+    from attest.invariants import mla as MLA
+
+    model, layer = run.model, cm.layer(i)
+    a = layer.attn
+    attn = model.get_submodule(f"model.layers.{i}.self_attn")
+    q_model, k_model, v_model = run.qkv[i]
+    h, dn, dr = a.n_heads, a.nope_dim, a.rope_dim
+    if a.q is not None:
+        assert attn.q_lora_rank is None
+        q = x @ a.q.float().T
+    else:
+        q = (_rms(x @ a.q_a.float().T, attn.q_a_layernorm) * a.q_a_norm) @ a.q_b.float().T
+    q = _heads(q, h)
+    c = x @ a.kv_a.float().T
+    c_kv = _rms(c[..., : a.kv_rank], attn.kv_a_layernorm) * a.kv_a_norm
+    k_nope, v = _heads(c_kv @ a.k_b.float().T, h), _heads(c_kv @ a.v_b.float().T, h)
+    k_pe = c[..., a.kv_rank :].unsqueeze(1).expand(-1, h, -1, -1)
+    order = torch.arange(dr)
+    if getattr(model.config, "rope_interleave", False):
+        order = torch.cat([order[0::2], order[1::2]])
+    q = torch.cat([q[..., :dn], q[..., dn:][..., order]], -1)
+    k = torch.cat([k_nope, k_pe[..., order]], -1)
+    _close(q, q_model, f"{case} layer {i} MLA query states [q_nope; q_pe]")
+    _close(k, k_model, f"{case} layer {i} MLA key states [k_nope; k_pe]")
+    _close(v, v_model[..., : a.v_dim], f"{case} layer {i} MLA value states")
+    o_in, o_out = run.ios[f"model.layers.{i}.self_attn.o_proj"]
+    _close(o_in @ a.o.float().T, o_out, f"{case} layer {i} attention output projection")
+    # The term code's per-row path from the raw residual rows gives the same heads' products.
+    residual = run.ios[f"model.layers.{i}.input_layernorm"][0].reshape(-1, x.shape[-1])
+    states = MLA.MlaStates(residual, layer.attn_norm, a, True, torch.float32)
+    flat = lambda t: t.transpose(1, 2).reshape(-1, t.shape[1], t.shape[-1])  # noqa: E731  [B*T, H, dh]
+    qm, km, vm = flat(q_model), flat(k_model), flat(v_model[..., : a.v_dim])
+    _close(MLA.qk(states), torch.einsum("nhe,mhe->nm", qm, km), f"{case} layer {i} MLA qk term vs the model's states")
+    x_out = torch.randn(residual.shape, generator=torch.Generator().manual_seed(i))
+    o_heads = (x_out @ a.o.float()).reshape(-1, h, a.v_dim)
+    _close(MLA.vo(states, x_out), torch.einsum("nhe,mhe->nm", vm, o_heads), f"{case} layer {i} MLA vo term")
+
+
 def check_attention(case: str, cm: Any, run: Run) -> None:
+    from attest.arch.mla import MlaAttention
+
     probe, model = PROBES[case], run.model
     for i in range(cm.n_layers):
         layer = cm.layer(i)
@@ -613,6 +677,9 @@ def check_attention(case: str, cm: Any, run: Run) -> None:
         attn_in = _path(probe.attn_in, i)
         x = _norm_input(run, norm_path, attn_in, layer.attn_norm, cm.norm_kind)
         _close(x, run.ios[attn_in][0], f"{case} layer {i} attention input (pre-attention gain)")
+        if isinstance(a, MlaAttention):
+            check_mla(case, cm, run, i, x)
+            continue
         q_model, k_model, v_model = run.qkv[i]
         if probe.q_norm:
             module = model.get_submodule(_path(probe.q_norm, i))
@@ -779,7 +846,7 @@ def test_derived_copy_matches_and_other_seed_does_not(case: str, root: Path) -> 
     assert near.score > far.score
 
 
-@pytest.mark.parametrize("case,form", [("llama", "bin"), ("mixtral", "stacked")])
+@pytest.mark.parametrize("case,form", [("llama", "bin"), ("mixtral", "stacked"), ("deepseek_v3", "stacked")])
 def test_other_storage_forms(case: str, form: str, root: Path) -> None:
     """pytorch_model.bin through the weights-only loader; MoE experts stacked [E, 2f, d] on disk."""
     folder = _save(case, form, root)
@@ -790,7 +857,7 @@ def test_other_storage_forms(case: str, form: str, root: Path) -> None:
         from attest.sources import open_weights
 
         stored = set(open_weights(folder).names())
-        assert "model.layers.0.mlp.experts.gate_up_proj" in stored
+        assert any(n.endswith(".mlp.experts.gate_up_proj") for n in stored)  # layer 0 of DeepSeek is dense
         assert not any(".experts.0." in n for n in stored)
     cm = _load(case, form, root)
     assert cm.source.format == ("torch" if form == "bin" else "safetensors")
@@ -799,7 +866,9 @@ def test_other_storage_forms(case: str, form: str, root: Path) -> None:
     ref = _load(case, "safetensors", root)
     for i in range(cm.n_layers):
         a, b = cm.layer(i), ref.layer(i)
-        assert torch.equal(a.attn.q, b.attn.q)
+        for f in dataclasses.fields(a.attn):
+            x, y = getattr(a.attn, f.name), getattr(b.attn, f.name)
+            assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y, f"attention {f.name}"
         mlps_a = a.experts or [a.mlp]
         mlps_b = b.experts or [b.mlp]
         for ma, mb in zip(mlps_a, mlps_b, strict=True):
@@ -851,7 +920,7 @@ if __name__ == "__main__":
     print(layouts_table())
 
 
-@pytest.mark.parametrize("case", ["ernie4_5_moe", "glm4_moe"])
+@pytest.mark.parametrize("case", ["ernie4_5_moe", "glm4_moe", "deepseek_v2", "deepseek_v3"])
 def test_dense_layers_of_moe_models_follow_the_config(case: str, root: Path, tmp_path: Path) -> None:
     """The config's MoE-layer rule decides; without it the router's presence does; a bad value is an input error."""
     import json
@@ -865,7 +934,7 @@ def test_dense_layers_of_moe_models_follow_the_config(case: str, root: Path, tmp
     folder = tmp_path / case
     shutil.copytree(_save(case, "safetensors", root), folder)
     config = json.loads((folder / "config.json").read_text())
-    key = "moe_layer_start_index" if case == "ernie4_5_moe" else "first_k_dense_replace"
+    key = "moe_layer_start_index" if case == "ernie4_5_moe" else "first_k_dense_replace"  # DeepSeek's too
     (folder / "config.json").write_text(json.dumps({**config, key: "one"}))
     with pytest.raises(InputError, match="integer"):
         load_model(folder)
@@ -879,3 +948,33 @@ def test_dense_layers_of_moe_models_follow_the_config(case: str, root: Path, tmp
 
     cm = CanonicalModel(open_weights(folder), ref.spec, None, None)
     assert [bool(cm.layer(i).experts) for i in range(cm.n_layers)] == kinds
+
+
+@pytest.mark.parametrize("case", ["deepseek_v2", "deepseek_v3"])
+def test_mla_detection_and_hostile_widths(case: str, root: Path, tmp_path: Path) -> None:
+    """MLA tensors name their family without a config; a config whose MLA widths contradict the tensors
+    is a clean input error naming the key, never a wrong split."""
+    import json
+
+    from attest.arch.detect import load_model, spec_from_tensor_names
+    from attest.errors import InputError
+    from attest.sources import open_weights
+
+    folder = tmp_path / case
+    shutil.copytree(_save(case, "safetensors", root), folder)
+    spec = spec_from_tensor_names(set(open_weights(folder).names()))
+    assert spec is not None and spec.family == case
+    # Without config.json the head count follows from the latent shapes (H·d_r = q − kv_b + o).
+    from attest.arch.canonical import CanonicalModel
+
+    bare, ref = CanonicalModel(open_weights(folder), spec, None, None), _load(case, "safetensors", root)
+    assert bare.dims.n_heads == ref.dims.n_heads == 4
+    assert torch.equal(bare.layer(1).attn.k_b, ref.layer(1).attn.k_b)
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("qk_nope_head_dim", "v_head_dim", "kv_lora_rank"):
+        (folder / "config.json").write_text(json.dumps({**config, key: config[key] + 1}))
+        with pytest.raises(InputError, match=key):
+            load_model(folder).layer(0)
+    (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": "tiny"}))
+    with pytest.raises(InputError, match="epsilon"):
+        load_model(folder).layer(0)

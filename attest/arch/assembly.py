@@ -16,6 +16,7 @@ import torch
 from attest.arch.attention import attention_reader
 from attest.arch.dims import Dims
 from attest.arch.experts import ExpertTensors, read_experts
+from attest.arch.mla import MlaAttention
 from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.names import TensorNames
 from attest.arch.parts import Attention, Layer, Mlp
@@ -46,6 +47,7 @@ class LayerAssembler:
         self.dims = dims
         self.root = source.root
         self._attention = attention_reader(spec.attention, source.root)
+        self.config = config
         # Which layers carry experts when the config says (dense layers of a MoE model); else None.
         self._moe_flags = (
             moe_layer_flags(spec.moe_layers, config, dims.n_layers, source.root) if spec.experts is not None else None
@@ -72,7 +74,7 @@ class LayerAssembler:
         return self.gain(self.names.find_in_layer(i, rel), width) if rel else None
 
     # -- parts of a layer --------------------------------------------------
-    def attention(self, i: int) -> Attention:
+    def attention(self, i: int) -> Attention | MlaAttention:
         """Layer i's token mixer, read by the reader registered for the table's attention kind."""
         return self._attention.read(self, i)  # type: ignore[no-any-return]
 

@@ -3,8 +3,8 @@
 A registry, `ATTENTION_KINDS`, from `AttentionKind` (the table's `attention`
 field) to an `AttentionReader`; `attest.arch.assembly` and `attest.arch.dims`
 dispatch through it and never branch on the kind. Today there is one kind,
-standard multi-head attention (MHA, GQA and MQA alike, q/k/v separate or fused);
-MLA (DeepSeek) and SSM / linear-attention mixers are further entries.
+standard multi-head attention (MHA, GQA and MQA alike, q/k/v separate or fused)
+and multi-head latent attention (MLA, DeepSeek; attest.arch.mla).
 
 To add a kind: add a member to `attest.arch.spec.AttentionKind`, write its
 `read` (and `widths`, if its q/KV widths can be read off layer 0 when the
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from attest.arch.layouts import fused_widths, split_qkv
+from attest.arch.mla import read_mla
 from attest.arch.names import TensorNames
 from attest.arch.parts import Attention
 from attest.arch.spec import ArchSpec, AttentionKind, NormKind, QKNormScope
@@ -38,7 +39,14 @@ class LayerTensors(Protocol):
     dims: Any  # attest.arch.dims.Dims
     source: WeightSource
 
+    config: Any  # config.json as a mapping, or None
+
+    @property
+    def root(self) -> object: ...
+
     def weight(self, name: str) -> Tensor: ...
+
+    def gain(self, name: str | None, width: int | None = None) -> Tensor | None: ...
 
     def check(self, t: Tensor, shape: tuple[int, ...], what: str) -> Tensor: ...
 
@@ -117,8 +125,16 @@ def _standard_widths(source: WeightSource, spec: ArchSpec, names: TensorNames, h
     return fused_widths(spec.qkv_layout, source.shape(fused)[axis], hidden)
 
 
+def _read_mla(t: LayerTensors, i: int) -> Any:
+    if t.spec.mla is None:
+        raise InputError(f"{t.root}: attention kind 'mla' needs the table's MLA names")
+    return read_mla(t, t.spec.mla, i, t.config)
+
+
+# MLA has no `widths`: without a head count, dims reads it from the latent shapes (attest.arch.mla_dims).
 ATTENTION_KINDS: dict[AttentionKind, AttentionReader] = {
     AttentionKind.STANDARD: AttentionReader(_read_standard, _standard_widths),
+    AttentionKind.MLA: AttentionReader(_read_mla),
 }
 
 

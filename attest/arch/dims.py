@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from attest.arch.attention import attention_reader
+from attest.arch.mla_dims import mla_heads_from_shapes
 from attest.arch.names import LayerCensus, TensorNames
 from attest.arch.spec import ArchSpec, QKNormScope
-from attest.documents.model_docs import checked_dims
+from attest.documents.model_docs import checked_dims, config_value
 from attest.errors import InputError
 from attest.sources.base import WeightSource
 
@@ -33,19 +34,6 @@ class Dims:
     head_dim: int
     vocab: int
     n_experts: int = 0
-
-
-def config_value(config: Mapping[str, Any] | None, keys: Sequence[str]) -> Any:
-    """The first of `keys` (dotted paths allowed) that config.json sets, or None."""
-    if not config:
-        return None
-    for key in keys:
-        node: Any = config
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            return node
-    return None
 
 
 def _count(value: Any, what: str, root: object) -> int:
@@ -98,6 +86,11 @@ class DimensionReader:
         if self.spec.fixed_kv_heads is not None:
             kv_heads = self.spec.fixed_kv_heads
         head_dim = self._value(keys.head_dim, "head_dim")
+        if heads is None and self.spec.mla is not None:  # attention kind: mla (heads from the latent shapes)
+            heads = mla_heads_from_shapes(self.names, self.spec.mla, self.source.shape)
+            if heads is None:
+                raise InputError(f"{self.root}: no head count in the metadata and the MLA shapes do not fix one")
+            kv_heads = kv_heads or heads
         if heads is None:
             # No metadata: q and KV widths come from layer 0's shapes, the head size is a guess.
             q_rows, kv_rows = self._qkv_rows_of_layer0(hidden)

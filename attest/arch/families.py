@@ -11,9 +11,11 @@ from typing import Any
 
 from attest.arch.spec import (
     ArchSpec,
+    AttentionKind,
     ConfigKeys,
     ConfigTest,
     ExpertNames,
+    MlaNames,
     MoeLayerRule,
     NormKind,
     QKNormScope,
@@ -534,6 +536,54 @@ GLM4_MOE = replace(
     known_unused=(),  # mlp.gate.e_score_correction_bias sits in the router's module
     detect=(),
 )
+# Multi-head latent attention (docs/method.md, "MLA"); the FFN is DeepSeek-MoE: leading dense
+# layers (`first_k_dense_replace`), then routed experts (`n_routed_experts`, per-expert on the hub
+# and after save_pretrained, stacked in memory) plus one shared-experts MLP.  `moe_layer_freq` is 1
+# in every released checkpoint and transformers ignores it, so the table does too.
+_DEEPSEEK_MLA = MlaNames(
+    q=("self_attn.q_proj.weight",),
+    q_a=("self_attn.q_a_proj.weight",),
+    q_a_norm=("self_attn.q_a_layernorm.weight",),
+    q_b=("self_attn.q_b_proj.weight",),
+    kv_a=("self_attn.kv_a_proj_with_mqa.weight",),
+    kv_a_norm=("self_attn.kv_a_layernorm.weight",),
+    kv_b=("self_attn.kv_b_proj.weight",),
+    o=("self_attn.o_proj.weight",),
+)
+DEEPSEEK_V2 = ArchSpec(
+    family="deepseek_v2",
+    hf_model_types=("deepseek_v2",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    **_LLAMA_NORMS,
+    **_LLAMA_MLP,  # the leading dense layers
+    attention=AttentionKind.MLA,
+    mla=_DEEPSEEK_MLA,
+    experts=_QWEN_EXPERTS,
+    router=("mlp.gate.weight",),
+    **_DEEPSEEK_SHARED,
+    moe_layers=MoeLayerRule(first=("first_k_dense_replace",)),
+    config_keys=ConfigKeys(experts=("n_routed_experts",)),
+    detect=(
+        "self_attn.kv_a_proj_with_mqa.weight",
+        "self_attn.kv_a_layernorm.weight",
+        "self_attn.q_proj.weight",
+        "input_layernorm.weight",
+    ),
+)
+# V3 adds the sigmoid router's selection-only `e_score_correction_bias` (in the router's module,
+# so claimed with it, and never read: it picks experts but is not part of the logits).
+DEEPSEEK_V3 = replace(
+    DEEPSEEK_V2,
+    family="deepseek_v3",
+    hf_model_types=("deepseek_v3", "kimi_k2"),
+    detect=(
+        "self_attn.kv_a_proj_with_mqa.weight",
+        "self_attn.kv_a_layernorm.weight",
+        "self_attn.q_a_proj.weight",
+        "input_layernorm.weight",
+    ),
+)
 HF_FAMILIES: tuple[ArchSpec, ...] = (
     LLAMA,
     MISTRAL,
@@ -571,4 +621,6 @@ HF_FAMILIES: tuple[ArchSpec, ...] = (
     PHIMOE,
     ERNIE4_5_MOE,
     GLM4_MOE,
+    DEEPSEEK_V2,
+    DEEPSEEK_V3,
 )

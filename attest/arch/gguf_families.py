@@ -30,7 +30,7 @@ from typing import Any
 
 from attest.arch import families as hf
 from attest.arch.roles import LAYER_ROLES, MODEL_ROLES, Role
-from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, Names, QKVLayout
+from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, MlaNames, Names, QKVLayout
 from attest.errors import UnsupportedModelError
 from attest.sources.base import WeightSource
 from attest.sources.gguf_layout import LAYER_PREFIX
@@ -189,6 +189,29 @@ GRANITEMOE = from_hf(hf.GRANITEMOE)
 PHIMOE = from_hf(hf.PHIMOE)
 GLM4_MOE = from_hf(hf.GLM4_MOE, **_PRE_FFN_AS_POST_ATTENTION, **_SELECTION_BIAS)
 
+# DeepSeek-V2/V3 and Kimi-K2 are all arch "deepseek2" (DeepseekV2Model in llama.cpp's conversion/deepseek.py):
+# rows are written unchanged (no RoPE permutation); kv_b is either written as is (`attn_kv_b`,
+# older converters) or split per head into `attn_k_b` (each head's [d_n, r_kv] block transposed)
+# and `attn_v_b` [H, d_v, r_kv]; the leading dense layers have no router; V3's router correction
+# bias is `exp_probs_b.bias`.  The file does not say which DeepSeek generation it holds: one table.
+DEEPSEEK2 = from_hf(
+    hf.DEEPSEEK_V3,
+    **_SELECTION_BIAS,
+    mla=MlaNames(
+        q=("attn_q.weight",),
+        q_a=("attn_q_a.weight",),
+        q_a_norm=("attn_q_a_norm.weight",),
+        q_b=("attn_q_b.weight",),
+        kv_a=("attn_kv_a_mqa.weight",),
+        kv_a_norm=("attn_kv_a_norm.weight",),
+        kv_b=("attn_kv_b.weight",),
+        k_b=("attn_k_b.weight",),
+        v_b=("attn_v_b.weight",),
+        o=("attn_output.weight",),
+        input_eps=(),
+        k_b_per_head_transposed=True,
+    ),
+)
 GGUF_ARCHS: dict[str, GGUFArch] = {
     a.name: a
     for a in (
@@ -196,6 +219,7 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
         GGUFArch("qwen2", QWEN2),
         GGUFArch("qwen3", QWEN3),
         GGUFArch("qwen2moe", QWEN2_MOE),
+        GGUFArch("deepseek2", DEEPSEEK2),
         GGUFArch("qwen3moe", QWEN3_MOE),
         GGUFArch("gemma", GEMMA),
         GGUFArch("gemma2", GEMMA2),

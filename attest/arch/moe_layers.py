@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from attest.arch.dims import config_value
 from attest.arch.spec import MoeLayerRule
+from attest.documents.model_docs import config_value
 from attest.errors import InputError
 
 

@@ -128,6 +128,8 @@ class TensorNames:
 def _role_matcher(spec: ArchSpec) -> re.Pattern[str]:
     """A regex over layer-relative names: a role tensor or another tensor of a role's module (its bias)."""
     rels: set[str] = {n for role in LAYER_ROLES for n in spec.names(role)}
+    if spec.mla is not None:  # the MLA kind's tensors are not Role fields
+        rels |= set(spec.mla.roles())
     patterns = {re.escape(m) + r"\.[^.]+" for m in map(_module, rels) if m}
     patterns |= {re.escape(r) for r in rels}
     ex = spec.experts

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from attest.arch.mla import MlaAttention
+
 Tensor = torch.Tensor
 
 
@@ -38,7 +40,7 @@ class Mlp:
 @dataclass
 class Layer:
     index: int
-    attn: Attention
+    attn: Attention | MlaAttention  # the part of the table's attention kind (attest.arch.attention)
     attn_norm: Tensor | None  # gain read by q/k/v, None = all ones
     ffn_norm: Tensor | None  # gain read by the FFN / router
     mlp: Mlp | None = None

@@ -51,6 +51,7 @@ class AttentionKind(str, Enum):
     """How a layer mixes tokens; each kind is read by an entry of `attest.arch.attention.ATTENTION_KINDS`."""
 
     STANDARD = "standard"  # q, k, v, o projections (separate or fused): MHA, GQA and MQA
+    MLA = "mla"  # multi-head latent attention (DeepSeek-V2/V3): the table's `mla` names
 
 
 class QKNormScope(str, Enum):
@@ -141,6 +142,40 @@ class ExpertNames:
 
 
 @dataclass(frozen=True)
+class MlaNames:
+    """Multi-head latent attention (DeepSeek-V2/V3) tensors, relative to the layer prefix.
+
+    q is either one projection (`q`, DeepSeek-V2-Lite) or a low-rank pair
+    `q_a` -> RMSNorm(`q_a_norm`) -> `q_b`; `kv_a` writes [c_kv; k_pe], c_kv goes
+    through RMSNorm(`kv_a_norm`) into `kv_b` (rows per head [k_nope; v]), or into
+    the split `k_b` / `v_b` pair some GGUF converters write.  `input_eps` lists the
+    config keys of the pre-attention RMSNorm's epsilon (`latent_eps` when none is
+    set); the latent norms use `latent_eps`, which transformers and DeepSeek's
+    reference code hard-code (the RMSNorm default, 1e-6).
+    """
+
+    q: Names = ()
+    q_a: Names = ()
+    q_a_norm: Names = ()
+    q_b: Names = ()
+    kv_a: Names = ()
+    kv_a_norm: Names = ()
+    kv_b: Names = ()
+    k_b: Names = ()
+    v_b: Names = ()
+    o: Names = ()
+    input_eps: Names = ("rms_norm_eps",)
+    latent_eps: float = 1e-6
+    # llama.cpp writes k_b per head transposed, [H, r_kv, d_n] (for its absorbed kernel), and v_b as [H, d_v, r_kv]
+    k_b_per_head_transposed: bool = False
+
+    def roles(self) -> Names:
+        """Every tensor name the attention may read (for the layer census)."""
+        groups = (self.q, self.q_a, self.q_a_norm, self.q_b, self.kv_a, self.kv_a_norm, self.kv_b, self.k_b, self.v_b)
+        return tuple(n for g in (*groups, self.o) for n in g)
+
+
+@dataclass(frozen=True)
 class ConfigTest:
     """One condition on config.json: `bool(config.get(key, default)) is truthy`."""
 
@@ -185,6 +220,7 @@ class ArchSpec:
     # RMS, or a LayerNorm that also centres each head (Phi qk_layernorm, Cohere use_qk_norm):
     # the centring is folded into the q (k) rows, so the canonical q is what the gain reads
     qk_norm_kind: NormKind = NormKind.RMS
+    mla: MlaNames | None = None  # the tensors of AttentionKind.MLA (the q/k/v/o roles above stay empty)
     # norms that read the residual stream (gains folded into the weights that follow)
     attn_norm: Names = ()
     ffn_norm: Names = ()

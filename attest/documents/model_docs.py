@@ -202,3 +202,16 @@ def read_vocab_json(path: Path) -> dict[str, int]:
     for piece, i in doc.items():
         _token_id(i, path, f"[{piece[:40]!r}]")
     return doc
+
+
+def config_value(config: Mapping[str, Any] | None, keys: Sequence[str]) -> Any:
+    """The first of `keys` (dotted paths allowed) that config.json sets, or None."""
+    if not config:
+        return None
+    for key in keys:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            return node
+    return None

@@ -10,8 +10,10 @@ import torch
 
 from attest.arch.assembly import Layer, Mlp
 from attest.arch.canonical import CanonicalModel
+from attest.arch.mla import MlaAttention
 from attest.arch.spec import NormKind
 from attest.errors import InputError
+from attest.invariants import mla as MLA
 from attest.invariants import skipped as S
 from attest.invariants import terms as T
 from attest.invariants.methods import Method
@@ -83,10 +85,18 @@ def layer_terms(
     x_attn_out = probe_for(layer.attn_out_norm)
     x_ffn_out = probe_for(layer.ffn_out_norm)
     wanted = set(method.terms)
-    if "qk" in wanted:
-        yield "qk", T.qk(x_attn, layer.attn, dtype)
-    if "vo" in wanted:
-        yield "vo", T.vo(x_attn, x_attn_out, layer.attn, dtype)
+    if isinstance(layer.attn, MlaAttention):  # attention kind: mla (per-row states, attest.invariants.mla)
+        states = MLA.MlaStates(x, layer.attn_norm, layer.attn, fold, dtype)
+        if "qk" in wanted:
+            yield "qk", MLA.qk(states)
+        if "vo" in wanted:
+            yield "vo", MLA.vo(states, x_attn_out)
+        del states
+    else:
+        if "qk" in wanted:
+            yield "qk", T.qk(x_attn, layer.attn, dtype)
+        if "vo" in wanted:
+            yield "vo", T.vo(x_attn, x_attn_out, layer.attn, dtype)
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
     if not mlps:
         return

@@ -9,6 +9,7 @@ import torch
 
 from attest.documents.model_docs import read_config, read_shard_index
 from attest.errors import InputError
+from attest.sources import block_scaled as fp8
 from attest.sources.base import WeightSource
 from attest.sources.safetensors_file import SafetensorsFile
 
@@ -48,6 +49,17 @@ class SafetensorsSource(WeightSource):
                         f"{root}: tensor '{name}' appears in both {self._where[name].path.name} and {sf.path.name}"
                     )
                 self._where[name] = sf
+        # fp8 weights with block scales (DeepSeek-V3, Kimi-K2): weight name -> its scale tensor's name
+        self._block = fp8.block_scale_from_config(config, root)
+        self._scales: dict[str, str] = {}
+        if self._block is not None:
+            for name, sf in self._where.items():
+                base = name.removesuffix(fp8.SCALE_SUFFIX)
+                if base != name and base in self._where:
+                    weight_shape = self._where[base].entries[base].shape
+                    fp8.check_scale(base, weight_shape, sf.entries[name].shape, self._block)
+                    self._scales[base] = name
+        self._scale_names = set(self._scales.values())
 
     @classmethod
     def from_path(cls, path: Path) -> "SafetensorsSource":
@@ -63,7 +75,7 @@ class SafetensorsSource(WeightSource):
         return cls(path, files, config)
 
     def names(self) -> list[str]:
-        return list(self._where)
+        return [n for n in self._where if n not in self._scale_names]
 
     def shape(self, name: str) -> tuple[int, ...]:
         self.require(name)
@@ -71,11 +83,24 @@ class SafetensorsSource(WeightSource):
 
     def get(self, name: str) -> torch.Tensor:
         self.require(name)
-        return self._where[name].get(name)
+        t = self._where[name].get(name)
+        return self._dequantized(name, t, None)
 
     def get_rows(self, name: str, rows: Sequence[int]) -> torch.Tensor:
         self.require(name)
-        return self._where[name].get_rows(name, rows)
+        t = self._where[name].get_rows(name, rows)
+        return self._dequantized(name, t, rows)
+
+    def _dequantized(self, name: str, t: torch.Tensor, rows: Sequence[int] | None) -> torch.Tensor:
+        """A block-scaled fp8 weight times its scales; anything else as stored."""
+        if self._block is None:
+            return t
+        scale = self._scales.get(name)
+        if scale is not None:
+            return fp8.dequantize(name, t, self._where[scale].get(scale), self._block, rows)
+        if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            raise InputError(f"{self.root}: fp8 tensor '{name}' has no '{name}{fp8.SCALE_SUFFIX}' block scale")
+        return t
 
     def files(self) -> list[Path]:
         return [sf.path for sf in self._files]

@@ -229,6 +229,22 @@ _CASES = [
 ]
 
 _IDS = {"pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0}
+# DeepSeek MLA widths, each distinct so a swapped split would show: latent 16, nope 8, rope 4, v 12
+_MLA = {
+    "num_key_value_heads": HEADS,
+    "num_hidden_layers": 3,
+    "kv_lora_rank": 16,
+    "qk_nope_head_dim": 8,
+    "qk_rope_head_dim": 4,
+    "v_head_dim": 12,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+    "n_shared_experts": 2,
+    "first_k_dense_replace": 1,
+    "n_group": 1,
+    "topk_group": 1,
+}
 # Granite's four scalar multipliers, away from 1 so a mistake in their handling would show.
 _GRANITE_SCALES = {
     "embedding_multiplier": 12.0,
@@ -318,6 +334,11 @@ _CASES += [
             "attention_bias": True,
         },
     ),
+    # Multi-head latent attention; one dense layer then MoE layers (4 routed experts, shared experts)
+    _case(
+        "deepseek_v2", "deepseek_v2", **{**_LLAMA_LIKE, **_IDS, **_MLA, "q_lora_rank": None, "topk_method": "greedy"}
+    ),
+    _case("deepseek_v3", "deepseek_v3", **{**_LLAMA_LIKE, **_IDS, **_MLA, "q_lora_rank": 24, "rope_interleave": True}),
 ]
 
 # config.json keys that hold a MoE case's expert count

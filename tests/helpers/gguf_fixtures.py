@@ -286,6 +286,8 @@ CONVERTERS: dict[str, tuple[str, Callable[[str, np.ndarray, Any], np.ndarray]]] 
     "hunyuan_v1_dense": ("hunyuan-dense", _identity),
     "phimoe": ("phimoe", _identity),
     "glm4_moe": ("glm4moe", _identity),
+    "deepseek_v2": ("deepseek2", _identity),
+    "deepseek_v3": ("deepseek2", _identity),
 }
 # config keys of the expert count, as each converter reads it
 _EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "moe_num_experts", "n_routed_experts")
@@ -315,6 +317,20 @@ def _stacked_experts(name: str, w: np.ndarray) -> Iterable[tuple[str, np.ndarray
         yield f"blk.{bid}.ffn_down_exps.weight", w
 
 
+def _deepseek2_tensor(name: str, w: np.ndarray, cfg: Any) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """DeepseekV2Model.modify_tensors: the router bias is renamed to `.bias`, and kv_b is split
+    per head into k_b (each head's [d_n, r_kv] block transposed) and v_b [H, d_v, r_kv]."""
+    if name.endswith("e_score_correction_bias"):
+        return name.replace("e_score_correction_bias", "e_score_correction.bias"), []
+    if not name.endswith("kv_b_proj.weight"):
+        return name, []
+    h, dn, dv = int(cfg.num_attention_heads), int(cfg.qk_nope_head_dim), int(cfg.v_head_dim)
+    kv_b = w.reshape(h, dn + dv, w.shape[-1])
+    k_b = np.ascontiguousarray(kv_b[:, :dn].transpose(0, 2, 1))
+    v_b = np.ascontiguousarray(kv_b[:, dn:])
+    return name, [(name.replace("kv_b_proj", "k_b_proj"), k_b), (name.replace("kv_b_proj", "v_b_proj"), v_b)]
+
+
 def convert_hf_model(hf_model: Any, path: Path, tokens: Sequence[str], qtype: Any = None) -> Path:
     """Convert a tiny `transformers` model of a supported family to GGUF, as llama.cpp would."""
     import gguf
@@ -331,6 +347,11 @@ def convert_hf_model(hf_model: Any, path: Path, tokens: Sequence[str], qtype: An
             name = name.replace(memory, disk)
         # base.py filter_tensors: the routers' selection bias maps as `exp_probs_b.bias`
         name = name.replace("e_score_correction_bias", "e_score_correction.bias")
+        if arch == "deepseek2":
+            name, split = _deepseek2_tensor(name, w, cfg)
+            if split:
+                tensors.update((tmap.get_name(n, try_suffixes=(".weight",)), a) for n, a in split)
+                continue
         if ".experts." in name and not name.endswith((".weight", ".bias")):
             tensors.update(_stacked_experts(name, w))
             continue
@@ -361,4 +382,15 @@ def convert_hf_model(hf_model: Any, path: Path, tokens: Sequence[str], qtype: An
             tensors[f"blk.{n_layers}." + name.removeprefix("blk.0.")] = tensors[name]
         hidden = int(cfg.hidden_size)
         tensors[f"blk.{n_layers}.nextn.eh_proj.weight"] = np.zeros((hidden, 2 * hidden), dtype=np.float32)
+    if arch == "deepseek2":  # DeepseekV2Model.set_gguf_parameters: MLA written as MQA with one KV head
+        r, dr = int(cfg.kv_lora_rank), int(cfg.qk_rope_head_dim)
+        metadata.update(
+            {
+                f"{arch}.attention.head_count_kv": 1,
+                f"{arch}.attention.key_length": r + dr,
+                f"{arch}.attention.value_length": r,
+                f"{arch}.attention.kv_lora_rank": r,
+                f"{arch}.leading_dense_block_count": int(cfg.first_k_dense_replace),
+            }
+        )
     return write_gguf(path, arch, tensors, metadata=metadata, tokens=tokens, qtype=qtype)
