@@ -111,6 +111,23 @@ LAYOUTS: dict[str, list[str]] = {
     "phimoe": ["GQA", "MoE 4 experts + router", "LayerNorm + biases", "per-expert w1/w2/w3"],
     "ernie4_5_moe": ["GQA", "dense layer 0 + MoE layers", "shared expert", "router correction bias"],
     "glm4_moe": ["GQA", "first_k_dense_replace", "shared expert", "per-head q/k RMSNorm", "q/k/v biases"],
+    "gpt_oss": [
+        "GQA",
+        "stacked experts [E,d,2f] gate/up interleaved, down [E,f,d]",
+        "expert + router biases",
+        "attention sinks",
+        "q/k/v/o biases",
+        "sliding/full layers",
+        "clamped SwiGLU",
+    ],
+    "llama4_text": [
+        "GQA",
+        "MoE every 2nd layer + shared expert",
+        "stacked experts [E,d,2f] halves, down [E,f,d]",
+        "NoPE layer",
+        "gain-free L2 q/k norm (RoPE layers)",
+        "sigmoid router",
+    ],
 }
 
 
@@ -141,6 +158,10 @@ class Probe:
     router: str | None = None
     experts: str | None = None
     shared: str | None = None
+    router_output: int = 0  # which element of the router's output tuple holds the logits (Llama-4: 1)
+    expert_call: str = "indexed"  # "indexed": experts(x, expert ids, weights); "all": Llama-4's per-expert batch
+    expert_fn: str = "mlp"  # "mlp": act(gate)*up; "gpt_oss": GPT-OSS' clamped SwiGLU with the model's biases
+    qk_l2: bool = False  # gain-free L2 norm of q and k heads on layers whose `attn` module has `qk_norm` (Llama-4)
 
 
 L = "model.layers.{i}."
@@ -338,6 +359,18 @@ PROBES: dict[str, Probe] = {
     "phimoe": _moe(router=L + "mlp.router"),
     "ernie4_5_moe": _moe(ffn_out=L + "mlp", shared=L + "mlp.shared_experts"),
     "glm4_moe": _moe(ffn_out=L + "mlp", shared=L + "mlp.shared_experts", **_QK_NORM),
+    "gpt_oss": _moe(router=L + "mlp.router", expert_fn="gpt_oss"),
+    "llama4_text": _moe(
+        ffn_in=L + "feed_forward",
+        ffn_out=L + "feed_forward",
+        router=L + "feed_forward.router",
+        router_output=1,
+        experts=L + "feed_forward.experts",
+        expert_call="all",
+        shared=L + "feed_forward.shared_expert",
+        qk_l2=True,
+        attn=L + "self_attn",
+    ),
     "bert": Probe(
         attn_in="encoder.layer.{i}.attention.self.query",
         attn_norm=_bert_attn_norm,
@@ -416,6 +449,13 @@ def _model_split(run_model: Any, probe: Probe, i: int, fused: torch.Tensor) -> t
     raise AssertionError(probe.qkv)
 
 
+def _strip_bias(m: Any, _args: Any, out: Any) -> Any:
+    """A projection's output without its bias; a router returning (logits, ...) loses it from the logits."""
+    if isinstance(out, tuple):
+        return (out[0] - m.bias, *out[1:])
+    return out - m.bias
+
+
 def record(case: str, model: Any, n_layers: int) -> Run:
     probe = PROBES[case]
     hooks = []
@@ -428,16 +468,20 @@ def record(case: str, model: Any, n_layers: int) -> Run:
             and isinstance(b, torch.Tensor)
             and not isinstance(mod, torch.nn.Embedding)
         ):
-            hooks.append(mod.register_forward_hook(lambda m, _a, out: out - m.bias))
+            hooks.append(mod.register_forward_hook(_strip_bias))
     paths = {p for p in (probe.final_norm, probe.embed_norm) if p}
     ios: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     fields = ("attn_in", "attn_norm", "o", "ffn_in", "ffn_norm", "ffn_out", "attn_out_norm", "ffn_out_norm", "router")
     wanted = {p for f in fields for i in range(n_layers) if (t := getattr(probe, f)) for p in [_path(t, i)]}
     wanted |= paths
 
+    routers = {_path(probe.router, i) for i in range(n_layers)} if probe.router else set()
+
     def keep(path: str) -> Callable[..., None]:
         def hook(_m: Any, args: tuple, kwargs: dict, out: Any) -> None:
             x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+            if path in routers and isinstance(out, tuple):
+                out = out[probe.router_output]
             ios[path] = (x.detach().clone(), _first_tensor(out).detach().clone())
 
         return hook
@@ -583,6 +627,27 @@ def _mlp(m: Any, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -
     return hidden @ m.down.float().T
 
 
+def _l2(y: torch.Tensor, eps: float) -> torch.Tensor:
+    return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _gpt_oss_expert(m: Any, x: torch.Tensor, experts: Any, e: int) -> torch.Tensor:
+    """GPT-OSS' expert e from the canonical gate/up/down plus the model's own biases, alpha and limit."""
+    bias = experts.gate_up_proj_bias[e].float()
+    gate = (x @ m.gate.float().T + bias[0::2]).clamp(max=experts.limit)
+    up = (x @ m.up.float().T + bias[1::2]).clamp(-experts.limit, experts.limit)
+    hidden = (up + 1) * gate * torch.sigmoid(gate * experts.alpha)
+    return hidden @ m.down.float().T + experts.down_proj_bias[e].float()
+
+
+def _their_experts(probe: Probe, experts: Any, flat: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """Each of n experts' output for all tokens, computed by the model's own expert module."""
+    if probe.expert_call == "all":  # Llama4TextExperts: tokens batched per expert, [E*T, d] in and out
+        return list(experts(flat.repeat(n, 1)).reshape(n, flat.shape[0], -1))
+    ones = torch.ones(flat.shape[0], 1)
+    return [experts(flat, torch.full((flat.shape[0], 1), e, dtype=torch.long), ones) for e in range(n)]
+
+
 def check_attention(case: str, cm: Any, run: Run) -> None:
     probe, model = PROBES[case], run.model
     for i in range(cm.n_layers):
@@ -599,12 +664,18 @@ def check_attention(case: str, cm: Any, run: Run) -> None:
         else:
             assert a.q_norm is None
             q = _heads(x @ a.q.float().T, a.n_heads)
+        # Llama-4's RoPE layers: a gain-free L2 norm of q and k heads (no gain to fold; the states are normed)
+        l2 = getattr(model.get_submodule(_path(probe.attn, i)), "qk_norm", None) if probe.qk_l2 else None
+        if l2 is not None:
+            q = _l2(q, l2.eps)
         _close(q * probe.q_scale, q_model, f"{case} layer {i} query states")
         if probe.k_norm:
             module = model.get_submodule(_path(probe.k_norm, i))
             k = _qk_norm(x @ a.k.float().T, a.k_norm, module, probe.qk_norm_whole, a.n_kv_heads)
         else:
             k = _heads(x @ a.k.float().T, a.n_kv_heads)
+        if l2 is not None:
+            k = _l2(k, l2.eps)
         v = _heads(x @ a.v.float().T, a.n_kv_heads)
         for name, ours, theirs in (("key", k, k_model), ("value", v, v_model)):
             if theirs.shape[1] != ours.shape[1]:  # the model already repeated KV heads per query group
@@ -656,11 +727,13 @@ def check_ffn(case: str, cm: Any, run: Run) -> None:
             assert layer.mlp is None and len(layer.experts) == n_experts, f"{case} layer {i}: expected MoE"
             _close(flat @ layer.router.float().T, run.ios[_path(probe.router, i)][1], f"{case} layer {i} router logits")
             experts = model.get_submodule(_path(probe.experts, i))
-            ones = torch.ones(flat.shape[0], 1)
             with torch.no_grad():
-                for e, mlp in enumerate(layer.experts):
-                    theirs = experts(flat, torch.full((flat.shape[0], 1), e, dtype=torch.long), ones)
-                    _close(_mlp(mlp, flat, act), theirs, f"{case} layer {i} expert {e}")
+                theirs_all = _their_experts(probe, experts, flat, len(layer.experts))
+                for e, (mlp, theirs) in enumerate(zip(layer.experts, theirs_all, strict=True)):
+                    ours = (
+                        _gpt_oss_expert(mlp, flat, experts, e) if probe.expert_fn == "gpt_oss" else _mlp(mlp, flat, act)
+                    )
+                    _close(ours, theirs, f"{case} layer {i} expert {e}")
                 if probe.shared:
                     assert len(layer.shared_experts) == 1
                     theirs = model.get_submodule(_path(probe.shared, i))(flat)

@@ -15,8 +15,10 @@ from typing import Any
 import torch
 
 from attest.arch.dims import Dims
+from attest.arch.expert_layouts import split_stacked
 from attest.arch.layouts import split_qkv
 from attest.arch.moe_layers import moe_layer_flags
+from attest.arch.mxfp4 import dequantise_stacked, is_mxfp4, scales_name
 from attest.arch.names import TensorNames
 from attest.arch.spec import ArchSpec, ExpertNames, QKNormScope
 from attest.errors import InputError
@@ -155,13 +157,14 @@ class LayerAssembler:
         names = self.names
         stacked_down = names.find_in_layer(i, ex.stacked_down)
         if stacked_down:
-            down = self.source.get(stacked_down)
+            down = self._stacked(stacked_down)
             gu_name = names.find_in_layer(i, ex.stacked_gate_up)
             gates: Tensor | None
             if gu_name:
-                gu = self.source.get(gu_name)
-                f = gu.shape[1] // 2
-                gates, ups = gu[:, :f], gu[:, f:]
+                where = f"{self.root}: layer {i}"
+                gates, ups, down = split_stacked(
+                    ex.layout, self._stacked(gu_name), down, self.dims.hidden, (gu_name, stacked_down), where
+                )
             else:
                 ups = self.source.get(names.in_layer(i, ex.stacked_up, "stacked up"))
                 g_name = names.find_in_layer(i, ex.stacked_gate)
@@ -190,6 +193,13 @@ class LayerAssembler:
         if self.dims.n_experts and len(experts) != self.dims.n_experts:
             raise InputError(f"{self.root}: layer {i} has {len(experts)} experts, config says {self.dims.n_experts}")
         return experts
+
+    def _stacked(self, name: str) -> Tensor:
+        """A stacked expert tensor; an MXFP4 `_blocks` name is dequantised with its `_scales`."""
+        if not is_mxfp4(name):
+            return self.source.get(name)
+        scales = self.names.pick([scales_name(name)], f"MXFP4 scales for '{name}'")
+        return dequantise_stacked(self.source.get(name), self.source.get(scales), f"{self.root}: '{name}'")
 
     def is_moe_layer(self, i: int) -> bool:
         """Whether layer i carries experts: the config's rule, else the presence of its router."""

@@ -33,6 +33,14 @@ class QKVLayout(str, Enum):
     GROUPED = "grouped"  # rows [Hkv, g+2, dh]: g query heads then k then v per group (Falcon)
 
 
+class ExpertLayout(str, Enum):
+    """How stacked experts store gate/up and down (split by `attest.arch.expert_layouts`)."""
+
+    OUT_IN_HALVES = "out_in_halves"  # gate_up [E, 2f, d], gate rows first; down [E, d, f] (Mixtral/Qwen in memory)
+    IN_OUT_HALVES = "in_out_halves"  # gate_up [E, d, 2f], gate columns first; down [E, f, d] (Llama-4)
+    IN_OUT_INTERLEAVED = "in_out_interleaved"  # gate_up [E, d, 2f], gate = [..., ::2], up = [..., 1::2] (GPT-OSS)
+
+
 class QKNormScope(str, Enum):
     """What a q/k norm normalises, and so how wide its gain is."""
 
@@ -46,8 +54,10 @@ class MoeLayerRule:
 
     Layer i is a MoE layer when `first <= i <= last`, `(i + 1) % every == 0` and i is
     not in `dense`; an absent key leaves its condition out (first 0, last the last
-    layer or -1, every 1, no dense list). The others are dense FFN layers read
-    through the table's dense roles (GLM-4.5's `first_k_dense_replace`, ERNIE-4.5's
+    layer or -1, every 1, no dense list). A config list of the MoE layers
+    themselves (`listed`, Llama-4's `moe_layers`) overrides all of them when set
+    (Llama-4's `interleave_moe_layer_step` is `every`). The others are dense FFN
+    layers read through the table's dense roles (GLM-4.5's `first_k_dense_replace`, ERNIE-4.5's
     `moe_layer_start_index`, Qwen-MoE's `decoder_sparse_step` / `mlp_only_layers`).
     Without a config (GGUF) a layer is MoE when its router tensor is present.
     """
@@ -56,6 +66,7 @@ class MoeLayerRule:
     last: Names = ()
     every: Names = ()
     dense: Names = ()
+    listed: Names = ()
 
 
 @dataclass(frozen=True)
@@ -78,12 +89,14 @@ class ExpertNames:
     up: Names = ()
     gate: Names = ()
     down: Names = ()
-    # Stacked forms, relative to the layer prefix.  `stacked_gate_up` is [E, 2f, d]
-    # with the gate half first; the others are [E, f, d] / [E, d, f].
+    # Stacked forms, relative to the layer prefix.  `stacked_gate_up` and
+    # `stacked_down` are laid out as `layout` says; the others are [E, f, d] / [E, d, f].
+    # A name ending in `_blocks` is MXFP4 (with `_scales` beside it, attest.arch.mxfp4).
     stacked_gate_up: Names = ()
     stacked_up: Names = ()
     stacked_gate: Names = ()
     stacked_down: Names = ()
+    layout: ExpertLayout = ExpertLayout.OUT_IN_HALVES
 
 
 @dataclass(frozen=True)
