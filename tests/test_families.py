@@ -858,7 +858,7 @@ def test_other_storage_forms(case: str, form: str, root: Path) -> None:
             assert torch.equal(ma.up, mb.up) and torch.equal(ma.down, mb.down) and torch.equal(ma.gate, mb.gate)
 
 
-@pytest.mark.parametrize("case", ["llama", "gpt2", "gpt_neox", "bert", "mixtral", "phi3"])
+@pytest.mark.parametrize("case", ["llama", "gpt2", "gpt_neox", "bert", "mixtral", "phi3", "gpt_oss"])
 def test_family_detection_without_config(case: str, root: Path, tmp_path: Path) -> None:
     from attest.arch.detect import load_model
 
@@ -931,3 +931,159 @@ def test_dense_layers_of_moe_models_follow_the_config(case: str, root: Path, tmp
 
     cm = CanonicalModel(open_weights(folder), ref.spec, None, None)
     assert [bool(cm.layer(i).experts) for i in range(cm.n_layers)] == kinds
+
+
+# --------------------------------------------------------------------------- frontier architectures (issue 13)
+def _rewrite(folder: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    "case,name",
+    [
+        ("gpt_oss", "model.layers.0.mlp.experts.gate_up_proj"),
+        ("gpt_oss", "model.layers.0.mlp.experts.down_proj"),
+        ("llama4_text", "model.layers.1.feed_forward.experts.gate_up_proj"),
+        ("llama4_text", "model.layers.1.feed_forward.experts.down_proj"),
+    ],
+)
+def test_a_transposed_stacked_expert_tensor_is_refused(case: str, name: str, root: Path, tmp_path: Path) -> None:
+    """[E, d, 2f] stored as [E, 2f, d] (or down [E, f, d] as [E, d, f]) is an input error naming tensor and shapes."""
+    from attest.arch.detect import load_model
+    from attest.errors import InputError
+
+    folder = tmp_path / case
+    shutil.copytree(_save(case, "safetensors", root), folder)
+    _rewrite(folder, lambda state: state.__setitem__(name, state[name].transpose(1, 2).contiguous()))
+    cm = load_model(folder)
+    layer = int(name.split(".")[2])
+    with pytest.raises(InputError, match=rf"layer {layer}: stacked expert tensor '{name}' has shape .*expected"):
+        cm.layer(layer)
+
+
+def _mxfp4_blocks(shape: tuple[int, ...], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random MXFP4 blocks [*shape, G, 16] and scales [*shape, G] (exponents near 2^0) for rows of width 32*G."""
+    *rows, width = shape
+    blocks = torch.randint(0, 256, (*rows, width // 32, 16), generator=gen, dtype=torch.uint8)
+    scales = torch.randint(120, 131, (*rows, width // 32), generator=gen, dtype=torch.uint8)
+    return blocks, scales
+
+
+def test_mxfp4_dequantisation_equals_transformers() -> None:
+    """attest.arch.mxfp4 gives bit-for-bit what transformers' own GPT-OSS loader computes."""
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    from attest.arch.mxfp4 import dequantise_stacked
+    from attest.errors import InputError
+
+    gen = torch.Generator().manual_seed(3)
+    blocks, scales = _mxfp4_blocks((3, 48, 96), gen)
+    ours = dequantise_stacked(blocks, scales, "test")
+    theirs = convert_moe_packed_tensors(blocks.clone(), scales.clone(), dtype=torch.bfloat16)
+    assert ours.shape == theirs.shape == (3, 96, 48)
+    assert torch.equal(ours, theirs)
+    with pytest.raises(InputError, match="do not fit"):
+        dequantise_stacked(blocks, scales[:, :, :1], "test")
+    with pytest.raises(InputError, match="uint8"):
+        dequantise_stacked(blocks.float(), scales, "test")
+
+
+def test_gpt_oss_mxfp4_checkpoint_reproduces_the_model(tmp_path: Path) -> None:
+    """Experts stored as MXFP4 `_blocks`/`_scales` (the released layout): the canonical view equals the
+    real GptOssExperts holding transformers' dequantisation of the same bytes, by the forward check."""
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    from attest.arch.detect import load_model
+
+    model = build_tiny_model("gpt_oss", seed=5, intermediate_size=32)  # MXFP4 groups are 32 wide: f = 32
+    gen = torch.Generator().manual_seed(4)
+    packed: dict[str, torch.Tensor] = {}
+    e, d, f = 4, 64, 32
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            for proj, out_in in (("gate_up_proj", (e, 2 * f, d)), ("down_proj", (e, d, f))):
+                blocks, scales = _mxfp4_blocks(out_in, gen)
+                getattr(layer.mlp.experts, proj).copy_(convert_moe_packed_tensors(blocks, scales).float())
+                packed[f"model.layers.{i}.mlp.experts.{proj}_blocks"] = blocks
+                packed[f"model.layers.{i}.mlp.experts.{proj}_scales"] = scales
+    folder = save_model(model, tmp_path / "mxfp4")
+
+    def to_mxfp4(state: dict[str, torch.Tensor]) -> None:
+        for i in range(model.config.num_hidden_layers):
+            del state[f"model.layers.{i}.mlp.experts.gate_up_proj"], state[f"model.layers.{i}.mlp.experts.down_proj"]
+        state.update(packed)
+
+    _rewrite(folder, to_mxfp4)
+    cm = load_model(folder)
+    run = record("gpt_oss", model, model.config.num_hidden_layers)
+    check_ffn("gpt_oss", cm, run)
+    # A missing scales tensor is a clean input error that names it.
+    _rewrite(folder, lambda state: state.pop("model.layers.1.mlp.experts.down_proj_scales"))
+    from attest.errors import InputError
+
+    with pytest.raises(InputError, match="down_proj_scales"):
+        load_model(folder).layer(1)
+
+
+def test_llama4_multimodal_checkpoint_reads_its_text_decoder(tmp_path: Path) -> None:
+    """`llama4` (Llama4ForConditionalGeneration) keeps the text decoder under `language_model.`, its
+    dimensions under text_config: the canonical view reproduces that decoder's forward pass."""
+    from helpers.family_configs import VOCAB_SIZE
+    from helpers.models import randomise_
+    from transformers import Llama4Config, Llama4ForConditionalGeneration
+
+    from attest.arch.detect import load_model
+
+    text = {"vocab_size": VOCAB_SIZE, **CASES["llama4_text"].config}
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=28,
+        patch_size=14,
+        vision_output_dim=32,
+        projector_input_dim=32,
+        projector_output_dim=64,
+    )
+    config = Llama4Config(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = randomise_(Llama4ForConditionalGeneration(config).eval(), 8)
+    folder = save_model(model, tmp_path / "llama4")
+    cm = load_model(folder)
+    assert cm.family == "llama4" and cm.layer_prefix == "language_model.model.layers.{i}."
+    decoder = model.language_model
+    decoder.config._attn_implementation = "eager"
+    run = record("llama4_text", decoder, decoder.config.num_hidden_layers)
+    check_attention("llama4_text", cm, run)
+    check_ffn("llama4_text", cm, run)
+    check_globals("llama4_text", cm, run)
+
+
+def test_llama4_moe_layers_follow_the_config(root: Path, tmp_path: Path) -> None:
+    """`moe_layers` lists the MoE layers; without it every `interleave_moe_layer_step`-th layer is MoE."""
+    import json
+
+    from attest.arch.detect import load_model
+    from attest.errors import InputError
+
+    folder = tmp_path / "llama4"
+    shutil.copytree(_save("llama4_text", "safetensors", root), folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["moe_layers"] == [1, 3]
+    expected = [False, True, False, True]
+    assert [bool(load_model(folder).layer(i).experts) for i in range(4)] == expected
+    del config["moe_layers"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert [bool(load_model(folder).layer(i).experts) for i in range(4)] == expected
+    (folder / "config.json").write_text(json.dumps({**config, "moe_layers": "1,3"}))
+    with pytest.raises(InputError, match="MoE layer list"):
+        load_model(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "moe_layers": [0, 1, 3]}))
+    with pytest.raises(InputError, match="layer 0"):
+        load_model(folder).layer(0)
