@@ -253,6 +253,8 @@ _FAMILY_CASES = [
     "cohere",
     "cohere2",
     "phi",
+    "gpt_oss",
+    "llama4_text",
 ]
 
 

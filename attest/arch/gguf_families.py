@@ -193,6 +193,36 @@ PHI = _spec(
     "phi", NormKind.LAYER, **_ATTN, **_PLAIN_FFN, attn_norm=("attn_norm.weight",), ffn_norm=("attn_norm.weight",)
 )
 
+# Frontier architectures. GptOssModel (conversion/gpt_oss.py) writes the bf16 stacked experts
+# transposed to [E, 2f, d] and de-interleaved (gate = rows ::2, up = rows 1::2) as
+# ffn_{gate,up}_exps with their biases, down as ffn_down_exps [E, d, f]; MXFP4 experts are
+# repacked as GGML MXFP4 with the same names; the pre-FFN norm is `post_attention_norm`; the
+# sinks become `attn_sinks.weight`; no row permutation (a TextModel, not LlamaModel).
+# Llama4Model (conversion/llama4.py, a LlamaModel with undo_permute=False) drops the
+# `language_model.` prefix and vision tensors, splits gate_up [E, d, 2f] into halves and
+# transposes both to ffn_{gate,up}_exps [E, f, d] and down to [E, d, f]; dense layers keep
+# ffn_{gate,up,down}, the shared expert is *_shexp.
+GPT_OSS = _spec(
+    "gpt_oss",
+    NormKind.RMS,
+    **_ATTN,
+    attn_norm=("attn_norm.weight",),
+    ffn_norm=("post_attention_norm.weight",),
+    **_MOE,
+    known_unused=("attn_sinks.weight",),
+)
+LLAMA4 = _spec(
+    "llama4",
+    NormKind.RMS,
+    **_ATTN,
+    **_GATED_FFN,
+    **_NORMS,
+    **_MOE,
+    shared_up=("ffn_up_shexp.weight",),
+    shared_gate=("ffn_gate_shexp.weight",),
+    shared_down=("ffn_down_shexp.weight",),
+)
+
 GGUF_ARCHS: dict[str, GGUFArch] = {
     a.name: a
     for a in (
@@ -222,6 +252,8 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
         GGUFArch("command-r", COHERE),
         GGUFArch("cohere2", COHERE),
         GGUFArch("phi2", PHI),
+        GGUFArch("gpt-oss", GPT_OSS),
+        GGUFArch("llama4", LLAMA4),
     )
 }
 
