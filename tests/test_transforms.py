@@ -14,8 +14,11 @@ with `save_pretrained` plus its tokenizer.json, and read back twice:
 
 Families: llama (GQA), qwen2 (q/k/v biases, tied head), gpt_neox (LayerNorm,
 per-head interleaved QKV, parallel residual, partial RoPE), gpt2 (Conv1D,
-learned positions, tied head), mixtral (MoE, stacked experts), and stablelm
-(LayerNorm with a gated FFN, which exercises the centred gate coupling).
+learned positions, tied head), mixtral (MoE, stacked experts), stablelm
+(LayerNorm with a gated FFN, which exercises the centred gate coupling), and
+gpt_oss (stacked experts with gate/up interleaved, expert and router biases,
+attention sinks that move with their heads, a clamped SwiGLU whose FFN transform
+only permutes neurons).
 
 LayerNorm families rotated after the SliceGPT-style LayerNorm->RMSNorm
 conversion are no longer a Hugging Face class: the logits are checked on the
@@ -69,6 +72,7 @@ EXPECTED_TERMS = {
     "gpt2": {"qk", "vo", "up"},
     "mixtral": {"qk", "vo", "up", "gate", "router"},
     "stablelm": {"qk", "vo", "up", "gate"},
+    "gpt_oss": {"qk", "vo", "up", "gate", "router"},
 }
 TIED = {"qwen2", "gpt2"}  # the tiny models whose head is tied to the embedding, like their small releases
 TEXT = "tokens of tiny words such as bana kelo dumi"  # any letters text; the corpus words are syllables

@@ -40,10 +40,12 @@ from torch import nn
 
 Tensor = torch.Tensor
 
-LLAMA_LIKE = ("llama", "qwen2", "mixtral", "stablelm")
+LLAMA_LIKE = ("llama", "qwen2", "mixtral", "stablelm", "gpt_oss")
 LAYERNORM_FAMILIES = ("gpt_neox", "gpt2", "stablelm")
 GATED = ("llama", "qwen2", "mixtral", "stablelm")
-MOE = ("mixtral",)
+# GPT-OSS is gated, but its clamped SwiGLU ((clamp(up) + 1) · glu(clamp(gate))) makes
+# per-neuron up/down rescaling change the function: its FFN transform only permutes.
+MOE = ("mixtral", "gpt_oss")
 RELU_ACTS = ("relu",)
 
 
@@ -117,7 +119,10 @@ class Canon:
 READ_1 = (("q", "bq"), ("k", "bk"), ("v", "bv"))
 READ_2 = (("up", "bup"), ("gate", "bgate"), ("eu", None), ("eg", None), ("router", None))
 # Tensors that write into the residual stream: (name, axis holding the hidden dimension).
-WRITE = (("o", 0), ("down", 0), ("ed", 1), ("bo", 0), ("bdown", 0))
+# GPT-OSS' expert down biases `ebd` [E, d] write into it too.
+WRITE = (("o", 0), ("down", 0), ("ed", 1), ("bo", 0), ("bdown", 0), ("ebd", 1))
+# GPT-OSS' per-expert neuron biases [E, f] (gate, up) and router bias [E]: no residual axis.
+EXPERT_KEYS = ("eg", "eu", "ed", "router", "ebg", "ebu", "ebd", "brouter")
 
 
 def _t(p: Tensor | None) -> Tensor | None:
@@ -176,6 +181,18 @@ def read(subj: Subject) -> Canon:
                 f = gu.shape[1] // 2
                 L["eg"], L["eu"], L["ed"] = gu[:, :f].clone(), gu[:, f:].clone(), _t(ex.down_proj)
                 L["router"] = _t(layer.mlp.gate.weight)
+            elif fam == "gpt_oss":
+                # stacked [E, d, 2f] with gate/up interleaved on the last axis, down [E, f, d]
+                ex = layer.mlp.experts
+                gu, bgu = _t(ex.gate_up_proj), _t(ex.gate_up_proj_bias)
+                L["eg"], L["eu"] = (
+                    gu[:, :, 0::2].transpose(1, 2).contiguous(),
+                    gu[:, :, 1::2].transpose(1, 2).contiguous(),
+                )
+                L["ebg"], L["ebu"] = bgu[:, 0::2].contiguous(), bgu[:, 1::2].contiguous()
+                L["ed"], L["ebd"] = _t(ex.down_proj).transpose(1, 2).contiguous(), _t(ex.down_proj_bias)
+                L["router"], L["brouter"] = _t(layer.mlp.router.weight), _t(layer.mlp.router.bias)
+                L["sinks"] = _t(a.sinks)
             else:
                 mlp = layer.mlp
                 for key, lin in (("up", mlp.up_proj), ("gate", mlp.gate_proj), ("down", mlp.down_proj)):
@@ -275,6 +292,17 @@ def write(subj: Subject, c: Canon) -> None:
                 _put(ex.gate_up_proj, torch.cat([L["eg"], L["eu"]], 1), f"{w} gate_up")
                 _put(ex.down_proj, L["ed"], f"{w} experts down")
                 _put(layer.mlp.gate.weight, L["router"], f"{w} router")
+            elif fam == "gpt_oss":
+                ex = layer.mlp.experts
+                e, f, d = L["eg"].shape
+                gu = torch.stack([L["eg"].transpose(1, 2), L["eu"].transpose(1, 2)], dim=-1).reshape(e, d, 2 * f)
+                _put(ex.gate_up_proj, gu, f"{w} gate_up")
+                _put(ex.gate_up_proj_bias, torch.stack([L["ebg"], L["ebu"]], dim=-1).reshape(e, 2 * f), f"{w} bias")
+                _put(ex.down_proj, L["ed"].transpose(1, 2), f"{w} experts down")
+                _put(ex.down_proj_bias, L["ebd"], f"{w} experts down bias")
+                _put(layer.mlp.router.weight, L["router"], f"{w} router")
+                _put(layer.mlp.router.bias, L["brouter"], f"{w} router bias")
+                _put(a.sinks, L["sinks"], f"{w} sinks")
             else:
                 mlp = layer.mlp
                 for key, lin in (("up", mlp.up_proj), ("gate", mlp.gate_proj), ("down", mlp.down_proj)):
@@ -553,6 +581,8 @@ def head_permutation(subj: Subject, c: Canon, gen: torch.Generator) -> None:
                 L["b" + key] = L["b" + key].reshape(kv, dh)[groups].reshape(-1)
         o = L["o"]
         L["o"] = o.reshape(o.shape[0], h, dh)[:, order].reshape(o.shape[0], h * dh)
+        if L.get("sinks") is not None:  # GPT-OSS: one sink logit per query head moves with its head
+            L["sinks"] = L["sinks"][order]
 
 
 def _scales_neurons(subj: Subject) -> bool:
@@ -574,6 +604,9 @@ def ffn_permutation_scale(subj: Subject, c: Canon, gen: torch.Generator) -> None
                 L["eu"][e] = L["eu"][e][p] * s[:, None]
                 L["eg"][e] = L["eg"][e][p]
                 L["ed"][e] = L["ed"][e][:, p] / s[None, :]
+                for key in ("ebu", "ebg"):  # GPT-OSS' neuron biases (no scaling: see MOE)
+                    if L.get(key) is not None:
+                        L[key][e] = L[key][e][p]
             continue
         f = L["up"].shape[0]
         p = randperm(f, gen)
@@ -670,8 +703,9 @@ def expert_permutation(subj: Subject, c: Canon, gen: torch.Generator) -> None:
     for i, L in enumerate(c.layers):
         e = L["router"].shape[0]
         p = randperm(e, gen)  # new expert j is old expert p[j]
-        for key in ("eg", "eu", "ed", "router"):
-            L[key] = L[key][p].contiguous()
+        for key in EXPERT_KEYS:
+            if L.get(key) is not None:
+                L[key] = L[key][p].contiguous()
         subj.expert_map[i] = subj.expert_map[i][p]
 
 
