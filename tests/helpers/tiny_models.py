@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2", "mixtral", "stablelm", "gpt_oss")
+FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2", "mixtral", "stablelm", "gpt_oss", "llama4")
 
 HIDDEN = 64
 LAYERS = 2
@@ -197,6 +197,30 @@ def _gpt_oss() -> torch.nn.Module:
     return GptOssForCausalLM(cfg)
 
 
+def _llama4() -> torch.nn.Module:
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    # Layer 0 dense with RoPE and the gain-free L2 q/k norm; layer 1 MoE (+ shared expert), NoPE.
+    cfg = Llama4TextConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=32,
+        intermediate_size_mlp=96,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        head_dim=HIDDEN // HEADS,
+        num_local_experts=4,
+        num_experts_per_tok=1,
+        interleave_moe_layer_step=2,
+        no_rope_layers=[1, 0],
+        use_qk_norm=True,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        **_common(),
+    )
+    return Llama4ForCausalLM(cfg)
+
+
 BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
     "llama": _llama,
     "qwen2": _qwen2,
@@ -205,6 +229,7 @@ BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
     "mixtral": _mixtral,
     "stablelm": _stablelm,
     "gpt_oss": _gpt_oss,
+    "llama4": _llama4,
 }
 
 
