@@ -991,6 +991,10 @@ def test_mxfp4_dequantisation_equals_transformers() -> None:
         dequantise_stacked(blocks, scales[:, :, :1], "test")
     with pytest.raises(InputError, match="uint8"):
         dequantise_stacked(blocks.float(), scales, "test")
+    huge = scales.clone()
+    huge[0, 0, 0] = 255
+    with pytest.raises(InputError, match="overflow"):
+        dequantise_stacked(blocks | 0x11, huge, "test")  # every code nonzero
 
 
 def test_gpt_oss_mxfp4_checkpoint_reproduces_the_model(tmp_path: Path) -> None:

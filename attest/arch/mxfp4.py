@@ -53,7 +53,11 @@ def dequantise(blocks: Tensor, scales: Tensor, where: str, dtype: torch.dtype = 
         codes = torch.stack((chunk & 0x0F, chunk >> 4), dim=-1).reshape(chunk.shape[0], 2 * _BYTES_PER_GROUP)
         # Exponents 0..255 - 127: ldexp in float32 is exact for every value bf16 can hold.
         exp = exponents[a : a + _GROUPS_PER_CHUNK].to(torch.int32) - 127
-        out[a : a + _GROUPS_PER_CHUNK] = torch.ldexp(lut[codes.long()], exp).to(dtype)
+        values = torch.ldexp(lut[codes.long()], exp)
+        # Scale 255 is E8M0's NaN and the top exponents overflow: no real checkpoint has either.
+        if not bool(torch.isfinite(values).all()):
+            raise InputError(f"{where}: MXFP4 scales overflow (an exponent too large for any real weight)")
+        out[a : a + _GROUPS_PER_CHUNK] = values.to(dtype)
     return out.reshape(*blocks.shape[:-2], -1)
 
 
