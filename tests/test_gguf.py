@@ -319,6 +319,18 @@ def test_gpt_oss_mxfp4_gguf_reads_as_its_dequantised_weights(tmp_path: Path, tok
     _assert_same_canonical(g, h, atol=1e-6)
 
 
+def test_a_transposed_gguf_expert_stack_is_refused(tmp_path: Path, tokens: list[str]) -> None:
+    """ffn_down_exps written [E, f, d] instead of [E, d, f]: an input error naming the tensor and shapes."""
+    model = _build("mixtral")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            ex = layer.mlp.experts
+            ex.down_proj = torch.nn.Parameter(ex.down_proj.detach().transpose(1, 2).contiguous())
+    path = convert_hf_model(model, tmp_path / "model.gguf", tokens, qtype=Q.F32)
+    with pytest.raises(InputError, match=r"stacked expert tensor 'blk\.0\.ffn_down_exps\.weight' has shape"):
+        load_model(path).layer(0)
+
+
 def test_every_gguf_arch_is_a_gguf_table() -> None:
     from attest.arch.families import HF_FAMILIES
 

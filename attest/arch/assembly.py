@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from attest.arch.dims import Dims
-from attest.arch.expert_layouts import split_stacked
+from attest.arch.expert_layouts import check_separate, split_stacked
 from attest.arch.layouts import split_qkv
 from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.mxfp4 import dequantise_stacked, is_mxfp4, scales_name
@@ -166,9 +166,12 @@ class LayerAssembler:
                     ex.layout, self._stacked(gu_name), down, self.dims.hidden, (gu_name, stacked_down), where
                 )
             else:
-                ups = self.source.get(names.in_layer(i, ex.stacked_up, "stacked up"))
+                up_name = names.in_layer(i, ex.stacked_up, "stacked up")
                 g_name = names.find_in_layer(i, ex.stacked_gate)
-                gates = self.source.get(g_name) if g_name else None
+                ups, gates = self.source.get(up_name), self.source.get(g_name) if g_name else None
+                check_separate(
+                    ups, gates, down, self.dims.hidden, (up_name, g_name, stacked_down), f"{self.root}: layer {i}"
+                )
             return [
                 Mlp(up=ups[e], down=down[e], gate=None if gates is None else gates[e]) for e in range(down.shape[0])
             ]

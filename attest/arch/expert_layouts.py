@@ -10,6 +10,9 @@ down `[E, d, f]`. Checkpoints stack them three ways (`ExpertLayout`):
 - `IN_OUT_INTERLEAVED`: gate_up `[E, d, 2f]` with gate and up alternating along the
   last axis (gate = `[..., ::2]`, up = `[..., 1::2]`), down `[E, f, d]` (GPT-OSS).
 
+Separately stacked experts (GGUF's `ffn_{up,gate,down}_exps`) are already
+`[out, in]`: `check_separate` only checks their shapes.
+
 Every layout states the exact shapes it expects of both tensors, so a tensor
 stored the other way round is an `InputError` naming it, never silently read
 transposed (when `d == 2f` the gate_up shape alone cannot tell, but down's can).
@@ -103,3 +106,21 @@ def split_stacked(
                 f"{where}: stacked expert tensor '{name}' has shape {tuple(t.shape)}, expected {shape} ({expect})"
             )
     return entry.split(gate_up, down)
+
+
+def check_separate(
+    up: Tensor, gate: Tensor | None, down: Tensor, hidden: int, names: tuple[str, str | None, str], where: str
+) -> None:
+    """Separately stacked experts: up (and gate) `[E, f, d]`, down `[E, d, f]`, checked exactly."""
+    if up.dim() != 3:
+        raise InputError(
+            f"{where}: stacked expert tensor '{names[0]}' has shape {tuple(up.shape)}, expected [E, f, {hidden}]"
+        )
+    e, f = up.shape[0], up.shape[1]
+    for name, t, shape in (
+        (names[0], up, (e, f, hidden)),
+        (names[1], gate, (e, f, hidden)),
+        (names[2], down, (e, hidden, f)),
+    ):
+        if t is not None and tuple(t.shape) != shape:
+            raise InputError(f"{where}: stacked expert tensor '{name}' has shape {tuple(t.shape)}, expected {shape}")
