@@ -29,6 +29,8 @@ Run `python tests/test_families.py` to print the families × layouts table.
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import shutil
 import sys
@@ -122,6 +124,23 @@ LAYOUTS: dict[str, list[str]] = {
         "shared experts",
         "sigmoid router + correction bias",
     ],
+    "gpt_oss": [
+        "GQA",
+        "stacked experts [E,d,2f] gate/up interleaved, down [E,f,d]",
+        "expert + router biases",
+        "attention sinks",
+        "q/k/v/o biases",
+        "sliding/full layers",
+        "clamped SwiGLU",
+    ],
+    "llama4_text": [
+        "GQA",
+        "MoE every 2nd layer + shared expert",
+        "stacked experts [E,d,2f] halves, down [E,f,d]",
+        "NoPE layer",
+        "gain-free L2 q/k norm (RoPE layers)",
+        "sigmoid router",
+    ],
 }
 
 
@@ -152,6 +171,10 @@ class Probe:
     router: str | None = None
     experts: str | None = None
     shared: str | None = None
+    router_output: int = 0  # which element of the router's output tuple holds the logits (Llama-4: 1)
+    expert_call: str = "indexed"  # "indexed": experts(x, expert ids, weights); "all": Llama-4's per-expert batch
+    expert_fn: str = "mlp"  # "mlp": act(gate)*up; "gpt_oss": GPT-OSS' clamped SwiGLU with the model's biases
+    qk_l2: bool = False  # gain-free L2 norm of q and k heads on layers whose `attn` module has `qk_norm` (Llama-4)
 
 
 L = "model.layers.{i}."
@@ -361,6 +384,18 @@ PROBES: dict[str, Probe] = {
     # MLA: the attention reads its input through kv_a (and q or q_a); checked by check_mla
     "deepseek_v2": _moe(attn_in=L + "self_attn.kv_a_proj_with_mqa", ffn_out=L + "mlp", shared=L + "mlp.shared_experts"),
     "deepseek_v3": _moe(attn_in=L + "self_attn.kv_a_proj_with_mqa", ffn_out=L + "mlp", shared=L + "mlp.shared_experts"),
+    "gpt_oss": _moe(router=L + "mlp.router", expert_fn="gpt_oss"),
+    "llama4_text": _moe(
+        ffn_in=L + "feed_forward",
+        ffn_out=L + "feed_forward",
+        router=L + "feed_forward.router",
+        router_output=1,
+        experts=L + "feed_forward.experts",
+        expert_call="all",
+        shared=L + "feed_forward.shared_expert",
+        qk_l2=True,
+        attn=L + "self_attn",
+    ),
     "bert": Probe(
         attn_in="encoder.layer.{i}.attention.self.query",
         attn_norm=_bert_attn_norm,
@@ -439,6 +474,13 @@ def _model_split(run_model: Any, probe: Probe, i: int, fused: torch.Tensor) -> t
     raise AssertionError(probe.qkv)
 
 
+def _strip_bias(m: Any, _args: Any, out: Any) -> Any:
+    """A projection's output without its bias; a router returning (logits, ...) loses it from the logits."""
+    if isinstance(out, tuple):
+        return (out[0] - m.bias, *out[1:])
+    return out - m.bias
+
+
 def record(case: str, model: Any, n_layers: int) -> Run:
     probe = PROBES[case]
     hooks = []
@@ -451,16 +493,20 @@ def record(case: str, model: Any, n_layers: int) -> Run:
             and isinstance(b, torch.Tensor)
             and not isinstance(mod, torch.nn.Embedding)
         ):
-            hooks.append(mod.register_forward_hook(lambda m, _a, out: out - m.bias))
+            hooks.append(mod.register_forward_hook(_strip_bias))
     paths = {p for p in (probe.final_norm, probe.embed_norm) if p}
     ios: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     fields = ("attn_in", "attn_norm", "o", "ffn_in", "ffn_norm", "ffn_out", "attn_out_norm", "ffn_out_norm", "router")
     wanted = {p for f in fields for i in range(n_layers) if (t := getattr(probe, f)) for p in [_path(t, i)]}
     wanted |= paths
 
+    routers = {_path(probe.router, i) for i in range(n_layers)} if probe.router else set()
+
     def keep(path: str) -> Callable[..., None]:
         def hook(_m: Any, args: tuple, kwargs: dict, out: Any) -> None:
             x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+            if path in routers and isinstance(out, tuple):
+                out = out[probe.router_output]
             ios[path] = (x.detach().clone(), _first_tensor(out).detach().clone())
 
         return hook
@@ -666,6 +712,27 @@ def check_mla(case: str, cm: Any, run: Run, i: int, x: torch.Tensor) -> None:
     _close(MLA.vo(states, x_out), torch.einsum("nhe,mhe->nm", vm, o_heads), f"{case} layer {i} MLA vo term")
 
 
+def _l2(y: torch.Tensor, eps: float) -> torch.Tensor:
+    return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _gpt_oss_expert(m: Any, x: torch.Tensor, experts: Any, e: int) -> torch.Tensor:
+    """GPT-OSS' expert e from the canonical gate/up/down plus the model's own biases, alpha and limit."""
+    bias = experts.gate_up_proj_bias[e].float()
+    gate = (x @ m.gate.float().T + bias[0::2]).clamp(max=experts.limit)
+    up = (x @ m.up.float().T + bias[1::2]).clamp(-experts.limit, experts.limit)
+    hidden = (up + 1) * gate * torch.sigmoid(gate * experts.alpha)
+    return hidden @ m.down.float().T + experts.down_proj_bias[e].float()
+
+
+def _their_experts(probe: Probe, experts: Any, flat: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """Each of n experts' output for all tokens, computed by the model's own expert module."""
+    if probe.expert_call == "all":  # Llama4TextExperts: tokens batched per expert, [E*T, d] in and out
+        return list(experts(flat.repeat(n, 1)).reshape(n, flat.shape[0], -1))
+    ones = torch.ones(flat.shape[0], 1)
+    return [experts(flat, torch.full((flat.shape[0], 1), e, dtype=torch.long), ones) for e in range(n)]
+
+
 def check_attention(case: str, cm: Any, run: Run) -> None:
     from attest.arch.mla import MlaAttention
 
@@ -687,12 +754,18 @@ def check_attention(case: str, cm: Any, run: Run) -> None:
         else:
             assert a.q_norm is None
             q = _heads(x @ a.q.float().T, a.n_heads)
+        # Llama-4's RoPE layers: a gain-free L2 norm of q and k heads (no gain to fold; the states are normed)
+        l2 = getattr(model.get_submodule(_path(probe.attn, i)), "qk_norm", None) if probe.qk_l2 else None
+        if l2 is not None:
+            q = _l2(q, l2.eps)
         _close(q * probe.q_scale, q_model, f"{case} layer {i} query states")
         if probe.k_norm:
             module = model.get_submodule(_path(probe.k_norm, i))
             k = _qk_norm(x @ a.k.float().T, a.k_norm, module, probe.qk_norm_whole, a.n_kv_heads)
         else:
             k = _heads(x @ a.k.float().T, a.n_kv_heads)
+        if l2 is not None:
+            k = _l2(k, l2.eps)
         v = _heads(x @ a.v.float().T, a.n_kv_heads)
         for name, ours, theirs in (("key", k, k_model), ("value", v, v_model)):
             if theirs.shape[1] != ours.shape[1]:  # the model already repeated KV heads per query group
@@ -744,11 +817,13 @@ def check_ffn(case: str, cm: Any, run: Run) -> None:
             assert layer.mlp is None and len(layer.experts) == n_experts, f"{case} layer {i}: expected MoE"
             _close(flat @ layer.router.float().T, run.ios[_path(probe.router, i)][1], f"{case} layer {i} router logits")
             experts = model.get_submodule(_path(probe.experts, i))
-            ones = torch.ones(flat.shape[0], 1)
             with torch.no_grad():
-                for e, mlp in enumerate(layer.experts):
-                    theirs = experts(flat, torch.full((flat.shape[0], 1), e, dtype=torch.long), ones)
-                    _close(_mlp(mlp, flat, act), theirs, f"{case} layer {i} expert {e}")
+                theirs_all = _their_experts(probe, experts, flat, len(layer.experts))
+                for e, (mlp, theirs) in enumerate(zip(layer.experts, theirs_all, strict=True)):
+                    ours = (
+                        _gpt_oss_expert(mlp, flat, experts, e) if probe.expert_fn == "gpt_oss" else _mlp(mlp, flat, act)
+                    )
+                    _close(ours, theirs, f"{case} layer {i} expert {e}")
                 if probe.shared:
                     assert len(layer.shared_experts) == 1
                     theirs = model.get_submodule(_path(probe.shared, i))(flat)
@@ -875,7 +950,7 @@ def test_other_storage_forms(case: str, form: str, root: Path) -> None:
             assert torch.equal(ma.up, mb.up) and torch.equal(ma.down, mb.down) and torch.equal(ma.gate, mb.gate)
 
 
-@pytest.mark.parametrize("case", ["llama", "gpt2", "gpt_neox", "bert", "mixtral", "phi3"])
+@pytest.mark.parametrize("case", ["llama", "gpt2", "gpt_neox", "bert", "mixtral", "phi3", "gpt_oss"])
 def test_family_detection_without_config(case: str, root: Path, tmp_path: Path) -> None:
     from attest.arch.detect import load_model
 
@@ -977,4 +1052,164 @@ def test_mla_detection_and_hostile_widths(case: str, root: Path, tmp_path: Path)
             load_model(folder).layer(0)
     (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": "tiny"}))
     with pytest.raises(InputError, match="epsilon"):
+        load_model(folder).layer(0)
+
+
+# --------------------------------------------------------------------------- frontier architectures (issue 13)
+def _rewrite(folder: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    "case,name",
+    [
+        ("gpt_oss", "model.layers.0.mlp.experts.gate_up_proj"),
+        ("gpt_oss", "model.layers.0.mlp.experts.down_proj"),
+        ("llama4_text", "model.layers.1.feed_forward.experts.gate_up_proj"),
+        ("llama4_text", "model.layers.1.feed_forward.experts.down_proj"),
+    ],
+)
+def test_a_transposed_stacked_expert_tensor_is_refused(case: str, name: str, root: Path, tmp_path: Path) -> None:
+    """[E, d, 2f] stored as [E, 2f, d] (or down [E, f, d] as [E, d, f]) is an input error naming tensor and shapes."""
+    from attest.arch.detect import load_model
+    from attest.errors import InputError
+
+    folder = tmp_path / case
+    shutil.copytree(_save(case, "safetensors", root), folder)
+    _rewrite(folder, lambda state: state.__setitem__(name, state[name].transpose(1, 2).contiguous()))
+    cm = load_model(folder)
+    layer = int(name.split(".")[2])
+    with pytest.raises(InputError, match=rf"stacked expert \w+ '{re.escape(name)}' .*has shape .*expected"):
+        cm.layer(layer)
+
+
+def _mxfp4_blocks(shape: tuple[int, ...], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random MXFP4 blocks [*shape, G, 16] and scales [*shape, G] (exponents near 2^0) for rows of width 32*G."""
+    *rows, width = shape
+    blocks = torch.randint(0, 256, (*rows, width // 32, 16), generator=gen, dtype=torch.uint8)
+    scales = torch.randint(120, 131, (*rows, width // 32), generator=gen, dtype=torch.uint8)
+    return blocks, scales
+
+
+def test_mxfp4_dequantisation_equals_transformers() -> None:
+    """attest.arch.mxfp4 gives bit-for-bit what transformers' own GPT-OSS loader computes."""
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    from attest.arch.mxfp4 import dequantise_stacked
+    from attest.errors import InputError
+
+    gen = torch.Generator().manual_seed(3)
+    blocks, scales = _mxfp4_blocks((3, 48, 96), gen)
+    ours = dequantise_stacked(blocks, scales, "test")
+    theirs = convert_moe_packed_tensors(blocks.clone(), scales.clone(), dtype=torch.bfloat16)
+    assert ours.shape == theirs.shape == (3, 96, 48)
+    assert torch.equal(ours, theirs)
+    with pytest.raises(InputError, match="do not fit"):
+        dequantise_stacked(blocks, scales[:, :, :1], "test")
+    with pytest.raises(InputError, match="uint8"):
+        dequantise_stacked(blocks.float(), scales, "test")
+    huge = scales.clone()
+    huge[0, 0, 0] = 255
+    with pytest.raises(InputError, match="overflow"):
+        dequantise_stacked(blocks | 0x11, huge, "test")  # every code nonzero
+
+
+def test_gpt_oss_mxfp4_checkpoint_reproduces_the_model(tmp_path: Path) -> None:
+    """Experts stored as MXFP4 `_blocks`/`_scales` (the released layout): the canonical view equals the
+    real GptOssExperts holding transformers' dequantisation of the same bytes, by the forward check."""
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    from attest.arch.detect import load_model
+
+    model = build_tiny_model("gpt_oss", seed=5, intermediate_size=32)  # MXFP4 groups are 32 wide: f = 32
+    gen = torch.Generator().manual_seed(4)
+    packed: dict[str, torch.Tensor] = {}
+    e, d, f = 4, 64, 32
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            for proj, out_in in (("gate_up_proj", (e, 2 * f, d)), ("down_proj", (e, d, f))):
+                blocks, scales = _mxfp4_blocks(out_in, gen)
+                getattr(layer.mlp.experts, proj).copy_(convert_moe_packed_tensors(blocks, scales).float())
+                packed[f"model.layers.{i}.mlp.experts.{proj}_blocks"] = blocks
+                packed[f"model.layers.{i}.mlp.experts.{proj}_scales"] = scales
+    folder = save_model(model, tmp_path / "mxfp4")
+
+    def to_mxfp4(state: dict[str, torch.Tensor]) -> None:
+        for i in range(model.config.num_hidden_layers):
+            del state[f"model.layers.{i}.mlp.experts.gate_up_proj"], state[f"model.layers.{i}.mlp.experts.down_proj"]
+        state.update(packed)
+
+    _rewrite(folder, to_mxfp4)
+    cm = load_model(folder)
+    run = record("gpt_oss", model, model.config.num_hidden_layers)
+    check_ffn("gpt_oss", cm, run)
+    # A missing scales tensor is a clean input error that names it.
+    _rewrite(folder, lambda state: state.pop("model.layers.1.mlp.experts.down_proj_scales"))
+    from attest.errors import InputError
+
+    with pytest.raises(InputError, match="down_proj_scales"):
+        load_model(folder).layer(1)
+
+
+def test_llama4_multimodal_checkpoint_reads_its_text_decoder(tmp_path: Path) -> None:
+    """`llama4` (Llama4ForConditionalGeneration) keeps the text decoder under `language_model.`, its
+    dimensions under text_config: the canonical view reproduces that decoder's forward pass."""
+    from helpers.family_configs import VOCAB_SIZE
+    from helpers.models import randomise_
+    from transformers import Llama4Config, Llama4ForConditionalGeneration
+
+    from attest.arch.detect import load_model
+
+    text = {"vocab_size": VOCAB_SIZE, **CASES["llama4_text"].config}
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=28,
+        patch_size=14,
+        vision_output_dim=32,
+        projector_input_dim=32,
+        projector_output_dim=64,
+    )
+    config = Llama4Config(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = randomise_(Llama4ForConditionalGeneration(config).eval(), 8)
+    folder = save_model(model, tmp_path / "llama4")
+    cm = load_model(folder)
+    assert cm.family == "llama4" and cm.layer_prefix == "language_model.model.layers.{i}."
+    decoder = model.language_model
+    decoder.config._attn_implementation = "eager"
+    run = record("llama4_text", decoder, decoder.config.num_hidden_layers)
+    check_attention("llama4_text", cm, run)
+    check_ffn("llama4_text", cm, run)
+    check_globals("llama4_text", cm, run)
+
+
+def test_llama4_moe_layers_follow_the_config(root: Path, tmp_path: Path) -> None:
+    """`moe_layers` lists the MoE layers; without it every `interleave_moe_layer_step`-th layer is MoE."""
+    import json
+
+    from attest.arch.detect import load_model
+    from attest.errors import InputError
+
+    folder = tmp_path / "llama4"
+    shutil.copytree(_save("llama4_text", "safetensors", root), folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["moe_layers"] == [1, 3]
+    expected = [False, True, False, True]
+    assert [bool(load_model(folder).layer(i).experts) for i in range(4)] == expected
+    del config["moe_layers"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert [bool(load_model(folder).layer(i).experts) for i in range(4)] == expected
+    (folder / "config.json").write_text(json.dumps({**config, "moe_layers": "1,3"}))
+    with pytest.raises(InputError, match="MoE layer list"):
+        load_model(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "moe_layers": [0, 1, 3]}))
+    with pytest.raises(InputError, match="layer 0"):
         load_model(folder).layer(0)

@@ -261,6 +261,8 @@ _FAMILY_CASES = [
     "granitemoe",
     "phimoe",
     "glm4_moe",
+    "gpt_oss",
+    "llama4_text",
 ]
 
 
@@ -340,6 +342,50 @@ def test_gguf_tables_follow_their_hf_tables() -> None:
                     "attn_output_norm.weight",
                     "post_attention_norm.weight",
                 }, (name, role)
+
+
+def test_gpt_oss_mxfp4_gguf_reads_as_its_dequantised_weights(tmp_path: Path, tokens: list[str]) -> None:
+    """The released gpt-oss GGUFs keep weights in GGML MXFP4: attest reads such a file as exactly
+    the MXFP4-rounded weights (the HF model holding gguf-py's round trip of every matrix)."""
+    from helpers import family_configs
+    from transformers import AutoModelForCausalLM
+
+    # MXFP4 rows are 32 wide: f = 32 so that every expert matrix can be encoded.
+    config = family_configs.tiny_config("gpt_oss", intermediate_size=32)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32).eval()
+    _randomise(model, 1)
+    path = convert_hf_model(model, tmp_path / "model.gguf", tokens, qtype=Q.MXFP4)
+    with GGUFSource.from_path(path) as src:
+        assert src.qtype_name("blk.0.ffn_gate_exps.weight") == "MXFP4"
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                arr = np.ascontiguousarray(p.detach().numpy(), dtype=np.float32)
+                if p.dim() == 3:  # the converter writes experts as [E, out, in]: round the rows it encodes
+                    arr = arr.transpose(0, 2, 1).copy()
+                rounded = gguf.quants.dequantize(gguf.quants.quantize(arr, Q.MXFP4), Q.MXFP4).reshape(arr.shape)
+                if p.dim() == 3:
+                    rounded = rounded.transpose(0, 2, 1)
+                p.copy_(torch.from_numpy(np.ascontiguousarray(rounded)))
+    hf = tmp_path / "hf"
+    model.save_pretrained(hf)
+    write_tokenizer_json(hf, tokens)
+    g, h = load_model(path), load_model(hf)
+    assert g.family == h.family == "gpt_oss" and g.dims == h.dims
+    _assert_same_canonical(g, h, atol=1e-6)
+
+
+def test_a_transposed_gguf_expert_stack_is_refused(tmp_path: Path, tokens: list[str]) -> None:
+    """ffn_down_exps written [E, f, d] instead of [E, d, f]: an input error naming the tensor and shapes."""
+    model = _build("mixtral")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            ex = layer.mlp.experts
+            ex.down_proj = torch.nn.Parameter(ex.down_proj.detach().transpose(1, 2).contiguous())
+    path = convert_hf_model(model, tmp_path / "model.gguf", tokens, qtype=Q.F32)
+    with pytest.raises(InputError, match=r"stacked expert down 'blk\.0\.ffn_down_exps\.weight' .*has shape"):
+        load_model(path).layer(0)
 
 
 def test_every_gguf_arch_is_a_gguf_table() -> None:

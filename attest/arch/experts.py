@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from attest.arch.mxfp4 import dequantise_stacked, is_mxfp4, mxfp4_stacked_shape, scales_name
 from attest.arch.names import TensorNames
 from attest.arch.spec import ExpertLayout, ExpertNames
 from attest.errors import InputError
@@ -57,13 +58,22 @@ class ExpertTensors:
     def root(self) -> object:
         return self.source.root
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's stored shape from the metadata; for MXFP4 `_blocks`, the shape it dequantises to."""
+        found = tuple(self.source.shape(name))
+        return mxfp4_stacked_shape(found, f"{self.root}: '{name}'") if is_mxfp4(name) else found
+
     def check(self, found: tuple[int, ...], shape: tuple[int, ...], what: str) -> None:
         """A stored shape (read before any tensor is) against the one the layout implies."""
         if tuple(found) != shape:
             raise InputError(f"{self.root}: {what} has shape {tuple(found)}, expected {shape}")
 
     def get(self, name: str) -> Tensor:
-        return self.source.get(name)
+        """A tensor; MXFP4 `_blocks` are dequantised with the `_scales` beside them (attest.arch.mxfp4)."""
+        if not is_mxfp4(name):
+            return self.source.get(name)
+        scales = self.names.pick([scales_name(name)], f"MXFP4 scales for '{name}'")
+        return dequantise_stacked(self.source.get(name), self.source.get(scales), f"{self.root}: '{name}'")
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ class ExpertStorage:
 def stacked(x: ExpertTensors, i: int, rel: Sequence[str], what: str) -> tuple[str, tuple[int, ...]]:
     """The name and stored shape of a stacked tensor, which must be 3-D [E, ., .]."""
     name = x.names.in_layer(i, rel, what)
-    shape = tuple(x.source.shape(name))
+    shape = x.shape(name)
     if len(shape) != 3:
         raise InputError(f"{x.root}: stacked expert tensor '{name}' has shape {shape}, expected 3-D [E, ., .]")
     return name, shape
@@ -119,7 +129,7 @@ def _read_stacked(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
     x.check(up_shape, (e, f, x.hidden), f"stacked expert up '{up_name}' ([E, f, d])")
     gate_name = x.names.find_in_layer(i, ex.stacked_gate) if ex.stacked_gate else None
     if gate_name:
-        x.check(x.source.shape(gate_name), (e, f, x.hidden), f"stacked expert gate '{gate_name}' ([E, f, d])")
+        x.check(x.shape(gate_name), (e, f, x.hidden), f"stacked expert gate '{gate_name}' ([E, f, d])")
     gates = x.get(gate_name) if gate_name else None
     return split_experts(x.get(up_name), gates, x.get(down_name))
 
@@ -131,6 +141,26 @@ def _read_stacked_halves(x: ExpertTensors, i: int, ex: ExpertNames) -> list[Expe
     x.check(gu_shape, (e, 2 * f, x.hidden), f"stacked expert gate_up '{gu_name}' ([E, 2f, d])")
     gu = x.get(gu_name)
     return split_experts(gu[:, f:], gu[:, :f], x.get(down_name))
+
+
+def _stacked_gate_up_last(x: ExpertTensors, i: int, ex: ExpertNames) -> tuple[Tensor, Tensor, int]:
+    """gate_up [E, d, 2f] and down [E, f, d], both shape-checked: (gate_up, down, f)."""
+    down_name, e, f = down_first(x, i, ex)
+    gu_name, gu_shape = stacked(x, i, ex.stacked_gate_up, "stacked expert gate_up")
+    x.check(gu_shape, (e, x.hidden, 2 * f), f"stacked expert gate_up '{gu_name}' ([E, d, 2f])")
+    return x.get(gu_name), x.get(down_name), f
+
+
+def _read_stacked_transposed(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
+    """gate_up [E, d, 2f] with the gate columns first, down [E, f, d] (Llama-4: `x @ gate_up`, `chunk(2)`)."""
+    gu, down, f = _stacked_gate_up_last(x, i, ex)
+    return split_experts(gu[:, :, f:].transpose(1, 2), gu[:, :, :f].transpose(1, 2), down.transpose(1, 2))
+
+
+def _read_stacked_interleaved(x: ExpertTensors, i: int, ex: ExpertNames) -> list[ExpertFFN]:
+    """gate_up [E, d, 2f] with gate = [..., ::2] and up = [..., 1::2], down [E, f, d] (GPT-OSS, bf16 or MXFP4)."""
+    gu, down, _ = _stacked_gate_up_last(x, i, ex)
+    return split_experts(gu[:, :, 1::2].transpose(1, 2), gu[:, :, 0::2].transpose(1, 2), down.transpose(1, 2))
 
 
 def _found(names: TensorNames, i: int, *rels: Sequence[str]) -> bool:
@@ -178,6 +208,8 @@ EXPERT_LAYOUTS: dict[ExpertLayout, ExpertStorage] = {
     ExpertLayout.PER_EXPERT: ExpertStorage(_per_expert_present, _read_per_expert),
     ExpertLayout.STACKED: ExpertStorage(_stacked_separate_present, _read_stacked),
     ExpertLayout.STACKED_HALVES: ExpertStorage(stacked_pair_present, _read_stacked_halves),
+    ExpertLayout.STACKED_TRANSPOSED: ExpertStorage(stacked_pair_present, _read_stacked_transposed),
+    ExpertLayout.STACKED_INTERLEAVED: ExpertStorage(stacked_pair_present, _read_stacked_interleaved),
 }
 
 

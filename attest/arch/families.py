@@ -14,6 +14,7 @@ from attest.arch.spec import (
     AttentionKind,
     ConfigKeys,
     ConfigTest,
+    ExpertLayout,
     ExpertNames,
     MlaNames,
     MoeLayerRule,
@@ -584,6 +585,70 @@ DEEPSEEK_V3 = replace(
         "input_layernorm.weight",
     ),
 )
+# GPT-OSS: stacked experts [E, d, 2f] with gate/up interleaved along the last axis, down
+# [E, f, d], expert and router biases, q/k/v/o biases, per-head attention sinks,
+# alternating sliding/full layers and a clamped SwiGLU. The released checkpoints keep the
+# experts as MXFP4 `_blocks`/`_scales` (dequantised by attest.arch.mxfp4). Biases, sinks
+# and the activation's alpha/limit enter no term (docs/method.md).
+GPT_OSS = ArchSpec(
+    family="gpt_oss",
+    hf_model_types=("gpt_oss",),
+    norm=NormKind.RMS,
+    **_LLAMA_MODEL,
+    **_LLAMA_ATTN,
+    **_LLAMA_NORMS,
+    experts=ExpertNames(
+        stacked_gate_up=("mlp.experts.gate_up_proj", "mlp.experts.gate_up_proj_blocks"),
+        stacked_down=("mlp.experts.down_proj", "mlp.experts.down_proj_blocks"),
+        stacked_layout=ExpertLayout.STACKED_INTERLEAVED,
+    ),
+    router=("mlp.router.weight",),
+    # one learned logit per head, a softmax column no key writes (docs/method.md)
+    known_unused=("self_attn.sinks",),
+    detect=("self_attn.sinks", "mlp.router.weight"),
+)
+# Llama-4 text decoder (`llama4_text`, and the text part of `llama4`, saved under
+# `language_model.`): MoE layers with one shared expert interleaved with dense FFN layers
+# (`moe_layers`, else every `interleave_moe_layer_step`-th), stacked experts gate_up
+# [E, d, 2f] (halves) / down [E, f, d], NoPE layers and a gain-free L2 q/k norm on the
+# RoPE layers, which no term reads.
+_L4 = ("model.", "language_model.model.")
+LLAMA4 = ArchSpec(
+    family="llama4",
+    hf_model_types=("llama4_text", "llama4"),
+    norm=NormKind.RMS,
+    embed=tuple(p + "embed_tokens.weight" for p in _L4),
+    layer_prefix=tuple(p + "layers.{i}." for p in _L4),
+    final_norm=tuple(p + "norm.weight" for p in _L4),
+    lm_head=("lm_head.weight", "language_model.lm_head.weight"),
+    **_LLAMA_ATTN,
+    **_LLAMA_NORMS,
+    up=("feed_forward.up_proj.weight",),
+    gate=("feed_forward.gate_proj.weight",),
+    down=("feed_forward.down_proj.weight",),
+    experts=ExpertNames(
+        stacked_gate_up=("feed_forward.experts.gate_up_proj",),
+        stacked_down=("feed_forward.experts.down_proj",),
+        stacked_layout=ExpertLayout.STACKED_TRANSPOSED,
+    ),
+    router=("feed_forward.router.weight",),
+    shared_up=("feed_forward.shared_expert.up_proj.weight",),
+    shared_gate=("feed_forward.shared_expert.gate_proj.weight",),
+    shared_down=("feed_forward.shared_expert.down_proj.weight",),
+    moe_layers=MoeLayerRule(
+        listed=("moe_layers", "text_config.moe_layers"),
+        every=("interleave_moe_layer_step", "text_config.interleave_moe_layer_step"),
+    ),
+    config_keys=ConfigKeys(
+        hidden=("hidden_size", "text_config.hidden_size"),
+        layers=("num_hidden_layers", "text_config.num_hidden_layers"),
+        heads=("num_attention_heads", "text_config.num_attention_heads"),
+        kv_heads=("num_key_value_heads", "text_config.num_key_value_heads"),
+        head_dim=("head_dim", "text_config.head_dim"),
+        experts=("num_local_experts", "text_config.num_local_experts"),
+    ),
+    detect=(),  # layer 0 is dense in the interleaved models: nothing there tells Llama-4 apart
+)
 HF_FAMILIES: tuple[ArchSpec, ...] = (
     LLAMA,
     MISTRAL,
@@ -623,4 +688,6 @@ HF_FAMILIES: tuple[ArchSpec, ...] = (
     GLM4_MOE,
     DEEPSEEK_V2,
     DEEPSEEK_V3,
+    GPT_OSS,
+    LLAMA4,
 )

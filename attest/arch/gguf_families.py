@@ -212,6 +212,17 @@ DEEPSEEK2 = from_hf(
         k_b_per_head_transposed=True,
     ),
 )
+# Frontier architectures. GptOssModel (conversion/gpt_oss.py) writes the bf16 stacked experts
+# transposed to [E, 2f, d] and de-interleaved (gate = rows ::2, up = rows 1::2) as
+# ffn_{gate,up}_exps with their biases, down as ffn_down_exps [E, d, f]; MXFP4 experts are
+# repacked as GGML MXFP4 with the same names; the pre-FFN norm is `post_attention_norm`; the
+# sinks become `attn_sinks.weight`; no row permutation (a TextModel, not LlamaModel).
+# Llama4Model (conversion/llama4.py, a LlamaModel with undo_permute=False) drops the
+# `language_model.` prefix and vision tensors, splits gate_up [E, d, 2f] into halves and
+# transposes both to ffn_{gate,up}_exps [E, f, d] and down to [E, d, f]; dense layers keep
+# ffn_{gate,up,down}, the shared expert is *_shexp.
+GPT_OSS = from_hf(hf.GPT_OSS, **_PRE_FFN_AS_POST_ATTENTION, known_unused=("attn_sinks.weight",))
+LLAMA4 = from_hf(hf.LLAMA4)
 GGUF_ARCHS: dict[str, GGUFArch] = {
     a.name: a
     for a in (
@@ -249,6 +260,8 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
         GGUFArch("granitemoe", GRANITEMOE),
         GGUFArch("phimoe", PHIMOE),
         GGUFArch("glm4moe", GLM4_MOE, extra_blocks_key="nextn_predict_layers"),
+        GGUFArch("gpt-oss", GPT_OSS),
+        GGUFArch("llama4", LLAMA4),
     )
 }
 

@@ -34,6 +34,12 @@ def moe_layer_flags(
     """
     if rule is None or not config:
         return None
+    listed = config_value(config, rule.listed)
+    if listed is not None:
+        if not isinstance(listed, list):
+            raise InputError(f"{root}: config MoE layer list must be a list, got {type(listed).__name__}")
+        moe = {_index(v, "MoE layer index", root) for v in listed}
+        return [i in moe for i in range(n_layers)]
     first = config_value(config, rule.first)
     last = config_value(config, rule.last)
     every = config_value(config, rule.every)

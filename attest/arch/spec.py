@@ -69,8 +69,10 @@ class MoeLayerRule:
 
     Layer i is a MoE layer when `first <= i <= last`, `(i + 1) % every == 0` and i is
     not in `dense`; an absent key leaves its condition out (first 0, last the last
-    layer or -1, every 1, no dense list). The others are dense FFN layers read
-    through the table's dense roles (GLM-4.5's `first_k_dense_replace`, ERNIE-4.5's
+    layer or -1, every 1, no dense list). A config list of the MoE layers
+    themselves (`listed`, Llama-4's `moe_layers`) overrides all of them when set
+    (Llama-4's `interleave_moe_layer_step` is `every`). The others are dense FFN
+    layers read through the table's dense roles (GLM-4.5's `first_k_dense_replace`, ERNIE-4.5's
     `moe_layer_start_index`, Qwen-MoE's `decoder_sparse_step` / `mlp_only_layers`).
     Without a config (GGUF) a layer is MoE when its router tensor is present.
     """
@@ -79,6 +81,7 @@ class MoeLayerRule:
     last: Names = ()
     every: Names = ()
     dense: Names = ()
+    listed: Names = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class ExpertNames:
     down: Names = ()
     # Stacked forms, relative to the layer prefix: `stacked_gate_up` and `stacked_down`
     # as `stacked_layout` says; `stacked_up` / `stacked_gate` are [E, f, d] (ExpertLayout.STACKED).
+    # A name ending in `_blocks` is MXFP4 (with `_scales` beside it, attest.arch.mxfp4).
     stacked_gate_up: Names = ()
     stacked_up: Names = ()
     stacked_gate: Names = ()

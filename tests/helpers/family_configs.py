@@ -341,6 +341,48 @@ _CASES += [
     _case("deepseek_v3", "deepseek_v3", **{**_LLAMA_LIKE, **_IDS, **_MLA, "q_lora_rank": 24, "rope_interleave": True}),
 ]
 
+_CASES += [
+    # Frontier architectures (issue 13). f = 24: the stacked shapes [E, d, 2f] and [E, 2f, d]
+    # differ, and so do [E, f, d] and [E, d, f], so a transposed read cannot pass by accident.
+    # GPT-OSS: interleaved stacked experts with biases, router bias, sinks, q/k/v/o biases,
+    # sliding/full layers, clamped SwiGLU; plain RoPE so position 0 is the identity (the
+    # default YaRN scales cos by its attention factor).
+    _case(
+        "gpt_oss",
+        "gpt_oss",
+        **{
+            **_LLAMA_LIKE,
+            **_IDS,
+            "head_dim": 16,
+            "intermediate_size": 24,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+            "sliding_window": 4,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 150000.0},
+        },
+    ),
+    # Llama-4 text: 4 layers, MoE every 2nd (1 and 3) with a shared expert, dense 0 and 2
+    # (intermediate_size_mlp), layer 2 NoPE, gain-free L2 q/k norm on the RoPE layers.
+    _case(
+        "llama4_text",
+        "llama4_text",
+        family="llama4",
+        **{
+            **_LLAMA_LIKE,
+            **_IDS,
+            "num_hidden_layers": 4,
+            "head_dim": 16,
+            "intermediate_size": 24,
+            "intermediate_size_mlp": 40,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 1,
+            "interleave_moe_layer_step": 2,
+            "no_rope_layers": [1, 1, 0, 1],
+            "use_qk_norm": True,
+        },
+    ),
+]
+
 # config.json keys that hold a MoE case's expert count
 EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "moe_num_experts", "n_routed_experts")
 

@@ -288,6 +288,8 @@ CONVERTERS: dict[str, tuple[str, Callable[[str, np.ndarray, Any], np.ndarray]]] 
     "glm4_moe": ("glm4moe", _identity),
     "deepseek_v2": ("deepseek2", _identity),
     "deepseek_v3": ("deepseek2", _identity),
+    "gpt_oss": ("gpt-oss", _identity),
+    "llama4_text": ("llama4", _identity),
 }
 # config keys of the expert count, as each converter reads it
 _EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "moe_num_experts", "n_routed_experts")
@@ -306,15 +308,37 @@ _SKIPPED = ("pooler.", "position_ids", "rotary_emb", ".attn.bias", ".attn.masked
 _STRIPPED = {"bloom": "transformer.", "bert": "bert."}
 
 
-def _stacked_experts(name: str, w: np.ndarray) -> Iterable[tuple[str, np.ndarray]]:
-    """transformers 5 stores experts stacked; the converter writes ffn_{gate,up,down}_exps."""
+def _stacked_experts(name: str, w: np.ndarray, model_type: str) -> Iterable[tuple[str, np.ndarray]]:
+    """transformers 5 stores experts stacked; the converter writes ffn_{gate,up,down}_exps [E, out, in].
+
+    Mixtral/Qwen-MoE in memory: gate_up [E, 2f, d], gate half first, down [E, d, f].
+    GPT-OSS (gpt_oss.py): gate_up [E, d, 2f] transposed, gate = rows ::2, up = rows 1::2, biases
+    split the same way; down [E, f, d] transposed. Llama-4 (llama4.py): gate_up [E, d, 2f]
+    transposed and split into halves, down transposed.
+    """
     bid = name.split(".")[2]
+    exps = f"blk.{bid}.ffn_{{}}_exps.{{}}"
+    if model_type == "gpt_oss":
+        if name.endswith("experts.gate_up_proj"):
+            t = w.transpose(0, 2, 1)
+            yield exps.format("gate", "weight"), t[:, 0::2]
+            yield exps.format("up", "weight"), t[:, 1::2]
+        elif name.endswith("experts.gate_up_proj_bias"):
+            yield exps.format("gate", "bias"), w[..., 0::2]
+            yield exps.format("up", "bias"), w[..., 1::2]
+        elif name.endswith("experts.down_proj"):
+            yield exps.format("down", "weight"), w.transpose(0, 2, 1)
+        elif name.endswith("experts.down_proj_bias"):
+            yield exps.format("down", "bias"), w
+        return
+    if model_type == "llama4_text":
+        w = w.transpose(0, 2, 1)  # both tensors are [E, in, out] in memory
     if name.endswith("experts.gate_up_proj"):
         f = w.shape[1] // 2
-        yield f"blk.{bid}.ffn_gate_exps.weight", w[:, :f]
-        yield f"blk.{bid}.ffn_up_exps.weight", w[:, f:]
+        yield exps.format("gate", "weight"), w[:, :f]
+        yield exps.format("up", "weight"), w[:, f:]
     elif name.endswith("experts.down_proj"):
-        yield f"blk.{bid}.ffn_down_exps.weight", w
+        yield exps.format("down", "weight"), w
 
 
 def _deepseek2_tensor(name: str, w: np.ndarray, cfg: Any) -> tuple[str, list[tuple[str, np.ndarray]]]:
@@ -353,8 +377,10 @@ def convert_hf_model(hf_model: Any, path: Path, tokens: Sequence[str], qtype: An
                 tensors.update((tmap.get_name(n, try_suffixes=(".weight",)), a) for n, a in split)
                 continue
         if ".experts." in name and not name.endswith((".weight", ".bias")):
-            tensors.update(_stacked_experts(name, w))
+            tensors.update(_stacked_experts(name, w, cfg.model_type))
             continue
+        if name.endswith(".sinks"):  # gpt_oss.py names the sinks as a weight
+            name += ".weight"
         new = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
         if new is None:
             if any(s in name for s in _SKIPPED):

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2", "mixtral", "stablelm")
+FAMILIES = ("llama", "qwen2", "gpt_neox", "gpt2", "mixtral", "stablelm", "gpt_oss", "llama4")
 
 HIDDEN = 64
 LAYERS = 2
@@ -174,6 +174,53 @@ def _stablelm() -> torch.nn.Module:
     return StableLmForCausalLM(cfg)
 
 
+def _gpt_oss() -> torch.nn.Module:
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    # Interleaved stacked experts with biases, router bias, sinks, q/k/v/o biases, sliding/full
+    # layers, clamped SwiGLU; plain RoPE (YaRN's attention factor is a constant that changes nothing here).
+    cfg = GptOssConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=48,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        head_dim=HIDDEN // HEADS,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        sliding_window=8,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        **_common(),
+    )
+    return GptOssForCausalLM(cfg)
+
+
+def _llama4() -> torch.nn.Module:
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    # Layer 0 dense with RoPE and the gain-free L2 q/k norm; layer 1 MoE (+ shared expert), NoPE.
+    cfg = Llama4TextConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=32,
+        intermediate_size_mlp=96,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        head_dim=HIDDEN // HEADS,
+        num_local_experts=4,
+        num_experts_per_tok=1,
+        interleave_moe_layer_step=2,
+        no_rope_layers=[1, 0],
+        use_qk_norm=True,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        **_common(),
+    )
+    return Llama4ForCausalLM(cfg)
+
+
 BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
     "llama": _llama,
     "qwen2": _qwen2,
@@ -181,6 +228,8 @@ BUILDERS: dict[str, Callable[[], torch.nn.Module]] = {
     "gpt2": _gpt2,
     "mixtral": _mixtral,
     "stablelm": _stablelm,
+    "gpt_oss": _gpt_oss,
+    "llama4": _llama4,
 }
 
 
@@ -191,8 +240,10 @@ def _randomise_norms_and_biases(model: torch.nn.Module, gen: torch.Generator) ->
         is_norm = any(k in name for k in ("norm", "ln_", "ln_f"))
         if is_norm and leaf == "weight":
             p.copy_(0.5 + torch.rand(p.shape, generator=gen))
-        elif leaf == "bias":
+        elif leaf == "bias" or leaf.endswith("_bias"):  # GPT-OSS' stacked expert biases: `gate_up_proj_bias`
             p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+        elif leaf == "sinks":  # GPT-OSS' per-head sink logits
+            p.copy_(torch.randn(p.shape, generator=gen))
 
 
 def build(family: str, seed: int = 0) -> torch.nn.Module:

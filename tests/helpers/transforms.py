@@ -40,10 +40,16 @@ from torch import nn
 
 Tensor = torch.Tensor
 
-LLAMA_LIKE = ("llama", "qwen2", "mixtral", "stablelm")
+LLAMA_LIKE = ("llama", "qwen2", "mixtral", "stablelm", "gpt_oss", "llama4")
 LAYERNORM_FAMILIES = ("gpt_neox", "gpt2", "stablelm")
-GATED = ("llama", "qwen2", "mixtral", "stablelm")
-MOE = ("mixtral",)
+GATED = ("llama", "qwen2", "mixtral", "stablelm", "llama4")
+# GPT-OSS is gated, but its clamped SwiGLU ((clamp(up) + 1) · glu(clamp(gate))) makes
+# per-neuron up/down rescaling change the function: its FFN transform only permutes.
+MOE = ("mixtral", "gpt_oss", "llama4")
+# Llama-4: RoPE on adjacent pairs (2j, 2j+1), and a gain-free L2 norm of each q/k head
+# after RoPE, so a q/k map must be orthogonal (norm preserving) to keep the function.
+ADJACENT_ROPE = ("llama4",)
+QK_L2_NORM = ("llama4",)
 RELU_ACTS = ("relu",)
 
 
@@ -115,9 +121,12 @@ class Canon:
 
 # Which tensors read the output of which norm (inputs along the last axis) and their biases.
 READ_1 = (("q", "bq"), ("k", "bk"), ("v", "bv"))
-READ_2 = (("up", "bup"), ("gate", "bgate"), ("eu", None), ("eg", None), ("router", None))
+READ_2 = (("up", "bup"), ("gate", "bgate"), ("eu", None), ("eg", None), ("router", None), ("su", None), ("sg", None))
 # Tensors that write into the residual stream: (name, axis holding the hidden dimension).
-WRITE = (("o", 0), ("down", 0), ("ed", 1), ("bo", 0), ("bdown", 0))
+# GPT-OSS' expert down biases `ebd` [E, d] and Llama-4's shared expert (su, sg, sd) too.
+WRITE = (("o", 0), ("down", 0), ("ed", 1), ("bo", 0), ("bdown", 0), ("ebd", 1), ("sd", 0))
+# GPT-OSS' per-expert neuron biases [E, f] (gate, up) and router bias [E]: no residual axis.
+EXPERT_KEYS = ("eg", "eu", "ed", "router", "ebg", "ebu", "ebd", "brouter")
 
 
 def _t(p: Tensor | None) -> Tensor | None:
@@ -176,6 +185,31 @@ def read(subj: Subject) -> Canon:
                 f = gu.shape[1] // 2
                 L["eg"], L["eu"], L["ed"] = gu[:, :f].clone(), gu[:, f:].clone(), _t(ex.down_proj)
                 L["router"] = _t(layer.mlp.gate.weight)
+            elif fam == "gpt_oss":
+                # stacked [E, d, 2f] with gate/up interleaved on the last axis, down [E, f, d]
+                ex = layer.mlp.experts
+                gu, bgu = _t(ex.gate_up_proj), _t(ex.gate_up_proj_bias)
+                L["eg"], L["eu"] = (
+                    gu[:, :, 0::2].transpose(1, 2).contiguous(),
+                    gu[:, :, 1::2].transpose(1, 2).contiguous(),
+                )
+                L["ebg"], L["ebu"] = bgu[:, 0::2].contiguous(), bgu[:, 1::2].contiguous()
+                L["ed"], L["ebd"] = _t(ex.down_proj).transpose(1, 2).contiguous(), _t(ex.down_proj_bias)
+                L["router"], L["brouter"] = _t(layer.mlp.router.weight), _t(layer.mlp.router.bias)
+                L["sinks"] = _t(a.sinks)
+            elif fam == "llama4" and hasattr(layer.feed_forward, "experts"):
+                # stacked [E, d, 2f] with the gate half first on the last axis, down [E, f, d]
+                ff = layer.feed_forward
+                gu = _t(ff.experts.gate_up_proj)
+                f = gu.shape[2] // 2
+                L["eg"], L["eu"] = gu[:, :, :f].transpose(1, 2).contiguous(), gu[:, :, f:].transpose(1, 2).contiguous()
+                L["ed"] = _t(ff.experts.down_proj).transpose(1, 2).contiguous()
+                L["router"] = _t(ff.router.weight)
+                sh = ff.shared_expert
+                L["su"], L["sg"], L["sd"] = _t(sh.up_proj.weight), _t(sh.gate_proj.weight), _t(sh.down_proj.weight)
+            elif fam == "llama4":
+                ff = layer.feed_forward
+                L["up"], L["gate"], L["down"] = _t(ff.up_proj.weight), _t(ff.gate_proj.weight), _t(ff.down_proj.weight)
             else:
                 mlp = layer.mlp
                 for key, lin in (("up", mlp.up_proj), ("gate", mlp.gate_proj), ("down", mlp.down_proj)):
@@ -275,6 +309,30 @@ def write(subj: Subject, c: Canon) -> None:
                 _put(ex.gate_up_proj, torch.cat([L["eg"], L["eu"]], 1), f"{w} gate_up")
                 _put(ex.down_proj, L["ed"], f"{w} experts down")
                 _put(layer.mlp.gate.weight, L["router"], f"{w} router")
+            elif fam == "gpt_oss":
+                ex = layer.mlp.experts
+                e, f, d = L["eg"].shape
+                gu = torch.stack([L["eg"].transpose(1, 2), L["eu"].transpose(1, 2)], dim=-1).reshape(e, d, 2 * f)
+                _put(ex.gate_up_proj, gu, f"{w} gate_up")
+                _put(ex.gate_up_proj_bias, torch.stack([L["ebg"], L["ebu"]], dim=-1).reshape(e, 2 * f), f"{w} bias")
+                _put(ex.down_proj, L["ed"].transpose(1, 2), f"{w} experts down")
+                _put(ex.down_proj_bias, L["ebd"], f"{w} experts down bias")
+                _put(layer.mlp.router.weight, L["router"], f"{w} router")
+                _put(layer.mlp.router.bias, L["brouter"], f"{w} router bias")
+                _put(a.sinks, L["sinks"], f"{w} sinks")
+            elif fam == "llama4" and hasattr(layer.feed_forward, "experts"):
+                ff = layer.feed_forward
+                gu = torch.cat([L["eg"].transpose(1, 2), L["eu"].transpose(1, 2)], dim=2)
+                _put(ff.experts.gate_up_proj, gu, f"{w} gate_up")
+                _put(ff.experts.down_proj, L["ed"].transpose(1, 2), f"{w} experts down")
+                _put(ff.router.weight, L["router"], f"{w} router")
+                sh = ff.shared_expert
+                for key, lin in (("su", sh.up_proj), ("sg", sh.gate_proj), ("sd", sh.down_proj)):
+                    _put(lin.weight, L[key], f"{w} shared {key}")
+            elif fam == "llama4":
+                ff = layer.feed_forward
+                for key, lin in (("up", ff.up_proj), ("gate", ff.gate_proj), ("down", ff.down_proj)):
+                    _put(lin.weight, L[key], f"{w} {key}")
             else:
                 mlp = layer.mlp
                 for key, lin in (("up", mlp.up_proj), ("gate", mlp.gate_proj), ("down", mlp.down_proj)):
@@ -553,6 +611,8 @@ def head_permutation(subj: Subject, c: Canon, gen: torch.Generator) -> None:
                 L["b" + key] = L["b" + key].reshape(kv, dh)[groups].reshape(-1)
         o = L["o"]
         L["o"] = o.reshape(o.shape[0], h, dh)[:, order].reshape(o.shape[0], h * dh)
+        if L.get("sinks") is not None:  # GPT-OSS: one sink logit per query head moves with its head
+            L["sinks"] = L["sinks"][order]
 
 
 def _scales_neurons(subj: Subject) -> bool:
@@ -574,6 +634,14 @@ def ffn_permutation_scale(subj: Subject, c: Canon, gen: torch.Generator) -> None
                 L["eu"][e] = L["eu"][e][p] * s[:, None]
                 L["eg"][e] = L["eg"][e][p]
                 L["ed"][e] = L["ed"][e][:, p] / s[None, :]
+                for key in ("ebu", "ebg"):  # GPT-OSS' neuron biases (no scaling: see MOE)
+                    if L.get(key) is not None:
+                        L[key][e] = L[key][e][p]
+            if L.get("sd") is not None:  # Llama-4's shared expert
+                f = L["su"].shape[0]
+                p = randperm(f, gen)
+                s = random_scales(f, gen) if scale else torch.ones(f, dtype=torch.float64)
+                L["su"], L["sg"], L["sd"] = L["su"][p] * s[:, None], L["sg"][p], L["sd"][:, p] / s[None, :]
             continue
         f = L["up"].shape[0]
         p = randperm(f, gen)
@@ -623,22 +691,27 @@ def rotary_dims(subj: Subject) -> int:
     return int(_heads(cfg)[2] * factor)
 
 
-def rope_commuting_map(dh: int, rot: int, gen: torch.Generator) -> Tensor:
-    """An invertible [dh, dh] map commuting with RoPE's rotations (rotate_half pairs (j, j+rot/2)).
+def rope_commuting_map(
+    dh: int, rot: int, gen: torch.Generator, adjacent: bool = False, orthogonal: bool = False
+) -> Tensor:
+    """An invertible [dh, dh] map commuting with RoPE's rotations (rotate_half pairs (j, j+rot/2),
+    or adjacent pairs (2j, 2j+1) with `adjacent`, Llama-4's complex RoPE).
 
     On each rotary pair: a rotation-scaling ρ·R(θ) (any 2×2 rotation commutes with
-    RoPE's); on the dims RoPE leaves alone: any well-conditioned invertible map.
+    RoPE's; ρ = 1 with `orthogonal`); on the dims RoPE leaves alone: any well-conditioned
+    invertible map.
     """
     m = torch.zeros(dh, dh, dtype=torch.float64)
     half = rot // 2
     for j in range(half):
         rho = float(random_scales(1, gen)[0])
+        rho = 1.0 if orthogonal else rho
         th = float(torch.rand(1, generator=gen, dtype=torch.float64)[0]) * 2 * math.pi
-        a, b = j, j + half
+        a, b = (2 * j, 2 * j + 1) if adjacent else (j, j + half)
         m[a, a], m[a, b] = rho * math.cos(th), -rho * math.sin(th)
         m[b, a], m[b, b] = rho * math.sin(th), rho * math.cos(th)
     if rot < dh:
-        m[rot:, rot:] = random_invertible(dh - rot, gen)
+        m[rot:, rot:] = random_orthogonal(dh - rot, gen) if orthogonal else random_invertible(dh - rot, gen)
     return m
 
 
@@ -652,7 +725,8 @@ def qk_rope_maps(subj: Subject, c: Canon, gen: torch.Generator) -> None:
     rot = rotary_dims(subj)
     for L in c.layers:
         d = L["q"].shape[1]
-        maps = torch.stack([rope_commuting_map(dh, rot, gen) for _ in range(kv)])  # [kv, dh, dh]
+        adjacent, orthogonal = subj.family in ADJACENT_ROPE, subj.family in QK_L2_NORM
+        maps = torch.stack([rope_commuting_map(dh, rot, gen, adjacent, orthogonal) for _ in range(kv)])
         inv_t = torch.linalg.inv(maps).transpose(-1, -2)
         L["q"] = (maps[:, None] @ L["q"].reshape(kv, g, dh, d)).reshape(h * dh, d)
         if L.get("bq") is not None:
@@ -665,13 +739,15 @@ def qk_rope_maps(subj: Subject, c: Canon, gen: torch.Generator) -> None:
 @_edit
 def expert_permutation(subj: Subject, c: Canon, gen: torch.Generator) -> None:
     """Permute the experts of every MoE layer, with the router rows permuted alike."""
+    moe = [L for L in c.layers if L.get("router") is not None]  # Llama-4 interleaves dense layers
     if subj.expert_map is None:
-        subj.expert_map = [torch.arange(L["router"].shape[0]) for L in c.layers]
-    for i, L in enumerate(c.layers):
+        subj.expert_map = [torch.arange(L["router"].shape[0]) for L in moe]
+    for i, L in enumerate(moe):
         e = L["router"].shape[0]
         p = randperm(e, gen)  # new expert j is old expert p[j]
-        for key in ("eg", "eu", "ed", "router"):
-            L[key] = L[key][p].contiguous()
+        for key in EXPERT_KEYS:
+            if L.get(key) is not None:
+                L[key] = L[key][p].contiguous()
         subj.expert_map[i] = subj.expert_map[i][p]
 
 
