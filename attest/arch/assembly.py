@@ -16,6 +16,7 @@ import torch
 
 from attest.arch.dims import Dims
 from attest.arch.layouts import split_qkv
+from attest.arch.mixers import SsmMixer, read_ssm_mixer
 from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.names import TensorNames
 from attest.arch.spec import ArchSpec, ExpertNames, QKNormScope
@@ -50,7 +51,7 @@ class Mlp:
 @dataclass
 class Layer:
     index: int
-    attn: Attention
+    attn: Attention | None  # attention kind: ssm -- None in a pure state-space layer (Mamba-2)
     attn_norm: Tensor | None  # gain read by q/k/v, None = all ones
     ffn_norm: Tensor | None  # gain read by the FFN / router
     mlp: Mlp | None = None
@@ -59,6 +60,7 @@ class Layer:
     router: Tensor | None = None  # [E, d]
     attn_out_norm: Tensor | None = None  # gain on attention output (Gemma-2 post-norm)
     ffn_out_norm: Tensor | None = None
+    mixer: SsmMixer | None = None  # attention kind: ssm -- reads attn_norm, beside or instead of attention
 
 
 class LayerAssembler:
@@ -77,6 +79,7 @@ class LayerAssembler:
         self.names = names
         self.dims = dims
         self.root = source.root
+        self.config = config
         # Which layers carry experts when the config says (dense layers of a MoE model); else None.
         self._moe_flags = (
             moe_layer_flags(spec.moe_layers, config, dims.n_layers, source.root) if spec.experts is not None else None
@@ -98,6 +101,17 @@ class LayerAssembler:
         if tuple(t.shape) != shape:
             raise InputError(f"{self.root}: {what} has shape {tuple(t.shape)}, expected {shape}")
         return t
+
+    # -- what a mixer reader needs (attest.arch.mixers) --------------------
+    @property
+    def hidden(self) -> int:
+        return self.dims.hidden
+
+    def find(self, i: int, rel: Sequence[str]) -> str | None:
+        return self.names.find_in_layer(i, rel)
+
+    def need(self, i: int, rel: Sequence[str], what: str) -> str:
+        return self.names.in_layer(i, rel, what)
 
     def _optional_gain(self, i: int, rel: Sequence[str], width: int | None = None) -> Tensor | None:
         return self.gain(self.names.find_in_layer(i, rel), width) if rel else None
@@ -203,7 +217,8 @@ class LayerAssembler:
     def layer(self, i: int, embed_norm: Tensor | None) -> Layer:
         """Layer i; `embed_norm` is what a post-LN layer 0 reads as its attention norm."""
         spec, names = self.spec, self.names
-        attn = self.attention(i)
+        # attention kind: ssm -- a table without q/qkv roles has no attention (pure Mamba-2)
+        attn = self.attention(i) if (spec.q or spec.qkv) else None
         attn_norm: Tensor | None
         if spec.attn_norm_from_previous_layer:
             attn_norm = embed_norm if i == 0 else self.gain(names.find_in_layer(i - 1, spec.attn_norm))
@@ -211,6 +226,8 @@ class LayerAssembler:
             attn_norm = self._optional_gain(i, spec.attn_norm)
         ffn_norm = self._optional_gain(i, spec.ffn_norm)
         layer = Layer(index=i, attn=attn, attn_norm=attn_norm, ffn_norm=ffn_norm)
+        if spec.mixer is not None:  # attention kind: ssm
+            layer.mixer = read_ssm_mixer(self, i, spec.mixer)
         if spec.attn_out_norm:
             layer.attn_out_norm = self.gain(names.find_in_layer(i, spec.attn_out_norm))
         if spec.ffn_out_norm:
@@ -227,7 +244,7 @@ class LayerAssembler:
             if shared is not None:
                 layer.shared_experts = [shared]
         else:
-            layer.mlp = self.mlp(i, spec.up, spec.gate, spec.down, spec.gate_up, "FFN")
-            if layer.mlp is None:
+            layer.mlp = self.mlp(i, spec.up, spec.gate, spec.down, spec.gate_up, "FFN") if spec.down else None
+            if layer.mlp is None and layer.mixer is None:  # a Mamba-2 block is its mixer alone
                 raise InputError(f"{self.root}: layer {i} has no FFN down projection")
         return layer

@@ -127,6 +127,8 @@ class TensorNames:
 def _role_matcher(spec: ArchSpec) -> re.Pattern[str]:
     """A regex over layer-relative names: a role tensor or another tensor of a role's module (its bias)."""
     rels: set[str] = {n for field in LAYER_ROLE_FIELDS for n in getattr(spec, field)}
+    if spec.mixer is not None:  # attention kind: ssm
+        rels |= set(spec.mixer.roles)
     patterns = {re.escape(m) + r"\.[^.]+" for m in map(_module, rels) if m}
     patterns |= {re.escape(r) for r in rels}
     ex = spec.experts

@@ -111,6 +111,34 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class MixerNames:
+    """A state-space (Mamba-2) mixer's tensors and where its config keeps its sizes (`attest.arch.mixers`).
+
+    `in_proj` is the fused [z (C); x (C); B (G*S); C (G*S); dt (H)] projection, `conv` the
+    depthwise causal conv1d over the x, B and C channels, `norm` the gated RMSNorm's
+    gain over the C mixer channels (absent in Falcon-H1 without `mamba_rms_norm`).
+    `multipliers` names config keys of muP scalars folded into the canonical weights:
+    one key of five per-segment factors (z, x, B, C, dt) and one input factor.
+    """
+
+    in_proj: Names
+    conv: Names
+    out: Names
+    norm: Names = ()
+    params: Names = ()  # per-head dt_bias, A_log, D: read by no term (docs/method.md)
+    heads: Names = ("num_heads",)
+    head_dim: Names = ("head_dim",)
+    state: Names = ("state_size",)
+    groups: Names = ("n_groups",)
+    segment_multipliers: Names = ()
+    input_multiplier: Names = ()
+
+    @property
+    def roles(self) -> Names:
+        return (*self.in_proj, *self.conv, *self.out, *self.norm, *self.params)
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     family: str
     hf_model_types: Names
@@ -162,6 +190,8 @@ class ArchSpec:
     detect: Names = ()
     variants: tuple[Variant, ...] = ()
     source_format: str = "hf"  # "hf" or "gguf": which naming the table describes
+    # attention kind: ssm -- a Mamba-2 mixer in every layer (reads attn_norm), beside or instead of attention
+    mixer: MixerNames | None = None
 
     def resolve(self, config: dict[str, Any] | None) -> ArchSpec:
         spec = self

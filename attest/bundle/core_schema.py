@@ -18,10 +18,10 @@ from typing import Any
 
 from attest.bundle.cbor_safe import is_array
 from attest.errors import BundleError
-from attest.formats import LINEAGE_FORMAT
+from attest.formats import LINEAGE_FORMAT, MIXER_TERMS
 from attest.limits import MAX_LAYERS, MAX_LINEAGE_BYTES, MAX_LINEAGE_NEURONS, MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
 
-TERMS = frozenset({"qk", "vo", "up", "gate", "router", "ffn", "emb", "head"})
+TERMS = frozenset({"qk", "vo", "up", "gate", "router", "ffn", "emb", "head", *MIXER_TERMS})
 GLOBAL_LAYER = -1
 PRECISIONS = frozenset({"bfloat16", "float32"})
 TOKEN_MODES = frozenset({"strings", "ids"})

@@ -15,6 +15,7 @@ from attest.errors import InputError
 from attest.invariants import skipped as S
 from attest.invariants import terms as T
 from attest.invariants.methods import Method
+from attest.invariants.mixers import mixer_terms
 
 Tensor = torch.Tensor
 
@@ -83,10 +84,13 @@ def layer_terms(
     x_attn_out = probe_for(layer.attn_out_norm)
     x_ffn_out = probe_for(layer.ffn_out_norm)
     wanted = set(method.terms)
-    if "qk" in wanted:
+    if "qk" in wanted and layer.attn is not None:  # attention kind: ssm (a pure mixer layer has no attention)
         yield "qk", T.qk(x_attn, layer.attn, dtype)
-    if "vo" in wanted:
+    if "vo" in wanted and layer.attn is not None:
         yield "vo", T.vo(x_attn, x_attn_out, layer.attn, dtype)
+    if layer.mixer is not None:  # attention kind: ssm -- the mixer reads the attention norm
+        gain = layer.attn_norm if fold else None
+        yield from mixer_terms(layer.mixer, x_attn, x_attn_out, gain, wanted, dtype)
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
     if not mlps:
         return
