@@ -1,0 +1,298 @@
+"""State-space and hybrid families (Mamba-2, Falcon-H1) against the real `transformers` classes.
+
+- The canonical view reproduces the model: a one-token forward pass with hooks
+  records the mixer's input and output (and, for Falcon-H1, the attention
+  projections and the MLP), and the canonical mixer (z, x, B, C, dt rows, conv
+  taps, gated-norm gain, out_proj), with the model's own dt_bias, D and conv
+  bias, must give the same mixer output.  One token with an empty state makes
+  the scan y = (dt·B·C + D)·x per head, so every part and its layout is checked.
+- Self-comparison is exactly 1 under both methods; a 5%-drift copy matches and
+  another seed does not.
+- The mixer's symmetries (docs/method.md) applied to the real module leave
+  the logits unchanged, and then every invariant cell scores ≥ 0.999.
+- A pure Mamba-2 model gets a verdict from the mixer-channel lineage test, in
+  `compare` and in `verify` alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import ssm_transforms as st
+from helpers.family_configs import CASES, MIXER_CASE_NAMES
+from helpers.models import build_tiny_model, save_model
+
+import attest
+from attest.arch.detect import load_model
+from attest.crypto.keys import generate_keypair
+from attest.formats import MIXER_TERMS
+from attest.invariants.methods import DEFAULT, HUREF_2024
+from attest.scoring.decision import DEFAULT_POLICY, Verdict
+from attest.workflows.compare import compare_models
+
+ALPHA = DEFAULT_POLICY.lineage_alpha
+METHOD = DEFAULT.with_options(n_tokens=256)
+MIN_SCORE = 0.999
+EXACT_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ssm")
+    return {case: save_model(build_tiny_model(case, seed=0), root / case) for case in MIXER_CASE_NAMES}
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, what: str, tol: float = 1e-4) -> None:
+    a, b = a.float().reshape(b.shape), b.float()
+    err = float((a - b).abs().max()) / max(1e-6, float(b.abs().max()))
+    assert err < tol, f"{what}: relative error {err:.2e}"
+
+
+def _rms(x: torch.Tensor, gain: torch.Tensor | None, eps: float) -> torch.Tensor:
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return y * gain if gain is not None else y
+
+
+def _group_rms(y: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
+    n, c = y.shape
+    g = y.reshape(n, groups, c // groups)
+    return (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)).reshape(n, c)
+
+
+def single_token_mixer(mx: Any, x_in: torch.Tensor, module: Any, norm_mode: str) -> torch.Tensor:
+    """The mixer output for one token and an empty state, from the canonical parts (+ the module's dt_bias, D, conv bias)."""
+    gs = mx.n_groups * mx.d_state
+    tx, tb, tc = mx.taps()
+    bias = module.conv1d.bias.detach().float() if module.conv1d.bias is not None else torch.zeros(mx.conv.shape[0])
+    bx, bb, bc = bias[: mx.channels], bias[mx.channels : mx.channels + gs], bias[mx.channels + gs :]
+    z = x_in @ mx.z.float().T
+    u = F.silu(tx * (x_in @ mx.x.float().T) + bx)
+    b = F.silu(tb * (x_in @ mx.b.float().T) + bb).reshape(-1, mx.n_groups, mx.d_state)
+    c = F.silu(tc * (x_in @ mx.c.float().T) + bc).reshape(-1, mx.n_groups, mx.d_state)
+    dt = F.softplus(x_in @ mx.dt.float().T + module.dt_bias.detach().float())
+    bc_head = (b * c).sum(-1).repeat_interleave(mx.n_heads // mx.n_groups, dim=1)  # head h reads group h // (H/G)
+    d = module.D.detach().float()
+    y = ((dt * bc_head + d)[:, :, None] * u.reshape(-1, mx.n_heads, mx.head_dim)).reshape(-1, mx.channels)
+    eps = getattr(module.norm, "variance_epsilon", 1e-6)
+    if norm_mode == "gate-then-norm":  # Mamba-2's MambaRMSNormGated
+        y = _group_rms(y * F.silu(z), mx.n_groups, eps) * mx.norm
+    elif norm_mode == "norm-then-gate":  # Falcon-H1's norm_before_gate
+        y = _group_rms(y, mx.n_groups, eps) * mx.norm * F.silu(z)
+    else:
+        assert mx.norm is None
+        y = y * F.silu(z)
+    return y @ mx.out.float().T
+
+
+def _record(model: Any, paths: list[str], ids: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    ios: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for p in paths:
+
+        def hook(_m: Any, args: Any, kwargs: Any, out: Any, p: str = p) -> None:
+            inp = args[0] if args else kwargs["hidden_states"]
+            res = out[0] if isinstance(out, tuple) else out
+            ios[p] = (inp.detach().reshape(-1, inp.shape[-1]).float(), res.detach().reshape(-1, res.shape[-1]).float())
+
+        handles.append(model.get_submodule(p).register_forward_hook(hook, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return ios
+
+
+@pytest.mark.parametrize("case", MIXER_CASE_NAMES)
+def test_canonical_view_reproduces_the_model(case: str, saved: dict[str, Path]) -> None:
+    model = build_tiny_model(case, seed=0)
+    cm = load_model(saved[case])
+    assert cm.family == CASES[case].family
+    cfg = model.config
+    ids = torch.arange(3, 3 + 16).reshape(16, 1)  # 16 one-token sequences
+    hybrid = cm.family == "falcon_h1"
+    for i in range(cm.n_layers):
+        pre = f"model.layers.{i}." if hybrid else f"backbone.layers.{i}."
+        norm, mixer = (pre + "input_layernorm", pre + "mamba") if hybrid else (pre + "norm", pre + "mixer")
+        paths = [norm, mixer]
+        if hybrid:
+            paths += [pre + f"self_attn.{p}_proj" for p in "qkvo"] + [pre + "pre_ff_layernorm", pre + "feed_forward"]
+        ios = _record(model, paths, ids)
+        layer = cm.layer(i)
+        eps = model.get_submodule(norm).variance_epsilon
+        x_in = _rms(ios[norm][0], layer.attn_norm, eps)
+        _close(x_in, ios[mixer][0], f"{case} layer {i} mixer input (pre-mixer gain)")
+        module = model.get_submodule(mixer)
+        mode = (
+            "none" if not getattr(cfg, "mamba_rms_norm", True) else ("norm-then-gate" if hybrid else "gate-then-norm")
+        )
+        assert layer.mixer is not None
+        ours = single_token_mixer(layer.mixer, x_in, module, mode)
+        _close(ours, ios[mixer][1], f"{case} layer {i} mixer output")
+        if not hybrid:
+            assert layer.attn is None and layer.mlp is None
+            continue
+        a = layer.attn
+        assert a is not None and layer.mlp is not None
+        q_in = ios[pre + "self_attn.q_proj"][0]
+        _close(x_in * cfg.attention_in_multiplier, q_in, f"{case} layer {i} attention input")
+        for name, w in (("q", a.q), ("k", a.k), ("v", a.v)):
+            _close(q_in @ w.float().T, ios[pre + f"self_attn.{name}_proj"][1], f"{case} layer {i} {name}")
+        o_in, o_out = ios[pre + "self_attn.o_proj"]
+        _close(o_in @ a.o.float().T, o_out, f"{case} layer {i} attention output")
+        f_in = ios[pre + "feed_forward"][0]
+        _close(_rms(ios[pre + "pre_ff_layernorm"][0], layer.ffn_norm, eps), f_in, f"{case} layer {i} FFN input")
+        g_mult, d_mult = cfg.mlp_multipliers
+        m = layer.mlp
+        assert m.gate is not None
+        hidden = F.silu(g_mult * (f_in @ m.gate.float().T)) * (f_in @ m.up.float().T)
+        _close(d_mult * hidden @ m.down.float().T, ios[pre + "feed_forward"][1], f"{case} layer {i} FFN output")
+    emb = model.get_input_embeddings().weight.detach()
+    _close(cm.embedding_rows(list(range(3, 40))), emb[3:40], f"{case} embedding rows")
+    _close(cm.head_rows(list(range(3, 40))), model.get_output_embeddings().weight.detach()[3:40], f"{case} head")
+    assert cm.n_layers == cfg.num_hidden_layers and cm.dims.hidden == cfg.hidden_size
+
+
+@pytest.mark.parametrize("case", MIXER_CASE_NAMES)
+def test_self_comparison_is_exact(case: str, saved: dict[str, Path]) -> None:
+    cm = load_model(saved[case])
+    for method in (DEFAULT, HUREF_2024):
+        res = compare_models(cm, cm, method, precision="fp32")
+        assert abs(res.score - 1.0) < 1e-5, (case, method.name, res.score)
+        assert res.verdict == Verdict.MATCH, (case, method.name, res.reasons)
+        for pair in res.pairs:
+            assert set(MIXER_TERMS) <= set(pair.terms), (case, pair.terms)
+            assert all(abs(v - 1.0) < 1e-5 for v in pair.terms.values()), (case, method.name, pair)
+
+
+def _drifted(model: Any, seed: int = 99) -> Any:
+    derived = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in derived.parameters():
+            if p.numel() > 1:
+                p.add_(0.05 * p.std() * torch.randn(p.shape, generator=gen))
+    return derived
+
+
+@pytest.mark.parametrize("case", MIXER_CASE_NAMES)
+def test_derived_copy_matches_and_other_seed_does_not(case: str, saved: dict[str, Path], tmp_path: Path) -> None:
+    base = load_model(saved[case])
+    derived = save_model(_drifted(build_tiny_model(case, seed=0)), tmp_path / "derived")
+    other = save_model(build_tiny_model(case, seed=101), tmp_path / "other")
+    near = compare_models(base, load_model(derived), DEFAULT, precision="fp32")
+    far = compare_models(base, load_model(other), DEFAULT, precision="fp32")
+    assert near.verdict == Verdict.MATCH, (case, near.score, near.reasons)
+    assert far.verdict == Verdict.NO_MATCH, (case, far.score, far.reasons)
+    assert near.score > far.score
+
+
+# --------------------------------------------------------------------------- the mixer's symmetries
+def _mixer_symmetries(model: Any, gen: torch.Generator) -> None:
+    for mixer in st.mixers(model):
+        st.permute_mixer(mixer, gen)
+        st.rescale_mixer(mixer, gen)
+
+
+def _rotation_and_mixer_symmetries(model: Any, gen: torch.Generator) -> None:
+    st.rotate_mamba2(model, gen)
+    _mixer_symmetries(model, gen)
+
+
+TRANSFORMS = {
+    "mamba2-rotation": ("mamba2", st.rotate_mamba2),
+    "mamba2-mixer-perm-scale": ("mamba2", _mixer_symmetries),
+    "mamba2-all": ("mamba2", _rotation_and_mixer_symmetries),
+    "falcon_h1-mixer-perm-scale": ("falcon_h1", _mixer_symmetries),
+    "falcon_h1-nonorm-mixer-perm-scale": ("falcon_h1-nonorm", _mixer_symmetries),
+}
+
+
+def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits.float()
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_mixer_transforms_preserve_function_and_every_cell(name: str, saved: dict[str, Path], tmp_path: Path) -> None:
+    case, transform = TRANSFORMS[name]
+    model = build_tiny_model(case, seed=0)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    reference = _logits(model, ids)
+    transform(model, torch.Generator().manual_seed(7))
+    changed = _logits(model, ids)
+    rel = float((changed - reference).abs().max() / reference.abs().max())
+    assert rel < EXACT_TOL, f"{name}: the transform changed the function (relative logit error {rel:.1e})"
+    res = compare_models(
+        load_model(saved[case]), load_model(save_model(model, tmp_path / name)), METHOD, precision="fp32"
+    )
+    assert res.verdict == Verdict.MATCH, (name, res.reasons)
+    assert res.score >= MIN_SCORE, (name, res.score)
+    cells = [(p.a, t, v) for p in res.pairs for t, v in p.terms.items()]
+    assert {t for _a, t, _v in cells} >= set(MIXER_TERMS)
+    low = [c for c in cells if c[2] < MIN_SCORE] + [(-1, t, v) for t, v in res.global_terms.items() if v < MIN_SCORE]
+    assert not low, (name, low)
+
+
+def test_the_logit_check_has_teeth() -> None:
+    """Permuting x channels alone (not z, conv or out_proj) is not a symmetry: the logits must move."""
+    model = build_tiny_model("mamba2", seed=0)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    reference = _logits(model, ids)
+    mixer = model.backbone.layers[0].mixer
+    c = mixer.intermediate_size
+    with torch.no_grad():
+        rows = mixer.in_proj.weight[c : 2 * c]
+        rows.copy_(rows[torch.randperm(c, generator=torch.Generator().manual_seed(1))])
+    rel = float((_logits(model, ids) - reference).abs().max() / reference.abs().max())
+    assert rel > 1e-2, rel
+
+
+# --------------------------------------------------------------------------- the verdict of a pure SSM
+@pytest.fixture(scope="module")
+def mamba_world(saved: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("mamba-lineage")
+    folders = {
+        "base": saved["mamba2"],
+        "derived": save_model(_drifted(build_tiny_model("mamba2", seed=0)), tmp / "derived"),
+        "other": save_model(build_tiny_model("mamba2", seed=5), tmp / "other"),
+    }
+    generate_keypair(tmp / "pub", None)
+    bundle = tmp / "base.attest"
+    attest.issue(folders["base"], tmp / "pub.key", bundle, name="mamba-base", issuer="pub")
+    return {"folders": folders, "bundle": bundle, "pub": tmp / "pub.pub"}
+
+
+@pytest.mark.parametrize("name,verdict", [("derived", "match"), ("other", "no_match")])
+def test_pure_mamba2_verdict_rests_on_mixer_channel_lineage(
+    mamba_world: dict[str, Any], name: str, verdict: str
+) -> None:
+    folders = mamba_world["folders"]
+    v = attest.verify(folders[name], mamba_world["bundle"], trust=mamba_world["pub"]).to_json()
+    c = attest.compare(folders["base"], folders[name]).to_json()
+    for report in (v, c):
+        assert report["verdict"] == verdict, (name, report["reasons"])
+        lin = report["lineage"]
+        if verdict == "match":
+            assert lin["conclusion"] == "lineage" and lin["p_value"] <= ALPHA
+        else:
+            assert lin["conclusion"] == "no_lineage" and lin["p_value"] > ALPHA
+            assert lin["power"]["p_at_reference"] <= ALPHA  # no_match claims power
+    assert v["verdict"] == c["verdict"]
+
+
+def test_mamba2_bundle_carries_mixer_channels(saved: dict[str, Path]) -> None:
+    from attest.lineage import build_payload
+    from attest.lineage.payload import parse_payload
+
+    cm = load_model(saved["mamba2"])
+    payload = build_payload(cm, list(range(1, 300)))
+    _positions, layers, _n = parse_payload(payload)
+    assert [ch for _i, ch, _k, _v in layers] == [("z", "x")] * cm.n_layers
+    assert all(doc["width"] == 128 for doc in payload["layers"])  # d_inner channels, all of them tested
