@@ -16,7 +16,7 @@ import torch
 
 from attest.arch.dims import Dims
 from attest.arch.layouts import split_qkv
-from attest.arch.mixers import SsmMixer, read_ssm_mixer
+from attest.arch.mixers import SsmMixer, read_mixer
 from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.names import TensorNames
 from attest.arch.spec import ArchSpec, ExpertNames, QKNormScope
@@ -124,6 +124,9 @@ class LayerAssembler:
         q_name = names.find_in_layer(i, spec.q) if spec.q else None
         if q_name:
             q = self.weight(q_name)
+            if spec.q_gated:  # [H, (query, output gate), dh]: the gate half is read by no term (a warning says so)
+                q = self.check(q, (2 * qd, d.hidden), f"layer {i} gated q").reshape(d.n_heads, 2, d.head_dim, -1)
+                q = q[:, 0].reshape(qd, d.hidden)
             k = self.weight(names.in_layer(i, spec.k, "k"))
             v = self.weight(names.in_layer(i, spec.v, "v"))
         else:
@@ -205,6 +208,24 @@ class LayerAssembler:
             raise InputError(f"{self.root}: layer {i} has {len(experts)} experts, config says {self.dims.n_experts}")
         return experts
 
+    def is_mixer_layer(self, i: int) -> bool:
+        """attention kind: ssm -- whether layer i has a mixer: every layer, or as the config's layer_types say.
+
+        Without a config entry, the mixer's in_proj tensor decides.
+        """
+        mixer = self.spec.mixer
+        if mixer is None:
+            return False
+        if mixer.layer_types is None:
+            return True
+        key, value = mixer.layer_types
+        kinds = self.config.get(key) if self.config else None
+        if isinstance(kinds, list) and len(kinds) == self.dims.n_layers:
+            return bool(kinds[i] == value)
+        if kinds is not None:
+            raise InputError(f"{self.root}: config {key} must list one entry per layer ({self.dims.n_layers})")
+        return self.names.find_in_layer(i, mixer.in_proj) is not None
+
     def is_moe_layer(self, i: int) -> bool:
         """Whether layer i carries experts: the config's rule, else the presence of its router."""
         if self.spec.experts is None:
@@ -217,8 +238,11 @@ class LayerAssembler:
     def layer(self, i: int, embed_norm: Tensor | None) -> Layer:
         """Layer i; `embed_norm` is what a post-LN layer 0 reads as its attention norm."""
         spec, names = self.spec, self.names
-        # attention kind: ssm -- a table without q/qkv roles has no attention (pure Mamba-2)
-        attn = self.attention(i) if (spec.q or spec.qkv) else None
+        # attention kind: ssm -- a table without q/qkv roles has no attention (pure Mamba-2), and a
+        # mixer layer of an alternating table (Qwen3-Next's linear_attention layers) has none either
+        mixer_layer = self.is_mixer_layer(i)
+        alternating = spec.mixer is not None and spec.mixer.layer_types is not None
+        attn = self.attention(i) if (spec.q or spec.qkv) and not (mixer_layer and alternating) else None
         attn_norm: Tensor | None
         if spec.attn_norm_from_previous_layer:
             attn_norm = embed_norm if i == 0 else self.gain(names.find_in_layer(i - 1, spec.attn_norm))
@@ -226,8 +250,8 @@ class LayerAssembler:
             attn_norm = self._optional_gain(i, spec.attn_norm)
         ffn_norm = self._optional_gain(i, spec.ffn_norm)
         layer = Layer(index=i, attn=attn, attn_norm=attn_norm, ffn_norm=ffn_norm)
-        if spec.mixer is not None:  # attention kind: ssm
-            layer.mixer = read_ssm_mixer(self, i, spec.mixer)
+        if spec.mixer is not None and mixer_layer:  # attention kind: ssm
+            layer.mixer = read_mixer(self, i, spec.mixer)
         if spec.attn_out_norm:
             layer.attn_out_norm = self.gain(names.find_in_layer(i, spec.attn_out_norm))
         if spec.ffn_out_norm:

@@ -580,6 +580,30 @@ FALCON_H1 = ArchSpec(
     ),
     detect=("mamba.in_proj.weight", "self_attn.q_proj.weight"),
 )
+# Qwen3-Next: gated-DeltaNet layers and gated full-attention layers (per `layer_types`), each followed
+# by Qwen-MoE experts with a shared expert; every RMSNorm but the DeltaNet's gated one stores gamma-1.
+QWEN3_NEXT = replace(
+    QWEN3_MOE,
+    family="qwen3_next",
+    hf_model_types=("qwen3_next",),
+    norm_gain_offset=1.0,
+    q_gated=True,
+    mixer=MixerNames(
+        layout="gated_deltanet",
+        in_proj=("linear_attn.in_proj_qkvz.weight",),
+        in_proj_ba=("linear_attn.in_proj_ba.weight",),
+        conv=("linear_attn.conv1d.weight",),
+        out=("linear_attn.out_proj.weight",),
+        norm=("linear_attn.norm.weight",),
+        params=("linear_attn.dt_bias", "linear_attn.A_log"),
+        heads=("linear_num_value_heads",),
+        head_dim=("linear_value_head_dim",),
+        state=("linear_key_head_dim",),
+        groups=("linear_num_key_heads",),
+        layer_types=("layer_types", "linear_attention"),
+    ),
+    detect=("linear_attn.in_proj_qkvz.weight",),
+)
 HF_FAMILIES: tuple[ArchSpec, ...] = (
     LLAMA,
     MISTRAL,
@@ -619,4 +643,5 @@ HF_FAMILIES: tuple[ArchSpec, ...] = (
     GLM4_MOE,
     MAMBA2,
     FALCON_H1,
+    QWEN3_NEXT,
 )

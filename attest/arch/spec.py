@@ -112,13 +112,19 @@ class Variant:
 
 @dataclass(frozen=True)
 class MixerNames:
-    """A state-space (Mamba-2) mixer's tensors and where its config keeps its sizes (`attest.arch.mixers`).
+    """A state-space mixer's tensors and where its config keeps its sizes (`attest.arch.mixers`).
 
-    `in_proj` is the fused [z (C); x (C); B (G*S); C (G*S); dt (H)] projection, `conv` the
-    depthwise causal conv1d over the x, B and C channels, `norm` the gated RMSNorm's
-    gain over the C mixer channels (absent in Falcon-H1 without `mamba_rms_norm`).
-    `multipliers` names config keys of muP scalars folded into the canonical weights:
-    one key of five per-segment factors (z, x, B, C, dt) and one input factor.
+    layout "mamba2": `in_proj` is the fused [z (C); x (C); B (G*S); C (G*S); dt (H)]
+    projection, `conv` the depthwise causal conv1d over the x, B and C channels, `norm`
+    the gated RMSNorm's gain over the C mixer channels (absent in Falcon-H1 without
+    `mamba_rms_norm`).  layout "gated_deltanet" (Qwen3-Next): `in_proj` is
+    `in_proj_qkvz`, grouped per key head, `in_proj_ba` the per-value-head beta/decay
+    rows, `conv` runs over [q; k; v], and `norm` is one [d_v] gain shared by every
+    value head.  `segment_multipliers` / `input_multiplier` name config keys of muP
+    scalars folded into the canonical weights (five per-segment factors z, x, B, C, dt,
+    and one input factor).  `layer_types` = (config key, value): the layers whose
+    entry has that value are mixer layers *instead of* attention (None: every layer
+    has a mixer, beside its attention if the table has one).
     """
 
     in_proj: Names
@@ -132,10 +138,13 @@ class MixerNames:
     groups: Names = ("n_groups",)
     segment_multipliers: Names = ()
     input_multiplier: Names = ()
+    layout: str = "mamba2"
+    in_proj_ba: Names = ()
+    layer_types: tuple[str, str] | None = None
 
     @property
     def roles(self) -> Names:
-        return (*self.in_proj, *self.conv, *self.out, *self.norm, *self.params)
+        return (*self.in_proj, *self.in_proj_ba, *self.conv, *self.out, *self.norm, *self.params)
 
 
 @dataclass(frozen=True)
@@ -190,8 +199,10 @@ class ArchSpec:
     detect: Names = ()
     variants: tuple[Variant, ...] = ()
     source_format: str = "hf"  # "hf" or "gguf": which naming the table describes
-    # attention kind: ssm -- a Mamba-2 mixer in every layer (reads attn_norm), beside or instead of attention
+    # attention kind: ssm -- a state-space mixer (reads attn_norm), beside or instead of attention
     mixer: MixerNames | None = None
+    # q_proj rows are [H, 2, dh]: each head's query, then its output gate (Qwen3-Next gated attention)
+    q_gated: bool = False
 
     def resolve(self, config: dict[str, Any] | None) -> ArchSpec:
         spec = self

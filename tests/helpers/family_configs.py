@@ -352,6 +352,29 @@ MIXER_CASES = [
     _case("falcon_h1", "falcon_h1", **_FALCON_H1, mamba_rms_norm=True),
     # no gated norm: out_proj reads y * silu(z) directly
     _case("falcon_h1-nonorm", "falcon_h1", family="falcon_h1", **_FALCON_H1, mamba_rms_norm=False),
+    # gated DeltaNet (2 key heads of 16, 4 value heads of 16) and gated attention, alternating; MoE + shared expert
+    _case(
+        "qwen3_next",
+        "qwen3_next",
+        **{**_MIXER, "num_hidden_layers": 4},
+        intermediate_size=FFN,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        head_dim=16,
+        max_position_embeddings=MAX_POS,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_conv_kernel_dim=4,
+        layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"],
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=48,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+    ),
 ]
 MIXER_CASE_NAMES = [c.name for c in MIXER_CASES]
 _CASES += MIXER_CASES

@@ -130,3 +130,90 @@ def mixers(model: Any) -> list[Any]:
     if hasattr(model, "backbone"):
         return [b.mixer for b in model.backbone.layers]
     return [layer.mamba for layer in model.model.layers]
+
+
+# --------------------------------------------------------------------------- Qwen3-Next's gated DeltaNet
+@dataclass(frozen=True)
+class DeltaShape:
+    k_heads: int
+    v_heads: int
+    dk: int
+    dv: int
+
+    @staticmethod
+    def of(m: Any) -> DeltaShape:
+        return DeltaShape(m.num_k_heads, m.num_v_heads, m.head_k_dim, m.head_v_dim)
+
+    @property
+    def g(self) -> int:
+        return self.v_heads // self.k_heads
+
+
+def _unpack_qkvz(w: Tensor, s: DeltaShape) -> list[Tensor]:
+    """in_proj_qkvz rows, grouped per key head, as flat [q; k; v; z] blocks (head-major, as the model reads them)."""
+    per = w.reshape(s.k_heads, 2 * s.dk + 2 * s.g * s.dv, -1)
+    sizes = [s.dk, s.dk, s.g * s.dv, s.g * s.dv]
+    return [t.reshape(-1, w.shape[1]) for t in torch.split(per, sizes, 1)]
+
+
+def _pack_qkvz(parts: list[Tensor], s: DeltaShape) -> Tensor:
+    q, k, v, z = parts
+    d = q.shape[1]
+    grouped = [
+        q.reshape(s.k_heads, s.dk, d),
+        k.reshape(s.k_heads, s.dk, d),
+        v.reshape(s.k_heads, s.g * s.dv, d),
+        z.reshape(s.k_heads, s.g * s.dv, d),
+    ]
+    return torch.cat(grouped, 1).reshape(-1, d)
+
+
+def delta_permutations(s: DeltaShape, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(key channel order [Hk*dk], value head order [Hv], value channel order [Hv*dv], shared dv order)."""
+    kh = _perm(s.k_heads, gen)
+    keys = torch.cat([h * s.dk + _perm(s.dk, gen) for h in kh.tolist()])
+    vheads = torch.cat([h * s.g + _perm(s.g, gen) for h in kh.tolist()])
+    mu = _perm(s.dv, gen)  # one order for every value head: the gated norm's [dv] gain is shared
+    values = torch.cat([h * s.dv + mu for h in vheads.tolist()])
+    return keys, vheads, values, mu
+
+
+@torch.no_grad()
+def permute_deltanet(m: Any, gen: torch.Generator) -> None:
+    s = DeltaShape.of(m)
+    keys, vheads, values, mu = delta_permutations(s, gen)
+    q, k, v, z = _unpack_qkvz(m.in_proj_qkvz.weight, s)
+    m.in_proj_qkvz.weight.copy_(_pack_qkvz([q[keys], k[keys], v[values], z[values]], s))
+    per = m.in_proj_ba.weight.reshape(s.k_heads, 2 * s.g, -1)
+    b, a = (t.reshape(s.v_heads, -1) for t in torch.split(per, [s.g, s.g], 1))
+    b, a = b[vheads], a[vheads]
+    m.in_proj_ba.weight.copy_(
+        torch.cat([b.reshape(s.k_heads, s.g, -1), a.reshape(s.k_heads, s.g, -1)], 1).reshape(-1, b.shape[1])
+    )
+    kd = s.k_heads * s.dk
+    conv = torch.cat([keys, kd + keys, 2 * kd + values])
+    m.conv1d.weight.copy_(m.conv1d.weight[conv])
+    for p in (m.dt_bias, m.A_log):
+        p.copy_(p[vheads])
+    m.norm.weight.copy_(m.norm.weight[mu])
+    m.out_proj.weight.copy_(m.out_proj.weight[:, values])
+
+
+@torch.no_grad()
+def rescale_deltanet(m: Any, gen: torch.Generator) -> None:
+    s = DeltaShape.of(m)
+    kd, vd = s.k_heads * s.dk, s.v_heads * s.dv
+    scale = torch.exp(torch.randn(2 * kd + vd, generator=gen) * 0.7) * torch.where(
+        torch.rand(2 * kd + vd, generator=gen) < 0.3, -1.0, 1.0
+    )
+    q, k, v, z = _unpack_qkvz(m.in_proj_qkvz.weight, s)
+    q, k, v = q * scale[:kd, None], k * scale[kd : 2 * kd, None], v * scale[2 * kd :, None]
+    m.in_proj_qkvz.weight.copy_(_pack_qkvz([q, k, v, z], s))
+    m.conv1d.weight /= scale[:, None, None]
+    t = torch.exp(torch.randn(s.dv, generator=gen) * 0.7)
+    m.norm.weight *= t
+    m.out_proj.weight /= t.repeat(s.v_heads)[None, :]
+
+
+def deltanets(model: Any) -> list[Any]:
+    return [layer.linear_attn for layer in model.model.layers if hasattr(layer, "linear_attn")]
