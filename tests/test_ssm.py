@@ -384,3 +384,60 @@ def test_mamba2_bundle_carries_mixer_channels(saved: dict[str, Path]) -> None:
     _positions, layers, _n = parse_payload(payload)
     assert [ch for _i, ch, _k, _v in layers] == [("z", "x")] * cm.n_layers
     assert all(doc["width"] == 128 for doc in payload["layers"])  # d_inner channels, all of them tested
+
+
+# --------------------------------------------------------------------------- malformed mixers
+def _rewrite(src: Path, dst: Path, edit_tensors: Any = None, edit_config: Any = None) -> Path:
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    if edit_tensors is not None:
+        sd = load_file(str(dst / "model.safetensors"))
+        edit_tensors(sd)
+        save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    if edit_config is not None:
+        cfg = json.loads((dst / "config.json").read_text())
+        edit_config(cfg)
+        (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "case,what,edit_tensors,edit_config,match",
+    [
+        (
+            "mamba2",
+            "in_proj missing a row",
+            lambda sd: sd.update(
+                {"backbone.layers.1.mixer.in_proj.weight": sd["backbone.layers.1.mixer.in_proj.weight"][:-1]}
+            ),
+            None,
+            "layer 1 mixer",
+        ),
+        ("mamba2", "config head count", None, lambda c: c.update(num_heads=4), "layer 0 mixer in_proj has 8 dt rows"),
+        ("falcon_h1", "multipliers", None, lambda c: c.update(ssm_multipliers=[1.0, 2.0]), "ssm multipliers"),
+        ("qwen3_next", "layer_types length", None, lambda c: c.update(layer_types=["linear_attention"]), "layer_types"),
+        (
+            "qwen3_next",
+            "conv channels",
+            lambda sd: sd.update(
+                {"model.layers.2.linear_attn.conv1d.weight": sd["model.layers.2.linear_attn.conv1d.weight"][:-2]}
+            ),
+            None,
+            "layer 2 conv1d",
+        ),
+    ],
+)
+def test_malformed_mixers_are_clean_input_errors(
+    case: str, what: str, edit_tensors: Any, edit_config: Any, match: str, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    from attest.errors import InputError
+
+    folder = _rewrite(saved[case], tmp_path / "bad", edit_tensors, edit_config)
+    with pytest.raises(InputError, match=match):
+        cm = load_model(folder)
+        for i in range(cm.n_layers):
+            cm.layer(i)
