@@ -441,3 +441,16 @@ def test_malformed_mixers_are_clean_input_errors(
         cm = load_model(folder)
         for i in range(cm.n_layers):
             cm.layer(i)
+
+
+def test_mamba2_is_detected_without_a_config(saved: dict[str, Path], tmp_path: Path) -> None:
+    """No config.json: the tensor names tell the family, and the mixer's shapes alone give the same terms."""
+    import shutil
+
+    folder = tmp_path / "noconfig"
+    shutil.copytree(saved["mamba2"], folder)
+    (folder / "config.json").unlink()
+    cm = load_model(folder)
+    assert cm.family == "mamba2" and cm.config is None
+    res = compare_models(load_model(saved["mamba2"]), cm, DEFAULT, precision="fp32")
+    assert res.verdict == Verdict.MATCH and abs(res.score - 1.0) < 1e-5, (res.score, res.reasons)

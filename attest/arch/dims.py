@@ -98,6 +98,9 @@ class DimensionReader:
         if self.spec.fixed_kv_heads is not None:
             kv_heads = self.spec.fixed_kv_heads
         head_dim = self._value(keys.head_dim, "head_dim")
+        if heads is None and not (self.spec.q or self.spec.qkv):
+            # attention kind: ssm -- no attention (pure Mamba-2): no head count to read; the mixer reads its own
+            heads, head_dim = 1, hidden
         if heads is None:
             # No metadata: q and KV widths come from layer 0's shapes, the head size is a guess.
             q_rows, kv_rows = self._qkv_rows_of_layer0(hidden)
