@@ -21,7 +21,9 @@ MANIFEST_LAYOUT = "attest-manifest/1"
 LAYER_TERMS = ("qk", "vo", "up", "gate", "router")
 GLOBAL_TERMS = ("emb", "head")
 HUREF_TERMS = ("qk", "vo", "ffn")
-KNOWN_TERMS = frozenset(LAYER_TERMS + GLOBAL_TERMS + HUREF_TERMS)
+# attention kind: ssm -- a state-space mixer's terms, added to a method for models that have one
+MIXER_TERMS = ("ssm_xo", "ssm_z", "ssm_bc", "ssm_dt")
+KNOWN_TERMS = frozenset(LAYER_TERMS + GLOBAL_TERMS + HUREF_TERMS + MIXER_TERMS)
 GLOBAL_LAYER = -1  # the layer index a sketch cell of a global term (emb, head) carries
 
 # -- seeds: recorded in every bundle, so these only set what `issue` picks ---

@@ -17,6 +17,7 @@ from attest.arch.attention import attention_reader
 from attest.arch.dims import Dims
 from attest.arch.experts import ExpertTensors, read_experts
 from attest.arch.mla import MlaAttention
+from attest.arch.mixers import read_mixer
 from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.names import TensorNames
 from attest.arch.parts import Attention, Layer, Mlp
@@ -70,6 +71,17 @@ class LayerAssembler:
             raise InputError(f"{self.root}: {what} has shape {tuple(t.shape)}, expected {shape}")
         return t
 
+    # -- what a mixer reader needs (attest.arch.mixers) --------------------
+    @property
+    def hidden(self) -> int:
+        return self.dims.hidden
+
+    def find(self, i: int, rel: Sequence[str]) -> str | None:
+        return self.names.find_in_layer(i, rel)
+
+    def need(self, i: int, rel: Sequence[str], what: str) -> str:
+        return self.names.in_layer(i, rel, what)
+
     def optional_gain(self, i: int, rel: Sequence[str], width: int | None = None) -> Tensor | None:
         return self.gain(self.names.find_in_layer(i, rel), width) if rel else None
 
@@ -108,6 +120,24 @@ class LayerAssembler:
         x = ExpertTensors(self.source, self.names, self.dims.hidden, self.dims.n_experts)
         return [Mlp(up=e.up, down=e.down, gate=e.gate) for e in read_experts(x, i, ex)]
 
+    def is_mixer_layer(self, i: int) -> bool:
+        """attention kind: ssm -- whether layer i has a mixer: every layer, or as the config's layer_types say.
+
+        Without a config entry, the mixer's in_proj tensor decides.
+        """
+        mixer = self.spec.mixer
+        if mixer is None:
+            return False
+        if mixer.layer_types is None:
+            return True
+        key, value = mixer.layer_types
+        kinds = self.config.get(key) if self.config else None
+        if isinstance(kinds, list) and len(kinds) == self.dims.n_layers:
+            return bool(kinds[i] == value)
+        if kinds is not None:
+            raise InputError(f"{self.root}: config {key} must list one entry per layer ({self.dims.n_layers})")
+        return self.names.find_in_layer(i, mixer.in_proj) is not None
+
     def is_moe_layer(self, i: int) -> bool:
         """Whether layer i carries experts: the config's rule, else the presence of its router."""
         if self.spec.experts is None:
@@ -120,7 +150,11 @@ class LayerAssembler:
     def layer(self, i: int, embed_norm: Tensor | None) -> Layer:
         """Layer i; `embed_norm` is what a post-LN layer 0 reads as its attention norm."""
         spec, names = self.spec, self.names
-        attn = self.attention(i)
+        # A table without attention roles has no attention (pure Mamba-2), and a
+        # mixer layer of an alternating table (Qwen3-Next's linear_attention layers) has none either
+        mixer_layer = self.is_mixer_layer(i)
+        alternating = spec.mixer is not None and spec.mixer.layer_types is not None
+        attn = self.attention(i) if spec.has_attention and not (mixer_layer and alternating) else None
         attn_norm: Tensor | None
         if spec.attn_norm_from_previous_layer:
             attn_norm = embed_norm if i == 0 else self.gain(names.find_in_layer(i - 1, spec.attn_norm))
@@ -128,6 +162,8 @@ class LayerAssembler:
             attn_norm = self.optional_gain(i, spec.attn_norm)
         ffn_norm = self.optional_gain(i, spec.ffn_norm)
         layer = Layer(index=i, attn=attn, attn_norm=attn_norm, ffn_norm=ffn_norm)
+        if spec.mixer is not None and mixer_layer:  # attention kind: ssm
+            layer.mixer = read_mixer(self, i, spec.mixer)
         if spec.attn_out_norm:
             layer.attn_out_norm = self.gain(names.find_in_layer(i, spec.attn_out_norm))
         if spec.ffn_out_norm:
@@ -144,7 +180,7 @@ class LayerAssembler:
             if shared is not None:
                 layer.shared_experts = [shared]
         else:
-            layer.mlp = self.mlp(i, spec.up, spec.gate, spec.down, spec.gate_up, "FFN")
-            if layer.mlp is None:
+            layer.mlp = self.mlp(i, spec.up, spec.gate, spec.down, spec.gate_up, "FFN") if spec.down else None
+            if layer.mlp is None and layer.mixer is None:  # a Mamba-2 block is its mixer alone
                 raise InputError(f"{self.root}: layer {i} has no FFN down projection")
         return layer

@@ -69,6 +69,9 @@ def _read_standard(t: LayerTensors, i: int) -> Attention:
     q_name = names.find_in_layer(i, spec.q) if spec.q else None
     if q_name:
         q = t.weight(q_name)
+        if spec.q_gated:  # [H, (query, output gate), dh]: the gate half is read by no term (a warning says so)
+            q = t.check(q, (2 * qd, d.hidden), f"layer {i} gated q").reshape(d.n_heads, 2, d.head_dim, -1)
+            q = q[:, 0].reshape(qd, d.hidden)
         k = t.weight(names.in_layer(i, spec.k, "k"))
         v = t.weight(names.in_layer(i, spec.v, "v"))
     else:

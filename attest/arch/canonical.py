@@ -67,6 +67,10 @@ class CanonicalModel:
                 "config says the output head is untied but no head tensor was found; using the embedding"
             )
         self.final_norm_name = self._tensor_names.find(self.spec.final_norm)
+        if self.spec.q_gated:
+            self.warnings.append(
+                "gated attention: the per-head output gate (second half of q_proj) is read by no invariant term"
+            )
 
     @property
     def norm_kind(self) -> NormKind:

@@ -91,6 +91,9 @@ class DimensionReader:
             if heads is None:
                 raise InputError(f"{self.root}: no head count in the metadata and the MLA shapes do not fix one")
             kv_heads = kv_heads or heads
+        if heads is None and not self.spec.has_attention:
+            # no attention (pure Mamba-2): no head count to read; the mixer reads its own
+            heads, head_dim = 1, hidden
         if heads is None:
             # No metadata: q and KV widths come from layer 0's shapes, the head size is a guess.
             q_rows, kv_rows = self._qkv_rows_of_layer0(hidden)

@@ -17,6 +17,7 @@ from attest.arch.spec import (
     ExpertLayout,
     ExpertNames,
     MlaNames,
+    MixerNames,
     MoeLayerRule,
     NormKind,
     QKNormScope,
@@ -649,6 +650,83 @@ LLAMA4 = ArchSpec(
     ),
     detect=(),  # layer 0 is dense in the interleaved models: nothing there tells Llama-4 apart
 )
+# --------------------------------------------------------------------------- state-space and hybrid families
+# attention kind: ssm -- the mixer's tensors and sizes are data (`MixerNames`, read by attest.arch.mixers)
+MAMBA2 = ArchSpec(
+    family="mamba2",
+    hf_model_types=("mamba2",),
+    norm=NormKind.RMS,
+    embed=("backbone.embeddings.weight", "backbone.embedding.weight"),
+    layer_prefix=("backbone.layers.{i}.",),
+    attn_norm=("norm.weight",),  # the block's pre-mixer RMSNorm
+    final_norm=("backbone.norm_f.weight",),
+    lm_head=("lm_head.weight",),
+    config_keys=ConfigKeys(heads=("num_heads",), kv_heads=()),
+    mixer=MixerNames(
+        in_proj=("mixer.in_proj.weight",),
+        conv=("mixer.conv1d.weight",),
+        out=("mixer.out_proj.weight",),
+        norm=("mixer.norm.weight",),
+        params=("mixer.dt_bias", "mixer.A_log", "mixer.D"),
+    ),
+    detect=("mixer.in_proj.weight", "mixer.conv1d.weight"),
+)
+# Falcon-H1: attention and a Mamba-2 mixer side by side on one input_layernorm, then a gated MLP.
+# Its muP scalars (embedding, key, attention in/out, MLP gate/down, ssm out, lm head) scale whole
+# terms and cancel in the standardised similarity; the per-segment ssm multipliers are folded.
+FALCON_H1 = ArchSpec(
+    family="falcon_h1",
+    hf_model_types=("falcon_h1",),
+    norm=NormKind.RMS,
+    embed=("model.embed_tokens.weight",),
+    layer_prefix=("model.layers.{i}.",),
+    **_LLAMA_ATTN,
+    up=("feed_forward.up_proj.weight",),
+    gate=("feed_forward.gate_proj.weight",),
+    down=("feed_forward.down_proj.weight",),
+    attn_norm=("input_layernorm.weight",),
+    ffn_norm=("pre_ff_layernorm.weight",),
+    final_norm=("model.final_layernorm.weight",),
+    lm_head=("lm_head.weight",),
+    mixer=MixerNames(
+        in_proj=("mamba.in_proj.weight",),
+        conv=("mamba.conv1d.weight",),
+        out=("mamba.out_proj.weight",),
+        norm=("mamba.norm.weight",),
+        params=("mamba.dt_bias", "mamba.A_log", "mamba.D"),
+        heads=("mamba_n_heads",),
+        head_dim=("mamba_d_head",),
+        state=("mamba_d_state",),
+        groups=("mamba_n_groups",),
+        segment_multipliers=("ssm_multipliers",),
+        input_multiplier=("ssm_in_multiplier",),
+    ),
+    detect=("mamba.in_proj.weight", "self_attn.q_proj.weight"),
+)
+# Qwen3-Next: gated-DeltaNet layers and gated full-attention layers (per `layer_types`), each followed
+# by Qwen-MoE experts with a shared expert; every RMSNorm but the DeltaNet's gated one stores gamma-1.
+QWEN3_NEXT = replace(
+    QWEN3_MOE,
+    family="qwen3_next",
+    hf_model_types=("qwen3_next",),
+    norm_gain_offset=1.0,
+    q_gated=True,
+    mixer=MixerNames(
+        layout="gated_deltanet",
+        in_proj=("linear_attn.in_proj_qkvz.weight",),
+        in_proj_ba=("linear_attn.in_proj_ba.weight",),
+        conv=("linear_attn.conv1d.weight",),
+        out=("linear_attn.out_proj.weight",),
+        norm=("linear_attn.norm.weight",),
+        params=("linear_attn.dt_bias", "linear_attn.A_log"),
+        heads=("linear_num_value_heads",),
+        head_dim=("linear_value_head_dim",),
+        state=("linear_key_head_dim",),
+        groups=("linear_num_key_heads",),
+        layer_types=("layer_types", "linear_attention"),
+    ),
+    detect=("linear_attn.in_proj_qkvz.weight",),
+)
 HF_FAMILIES: tuple[ArchSpec, ...] = (
     LLAMA,
     MISTRAL,
@@ -690,4 +768,7 @@ HF_FAMILIES: tuple[ArchSpec, ...] = (
     DEEPSEEK_V3,
     GPT_OSS,
     LLAMA4,
+    MAMBA2,
+    FALCON_H1,
+    QWEN3_NEXT,
 )

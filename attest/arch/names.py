@@ -130,6 +130,8 @@ def _role_matcher(spec: ArchSpec) -> re.Pattern[str]:
     rels: set[str] = {n for role in LAYER_ROLES for n in spec.names(role)}
     if spec.mla is not None:  # the MLA kind's tensors are not Role fields
         rels |= set(spec.mla.roles())
+    if spec.mixer is not None:  # a mixer's tensors are not Role fields either
+        rels |= set(spec.mixer.roles)
     patterns = {re.escape(m) + r"\.[^.]+" for m in map(_module, rels) if m}
     patterns |= {re.escape(r) for r in rels}
     ex = spec.experts

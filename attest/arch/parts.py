@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from attest.arch.mixers import SsmMixer
 from attest.arch.mla import MlaAttention
 
 Tensor = torch.Tensor
@@ -40,7 +41,7 @@ class Mlp:
 @dataclass
 class Layer:
     index: int
-    attn: Attention | MlaAttention  # the part of the table's attention kind (attest.arch.attention)
+    attn: Attention | MlaAttention | None  # the attention kind's part (attest.arch.attention); None: no attention
     attn_norm: Tensor | None  # gain read by q/k/v, None = all ones
     ffn_norm: Tensor | None  # gain read by the FFN / router
     mlp: Mlp | None = None
@@ -49,3 +50,4 @@ class Layer:
     router: Tensor | None = None  # [E, d]
     attn_out_norm: Tensor | None = None  # gain on attention output (Gemma-2 post-norm)
     ffn_out_norm: Tensor | None = None
+    mixer: SsmMixer | None = None  # a state-space / linear-attention mixer, beside or instead of attention

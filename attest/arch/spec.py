@@ -204,6 +204,43 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class MixerNames:
+    """A state-space mixer's tensors and where its config keeps its sizes (`attest.arch.mixers`).
+
+    layout "mamba2": `in_proj` is the fused [z (C); x (C); B (G*S); C (G*S); dt (H)]
+    projection, `conv` the depthwise causal conv1d over the x, B and C channels, `norm`
+    the gated RMSNorm's gain over the C mixer channels (absent in Falcon-H1 without
+    `mamba_rms_norm`).  layout "gated_deltanet" (Qwen3-Next): `in_proj` is
+    `in_proj_qkvz`, grouped per key head, `in_proj_ba` the per-value-head beta/decay
+    rows, `conv` runs over [q; k; v], and `norm` is one [d_v] gain shared by every
+    value head.  `segment_multipliers` / `input_multiplier` name config keys of muP
+    scalars folded into the canonical weights (five per-segment factors z, x, B, C, dt,
+    and one input factor).  `layer_types` = (config key, value): the layers whose
+    entry has that value are mixer layers *instead of* attention (None: every layer
+    has a mixer, beside its attention if the table has one).
+    """
+
+    in_proj: Names
+    conv: Names
+    out: Names
+    norm: Names = ()
+    params: Names = ()  # per-head dt_bias, A_log, D: read by no term (docs/method.md)
+    heads: Names = ("num_heads",)
+    head_dim: Names = ("head_dim",)
+    state: Names = ("state_size",)
+    groups: Names = ("n_groups",)
+    segment_multipliers: Names = ()
+    input_multiplier: Names = ()
+    layout: str = "mamba2"
+    in_proj_ba: Names = ()
+    layer_types: tuple[str, str] | None = None
+
+    @property
+    def roles(self) -> Names:
+        return (*self.in_proj, *self.in_proj_ba, *self.conv, *self.out, *self.norm, *self.params)
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     family: str
     hf_model_types: Names
@@ -260,6 +297,10 @@ class ArchSpec:
     detect: Names = ()
     variants: tuple[Variant, ...] = ()
     source_format: str = "hf"  # "hf" or "gguf": which naming the table describes
+    # attention kind: ssm -- a state-space mixer (reads attn_norm), beside or instead of attention
+    mixer: MixerNames | None = None
+    # q_proj rows are [H, 2, dh]: each head's query, then its output gate (Qwen3-Next gated attention)
+    q_gated: bool = False
 
     def resolve(self, config: dict[str, Any] | None) -> ArchSpec:
         spec = self
@@ -267,6 +308,11 @@ class ArchSpec:
             if config is not None and variant.applies(config):
                 spec = replace(spec, **variant.overrides)
         return spec
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the layers have an attention part (a pure state-space model, Mamba-2, has none)."""
+        return bool(self.q or self.qkv or self.mla is not None)
 
     @property
     def is_moe(self) -> bool:

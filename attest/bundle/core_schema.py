@@ -18,10 +18,10 @@ from typing import Any
 
 from attest.bundle.cbor_safe import is_array
 from attest.errors import BundleError
-from attest.formats import LINEAGE_FORMAT
+from attest.formats import LINEAGE_FORMAT, MIXER_TERMS
 from attest.limits import MAX_LAYERS, MAX_LINEAGE_BYTES, MAX_LINEAGE_NEURONS, MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
 
-TERMS = frozenset({"qk", "vo", "up", "gate", "router", "ffn", "emb", "head"})
+TERMS = frozenset({"qk", "vo", "up", "gate", "router", "ffn", "emb", "head", *MIXER_TERMS})
 GLOBAL_LAYER = -1
 PRECISIONS = frozenset({"bfloat16", "float32"})
 TOKEN_MODES = frozenset({"strings", "ids"})
@@ -177,7 +177,7 @@ def _check_sketch(sk: Mapping[str, Any], count: int, layers: set[int]) -> None:
 
 
 INDEX_DTYPES = {"uint16": 2, "uint32": 4}
-LINEAGE_CHANNELS = (("gate", "up"), ("up", "down"))
+LINEAGE_CHANNELS = (("gate", "up"), ("up", "down"), ("z", "x"))  # ("z", "x"): a Mamba-2 mixer (attention kind: ssm)
 
 
 def _index_bytes(doc: Mapping[str, Any], key: str, dtype_key: str, where: str) -> int:
@@ -213,7 +213,7 @@ def check_lineage(lin: Mapping[str, Any], n_tokens: int) -> None:
         _uint(layer.get("index"), f"{where}.index", 0, MAX_LAYERS - 1)
         ch = layer.get("channels")
         if not is_array(ch) or tuple(ch) not in LINEAGE_CHANNELS:
-            raise _fail(f"{where}.channels", "must be [gate, up] or [up, down]")
+            raise _fail(f"{where}.channels", "must be [gate, up], [up, down] or [z, x]")
         _uint(layer.get("width"), f"{where}.width", 1, 1 << 24)
         k = _index_bytes(layer, "neurons", "neuron_dtype", where)
         if not 2 <= k <= MAX_LINEAGE_NEURONS:

@@ -17,6 +17,7 @@ from attest.invariants import mla as MLA
 from attest.invariants import skipped as S
 from attest.invariants import terms as T
 from attest.invariants.methods import Method
+from attest.invariants.mixers import mixer_terms
 
 Tensor = torch.Tensor
 
@@ -85,18 +86,21 @@ def layer_terms(
     x_attn_out = probe_for(layer.attn_out_norm)
     x_ffn_out = probe_for(layer.ffn_out_norm)
     wanted = set(method.terms)
-    if isinstance(layer.attn, MlaAttention):  # attention kind: mla (per-row states, attest.invariants.mla)
+    if isinstance(layer.attn, MlaAttention):  # per-row states (attest.invariants.mla)
         states = MLA.MlaStates(x, layer.attn_norm, layer.attn, fold, dtype)
         if "qk" in wanted:
             yield "qk", MLA.qk(states)
         if "vo" in wanted:
             yield "vo", MLA.vo(states, x_attn_out)
         del states
-    else:
+    elif layer.attn is not None:  # a pure mixer layer has no attention
         if "qk" in wanted:
             yield "qk", T.qk(x_attn, layer.attn, dtype)
         if "vo" in wanted:
             yield "vo", T.vo(x_attn, x_attn_out, layer.attn, dtype)
+    if layer.mixer is not None:  # the mixer reads the attention norm
+        gain = layer.attn_norm if fold else None
+        yield from mixer_terms(layer.mixer, x_attn, x_attn_out, gain, wanted, dtype)
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
     if not mlps:
         return

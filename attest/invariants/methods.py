@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from attest.errors import InputError
-from attest.formats import GLOBAL_TERMS, HUREF_TERMS, LAYER_TERMS
+from attest.formats import GLOBAL_TERMS, HUREF_TERMS, LAYER_TERMS, MIXER_TERMS
 from attest.limits import MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
 
 
@@ -34,7 +35,7 @@ class Method:
             parse_layers(layers, 10**6)  # syntax check only
             m = replace(m, layers=layers)
         if terms is not None:
-            allowed = set(HUREF_TERMS if m.huref_ffn else LAYER_TERMS) | set(GLOBAL_TERMS)
+            allowed = set(HUREF_TERMS if m.huref_ffn else LAYER_TERMS) | set(GLOBAL_TERMS) | set(MIXER_TERMS)
             bad = [t for t in terms if t not in allowed]
             if bad:
                 raise InputError(
@@ -46,6 +47,19 @@ class Method:
                 global_terms=tuple(t for t in terms if t in GLOBAL_TERMS),
             )
         return m
+
+    def for_models(self, *models: Any) -> "Method":
+        """attention kind: ssm -- the method's full term set plus the mixer terms when a model has a mixer.
+
+        Only a method that keeps its named terms gains them (a --terms choice is
+        kept as given), and only for models with state-space mixers, so every
+        other model's sketch and its size budget stay exactly as before.
+        """
+        if not any(getattr(getattr(m, "spec", None), "mixer", None) is not None for m in models):
+            return self
+        if self.terms not in (LAYER_TERMS, HUREF_TERMS):
+            return self
+        return replace(self, terms=self.terms + MIXER_TERMS)
 
 
 DEFAULT = Method(

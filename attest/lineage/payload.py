@@ -9,7 +9,7 @@ Payload (a CBOR-ready dict, `attest-lineage/1`):
     token_dtype       "uint16" | "uint32"
     layers            one map per base layer:
         index         layer index
-        channels      ["gate", "up"] or ["up", "down"]
+        channels      ["gate", "up"], ["up", "down"] or ["z", "x"] (a Mamba-2 mixer's channels)
         width         FFN width f (pooled over experts)
         neurons       k sampled neuron indices (uint16/uint32 LE, see neuron_dtype)
         neuron_dtype  "uint16" | "uint32"
@@ -42,7 +42,7 @@ BUNDLE_TOKENS = 224  # the fewest tokens a default payload uses (what fits at 7B
 DATA_BUDGET = 3_750_000  # int8 response bytes; more tokens are stored when the model is shallow
 MAX_LAYERS = 4096
 MAX_PAYLOAD_VALUES = 64_000_000  # int8 values: refuse to allocate more from a hostile bundle
-CHANNEL_SETS = (("gate", "up"), ("up", "down"))
+CHANNEL_SETS = (("gate", "up"), ("up", "down"), ("z", "x"))  # ("z", "x"): mixer channels (attention kind: ssm)
 
 
 def _index_dtype(limit: int) -> tuple[str, str]:

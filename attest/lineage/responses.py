@@ -20,7 +20,14 @@ Two channels per neuron, so that a neuron can be found twice independently:
   expert matching, is unchanged by an expert permutation (which only permutes
   the pool), and the test's chance rate is estimated from the data whatever the
   pool size; matching experts first would add a step whose errors the null
-  would have to account for.
+  would have to account for;
+* state-space mixer without an FFN (Mamba-2; attention kind: ssm): the d_inner
+  channels are a privileged basis too (the output is gated element-wise by
+  SiLU(z), the x channel passes a per-channel conv and SiLU), so channel p is
+  found by its z response X_a·z_pᵀ and its x response X_a·x_pᵀ, X_a carrying
+  the mixer's input-norm gain.  Rescaling x_p against its conv kernel scales
+  its response by a constant; permuting channels (within heads, heads, groups)
+  permutes both responses alike.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ Tensor = torch.Tensor
 
 GATED_CHANNELS = ("gate", "up")
 PLAIN_CHANNELS = ("up", "down")
+MIXER_CHANNELS = ("z", "x")  # attention kind: ssm
 
 
 @dataclass
@@ -65,7 +73,7 @@ def layer_responses(
     """
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
     if not mlps:
-        return None
+        return mixer_responses(layer, x, dtype, neurons)  # attention kind: ssm
     ffn = _stack_mlps(mlps)
     x_in = _rows(x, layer.ffn_norm)
     if ffn.gate is not None:
@@ -80,7 +88,21 @@ def layer_responses(
     return NeuronResponses(mm(x_in, up.t(), dtype).float(), mm(x_out, down, dtype).float(), PLAIN_CHANNELS)
 
 
+def mixer_responses(
+    layer: Layer, x: Tensor, dtype: torch.dtype = torch.float32, channels: Tensor | None = None
+) -> NeuronResponses | None:
+    """z and x responses of a mixer's channels (all, or the `channels` indices); None without a mixer."""
+    mixer = layer.mixer
+    if mixer is None:
+        return None
+    x_in = _rows(x, layer.attn_norm)
+    z, xr = (mixer.z, mixer.x) if channels is None else (mixer.z[channels], mixer.x[channels])
+    return NeuronResponses(mm(x_in, z.t(), dtype).float(), mm(x_in, xr.t(), dtype).float(), MIXER_CHANNELS)
+
+
 def ffn_width(layer: Layer) -> int:
-    """Number of pooled FFN neurons of a layer (0 without an FFN)."""
+    """Number of pooled FFN neurons of a layer (its mixer channels without an FFN; 0 with neither)."""
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
+    if not mlps and layer.mixer is not None:  # attention kind: ssm
+        return layer.mixer.channels
     return sum(int(m.up.shape[0]) for m in mlps)

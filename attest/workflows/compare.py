@@ -173,6 +173,7 @@ def compare_models(
     tracker: Tracker = SILENT,
 ) -> Comparison:
     t0 = time.perf_counter()
+    method = method.for_models(a, b)  # attention kind: ssm
     dtype = compute_dtype(precision)
     notes = list(dict.fromkeys(a.warnings + b.warnings))
     align = align_pair(a.vocab, b.vocab, method.n_tokens, selection_key)

@@ -28,6 +28,7 @@ def write_fingerprint(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not an empty folder; refusing to overwrite")
     threads = torch.get_num_threads()
+    method = method.for_models(model)  # attention kind: ssm
     dtype = compute_dtype(precision)
     FLOPS.reset()
     t0 = time.perf_counter()

@@ -103,6 +103,7 @@ def fingerprint_document(
     subject: dict[str, object] | None = None,
 ) -> Fingerprinted:
     """Hash (unless `subject` is given) and sketch `model` into the statement document `issue` signs."""
+    method = method.for_models(model)  # attention kind: ssm
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if subject is None:

@@ -383,6 +383,76 @@ _CASES += [
     ),
 ]
 
+# State-space and hybrid families (attention kind: ssm), tested by tests/test_ssm.py: their layers are
+# not attention + FFN, so tests/test_families.py's per-layer probes do not describe them.
+# Mixer: 8 heads of 16 channels (d_inner 128) in 2 groups of 16 states, conv kernel 4.
+_MIXER = dict(hidden_size=HIDDEN, num_hidden_layers=2, tie_word_embeddings=False, **_IDS)
+_FALCON_H1 = dict(
+    **_MIXER,
+    intermediate_size=FFN,
+    num_attention_heads=HEADS,
+    num_key_value_heads=KV_HEADS,
+    head_dim=16,
+    max_position_embeddings=MAX_POS,
+    mamba_n_heads=8,
+    mamba_d_head=16,
+    mamba_d_state=16,
+    mamba_n_groups=2,
+    mamba_d_ssm=128,
+    mamba_d_conv=4,
+    # every muP scalar away from 1, so a mistake in handling one would show
+    ssm_multipliers=[0.5, 1.5, 0.7, 1.3, 2.0],
+    ssm_in_multiplier=0.8,
+    ssm_out_multiplier=1.2,
+    mlp_multipliers=[0.7, 1.4],
+    key_multiplier=0.6,
+    attention_in_multiplier=1.1,
+    attention_out_multiplier=0.9,
+    embedding_multiplier=3.0,
+    lm_head_multiplier=0.5,
+)
+MIXER_CASES = [
+    _case(
+        "mamba2",
+        "mamba2",
+        **_MIXER,
+        num_heads=8,
+        head_dim=16,
+        state_size=16,
+        n_groups=2,
+        expand=2,
+        conv_kernel=4,
+    ),
+    _case("falcon_h1", "falcon_h1", **_FALCON_H1, mamba_rms_norm=True),
+    # no gated norm: out_proj reads y * silu(z) directly
+    _case("falcon_h1-nonorm", "falcon_h1", family="falcon_h1", **_FALCON_H1, mamba_rms_norm=False),
+    # gated DeltaNet (2 key heads of 16, 4 value heads of 16) and gated attention, alternating; MoE + shared expert
+    _case(
+        "qwen3_next",
+        "qwen3_next",
+        **{**_MIXER, "num_hidden_layers": 4},
+        intermediate_size=FFN,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        head_dim=16,
+        max_position_embeddings=MAX_POS,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_conv_kernel_dim=4,
+        layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"],
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=48,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+    ),
+]
+MIXER_CASE_NAMES = [c.name for c in MIXER_CASES]
+_CASES += MIXER_CASES
+
 # config.json keys that hold a MoE case's expert count
 EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "moe_num_experts", "n_routed_experts")
 
