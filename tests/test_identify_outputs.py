@@ -264,3 +264,11 @@ def test_the_schema_describes_identify_evidence(written) -> None:
     pycddl.Schema(f"start = signed-identify-evidence\n{text}").validate_cbor(raw)
     with pytest.raises(pycddl.ValidationError):
         pycddl.Schema(f"start = evidence\n{text}").validate_cbor(parsed.payload)
+
+
+def test_inspect_with_the_suspect_checks_its_files(written, world, derived) -> None:
+    path = written["tmp"] / "id.cbor"
+    same = attest.inspect(path, trust=world.pub, verifier_trust=_verifier_pub(), suspect=derived)
+    assert same.ok and same.info["suspect_check"]["root"] == same.info["suspect_check"]["recorded_root"]
+    other = attest.inspect(path, trust=world.pub, verifier_trust=_verifier_pub(), suspect=world.models["base-gpt2"])
+    assert not other.ok and any("about other files" in p for p in other.problems)
