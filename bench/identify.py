@@ -1081,8 +1081,15 @@ def report(ctx: dict[str, Any]) -> str:
         "What this benchmark does not show: the tiny derivatives are easy (the lowest true-base score above is far "
         "above the 0.35 threshold), so it tests the 1:N machinery (one pass, ranking, Holm over N, the "
         "not-comparable rule, cost) more than the method's limits; those are in bench/RESULTS-lineage.md and "
-        "bench/RESULTS-robustness.md.  The one inconclusive answer is the real paraphrase-MiniLM-L3, which "
-        "shares MiniLM-L6's word embeddings: it can be neither confirmed nor ruled out, and is not named.",
+        "bench/RESULTS-robustness.md.  The real paraphrase-MiniLM-L3 shares MiniLM-L6's word embeddings: "
+        + next(
+            (
+                f"its answer here is {r['verdict']}, and it is {'not named' if r['named'] is None else 'named'}."
+                for r in acc
+                if r["suspect"].startswith("paraphrase-MiniLM")
+            ),
+            "it was not among the suspects of this run.",
+        ),
         "",
         f"modelDNA: {MODELDNA}.  Cisco: {CISCO}.  (Figures as quoted in issue 14; neither tool was run here.)",
         "",
@@ -1107,7 +1114,7 @@ def _reduction(args: argparse.Namespace) -> str | None:
     """What a reduced run left out, said in the report (None for the full configuration)."""
     parts = []
     if args.stride > 1:
-        parts.append(f"every {args.stride}th suspect of each kind (the first of each kind always)")
+        parts.append(f"every K = {args.stride} suspects of each kind (the first of each kind always)")
     if args.fid_1000 != FID_AT_1000:
         parts.append(f"{args.fid_1000} instead of {FID_AT_1000} unrelated suspects at N = 1,000")
     probes = [n for n in args.cost_probes.split(",") if n]
