@@ -401,21 +401,58 @@ def identify(
     alpha: float | None = None,
     tokenizer: PathLike | None = None,
     precision: str = "auto",
+    evidence: PathLike | None = None,
+    report: PathLike | None = None,
+    top: int | None = None,
+    verifier_key: KeyLike | None = None,
+    passphrase: bytes | None = None,
+    strict: bool = False,
+    force: bool = False,
     threads: int | None = None,
     progress: Tracker = SILENT,
 ) -> Identification:
     """Which registered base, if any, `suspect` derives from: one read of the suspect for all N bases
-    (docs/registry.md).  Every stored bundle is re-checked against `trust` first."""
-    from attest.registry import Registry
-    from attest.workflows.identify import DEFAULT_ALPHA
-    from attest.workflows.identify import identify as run_identify
+    (docs/registry.md).  Every stored bundle is re-checked against `trust` first.
 
+    `evidence` writes a signed identify evidence file and `report` an HTML report
+    (the ranking, the answer and the dogs of the first `top` candidates); as for
+    `verify`, evidence is signed by `verifier_key`, else by the local verifier key,
+    and no existing file is overwritten without `force`.
+    """
+    from attest.registry import Registry
+    from attest.workflows.identify import DEFAULT_ALPHA, DEFAULT_TOP
+    from attest.workflows.identify import identify as run_identify
+    from attest.workflows.identify_outputs import IdentifyOutputs, detail_count, write_identify_outputs
+
+    outputs = IdentifyOutputs(
+        evidence=Path(evidence) if evidence is not None else None,
+        report=Path(report) if report is not None else None,
+        force=force,
+    ).check()  # before any work: a long run never ends in "cannot write"
+    shown = DEFAULT_TOP if top is None else top
+    signer: Ed25519PrivateKey | None = None
+    notes: dict[str, str] = {}
+    if outputs.evidence is not None:
+        warnings: list[str] = []
+        if verifier_key is not None:
+            signer = _private_key(verifier_key, passphrase, strict, warnings)
+        else:
+            local = local_verifier_key()
+            signer = local.key
+            notes["signer_note"] = (
+                f"evidence signed with the local verifier key {local.private_path} (kid {local.kid_hex[:16]}…"
+                f"{', created now' if local.created else ''}); share {local.public_path} with whoever "
+                f"re-checks it"
+            )
+        if warnings:
+            notes["key_warning"] = "; ".join(warnings)
     store = trust_store(trust)
     with Registry.open(Path(registry)) as reg:
         cm = suspect if isinstance(suspect, CanonicalModel) else load(suspect, tokenizer)
+        suspect_name = Path(suspect).name if not isinstance(suspect, CanonicalModel) else cm.source.root.name
         with torch_threads(threads):
             subject = subject_of(cm, progress)
-            return run_identify(
+            result = run_identify(
                 cm,
                 reg,
                 store,
@@ -423,7 +460,14 @@ def identify(
                 precision=precision,
                 suspect_subject=subject,
                 tracker=progress,
+                detail=detail_count(shown) if outputs.any else 0,
             )
+        if outputs.any:
+            result.artefacts.update(
+                write_identify_outputs(result, reg, store, suspect_name, outputs, top=shown, signer=signer)
+            )
+            result.artefacts.update(notes)
+    return result
 
 
 # -- scan -----------------------------------------------------------------------
@@ -477,7 +521,7 @@ def looks_like_evidence(raw: bytes) -> bool:
 class Inspection:
     """What `inspect` found; `ok` only when every check passed."""
 
-    kind: str  # "attestation" or "evidence"
+    kind: str  # "attestation", "evidence" (verify) or "identify-evidence"
     info: dict[str, Any]
     problems: list[str] = field(default_factory=list)
     check: EvidenceCheck | None = None
@@ -518,6 +562,10 @@ def inspect(
     info: dict[str, Any] = {"file": str(file), "bytes": len(raw)}
     problems: list[str] = []
     check: EvidenceCheck | None = None
+    from attest.bundle.identify_evidence import IDENTIFY_EVIDENCE_CONTENT_TYPE, signed_content_type
+
+    if signed_content_type(raw) == IDENTIFY_EVIDENCE_CONTENT_TYPE:
+        return _inspect_identify(raw, info, store, verifier_trust, suspect, suspect_tokenizer, progress)
     if looks_like_evidence(raw):
         kind = "evidence"
         vstore = _verifier_store(verifier_trust)
@@ -570,6 +618,60 @@ def inspect(
     info["image"] = {"sha256": hashlib.sha256(att.png).hexdigest(), "bytes": len(att.png), **plain(doc["image"])}
     _proofs(raw, info, problems, tsa_roots, ts_keys)
     return Inspection(kind, info, problems, check)
+
+
+def _inspect_identify(
+    raw: bytes,
+    info: dict[str, Any],
+    store: TrustStore,
+    verifier_trust: TrustLike | None,
+    suspect: PathLike | None,
+    suspect_tokenizer: PathLike | None,
+    progress: Tracker,
+) -> Inspection:
+    """An identify evidence file: the verifier's signature, each detailed bundle's, and the recomputation."""
+    from attest.bundle.identify_evidence import read_identify_evidence
+    from attest.workflows.identify_outputs import recheck_identification
+
+    vstore = _verifier_store(verifier_trust)
+    if vstore is None:
+        raise BundleError(
+            "identify evidence: no verifier trust store to check its signature against "
+            "(give --verifier-trust DIR or --verifier-pubkey K)"
+        )
+    ev = read_identify_evidence(raw, store, verifier_trust=vstore)
+    body = ev.body
+    check = recheck_identification(ev)
+    problems = [f"recorded result differs from the recomputation: {d}" for d in check.differences]
+    if check.reason:
+        problems.append(f"the answer cannot be recomputed: {check.reason}")
+    info["identify"] = {
+        "time": body["time"],
+        "tool": plain(body["tool"]),
+        "answer": plain(body["answer"]),
+        "registry": plain(body["registry"]),
+        "multiple_testing": plain(body["multiple_testing"]),
+        "policy": plain(body["policy"]),
+        "suspect": plain(body["suspect"]),
+        "ranking": plain(body["ranking"]),
+        "details": [
+            {"name": d.row["name"], "rank": d.row["rank"], "signature": signature_record(d.attestation)}
+            for d in ev.details
+        ],
+        "signed": True,
+        "verifier_kid": ev.signed.kid.hex(),
+        "verifier_identity": ev.signed.signer,
+        "verifier_claimed_issuer": ev.signed.issuer,
+    }
+    if suspect is not None:
+        cm = load(suspect, suspect_tokenizer)
+        actual = plain(subject_of(cm, progress)).get("root")
+        subject = plain(body["suspect"].get("subject"))
+        recorded = subject.get("root") if isinstance(subject, dict) else None
+        info["suspect_check"] = {"path": str(suspect), "root": actual, "recorded_root": recorded}
+        if actual != recorded:
+            problems.append(f"the evidence is about other files: recorded root {recorded}, {suspect} has {actual}")
+    return Inspection("identify-evidence", info, problems, check)
 
 
 def _proofs(

@@ -329,7 +329,33 @@ def inspect(
         raise typer.Exit(int(ExitCode.BAD_BUNDLE))
 
 
+def _print_identify_inspection(found: api.Inspection) -> None:
+    info, e = found.info, found.info["identify"]
+    state = "[green]signatures valid[/green]" if found.ok else "[bold red]checks FAILED[/bold red]"
+    out_console.print(f"[bold]identify evidence[/bold] {safe(info['file'])} ({info['bytes']:,} bytes) — {state}")
+    ans, base = e["answer"], e["answer"].get("base")
+    out_console.print(
+        f"  {safe(e['time'])}  answer {safe(ans.get('verdict'))}  base {safe(repr(base['name'])) if base else '-'}"
+        f"  over {safe(e['registry'].get('bases'))} bases ({safe(e['multiple_testing'].get('method'))}, "
+        f"alpha {safe(e['multiple_testing'].get('alpha'))})"
+    )
+    for other in ans.get("also", []):
+        out_console.print(f"  also significant: {safe(repr(other.get('name')))}")
+    out_console.print(
+        f"  verifier {safe(repr(e['verifier_identity']))} (kid {safe(e['verifier_kid'])}); "
+        f"{len(e['details'])} top bundles re-verified: "
+        + ", ".join(f"{safe(d['name'])} by {safe(repr(d['signature']['trusted_identity']))}" for d in e["details"])
+    )
+    if found.check is not None and found.check.ok:
+        out_console.print("  recomputed: the top candidates' verdicts, the Holm p-values and the answer agree")
+    for problem in found.problems:
+        out_console.print(f"  [bold red]problem:[/] {safe(problem)}")
+
+
 def _print_inspection(found: api.Inspection) -> None:
+    if found.kind == "identify-evidence":
+        _print_identify_inspection(found)
+        return
     info = found.info
     sig = info["signature"]
     state = "[green]signatures valid[/green]" if found.ok else "[bold red]checks FAILED[/bold red]"

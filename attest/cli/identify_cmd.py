@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from attest.cli.common import PRECISION_HELP, emit_json, out_console, threads_option, trust_from_options
+from attest.cli.common import (
+    PRECISION_HELP,
+    emit_json,
+    out_console,
+    prompt_passphrase_if_needed,
+    safe,
+    threads_option,
+    trust_from_options,
+)
 
 _STYLE = {"match": "bold green", "no_match": "bold red", "inconclusive": "bold yellow"}
 
@@ -31,6 +39,25 @@ def identify(
         ),
     ] = 0.01,
     precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "auto",
+    evidence: Annotated[
+        Path | None,
+        typer.Option("--evidence", help="Write a signed identify evidence file (.cbor): ranking, answer, top bundles."),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", help="Write a self-contained HTML report (.html) with the dogs of the top candidates."
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Sign the evidence with this verifier key (default: the local verifier key)."),
+    ] = None,
+    passphrase_env: Annotated[
+        str | None, typer.Option("--passphrase-env", metavar="VAR", help="Passphrase variable for --key.")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse a verifier key file that others can read.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing --evidence/--report files.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Rank every registered base against SUSPECT and name the one it derives from, if any.
@@ -38,11 +65,14 @@ def identify(
     The suspect is read once whatever the number of bases.  Exit codes as for
     verify: 0 a base is named, 1 none of the bases matches, 2 inconclusive,
     3 a registered bundle is tampered or untrusted, 4 input error.
+    --evidence and --report are written as for verify (never over an existing
+    file without --force); `attest inspect` re-checks the evidence.
     """
     from attest import api
     from attest.progress import progress
 
     store = trust_from_options(pubkey, trust)  # verify's rule: --pubkey, --trust, or ./keys
+    passphrase = prompt_passphrase_if_needed(key, passphrase_env)
     with progress(not json_out) as tracker:
         result = api.identify(
             suspect,
@@ -51,6 +81,13 @@ def identify(
             alpha=alpha,
             tokenizer=tokenizer,
             precision=precision,
+            evidence=evidence,
+            report=report,
+            top=top,
+            verifier_key=key,
+            passphrase=passphrase,
+            strict=strict,
+            force=force,
             threads=threads_option(None),
             progress=tracker,
         )
@@ -85,8 +122,16 @@ def identify(
             f"[{style}]{'NO BASE' if data['verdict'] == 'no_match' else 'INCONCLUSIVE'}[/{style}]: "
             f"none of the {data['registry']['bases']} registered bases is named"
         )
+    for other in data["also"]:
+        out_console.print(f"  also significant: {safe(repr(other['name']))} (Holm p {other['p_holm']:.2g})")
     for line in data["reasons"]:
         out_console.print(f"  note: {line}")
+    for label in ("signer_note", "key_warning"):
+        if label in data:
+            out_console.print(f"  note: {safe(data[label])}")
+    for label in ("evidence", "report"):
+        if label in data:
+            out_console.print(f"  wrote {label}: {safe(data[label])}")
     raise typer.Exit(int(result.verdict.exit_code))
 
 

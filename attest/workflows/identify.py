@@ -131,6 +131,10 @@ class Candidate:
                     "pairs_used": v.pairs_used,
                     "notes": v.notes,
                     "latent_cosine": _finite(float(_cos(v.base_latent, v.suspect_latent))),
+                    # who signed the bundle as the trust store names the key (`issuer` above is the claim)
+                    "signed_by": v.signature.get("trusted_identity"),
+                    "lineage_p_value": _finite(v.lineage.p_value) if v.lineage is not None else None,
+                    "agreement": _finite(v.lineage.agreement) if v.lineage is not None else None,
                 }
             )
         return out
@@ -158,6 +162,14 @@ class Identification:
     reasons: list[str] = field(default_factory=list)
     layers_read: int = 0
     seconds: float = 0.0
+    artefacts: dict[str, str] = field(default_factory=dict)  # files written (evidence, report)
+
+    @property
+    def also(self) -> list[Candidate]:
+        """Every other base that is significant on its own terms (a merge of two bases names both)."""
+        if self.base is None:
+            return []
+        return [c for c in significant(self.candidates, self.alpha) if c is not self.base]
 
     def to_json(self, top: int = DEFAULT_TOP) -> dict[str, Any]:
         counts = {v.value: sum(c.evidence.verdict is v for c in self.candidates) for v in Verdict}
@@ -165,6 +177,7 @@ class Identification:
         return {
             "verdict": self.verdict.value,
             "base": self.base.to_json() if self.base is not None else None,
+            "also": [c.to_json() for c in self.also],
             "candidates": [c.to_json() for c in self.candidates[: max(0, top)]],
             "registry": {
                 "bases": self.n_bases,
@@ -179,7 +192,13 @@ class Identification:
             "layers_read": self.layers_read,
             "tool_version": __version__,
             "seconds": round(self.seconds, 3),
+            **self.artefacts,
         }
+
+
+def significant(ranked: Sequence[Candidate], alpha: float) -> list[Candidate]:
+    """The candidates that match on their own and whose Holm-adjusted p-value is at most `alpha`, in rank order."""
+    return [c for c in ranked if c.evidence.verdict is Verdict.MATCH and c.p_holm <= alpha]
 
 
 @dataclass
@@ -291,13 +310,20 @@ def identify(
     evidence: EvidenceFn = sketch_evidence,
     evidence_name: str = SKETCH_EVIDENCE,
     bases: frozenset[str] | None = None,
+    detail: int = 0,
 ) -> Identification:
     """Rank every registered base against `suspect` after one read of its weights.
 
     `bases`, when given, restricts the candidates to the entries with these
     subject roots (`attest scan` fixes them when it starts, so a model's answer
     does not depend on which other models of the same run were recorded first).
+    `detail` > 0 keeps the aligned suspect sketch of the first `detail` ranked
+    candidates and of every significant one (what identify evidence archives,
+    attest.workflows.identify_outputs); the others are slimmed as usual.  Until
+    the ranking is known every sketch is kept, so this costs memory in
+    proportion to N: it is asked for only when evidence is written.
     """
+    keep_all = detail > 0
     t0 = time.perf_counter()
     # Phase 1: what each bundle needs.  Bundles are not kept open: memory stays
     # at one bundle plus the plans, whatever N is.
@@ -336,16 +362,15 @@ def identify(
         sketcher = _replay(sketches, p.request) if p.request is not None else _never_reread
         runner = _lineage_replay(p.lineage, lineage_results[n]) if p.lineage is not None else _never_rerun
         try:
-            v: Verification | None = _slim(
-                verify_suspect(
-                    opened,
-                    suspect,
-                    precision=precision,
-                    suspect_subject=suspect_subject,
-                    sketcher=sketcher,
-                    lineage_runner=runner,
-                )
+            verified = verify_suspect(
+                opened,
+                suspect,
+                precision=precision,
+                suspect_subject=suspect_subject,
+                sketcher=sketcher,
+                lineage_runner=runner,
             )
+            v: Verification | None = verified if keep_all else _slim(verified)
         except AttestError as exc:
             v = None
             ev = CandidateEvidence(float("nan"), float("nan"), Verdict.INCONCLUSIVE, [f"could not be scored: {exc}"])
@@ -374,6 +399,11 @@ def identify(
     for r, c in enumerate(candidates, 1):
         c.rank = r
     verdict, base, reasons = _answer(candidates, alpha)
+    if keep_all:
+        kept = {id(c) for c in candidates[:detail]} | {id(c) for c in significant(candidates, alpha)}
+        for c in candidates:
+            if c.verification is not None and id(c) not in kept:
+                _slim(c.verification)
     return Identification(
         verdict=verdict,
         base=base,
@@ -433,7 +463,7 @@ def _answer(ranked: list[Candidate], alpha: float) -> tuple[Verdict, Candidate |
         return Verdict.NO_MATCH, None, ["the registry is empty"]
     top = ranked[0]
     if top.evidence.verdict is Verdict.MATCH and top.p_holm <= alpha:
-        others = [c.entry.name for c in ranked[1:] if c.evidence.verdict is Verdict.MATCH and c.p_holm <= alpha]
+        others = [c.entry.name for c in significant(ranked[1:], alpha)]
         reasons = [f"also matches {', '.join(others)} (related bases?)"] if others else []
         return Verdict.MATCH, top, reasons
     matched = [c for c in ranked if c.evidence.verdict is Verdict.MATCH]

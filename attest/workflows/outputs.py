@@ -38,6 +38,23 @@ class VerificationOutputs:
         return self
 
 
+def sheet_bytes(v: Verification, result: dict[str, Any], suspect_name: str) -> bytes:
+    """The comparison sheet (both dogs side by side, verdict, per-layer bars) as PNG bytes."""
+    ci = tuple(result["ci"]) if result["score"] is not None else None
+    img = comparison_sheet(
+        v.base_latent,
+        v.suspect_latent,
+        verdict=v.verdict.value,
+        score=v.score,
+        ci=ci,
+        per_layer=[(f"{row['a']}", row["mean"]) for row in result["layers"]],
+        title=f"{v.signature['subject']} vs {suspect_name}",
+        # Partial coverage: both dogs come from the covered sketch positions (Verification.dogs_note).
+        base_label="Base model, covered tokens only" if v.dogs_note else "Base model (attested)",
+    )
+    return png_bytes(img)
+
+
 def write_outputs(
     attestation: bytes,
     base_png: bytes,
@@ -59,19 +76,7 @@ def write_outputs(
     suspect_png = png_bytes(get_renderer().render(v.suspect_latent))
     sheet_png = None
     if outputs.sheet is not None or outputs.report is not None or outputs.evidence is not None:
-        ci = tuple(result["ci"]) if result["score"] is not None else None
-        img = comparison_sheet(
-            v.base_latent,
-            v.suspect_latent,
-            verdict=v.verdict.value,
-            score=v.score,
-            ci=ci,
-            per_layer=[(f"{row['a']}", row["mean"]) for row in result["layers"]],
-            title=f"{v.signature['subject']} vs {suspect_name}",
-            # Partial coverage: both dogs come from the covered sketch positions (Verification.dogs_note).
-            base_label="Base model, covered tokens only" if v.dogs_note else "Base model (attested)",
-        )
-        sheet_png = png_bytes(img)
+        sheet_png = sheet_bytes(v, result, suspect_name)
         if outputs.sheet is not None:
             atomic_write(outputs.sheet, sheet_png)
             result["sheet"] = str(outputs.sheet)
