@@ -13,8 +13,10 @@ from attest.arch.canonical import CanonicalModel
 from attest.arch.spec import NormKind
 from attest.errors import InputError
 from attest.invariants import skipped as S
+from attest.invariants import streamed as ST
 from attest.invariants import terms as T
 from attest.invariants.methods import Method
+from attest.sources import pages
 
 Tensor = torch.Tensor
 
@@ -83,29 +85,25 @@ def layer_terms(
     x_attn_out = probe_for(layer.attn_out_norm)
     x_ffn_out = probe_for(layer.ffn_out_norm)
     wanted = set(method.terms)
-    if "qk" in wanted:
-        yield "qk", T.qk(x_attn, layer.attn, dtype)
-    if "vo" in wanted:
-        yield "vo", T.vo(x_attn, x_attn_out, layer.attn, dtype)
+    # Block-streamed (attest.invariants.streamed): the resident set holds one block of a matrix.
+    yield from ST.attention_terms(x_attn, x_attn_out, layer.attn, dtype, "qk" in wanted, "vo" in wanted).items()
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
     if not mlps:
         return
-    ffn = _stack_mlps(mlps)
+    center = method.center_layernorm and model.norm_kind == NormKind.LAYER
+    yield from ST.ffn_terms(
+        x_ffn,
+        x_ffn_out,
+        mlps,
+        dtype,
+        wanted,
+        method.huref_ffn,
+        layer.ffn_norm if fold else None,
+        layer.ffn_out_norm if fold else None,
+        center,
+    ).items()
     if method.huref_ffn:
-        if "ffn" in wanted:
-            # The product is cast to the matmul dtype anyway: forming it there
-            # rounds once, as forming it in fp32 and casting would.
-            w_in = ffn.up.to(dtype) * ffn.gate.to(dtype) if ffn.gate is not None else ffn.up
-            yield "ffn", T.bilinear(x_ffn, w_in, ffn.down, x_ffn_out, dtype)
         return
-    if "up" in wanted:
-        yield "up", T.bilinear(x_ffn, ffn.up, ffn.down, x_ffn_out, dtype)
-    if "gate" in wanted and ffn.gate is not None:
-        center = method.center_layernorm and model.norm_kind == NormKind.LAYER
-        c = T.neuron_coupling(
-            ffn.up, ffn.down, layer.ffn_norm if fold else None, layer.ffn_out_norm if fold else None, center
-        )
-        yield "gate", T.weighted_gram(x_ffn, ffn.gate, c, dtype)
     if "router" in wanted and layer.router is not None:
         r = T.mm(x_ffn, layer.router.t(), dtype).float()
         yield "router", T.mm(r, r.t(), torch.float32)
@@ -136,6 +134,14 @@ release_free_memory = _libc_trim()
 """Hand freed heap pages back to the OS.  glibc keeps a layer's freed
 buffers in its arenas; without this the resident set grows by the largest
 layer's temporaries even though Python released them."""
+
+
+def release_layer_pages(layer: Layer) -> None:
+    """Drop whatever pages of the layer's mapped weights are still resident (gains, router, the last block)."""
+    a = layer.attn
+    pages.release(a.q, a.k, a.v, a.o, layer.router)
+    for m in ([layer.mlp] if layer.mlp else []) + layer.experts + layer.shared_experts:
+        pages.release(m.up, m.down, m.gate)
 
 
 @dataclass
@@ -197,6 +203,7 @@ def iter_layers(
             continue
         z, constant_terms = standardised(layer_terms(layer, probe, method, model, dtype), method)
         S.record(model, i, constant_terms, layer)  # reported, never silently dropped
+        release_layer_pages(layer)
         del layer
         release_free_memory()
         yield LayerResult(i, z, constant_terms)
