@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from attest.cli.common import PRECISION_HELP, emit_json, out_console, threads_option, trust_from_options
+from attest.cli.common import DEVICE_HELP, PRECISION_HELP, emit_json, out_console, threads_option, trust_from_options
 
 _STYLE = {"match": "bold green", "no_match": "bold red", "inconclusive": "bold yellow"}
 
@@ -31,6 +31,7 @@ def identify(
         ),
     ] = 0.01,
     precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "auto",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Rank every registered base against SUSPECT and name the one it derives from, if any.
@@ -51,6 +52,7 @@ def identify(
             alpha=alpha,
             tokenizer=tokenizer,
             precision=precision,
+            device=device,
             threads=threads_option(None),
             progress=tracker,
         )

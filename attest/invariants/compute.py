@@ -15,6 +15,7 @@ from attest.errors import InputError
 from attest.invariants import skipped as S
 from attest.invariants import streamed as ST
 from attest.invariants import terms as T
+from attest.invariants.device import accelerator
 from attest.invariants.methods import Method
 from attest.sources import pages
 
@@ -71,14 +72,23 @@ def layer_terms(
     A generator, so each matrix can be standardised and shrunk to float16
     before the next one is computed: peak memory holds one n×n float32.
     """
+    for name, m in _layer_terms_on(accelerator(), layer, probe, method, model, dtype):
+        yield name, m if m.device.type == "cpu" else m.cpu()
+
+
+def _layer_terms_on(
+    dev: torch.device | None, layer: Layer, probe: Probe, method: Method, model: CanonicalModel, dtype: torch.dtype
+) -> Iterator[tuple[str, Tensor]]:
     fold = method.fold_gains
-    x = probe.x
+    x = probe.x if dev is None else probe.x.to(dev)
     # Cast each probe variant once per layer rather than inside every product,
     # and share one cast among the variants that carry no gain.
     x_plain = x.to(dtype)
 
     def probe_for(gain: Tensor | None) -> Tensor:
-        return (x * gain).to(dtype) if (fold and gain is not None) else x_plain
+        if not (fold and gain is not None):
+            return x_plain
+        return (x * (gain if dev is None else gain.to(dev))).to(dtype)
 
     x_attn = probe_for(layer.attn_norm)
     x_ffn = probe_for(layer.ffn_norm)
@@ -86,7 +96,9 @@ def layer_terms(
     x_ffn_out = probe_for(layer.ffn_out_norm)
     wanted = set(method.terms)
     # Block-streamed (attest.invariants.streamed): the resident set holds one block of a matrix.
-    yield from ST.attention_terms(x_attn, x_attn_out, layer.attn, dtype, "qk" in wanted, "vo" in wanted).items()
+    yield from ST.attention_terms(
+        x_attn, x_attn_out, layer.attn, dtype, "qk" in wanted, "vo" in wanted, device=dev
+    ).items()
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
     if not mlps:
         return
@@ -101,11 +113,13 @@ def layer_terms(
         layer.ffn_norm if fold else None,
         layer.ffn_out_norm if fold else None,
         center,
+        device=dev,
     ).items()
     if method.huref_ffn:
         return
     if "router" in wanted and layer.router is not None:
-        r = T.mm(x_ffn, layer.router.t(), dtype).float()
+        router = layer.router if dev is None else layer.router.to(dev)
+        r = T.mm(x_ffn, router.t(), dtype).float()
         yield "router", T.mm(r, r.t(), torch.float32)
 
 

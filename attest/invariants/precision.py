@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from attest.errors import InputError
+from attest.invariants.device import current_device
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,6 +29,11 @@ def compute_dtype(precision: str) -> torch.dtype:
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto":
+        dev = current_device()
+        if dev.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        if dev.type == "mps":
+            return torch.float32  # bf16 matmul support on MPS depends on the macOS version
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     raise InputError(f"unknown precision '{precision}' (auto, bf16 or fp32)")
 

@@ -34,7 +34,7 @@ Tensor = torch.Tensor
 
 
 def _on(t: Tensor, device: torch.device | None) -> Tensor:
-    return t if device is None or t.device == device else t.to(device, non_blocking=True)
+    return t if device is None or t.device == device else t.to(device)
 
 
 def _head_gains(gain: Tensor | None, n_heads: int, dh: int) -> Tensor | None:
