@@ -2,11 +2,13 @@
 
     python bench/scale.py [--cache /work/cache/scale] [--shapes llama3-405b-layer,dsv3-moe-layer] [--tokens 1024]
 
-For each one-layer synthetic checkpoint (bench/make_checkpoint.py) this runs
-`attest fingerprint` in a fresh process (peak RSS from the kernel, wait4) and,
-in another fresh process, times the layer alone: model open, probe rows and
-the global terms are the fixed part, the layer's terms the part that repeats
-per layer.  Time per model = fixed + layers × time per layer.
+For each one-layer synthetic checkpoint (bench/make_checkpoint.py) one fresh
+process does what `attest fingerprint` computes (open, token selection, probe
+rows, global terms, then the layer's terms; no output files) and reports the
+time of each part; its peak RSS comes from the kernel (wait4).  The fixed
+part is paid once per model, the layer part once per layer:
+time per model = fixed + layers × time per layer.  `--fingerprint` also runs
+the real `attest fingerprint` command in a fresh process for its peak RSS.
 Results are printed as markdown and written to bench/RESULTS-scale.md.
 """
 
@@ -44,7 +46,7 @@ from attest.invariants.precision import compute_dtype, available_cores
 from attest.invariants.terms import FLOPS
 from attest.vocab.selection import DEFAULT_SELECTION_KEY, select
 torch.set_num_threads(available_cores())
-path, method_name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, method_name, n, result = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 method = get_method(method_name).with_options(n_tokens=n)
 dtype = compute_dtype("auto")
 t0 = time.perf_counter()
@@ -61,7 +63,7 @@ for _ in iter_layers(model, probe, method, [0], dtype):
     pass
 layer = time.perf_counter() - t1
 cpu = time.process_time() - cpu1
-print(json.dumps({"fixed_s": fixed, "layer_s": layer, "layer_cpu_s": cpu, "flops": FLOPS.reset(),
+open(result, "w").write(json.dumps({"fixed_s": fixed, "layer_s": layer, "layer_cpu_s": cpu, "flops": FLOPS.reset(),
                   "dtype": str(dtype), "tokens": len(ids)}))
 """
 
@@ -80,6 +82,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--method", default="attest-v1")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-scale.md")
+    ap.add_argument("--fingerprint", action="store_true", help="also measure the `attest fingerprint` command")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     cores = len(os.sched_getaffinity(0))
@@ -91,9 +94,9 @@ def main() -> int:
         f"- command: `python bench/scale.py {' '.join(sys.argv[1:])}`; method {args.method}, {args.tokens} probe tokens",
         f"- block budget: {os.environ.get('ATTEST_BLOCK_BYTES', 'default')} (attest/invariants/blocks.py)",
         "",
-        "| shape | checkpoint GB | fingerprint peak RSS GB | fingerprint wall s | layer s | layer GFLOP | GFLOP/s "
+        "| shape | checkpoint GB | peak RSS GB | `attest fingerprint` peak RSS GB | wall s | layer s | layer GFLOP | GFLOP/s "
         "| core share | fixed s | model | layers | model h (extrapolated) | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for shape in args.shapes.split(","):
         ckpt = args.cache / shape
@@ -104,23 +107,22 @@ def main() -> int:
         )
         size = sum(p.stat().st_size for p in ckpt.iterdir() if p.is_file())
         load_before = loadavg()
-        out = Path(tempfile.mkdtemp(prefix="attest-scale-")) / "fp"
-        cmd = [sys.executable, "-m", "attest", "fingerprint", str(ckpt), "--out", str(out), "--method", args.method]
-        cmd += ["--tokens", str(args.tokens)] if args.tokens != 1024 else []
-        fp = measure(cmd, env=env, quiet=True)
-        timer = subprocess.run(
-            [sys.executable, "-c", LAYER_TIMER, str(ckpt), args.method, str(args.tokens)],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
+        result = Path(tempfile.mkdtemp(prefix="attest-scale-")) / "layer.json"
+        run = measure(
+            [sys.executable, "-c", LAYER_TIMER, str(ckpt), args.method, str(args.tokens), str(result)], env=env
         )
-        t = json.loads(timer.stdout.strip().splitlines()[-1])
+        t = json.loads(result.read_text())
+        fp_rss = "not run"
+        if args.fingerprint:
+            out = result.parent / "fp"
+            cmd = [sys.executable, "-m", "attest", "fingerprint", str(ckpt), "--out", str(out), "--method", args.method]
+            cmd += ["--tokens", str(args.tokens)]
+            fp_rss = f"{measure(cmd, env=env, quiet=True).peak_rss_bytes / 1e9:.2f}"
         name, layers = MODELS.get(shape, (shape, 1))
         share = t["layer_cpu_s"] / (t["layer_s"] * cores)
         hours = (t["fixed_s"] + layers * t["layer_s"]) / 3600
         lines.append(
-            f"| {shape} | {size / 1e9:.1f} | {fp.peak_rss_bytes / 1e9:.2f} | {fp.wall_s:.0f} | {t['layer_s']:.1f} | "
+            f"| {shape} | {size / 1e9:.1f} | {run.peak_rss_bytes / 1e9:.2f} | {fp_rss} | {run.wall_s:.0f} | {t['layer_s']:.1f} | "
             f"{t['flops'] / 1e9:.0f} | {t['flops'] / 1e9 / t['layer_s']:.0f} | {share:.2f} | {t['fixed_s']:.1f} | "
             f"{name} | {layers} | {hours:.2f} | {load_before} → {loadavg()} |"
         )

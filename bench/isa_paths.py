@@ -1,0 +1,142 @@
+"""Matmul paths on a CPU without native bf16: is anything faster than plain fp32?
+
+    python bench/isa_paths.py [--reps 5] [--sizes 1024x2048x4096,1024x4096x4096]
+
+Runs each path in a fresh process twice: natively, and with the CPU limited
+to AVX2 by the libraries' own switches (ATEN_CPU_CAPABILITY=avx2,
+ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2), which is how an
+AVX2-only machine (no avx512_bf16, no VNNI) runs the same torch build.
+
+Paths, for the product X[n, d] · W[d, f] that dominates attest's work:
+- fp32: both operands float32 (what `--precision auto` picks without native bf16);
+- bf16: both bfloat16, fp32 accumulation (the path with avx512_bf16/amx_bf16);
+- fp16: both float16 through torch.matmul;
+- fp16-storage: W held in float16, cast to float32 per product, fp32 matmul (time includes the cast);
+- int8: per-row symmetric int8 quantisation of X and W, torch._int_mm (int32 accumulation;
+  uses VNNI where present), rescaled to float32 (time includes quantising both).
+Reports GFLOP/s (2ndf / median seconds) and the relative Frobenius error
+against the float64 product.  Results: printed markdown (bench/RESULTS-isa.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import cpu_flags  # noqa: E402
+
+AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+PATHS = ("fp32", "bf16", "fp16", "fp16-storage", "int8")
+
+CHILD = r"""
+import json, os, sys, time, torch
+torch.set_num_threads(len(os.sched_getaffinity(0)))
+path, n, d, f, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+g = torch.Generator().manual_seed(0)
+x = torch.randn(n, d, generator=g)
+w = torch.randn(d, f, generator=g)
+exact = (x.double() @ w.double())
+
+def q8(t, dim):
+    s = t.abs().amax(dim=dim, keepdim=True).clamp_min(1e-12) / 127.0
+    return (t / s).round_().clamp_(-127, 127).to(torch.int8), s
+
+if path == "fp32":
+    op = lambda: x @ w
+elif path == "bf16":
+    xb, wb = x.bfloat16(), w.bfloat16()
+    op = lambda: xb @ wb
+elif path == "fp16":
+    xh, wh = x.half(), w.half()
+    op = lambda: xh @ wh
+elif path == "fp16-storage":
+    wh = w.half()
+    op = lambda: x @ wh.float()
+elif path == "int8":
+    def op():
+        xq, sx = q8(x, 1)
+        wq, sw = q8(w, 0)
+        return torch._int_mm(xq, wq).float() * sx * sw
+else:
+    raise SystemExit(path)
+out = op()
+err = float((out.double() - exact).norm() / exact.norm())
+ts = []
+t_end = time.perf_counter() + 60
+for _ in range(reps):
+    c0, t0 = time.process_time(), time.perf_counter()
+    op()
+    ts.append((time.perf_counter() - t0, time.process_time() - c0))
+    if time.perf_counter() > t_end:
+        break
+ts.sort()
+wall, cpu = ts[len(ts) // 2]
+print(json.dumps({"gflops": 2 * n * d * f / wall / 1e9, "err": err, "share": cpu / (wall * len(os.sched_getaffinity(0))),
+                  "capability": torch.backends.cpu.get_cpu_capability()}))
+"""
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def run(path: str, n: int, d: int, f: int, reps: int, env: dict[str, str]) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, path, str(n), str(d), str(f), str(reps)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--sizes", default="1024x2048x4096,1024x4096x4096")
+    ap.add_argument("--out", type=Path, default=HERE / "RESULTS-isa.md")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    lines = [
+        "# Matmul paths with and without native bf16 (AVX2 emulation)",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- CPU: {cpu_flags()}",
+        f"- command: `python bench/isa_paths.py {' '.join(sys.argv[1:])}`; each cell a fresh process, "
+        f"median of {args.reps} timed products after one warm-up",
+        "- AVX2 emulation: " + " ".join(f"{k}={v}" for k, v in AVX2.items()),
+        "",
+        "| n×d×f | ISA | ATen capability | path | GFLOP/s | vs fp32 same ISA | rel. error | core share | load avg |",
+        "|---|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for size in args.sizes.split(","):
+        n, d, f = (int(v) for v in size.split("x"))
+        for isa, env in (("native", {}), ("AVX2 only", AVX2)):
+            rows = {p: run(p, n, d, f, args.reps, env) for p in PATHS}
+            base = rows["fp32"]["gflops"]
+            for p, r in rows.items():
+                lines.append(
+                    f"| {size} | {isa} | {r['capability']} | {p} | {r['gflops']:.0f} | {r['gflops'] / base:.2f}x | "
+                    f"{r['err']:.1e} | {r['share']:.2f} | {loadavg()} |"
+                )
+                print(lines[-1], flush=True)
+    lines += ["", f"Total: {time.perf_counter() - t0:.0f} s."]
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
