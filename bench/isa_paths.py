@@ -1,6 +1,6 @@
 """Matmul paths on a CPU without native bf16: is anything faster than plain fp32?
 
-    python bench/isa_paths.py [--reps 5] [--sizes 1024x2048x4096,1024x4096x4096]
+    python bench/isa_paths.py [--reps 5] [--sizes 1024x2048x2048,1024x4096x4096]
 
 Runs each path in a fresh process twice: natively, and with the CPU limited
 to AVX2 by the libraries' own switches (ATEN_CPU_CAPABILITY=avx2,
@@ -43,7 +43,8 @@ path, n, d, f, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.a
 g = torch.Generator().manual_seed(0)
 x = torch.randn(n, d, generator=g)
 w = torch.randn(d, f, generator=g)
-exact = (x.double() @ w.double())
+rows = min(n, 256)  # the error is measured on the first rows: a float64 product of the whole is slow
+exact = x[:rows].double() @ w.double()
 
 def q8(t, dim):
     s = t.abs().amax(dim=dim, keepdim=True).clamp_min(1e-12) / 127.0
@@ -68,9 +69,9 @@ elif path == "int8":
 else:
     raise SystemExit(path)
 out = op()
-err = float((out.double() - exact).norm() / exact.norm())
+err = float((out[:rows].double() - exact).norm() / exact.norm())
 ts = []
-t_end = time.perf_counter() + 60
+t_end = time.perf_counter() + 30
 for _ in range(reps):
     c0, t0 = time.process_time(), time.perf_counter()
     op()
@@ -105,7 +106,7 @@ def run(path: str, n: int, d: int, f: int, reps: int, env: dict[str, str]) -> di
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--sizes", default="1024x2048x4096,1024x4096x4096")
+    ap.add_argument("--sizes", default="1024x2048x2048")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-isa.md")
     args = ap.parse_args()
     t0 = time.perf_counter()

@@ -106,6 +106,24 @@ SHAPES: dict[str, Shape] = {
         head_dim_override=128,
         shared_ffn=2048,
     ),
+    # The same layer with 8 of its 256 routed experts (~2.1 GB): the block-streamed peak RSS does not
+    # depend on the expert count, and the time per expert extrapolates linearly (bench/scale.py).
+    "dsv3-moe-layer-8e": Shape(
+        "qwen2_moe",
+        7168,
+        2048,
+        1,
+        128,
+        128,
+        32000,
+        4096,
+        10000.0,
+        experts=8,
+        experts_per_tok=8,
+        tie_embeddings=True,
+        head_dim_override=128,
+        shared_ffn=2048,
+    ),
     # The same two layouts at a few MB, for smoke tests of the scale bench.
     "dsv3-moe-tiny": Shape(
         "qwen2_moe", 256, 64, 1, 8, 8, 4096, 4096, 10000.0, experts=16, experts_per_tok=2, shared_ffn=64
