@@ -33,8 +33,30 @@ from attest.sources import pages
 Tensor = torch.Tensor
 
 
+#: Bytes the kernel maps around each faulting page of a file mapping ("fault-around", 64 KiB by
+#: default on Linux), plus the page itself: a strided read maps this much per row it touches.
+FAULT_AROUND = 68 << 10
+
+
 def _on(t: Tensor, device: torch.device | None) -> Tensor:
     return t if device is None or t.device == device else t.to(device)
+
+
+def _read(view: Tensor, device: torch.device | None) -> Tensor:
+    """A block of a weight, on `device`; a strided (column) block is first copied out in row chunks.
+
+    Touching one segment of a row maps up to 64 KiB around it, so reading a
+    column block of a wide matrix at once would map most of the matrix; chunk
+    by chunk, with each chunk's pages dropped, the resident set holds one chunk.
+    """
+    if view.is_contiguous() or view.dim() != 2 or not pages.is_mapped(view):
+        return _on(view, device)
+    rows = max(1, B.budget() // (FAULT_AROUND + view.shape[1] * view.element_size()))
+    out = torch.empty(view.shape, dtype=view.dtype)
+    for r0, r1 in B.spans(view.shape[0], rows):
+        out[r0:r1] = view[r0:r1]
+        pages.release(view[r0:r1])
+    return _on(out, device)
 
 
 def _head_gains(gain: Tensor | None, n_heads: int, dh: int) -> Tensor | None:
@@ -106,7 +128,7 @@ def attention_terms(
         gb = g1 - g0
         qr = slice(g0 * grp * dh, g1 * grp * dh)
         kr = slice(g0 * dh, g1 * dh)
-        q_blk, k_blk, v_blk = attn.q[qr], attn.k[kr], attn.v[kr]
+        q_blk, k_blk, v_blk = _read(attn.q[qr], None), _read(attn.k[kr], None), _read(attn.v[kr], None)
         left: list[Tensor] = []
         if want_qk:
             qg = _grouped_rows(q_blk, gb, grp, dh, None if q_gains is None else q_gains[g0 * grp : g1 * grp], device)
@@ -121,7 +143,7 @@ def attention_terms(
             qk += T.mm(products[0], products[1].t(), dtype)
         if vo is not None:
             o_blk = attn.o[:, qr]
-            ox = T.mm(x_attn_out, _grouped_cols(o_blk, gb, grp, dh, device), dtype)
+            ox = T.mm(x_attn_out, _grouped_cols(_read(o_blk, device), gb, grp, dh, device), dtype)
             vo += T.mm(products[-1], ox.t(), dtype)
             pages.release(o_blk)
         del products, left
@@ -156,7 +178,7 @@ def _neuron_blocks(pieces: Sequence[Mlp], per_block: int) -> list[list[tuple[Mlp
 
 
 def _join(parts: list[Tensor], dim: int, device: torch.device | None) -> Tensor:
-    return _on(parts[0], device) if len(parts) == 1 else torch.cat([_on(p, device) for p in parts], dim)
+    return _read(parts[0], device) if len(parts) == 1 else torch.cat([_read(p, device) for p in parts], dim)
 
 
 def ffn_terms(

@@ -14,6 +14,8 @@ import math
 import mmap
 import shutil
 import struct
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,11 +62,19 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+_LINUX_MAP_NORESERVE = 0x4000  # Python < 3.12 does not export it
+
+
 def _private_map(fileno: int) -> mmap.mmap:
     """The whole file mapped copy-on-write: writes through a view never reach the file (nor crash),
     and MAP_NORESERVE keeps a checkpoint larger than RAM from being charged against the commit limit."""
-    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_NORESERVE", 0)
-    return mmap.mmap(fileno, 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_NORESERVE", _LINUX_MAP_NORESERVE if sys.platform == "linux" else 0)
+    try:
+        return mmap.mmap(fileno, 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    except OSError:
+        # Strict overcommit accounting (vm.overcommit_memory = 2) charges a writable private
+        # map in full; a read-only map is charged nothing.  attest never writes into weights.
+        return mmap.mmap(fileno, 0, access=mmap.ACCESS_READ)
 
 
 class SafetensorsFile:
@@ -182,7 +192,10 @@ class SafetensorsFile:
             # A misaligned tensor (only a hand-made file has one) is copied rather than viewed.
             raw = raw.copy()
             self._release(e.begin, e.end)
-        return torch.from_numpy(raw).view(e.dtype).reshape(e.shape)
+        with warnings.catch_warnings():
+            # A read-only map (the strict-overcommit fallback) gives a read-only array; nothing writes to it.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(raw).view(e.dtype).reshape(e.shape)
 
     def get_rows(self, name: str, rows: Sequence[int]) -> torch.Tensor:
         e = self.entries[name]
