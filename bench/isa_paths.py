@@ -1,6 +1,6 @@
 """Matmul paths on a CPU without native bf16: is anything faster than plain fp32?
 
-    python bench/isa_paths.py [--reps 5] [--sizes 1024x2048x2048,1024x4096x4096]
+    python bench/isa_paths.py [--seconds 5] [--sizes 1024x2048x2048,1024x4096x4096]
 
 Runs each path in a fresh process twice: natively, and with the CPU limited
 to AVX2 by the libraries' own switches (ATEN_CPU_CAPABILITY=avx2,
@@ -14,7 +14,7 @@ Paths, for the product X[n, d] · W[d, f] that dominates attest's work:
 - fp16-storage: W held in float16, cast to float32 per product, fp32 matmul (time includes the cast);
 - int8: per-row symmetric int8 quantisation of X and W, torch._int_mm (int32 accumulation;
   uses VNNI where present), rescaled to float32 (time includes quantising both).
-Reports GFLOP/s (2ndf / median seconds) and the relative Frobenius error
+Reports GFLOP per CPU-second and per wall second, and the relative Frobenius error
 against the float64 product.  Results: printed markdown (bench/RESULTS-isa.md).
 """
 
@@ -70,18 +70,20 @@ else:
     raise SystemExit(path)
 out = op()
 err = float((out[:rows].double() - exact).norm() / exact.norm())
-ts = []
-t_end = time.perf_counter() + 30
-for _ in range(reps):
-    c0, t0 = time.process_time(), time.perf_counter()
+op()
+# Time-bounded: as many products as fit in `budget` seconds of wall time (at least one).  The rate
+# is per CPU-second of this process as well as per wall second: on a shared machine the first
+# does not depend on how many cores other jobs took.
+budget = float(reps)
+c0, t0, count = time.process_time(), time.perf_counter(), 0
+while count == 0 or time.perf_counter() - t0 < budget:
     op()
-    ts.append((time.perf_counter() - t0, time.process_time() - c0))
-    if time.perf_counter() > t_end:
-        break
-ts.sort()
-wall, cpu = ts[len(ts) // 2]
-print(json.dumps({"gflops": 2 * n * d * f / wall / 1e9, "err": err, "share": cpu / (wall * len(os.sched_getaffinity(0))),
-                  "capability": torch.backends.cpu.get_cpu_capability()}))
+    count += 1
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+flop = 2 * n * d * f * count
+cores = len(os.sched_getaffinity(0))
+print(json.dumps({"gflops": flop / wall / 1e9, "per_cpu_s": flop / cpu / 1e9, "err": err,
+                  "share": cpu / (wall * cores), "capability": torch.backends.cpu.get_cpu_capability()}))
 """
 
 
@@ -105,7 +107,7 @@ def run(path: str, n: int, d: int, f: int, reps: int, env: dict[str, str]) -> di
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=5, help="wall seconds of products per cell")
     ap.add_argument("--sizes", default="1024x2048x2048")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-isa.md")
     args = ap.parse_args()
@@ -116,20 +118,23 @@ def main() -> int:
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- CPU: {cpu_flags()}",
         f"- command: `python bench/isa_paths.py {' '.join(sys.argv[1:])}`; each cell a fresh process, "
-        f"median of {args.reps} timed products after one warm-up",
+        f"{args.seconds} s of products after one warm-up; rates per CPU-second of the process (robust to "
+        "other jobs on the shared machine) and per wall second",
         "- AVX2 emulation: " + " ".join(f"{k}={v}" for k, v in AVX2.items()),
         "",
-        "| n×d×f | ISA | ATen capability | path | GFLOP/s | vs fp32 same ISA | rel. error | core share | load avg |",
-        "|---|---|---|---|---:|---:|---:|---:|---|",
+        "| n×d×f | ISA | ATen capability | path | GFLOP per CPU-s | GFLOP/s (wall) | vs fp32 same ISA "
+        "| rel. error | core share | load avg |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for size in args.sizes.split(","):
         n, d, f = (int(v) for v in size.split("x"))
         for isa, env in (("native", {}), ("AVX2 only", AVX2)):
-            rows = {p: run(p, n, d, f, args.reps, env) for p in PATHS}
-            base = rows["fp32"]["gflops"]
+            rows = {p: run(p, n, d, f, args.seconds, env) for p in PATHS}
+            base = rows["fp32"]["per_cpu_s"]
             for p, r in rows.items():
                 lines.append(
-                    f"| {size} | {isa} | {r['capability']} | {p} | {r['gflops']:.0f} | {r['gflops'] / base:.2f}x | "
+                    f"| {size} | {isa} | {r['capability']} | {p} | {r['per_cpu_s']:.1f} | {r['gflops']:.1f} | "
+                    f"{r['per_cpu_s'] / base:.2f}x | "
                     f"{r['err']:.1e} | {r['share']:.2f} | {loadavg()} |"
                 )
                 print(lines[-1], flush=True)

@@ -68,3 +68,17 @@ def test_cuda_scores_agree_with_cpu(tmp_path) -> None:
         # docs/method.md "Precision": bf16 moves scores by < 1e-3; fp32 kernels differ by rounding only
         assert abs(cpu.score - gpu.score) < 1e-3, (precision, cpu.score, gpu.score)
         assert abs(cpu.layer_matrix - gpu.layer_matrix).max() < 2e-3
+
+
+def test_bf16_only_where_the_cpu_and_onednn_have_it() -> None:
+    from attest.invariants.precision import bf16_matmul_is_native
+
+    native = "fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni"
+    assert bf16_matmul_is_native(native, {})
+    assert bf16_matmul_is_native("avx2 amx_bf16 amx_tile", {})
+    assert not bf16_matmul_is_native("fpu sse2 avx2 fma f16c avx_vnni", {})  # an AVX2-only CPU
+    assert not bf16_matmul_is_native("avx512f avx512_bf16x", {})  # whole flags only
+    # oneDNN capped below its bf16 kernels (the AVX2 emulation of bench/isa_paths.py)
+    assert not bf16_matmul_is_native(native, {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert not bf16_matmul_is_native(native, {"DNNL_MAX_CPU_ISA": "avx512_core"})
+    assert bf16_matmul_is_native(native, {"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"})
