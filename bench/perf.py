@@ -311,6 +311,7 @@ def main() -> int:
         f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, {mem_total / 2**30:.0f} GiB RAM",
         f"- command: `python bench/perf.py {' '.join(sys.argv[1:])}`",
         f"- each figure: median of {args.runs} fresh processes; peak RSS from the kernel (wait4)",
+        f"- device: {torch_device_line(args.device)}",
         "",
         "*core share* = CPU seconds / (wall seconds × cores) of the measured process: 1.0 means it had the machine;"
         " lower means other work on the machine took cores (the wall time is then pessimistic).",
@@ -324,7 +325,7 @@ def main() -> int:
         cfg = json.loads((ckpt / "config.json").read_text())
         d, f = cfg["hidden_size"], cfg["intermediate_size"]
         for method, n in (("attest-v1", 1024), ("huref-2024", 4096)):
-            r = run_fingerprint(ckpt, method, args.runs)
+            r = run_fingerprint(ckpt, method, args.runs, layers=args.layers, device=args.device)
             results[f"{shape}/{method}"] = r
             comp = r["compute"]
             gflop = comp["flops"] / 1e9  # type: ignore[index]
