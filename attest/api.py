@@ -48,6 +48,7 @@ from attest.crypto.keys import (
 from attest.crypto.local_verifier import local_verifier_key, verifier_trust_dir
 from attest.errors import BundleError, InputError
 from attest.formats import EVIDENCE_FORMAT
+from attest.invariants.device import use_device
 from attest.invariants.methods import Method, get_method
 from attest.invariants.precision import torch_threads
 from attest.progress import SILENT, Tracker
@@ -183,6 +184,7 @@ def compare(
     layers: str | None = None,
     terms: tuple[str, ...] | None = None,
     precision: str = "auto",
+    device: str = "auto",
     policy: Policy | PathLike | None = None,
     threshold: float | None = None,
     tokenizer_a: PathLike | None = None,
@@ -195,7 +197,7 @@ def compare(
     pol = resolve_policy(policy, threshold)
     ma = a if isinstance(a, CanonicalModel) else load(a, tokenizer_a)
     mb = b if isinstance(b, CanonicalModel) else load(b, tokenizer_b)
-    with torch_threads(threads):
+    with torch_threads(threads), use_device(device):
         return compare_models(ma, mb, m, policy=pol, precision=precision, tracker=progress)
 
 
@@ -208,6 +210,7 @@ def fingerprint(
     layers: str | None = None,
     terms: tuple[str, ...] | None = None,
     precision: str = "auto",
+    device: str = "auto",
     tokenizer: PathLike | None = None,
     threads: int | None = None,
     progress: Tracker = SILENT,
@@ -215,7 +218,7 @@ def fingerprint(
     """Write the standardised invariant matrices and summary.json into the new or empty folder `out`."""
     m = _method(method, tokens, layers, terms)
     cm = model if isinstance(model, CanonicalModel) else load(model, tokenizer)
-    with torch_threads(threads):
+    with torch_threads(threads), use_device(device):
         return write_fingerprint(cm, m, Path(out), precision=precision, tracker=progress)
 
 
@@ -234,6 +237,7 @@ def issue(
     tokens: int | None = None,
     layers: str | None = None,
     precision: str = "auto",
+    device: str = "auto",
     tokenizer: PathLike | None = None,
     passphrase: bytes | None = None,
     strict: bool = False,
@@ -255,7 +259,7 @@ def issue(
     cm = model if isinstance(model, CanonicalModel) else load(model, tokenizer)
     if name is None:
         name = Path(model).resolve().name if not isinstance(model, CanonicalModel) else cm.source.root.name
-    with torch_threads(threads):
+    with torch_threads(threads), use_device(device):
         issued = issue_bundle(
             cm,
             priv,
@@ -322,6 +326,7 @@ def verify(
     expect_subject: str | None = None,
     tokenizer: PathLike | None = None,
     precision: str = "auto",
+    device: str = "auto",
     evidence: PathLike | None = None,
     report: PathLike | None = None,
     sheet: PathLike | None = None,
@@ -372,7 +377,7 @@ def verify(
             )
     cm = suspect if isinstance(suspect, CanonicalModel) else load(suspect, tokenizer)
     suspect_name = Path(suspect).name if not isinstance(suspect, CanonicalModel) else cm.source.root.name
-    with torch_threads(threads):
+    with torch_threads(threads), use_device(device):
         suspect_subject = subject_of(cm, progress)
         v = verify_suspect(
             opened, cm, policy=pol, precision=precision, suspect_subject=suspect_subject, tracker=progress, view=view
@@ -408,6 +413,7 @@ def identify(
     passphrase: bytes | None = None,
     strict: bool = False,
     force: bool = False,
+    device: str = "auto",
     threads: int | None = None,
     progress: Tracker = SILENT,
 ) -> Identification:
@@ -450,7 +456,7 @@ def identify(
     with Registry.open(Path(registry)) as reg:
         cm = suspect if isinstance(suspect, CanonicalModel) else load(suspect, tokenizer)
         suspect_name = Path(suspect).name if not isinstance(suspect, CanonicalModel) else cm.source.root.name
-        with torch_threads(threads):
+        with torch_threads(threads), use_device(device):
             subject = subject_of(cm, progress)
             result = run_identify(
                 cm,
@@ -486,6 +492,7 @@ def scan(
     tokens: int | None = None,
     max_retries: int | None = None,
     show_progress: bool = False,
+    device: str = "auto",
 ) -> Any:
     """Fingerprint every model under `roots`, record it in `registry` and identify it against the
     registry's bases, on one machine or on Ray (docs/scale.md).  Returns a `ScanSummary`."""
@@ -505,6 +512,7 @@ def scan(
         method=DEFAULT.with_options(n_tokens=tokens) if tokens is not None else DEFAULT,
         max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
         show_progress=show_progress,
+        device=device,
     )
 
 

@@ -61,10 +61,12 @@ class Shape:
     experts_per_tok: int = 0
     tie_embeddings: bool = False
     shard_bytes: int = DEFAULT_SHARD_BYTES
+    head_dim_override: int = 0  # 0: hidden // heads
+    shared_ffn: int = 0  # qwen2_moe: the shared expert's width
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.head_dim_override or self.hidden // self.heads
 
 
 SHAPES: dict[str, Shape] = {
@@ -82,6 +84,50 @@ SHAPES: dict[str, Shape] = {
     # Seconds to generate; for smoke tests of the bench itself (single-file layout).
     "llama-tiny": Shape("llama", 256, 688, 4, 8, 4, 4096, 2048, 10000.0),
     "mixtral-tiny": Shape("mixtral", 256, 512, 2, 8, 4, 4096, 32768, 1e6, experts=4, experts_per_tok=2),
+    # One layer of Llama-3.1-405B (hidden 16384, FFN 53248, 128 heads / 8 KV heads, head_dim 128);
+    # a small tied vocabulary, since only the probe rows of the embedding are ever read.  ~7.5 GB.
+    "llama3-405b-layer": Shape("llama", 16384, 53248, 1, 128, 8, 32000, 8192, 500000.0, tie_embeddings=True),
+    # One MoE layer of DeepSeek-V3 (hidden 7168, 256 routed experts of 2048, one shared expert of 2048)
+    # in the qwen2_moe layout, with standard multi-head attention of the same projection widths as
+    # DeepSeek-V3's MLA up-projections (128 heads x 128).  ~24 GB.
+    "dsv3-moe-layer": Shape(
+        "qwen2_moe",
+        7168,
+        2048,
+        1,
+        128,
+        128,
+        32000,
+        4096,
+        10000.0,
+        experts=256,
+        experts_per_tok=8,
+        tie_embeddings=True,
+        head_dim_override=128,
+        shared_ffn=2048,
+    ),
+    # The same layer with 8 of its 256 routed experts (~2.1 GB): the block-streamed peak RSS does not
+    # depend on the expert count, and the time per expert extrapolates linearly (bench/scale.py).
+    "dsv3-moe-layer-8e": Shape(
+        "qwen2_moe",
+        7168,
+        2048,
+        1,
+        128,
+        128,
+        32000,
+        4096,
+        10000.0,
+        experts=8,
+        experts_per_tok=8,
+        tie_embeddings=True,
+        head_dim_override=128,
+        shared_ffn=2048,
+    ),
+    # The same two layouts at a few MB, for smoke tests of the scale bench.
+    "dsv3-moe-tiny": Shape(
+        "qwen2_moe", 256, 64, 1, 8, 8, 4096, 4096, 10000.0, experts=16, experts_per_tok=2, shared_ffn=64
+    ),
 }
 
 
@@ -119,7 +165,23 @@ def tensor_specs(s: Shape) -> list[TensorSpec]:
             TensorSpec(p + "self_attn.v_proj.weight", (s.kv_heads * dh, d), "weight"),
             TensorSpec(p + "self_attn.o_proj.weight", (d, s.heads * dh), "weight"),
         ]
-        if s.family == "mixtral":
+        if s.family == "qwen2_moe":
+            out.append(TensorSpec(p + "mlp.gate.weight", (s.experts, d), "weight"))
+            for e in range(s.experts):
+                q = f"{p}mlp.experts.{e}."
+                out += [
+                    TensorSpec(q + "gate_proj.weight", (f, d), "weight"),
+                    TensorSpec(q + "up_proj.weight", (f, d), "weight"),
+                    TensorSpec(q + "down_proj.weight", (d, f), "weight"),
+                ]
+            q = f"{p}mlp.shared_expert."
+            out += [
+                TensorSpec(q + "gate_proj.weight", (s.shared_ffn, d), "weight"),
+                TensorSpec(q + "up_proj.weight", (s.shared_ffn, d), "weight"),
+                TensorSpec(q + "down_proj.weight", (d, s.shared_ffn), "weight"),
+                TensorSpec(p + "mlp.shared_expert_gate.weight", (1, d), "weight"),
+            ]
+        elif s.family == "mixtral":
             out.append(TensorSpec(p + "block_sparse_moe.gate.weight", (s.experts, d), "weight"))
             for e in range(s.experts):
                 q = f"{p}block_sparse_moe.experts.{e}."
@@ -268,6 +330,23 @@ def config_json(s: Shape) -> dict[str, Any]:
     if s.family == "llama":
         cfg["mlp_bias"] = False
         cfg["pretraining_tp"] = 1
+    elif s.family == "qwen2_moe":
+        cfg["architectures"] = ["Qwen2MoeForCausalLM"]
+        del cfg["rope_scaling"]
+        cfg.update(
+            {
+                "decoder_sparse_step": 1,
+                "mlp_only_layers": [],
+                "moe_intermediate_size": s.ffn,
+                "shared_expert_intermediate_size": s.shared_ffn,
+                "num_experts": s.experts,
+                "num_experts_per_tok": s.experts_per_tok,
+                "norm_topk_prob": False,
+                "head_dim": s.head_dim,
+                "sliding_window": None,
+                "use_sliding_window": False,
+            }
+        )
     else:
         del cfg["attention_bias"], cfg["rope_scaling"]
         cfg.update(
@@ -504,7 +583,12 @@ def expected_files(s: Shape) -> dict[str, int | None]:
 
 
 def _plan_record(shape: str, seed: int) -> dict[str, Any]:
-    return {"generator": GENERATOR_VERSION, "shape": shape, "seed": seed, **asdict(SHAPES[shape])}
+    fields = asdict(SHAPES[shape])
+    # Fields added later are recorded only when set, so existing folders stay complete.
+    for late in ("head_dim_override", "shared_ffn"):
+        if not fields[late]:
+            del fields[late]
+    return {"generator": GENERATOR_VERSION, "shape": shape, "seed": seed, **fields}
 
 
 def is_complete(out: Path, shape: str, seed: int) -> bool:
@@ -644,6 +728,8 @@ def verify_checkpoint(out: Path, shape: str) -> dict[str, Any]:
     assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.vocab_size) == (s.heads, s.kv_heads, s.vocab)
     if s.family == "mixtral":
         assert cfg.num_local_experts == s.experts
+    if s.family == "qwen2_moe":
+        assert (cfg.num_experts, cfg.shared_expert_intermediate_size) == (s.experts, s.shared_ffn)
 
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     assert tok.get_vocab_size(with_added_tokens=True) == s.vocab, tok.get_vocab_size()

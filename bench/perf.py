@@ -45,13 +45,28 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def attest_env(root: Path | None) -> dict[str, str] | None:
+    """The environment that makes `python -m attest` import the tree at `root` (None: this one)."""
+    return {**os.environ, "PYTHONPATH": str(root or HERE.parent)}
+
+
 def ensure_checkpoint(shape: str, cache: Path) -> Path:
     out = cache / shape
     subprocess.run([sys.executable, str(HERE / "make_checkpoint.py"), shape, "--out", str(out)], check=True)
     return out
 
 
-def fingerprint_cmd(ckpt: Path, method: str, out: Path, precision: str = "auto") -> list[str]:
+def fingerprint_cmd(
+    ckpt: Path, method: str, out: Path, precision: str = "auto", layers: str | None = None, device: str | None = None
+) -> list[str]:
+    extra = (["--layers", layers] if layers else []) + (["--device", device] if device else [])
     return [
         sys.executable,
         "-m",
@@ -65,10 +80,19 @@ def fingerprint_cmd(ckpt: Path, method: str, out: Path, precision: str = "auto")
         "--precision",
         precision,
         "--json",
+        *extra,
     ]
 
 
-def run_fingerprint(ckpt: Path, method: str, runs: int, precision: str = "auto") -> dict[str, object]:
+def run_fingerprint(
+    ckpt: Path,
+    method: str,
+    runs: int,
+    precision: str = "auto",
+    root: Path | None = None,
+    layers: str | None = None,
+    device: str | None = None,
+) -> dict[str, object]:
     summaries: list[dict[str, object]] = []
     outs: list[Path] = []
 
@@ -81,7 +105,8 @@ def run_fingerprint(ckpt: Path, method: str, runs: int, precision: str = "auto")
     cores = len(os.sched_getaffinity(0))
     for _ in range(runs):
         out = fresh_out()
-        m = median_of(fingerprint_cmd(ckpt, method, out, precision), runs=1)
+        cmd = fingerprint_cmd(ckpt, method, out, precision, layers, device)
+        m = median_of(cmd, runs=1, env=attest_env(root))
         walls.append(m.wall_s)
         rss.append(m.peak_rss_bytes)
         run = m.runs[0]
@@ -182,6 +207,85 @@ def self_precision(fp32: Path, bf16: Path) -> float:
     return worst
 
 
+def torch_device_line(device: str | None) -> str:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return (
+        f"torch {torch.__version__}; attest --device {device or 'auto (the default)'}; "
+        f"cuda available: {cuda}{' (' + torch.cuda.get_device_name(0) + ')' if cuda else ''}; mps available: {mps}"
+    )
+
+
+def before_after(args: argparse.Namespace) -> int:
+    """This tree against `--before`, back to back on the same checkpoints, beside the plain-matmul probe.
+
+    Each repeat runs both trees in a fresh process each, alternating which goes
+    first, so that both see the same load; the plain matmul is probed after
+    every pair.  Medians over the repeats.
+    """
+    from common import cpu_flags
+
+    t_start = time.perf_counter()
+    lines = [
+        "# attest against the plain matmul rate, before and after",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- CPU: {cpu_flags()}",
+        f"- device: {torch_device_line(args.device)}",
+        f"- command: `python bench/perf.py {' '.join(sys.argv[1:])}`",
+        f"- before: {args.before}; after: {HERE.parent}; {args.runs} repeats each, alternating order; "
+        "medians; the machine is shared with other jobs (load average per row)",
+        "",
+        "| shape | kind | method | tree | compute s | GFLOP | GFLOP/s | plain matmul GFLOP/s | % of plain "
+        "| core share | peak RSS GB | load avg (start) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    kinds = {"llama-1.2b": "dense", "llama-7b": "dense", "llama-1.2b-gqa": "GQA", "mixtral-small": "MoE"}
+    for shape in args.shapes.split(","):
+        ckpt = ensure_checkpoint(shape, args.cache)
+        cfg = json.loads((ckpt / "config.json").read_text())
+        d, f = cfg["hidden_size"], cfg["intermediate_size"]
+        for method in args.methods.split(","):
+            n = 1024 if method == "attest-v1" else 4096
+            load = loadavg()
+            got: dict[str, list[dict[str, object]]] = {"before": [], "after": []}
+            plains: list[float] = []
+            for rep in range(args.runs):
+                order = ("before", "after") if rep % 2 == 0 else ("after", "before")
+                for tree in order:
+                    root = args.before if tree == "before" else None
+                    device = args.device if tree == "after" else None
+                    got[tree].append(run_fingerprint(ckpt, method, 1, root=root, layers=args.layers, device=device))
+                plains.append(plain_matmul_gflops(n, d, f, "bfloat16"))
+            plain = sorted(plains)[len(plains) // 2]
+            for tree in ("before", "after"):
+                rs = got[tree]
+                rates = sorted(
+                    (r["compute"]["flops"] / 1e9 / r["compute"]["seconds"], r)  # type: ignore[index]
+                    for r in rs
+                )
+                rate, r = rates[len(rates) // 2]
+                comp = r["compute"]
+                lines.append(
+                    f"| {shape} | {kinds.get(shape, '?')} | {method} | {tree} | {comp['seconds']:.1f} | "  # type: ignore[index]
+                    f"{comp['flops'] / 1e9:.0f} | {rate:.0f} | {plain:.0f} | {100 * rate / plain:.0f}% | "  # type: ignore[index]
+                    f"{r['core_share']:.2f} | {r['peak_rss'] / 1e9:.2f} | {load} |"  # type: ignore[operator]
+                )
+                print(lines[-1], flush=True)
+    lines += [
+        "",
+        "*% of plain* = attest's GFLOP/s (FLOPs counted by attest.invariants.terms.mm, over its compute seconds) / "
+        "torch.matmul's GFLOP/s at [n, d] x [d, f] in bf16, probed in the same run.",
+        "",
+        f"Total benchmark time: {time.perf_counter() - t_start:.0f} s; load average at the end: {loadavg()}.",
+    ]
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=cache_root())
@@ -189,7 +293,15 @@ def main() -> int:
     ap.add_argument("--shapes", default="llama-1.2b,llama-1.2b-gqa,llama-7b,mixtral-small")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-perf.md")
+    ap.add_argument(
+        "--before", type=Path, help="another attest source tree (e.g. main's) to measure beside this one, interleaved"
+    )
+    ap.add_argument("--methods", default="attest-v1,huref-2024")
+    ap.add_argument("--layers", help="fingerprint only these layers (e.g. first:6) to keep a before/after run short")
+    ap.add_argument("--device", help="pass --device to attest fingerprint (this tree only)")
     args = ap.parse_args()
+    if args.before is not None:
+        return before_after(args)
     t_start = time.perf_counter()
     mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     lines = [
@@ -199,6 +311,7 @@ def main() -> int:
         f"- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, {mem_total / 2**30:.0f} GiB RAM",
         f"- command: `python bench/perf.py {' '.join(sys.argv[1:])}`",
         f"- each figure: median of {args.runs} fresh processes; peak RSS from the kernel (wait4)",
+        f"- device: {torch_device_line(args.device)}",
         "",
         "*core share* = CPU seconds / (wall seconds × cores) of the measured process: 1.0 means it had the machine;"
         " lower means other work on the machine took cores (the wall time is then pessimistic).",
@@ -212,7 +325,7 @@ def main() -> int:
         cfg = json.loads((ckpt / "config.json").read_text())
         d, f = cfg["hidden_size"], cfg["intermediate_size"]
         for method, n in (("attest-v1", 1024), ("huref-2024", 4096)):
-            r = run_fingerprint(ckpt, method, args.runs)
+            r = run_fingerprint(ckpt, method, args.runs, layers=args.layers, device=args.device)
             results[f"{shape}/{method}"] = r
             comp = r["compute"]
             gflop = comp["flops"] / 1e9  # type: ignore[index]

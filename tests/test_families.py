@@ -29,9 +29,8 @@ Run `python tests/test_families.py` to print the families × layouts table.
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
+import re
 import shutil
 import sys
 from contextlib import contextmanager

@@ -16,8 +16,8 @@ import torch
 from attest.arch.attention import attention_reader
 from attest.arch.dims import Dims
 from attest.arch.experts import ExpertTensors, read_experts
-from attest.arch.mla import MlaAttention
 from attest.arch.mixers import read_mixer
+from attest.arch.mla import MlaAttention
 from attest.arch.moe_layers import moe_layer_flags
 from attest.arch.names import TensorNames
 from attest.arch.parts import Attention, Layer, Mlp

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 import torch
 
-from attest.documents.model_docs import config_value
 from attest.arch.spec import MixerNames
+from attest.documents.model_docs import config_value
 from attest.errors import InputError
 
 Tensor = torch.Tensor

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from attest import api
 from attest.cli.common import (
+    DEVICE_HELP,
     LAYERS_HELP,
     PRECISION_HELP,
     THREADS_HELP,
@@ -80,6 +81,7 @@ def issue(
         None, "--passphrase-env", metavar="VAR", help="Environment variable holding the key's passphrase."
     ),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     strict: bool = typer.Option(False, "--strict", help="Refuse a private key file that others can read."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing FILE.attest / FILE.png."),
     tsa: Optional[str] = typer.Option(
@@ -113,6 +115,7 @@ def issue(
             tokens=tokens,
             layers=layers,
             precision=precision,
+            device=device,
             tokenizer=tokenizer,
             passphrase=passphrase,
             strict=strict,
@@ -228,6 +231,7 @@ def verify(
     ),
     tsa_ca: List[Path] = typer.Option([], "--tsa-ca", help="Root CA (PEM) a new token must chain to (repeatable)."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (schemas/report.schema.json)."),
 ) -> None:
@@ -253,6 +257,7 @@ def verify(
             expect_subject=expect_subject,
             tokenizer=tokenizer,
             precision=precision,
+            device=device,
             evidence=evidence,
             report=report,
             sheet=sheet,

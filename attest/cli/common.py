@@ -115,4 +115,8 @@ TOKENS_HELP = (
 LAYERS_HELP = "Layers to use: all, last:K, first:K, a-b or i,j,k. Default: the method's."
 TERMS_HELP = "Comma-separated terms: qk, vo, up, gate, router, emb, head (huref-2024: qk, vo, ffn)."
 PRECISION_HELP = "Matmul inputs: auto (bf16 where the CPU has native bf16, else fp32), bf16 or fp32."
+DEVICE_HELP = (
+    "Where the products run: auto (cuda, then mps, else cpu), cpu, cuda or mps. Weights stream to the device "
+    "one block at a time; host memory stays bounded."
+)
 THREADS_HELP = "CPU threads for the matmuls (default: every core this process may use)."

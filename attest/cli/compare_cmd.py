@@ -10,6 +10,7 @@ from rich.table import Table
 
 from attest import api
 from attest.cli.common import (
+    DEVICE_HELP,
     LAYERS_HELP,
     METHOD_HELP,
     PRECISION_HELP,
@@ -78,6 +79,7 @@ def compare(
     layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
     terms: Optional[str] = typer.Option(None, "--terms", help=TERMS_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     policy: Optional[Path] = typer.Option(
         None, "--policy", help="Decide under this policy JSON instead of the shipped calibration."
     ),
@@ -102,6 +104,7 @@ def compare(
             layers=layers,
             terms=parse_terms(terms),
             precision=precision,
+            device=device,
             policy=policy,
             threshold=threshold,
             tokenizer_a=tokenizer_a,
@@ -143,6 +146,7 @@ def fingerprint(
     layers: Optional[str] = typer.Option(None, "--layers", help=LAYERS_HELP),
     terms: Optional[str] = typer.Option(None, "--terms", help=TERMS_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -156,6 +160,7 @@ def fingerprint(
             layers=layers,
             terms=parse_terms(terms),
             precision=precision,
+            device=device,
             tokenizer=tokenizer,
             threads=threads_option(threads),
             progress=tracker,

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from attest.cli.common import (
+    DEVICE_HELP,
     PRECISION_HELP,
     emit_json,
     out_console,
@@ -58,6 +59,7 @@ def identify(
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse a verifier key file that others can read.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing --evidence/--report files.")] = False,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Rank every registered base against SUSPECT and name the one it derives from, if any.
@@ -88,6 +90,7 @@ def identify(
             passphrase=passphrase,
             strict=strict,
             force=force,
+            device=device,
             threads=threads_option(None),
             progress=tracker,
         )

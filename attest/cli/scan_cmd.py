@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from attest.cli.common import emit_json, out_console, prompt_passphrase_if_needed, trust_from_options
+from attest.cli.common import DEVICE_HELP, emit_json, out_console, prompt_passphrase_if_needed, trust_from_options
 
 
 def scan(
@@ -35,6 +35,7 @@ def scan(
     tokens: Annotated[
         int | None, typer.Option("--tokens", help="Probe tokens of each model's own fingerprint (default 1024).")
     ] = None,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     max_retries: Annotated[int, typer.Option("--max-retries", min=0, max=10, help="Ray retries of a dead worker.")] = 2,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
 ) -> None:
@@ -59,6 +60,7 @@ def scan(
         issuer=issuer,
         tokens=tokens,
         max_retries=max_retries,
+        device=device,
         show_progress=not json_out,
     )
     data = summary.to_json()

@@ -15,9 +15,12 @@ from attest.arch.spec import NormKind
 from attest.errors import InputError
 from attest.invariants import mla as MLA
 from attest.invariants import skipped as S
+from attest.invariants import streamed as ST
 from attest.invariants import terms as T
+from attest.invariants.device import accelerator
 from attest.invariants.methods import Method
 from attest.invariants.mixers import mixer_terms
+from attest.sources import pages
 
 Tensor = torch.Tensor
 
@@ -72,56 +75,68 @@ def layer_terms(
     A generator, so each matrix can be standardised and shrunk to float16
     before the next one is computed: peak memory holds one n×n float32.
     """
+    for name, m in _layer_terms_on(accelerator(), layer, probe, method, model, dtype):
+        yield name, m if m.device.type == "cpu" else m.cpu()
+
+
+def _layer_terms_on(
+    dev: torch.device | None, layer: Layer, probe: Probe, method: Method, model: CanonicalModel, dtype: torch.dtype
+) -> Iterator[tuple[str, Tensor]]:
     fold = method.fold_gains
-    x = probe.x
+    x = probe.x if dev is None else probe.x.to(dev)
     # Cast each probe variant once per layer rather than inside every product,
     # and share one cast among the variants that carry no gain.
     x_plain = x.to(dtype)
 
     def probe_for(gain: Tensor | None) -> Tensor:
-        return (x * gain).to(dtype) if (fold and gain is not None) else x_plain
+        if not (fold and gain is not None):
+            return x_plain
+        return (x * (gain if dev is None else gain.to(dev))).to(dtype)
 
     x_attn = probe_for(layer.attn_norm)
     x_ffn = probe_for(layer.ffn_norm)
     x_attn_out = probe_for(layer.attn_out_norm)
     x_ffn_out = probe_for(layer.ffn_out_norm)
     wanted = set(method.terms)
-    if isinstance(layer.attn, MlaAttention):  # per-row states (attest.invariants.mla)
-        states = MLA.MlaStates(x, layer.attn_norm, layer.attn, fold, dtype)
+    if isinstance(layer.attn, MlaAttention):
+        # Per-row states (attest.invariants.mla), on the CPU and not block-streamed: MLA's
+        # projections are narrow (the latent ranks), so its tensors are small beside the FFN's.
+        states = MLA.MlaStates(probe.x, layer.attn_norm, layer.attn, fold, dtype)
         if "qk" in wanted:
             yield "qk", MLA.qk(states)
         if "vo" in wanted:
-            yield "vo", MLA.vo(states, x_attn_out)
+            yield "vo", MLA.vo(states, x_attn_out.cpu())
         del states
     elif layer.attn is not None:  # a pure mixer layer has no attention
-        if "qk" in wanted:
-            yield "qk", T.qk(x_attn, layer.attn, dtype)
-        if "vo" in wanted:
-            yield "vo", T.vo(x_attn, x_attn_out, layer.attn, dtype)
-    if layer.mixer is not None:  # the mixer reads the attention norm
+        # Block-streamed (attest.invariants.streamed): the resident set holds one block of a matrix.
+        yield from ST.attention_terms(
+            x_attn, x_attn_out, layer.attn, dtype, "qk" in wanted, "vo" in wanted, device=dev
+        ).items()
+    if layer.mixer is not None:
+        # The mixer reads the attention norm; its terms run on the CPU, whole-matrix (attest.invariants.mixers).
         gain = layer.attn_norm if fold else None
-        yield from mixer_terms(layer.mixer, x_attn, x_attn_out, gain, wanted, dtype)
+        yield from mixer_terms(layer.mixer, x_attn.cpu(), x_attn_out.cpu(), gain, wanted, dtype)
     mlps = layer.experts + layer.shared_experts if layer.experts else ([layer.mlp] if layer.mlp else [])
     if not mlps:
         return
-    ffn = _stack_mlps(mlps)
+    center = method.center_layernorm and model.norm_kind == NormKind.LAYER
+    yield from ST.ffn_terms(
+        x_ffn,
+        x_ffn_out,
+        mlps,
+        dtype,
+        wanted,
+        method.huref_ffn,
+        layer.ffn_norm if fold else None,
+        layer.ffn_out_norm if fold else None,
+        center,
+        device=dev,
+    ).items()
     if method.huref_ffn:
-        if "ffn" in wanted:
-            # The product is cast to the matmul dtype anyway: forming it there
-            # rounds once, as forming it in fp32 and casting would.
-            w_in = ffn.up.to(dtype) * ffn.gate.to(dtype) if ffn.gate is not None else ffn.up
-            yield "ffn", T.bilinear(x_ffn, w_in, ffn.down, x_ffn_out, dtype)
         return
-    if "up" in wanted:
-        yield "up", T.bilinear(x_ffn, ffn.up, ffn.down, x_ffn_out, dtype)
-    if "gate" in wanted and ffn.gate is not None:
-        center = method.center_layernorm and model.norm_kind == NormKind.LAYER
-        c = T.neuron_coupling(
-            ffn.up, ffn.down, layer.ffn_norm if fold else None, layer.ffn_out_norm if fold else None, center
-        )
-        yield "gate", T.weighted_gram(x_ffn, ffn.gate, c, dtype)
     if "router" in wanted and layer.router is not None:
-        r = T.mm(x_ffn, layer.router.t(), dtype).float()
+        router = layer.router if dev is None else layer.router.to(dev)
+        r = T.mm(x_ffn, router.t(), dtype).float()
         yield "router", T.mm(r, r.t(), torch.float32)
 
 
@@ -150,6 +165,14 @@ release_free_memory = _libc_trim()
 """Hand freed heap pages back to the OS.  glibc keeps a layer's freed
 buffers in its arenas; without this the resident set grows by the largest
 layer's temporaries even though Python released them."""
+
+
+def release_layer_pages(layer: Layer) -> None:
+    """Drop whatever pages of the layer's mapped weights are still resident (gains, router, the last block)."""
+    parts = (layer.attn, layer.mixer)  # whichever kinds of token mixer the layer has
+    pages.release(*(t for p in parts if p is not None for t in vars(p).values() if isinstance(t, Tensor)), layer.router)
+    for m in ([layer.mlp] if layer.mlp else []) + layer.experts + layer.shared_experts:
+        pages.release(m.up, m.down, m.gate)
 
 
 @dataclass
@@ -211,6 +234,7 @@ def iter_layers(
             continue
         z, constant_terms = standardised(layer_terms(layer, probe, method, model, dtype), method)
         S.record(model, i, constant_terms, layer)  # reported, never silently dropped
+        release_layer_pages(layer)
         del layer
         release_free_memory()
         yield LayerResult(i, z, constant_terms)

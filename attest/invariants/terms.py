@@ -123,8 +123,9 @@ def neuron_coupling(up: Tensor, down: Tensor, gain_in: Tensor | None, gain_out: 
     symmetry of gated FFNs) leaves c_i unchanged, and c_i is rotation-invariant
     once gains are folded, so c weights the gate term without breaking either.
     """
-    # d_i as rows: one contiguous transpose instead of a strided product.
-    d_rows = down.t().float().contiguous()
+    # d_i as rows: one contiguous transpose instead of a strided product.  Always a
+    # copy: `down` may be a view of the mapped checkpoint, which is never written.
+    d_rows = down.t().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     if gain_out is not None:
         d_rows.mul_(gain_out.float())
     if center:

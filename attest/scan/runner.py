@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from attest.crypto.keys import TrustedKey, TrustStore, key_id
 from attest.errors import ExitCode, InputError
+from attest.invariants.device import resolve_device
 from attest.invariants.methods import DEFAULT, Method
 from attest.registry import store
 from attest.registry.store import Registry
@@ -152,12 +153,15 @@ def run_scan(
     max_retries: int = DEFAULT_MAX_RETRIES,
     show_progress: bool = False,
     work: WorkFn = scan_one,
+    device: str = "auto",
 ) -> ScanSummary:
     """Scan every model under `roots` into `registry`; see the module docstring."""
     if engine not in ENGINES:
         raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if ray_address and engine != "ray":
         raise InputError("--ray-address needs --engine ray")
+    if engine == "local":
+        resolve_device(device)  # an unavailable device fails before any work, not once per model
     missing = [str(r) for r in roots if not Path(r).exists()]
     if missing:
         raise InputError(f"scan root not found: {', '.join(missing)}")
@@ -189,6 +193,7 @@ def run_scan(
             method=method,
             alpha=alpha,
             roots=tuple(str(Path(r).absolute()) for r in roots),
+            device=device,
         )
         probe_tokens = method.n_tokens + sum(e.n_tokens for e in bases)
         jobs = [Job(f.path, f.display, f.source_bytes, f.source_mtime, 1) for f in todo]

@@ -44,6 +44,7 @@ class Context:
     method: Method
     alpha: float
     roots: tuple[str, ...] = ()  # the scan roots: symlinks may lead anywhere under them (and to HF cache blobs)
+    device: str = "auto"  # resolved on the worker: a Ray node's own accelerator, if it has one
 
 
 @dataclass
@@ -106,13 +107,14 @@ def _work(job: Job, ctx: Context, out: Outcome) -> None:
     from attest.arch.detect import load_model
     from attest.arch.model_info import describe
     from attest.bundle.container import encode_document
+    from attest.invariants.device import use_device
     from attest.invariants.precision import torch_threads
     from attest.registry.store import Registry
     from attest.scan.discovery import recheck
     from attest.workflows.identify import identify
     from attest.workflows.issue import fingerprint_document, subject_of
 
-    with torch_threads(max(1, job.threads)):
+    with torch_threads(max(1, job.threads)), use_device(ctx.device):
         # Discovery refused symlinks leading out of bounds; check again now, just
         # before reading, in case the tree changed since.  Within those bounds
         # (an HF cache snapshot's links to ../../blobs) hashing may follow them.

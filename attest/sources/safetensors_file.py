@@ -14,6 +14,8 @@ import math
 import mmap
 import shutil
 import struct
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +25,7 @@ import torch
 
 from attest.documents.bounded_json import loads_bounded
 from attest.errors import InputError
+from attest.sources import pages
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 #: A header is {name: {dtype, shape: [...], data_offsets: [...]}}: three levels.
@@ -59,6 +62,21 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+_LINUX_MAP_NORESERVE = 0x4000  # Python < 3.12 does not export it
+
+
+def _private_map(fileno: int) -> mmap.mmap:
+    """The whole file mapped copy-on-write: writes through a view never reach the file (nor crash),
+    and MAP_NORESERVE keeps a checkpoint larger than RAM from being charged against the commit limit."""
+    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_NORESERVE", _LINUX_MAP_NORESERVE if sys.platform == "linux" else 0)
+    try:
+        return mmap.mmap(fileno, 0, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    except OSError:
+        # Strict overcommit accounting (vm.overcommit_memory = 2) charges a writable private
+        # map in full; a read-only map is charged nothing.  attest never writes into weights.
+        return mmap.mmap(fileno, 0, access=mmap.ACCESS_READ)
+
+
 class SafetensorsFile:
     """Header-validated view of one safetensors file; data stays on disk."""
 
@@ -93,8 +111,12 @@ class SafetensorsFile:
             self.entries[name] = self._parse_entry(name, info, data_size)
         self._check_no_overlap()
         self._mmap: mmap.mmap | None = None
+        self._region: int | None = None
         if data_size > 0:
-            self._mmap = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._mmap = _private_map(self._fh.fileno())
+            base = np.frombuffer(self._mmap, dtype=np.uint8)
+            self._region = pages.register(base.ctypes.data, base.size)
+            del base
 
     def _parse_entry(self, name: str, info: Any, data_size: int) -> TensorEntry:
         where = f"{self.path}: tensor '{name}'"
@@ -157,12 +179,23 @@ class SafetensorsFile:
             self._mmap.madvise(mmap.MADV_DONTNEED, aligned, length)
 
     def get(self, name: str) -> torch.Tensor:
+        """A view into the (copy-on-write) map: no bytes are read until the tensor is.
+
+        Callers that read a big tensor block by block drop each block's pages
+        with `attest.sources.pages.release`, so the resident set holds a block.
+        """
         e = self.entries[name]
         if e.end == e.begin:
             return torch.empty(e.shape, dtype=e.dtype)
-        raw = self._bytes(e.begin, e.end).copy()
-        self._release(e.begin, e.end)
-        return torch.from_numpy(raw).view(e.dtype).reshape(e.shape)
+        raw = self._bytes(e.begin, e.end)
+        if (self._data_start + e.begin) % e.itemsize:
+            # A misaligned tensor (only a hand-made file has one) is copied rather than viewed.
+            raw = raw.copy()
+            self._release(e.begin, e.end)
+        with warnings.catch_warnings():
+            # A read-only map (the strict-overcommit fallback) gives a read-only array; nothing writes to it.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(raw).view(e.dtype).reshape(e.shape)
 
     def get_rows(self, name: str, rows: Sequence[int]) -> torch.Tensor:
         e = self.entries[name]
@@ -180,6 +213,9 @@ class SafetensorsFile:
         return torch.from_numpy(picked).view(e.dtype).reshape(len(idx), n_cols)
 
     def close(self) -> None:
+        if self._region is not None:
+            pages.unregister(self._region)
+            self._region = None
         if self._mmap is not None:
             try:
                 self._mmap.close()

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from attest.errors import InputError
+from attest.sources import pages
 from attest.sources.memory import DictSource
 from attest.sources.safetensors_source import config_beside, shard_files_from_index
 
@@ -90,6 +91,14 @@ class TorchSource(DictSource):
                 tensors[name] = t
         super().__init__(tensors, config, root=str(root))
         self._files = files
+        # torch.load(mmap=True) maps each file privately: its tensors' pages can be dropped after reading.
+        spans = {(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) for t in tensors.values()}
+        self._regions = [pages.register(start, n) for start, n in spans if n > 0]
+
+    def close(self) -> None:
+        for key in self._regions:
+            pages.unregister(key)
+        self._regions = []
 
     @classmethod
     def from_path(cls, path: Path) -> "TorchSource":
