@@ -50,7 +50,9 @@ def issued(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("one-read")
     generate_keypair(tmp / "k", None)
     key = load_private_key(tmp / "k.key", None)
-    issue_bundle(load_model(FIXTURES / "base"), key, tmp / "base.attest", method=DEFAULT, name="base", issuer="t")
+    issue_bundle(
+        load_model(FIXTURES / "base"), key, tmp / "base.attest", method=DEFAULT, name="base", issuer="t", meta={}
+    )
     trust = TrustStore.from_pubkey(tmp / "k.pub")
     opened = read_attestation((tmp / "base.attest").read_bytes(), trust)
     return {"tmp": tmp, "opened": opened, "trust": trust, "dropped": _dropped(tmp / "dropped")}
