@@ -189,7 +189,21 @@ def tiny_kind(a: str, b: str) -> str:
     return "tiny, same corpus"
 
 
+TINY_PAIRS_JSON = lineage.CACHE / "tiny_pairs.json"
+
+
 def tiny_pairs(precision: str) -> list[dict[str, Any]]:
+    """Train (cached) and score every tiny pair; the scored pairs are cached too (`--fresh` redoes both)."""
+    if TINY_PAIRS_JSON.is_file():
+        cached = json.loads(TINY_PAIRS_JSON.read_text())
+        if cached.get("precision") == precision and all("lineage" in r for r in cached["pairs"]):
+            return list(cached["pairs"])
+    out = _score_tiny_pairs(precision)
+    TINY_PAIRS_JSON.write_text(json.dumps({"precision": precision, "pairs": out}, indent=1, default=float))
+    return out
+
+
+def _score_tiny_pairs(precision: str) -> list[dict[str, Any]]:
     import torch
 
     from attest.arch.detect import load_model
@@ -205,7 +219,11 @@ def tiny_pairs(precision: str) -> list[dict[str, Any]]:
         r = lineage.score_pair(models[a], models[b], precision)
         r.update(name=f"{a} / {b}", a=a, b=b, kind=tiny_kind(a, b))
         out.append(r)
-        log(f"    {r['kind']:24s} {a:14s} {b:14s} score {r['score']:.4f} emb {r['global'].get('emb', 0):.3f}")
+        lin = r.get("lineage") or {}
+        log(
+            f"    {r['kind']:24s} {a:14s} {b:14s} score {r['score']:.4f} emb {r['global'].get('emb', 0):.3f} "
+            f"lineage p {lin.get('p_value', float('nan')):.2g} agree {lin.get('agreement') or float('nan'):.3f}"
+        )
     return out
 
 
@@ -500,6 +518,7 @@ def markdown(
             f"| {d['name']} | {d['kind']} | {d['raw']:+.4f} | {d['residual']:+.4f} | {d['emb']:+.3f} | {d['term_emb_corr']:.3f} |"
         )
     L.append("")
+    L.extend(lineage_null_markdown(null_rows, related))
     L.append("**Proposed policy** (rule in docs/calibration.md):\n")
     L.append("| | current (attest/decision.py) | proposed |\n|---|---|---|")
     for k in ("threshold", "no_match_below", "null_mean", "null_std"):
@@ -515,6 +534,40 @@ def markdown(
     L.append("![qq](img/null-qq.png)\n")
     L.append("Calibration runtime (seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + ".\n")
     return "\n".join(L)
+
+
+def lineage_null_markdown(null_rows: list[dict[str, Any]], related: list[dict[str, Any]]) -> list[str]:
+    """The lineage test on every null pair (as `compare` runs it: A's payload, B tested against it)."""
+    L = ["The lineage test on the same pairs (the verdict's test; α = 1e-6, i.e. −log10 p = 6):\n"]
+    L.append(
+        "| group | pairs | layer tests | mean agreement | max agreement | max layer agreement | mean chance rate "
+        "| largest −log10 p (non-matches) | matches | conclusions |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in null_rows + related:
+        groups.setdefault(r["group"], []).append(r)
+    for g, rs in sorted(groups.items()) + [("all null pairs", null_rows)]:
+        st = lineage.null_stats(rs, "compare")
+        L.append(
+            f"| {g} | {st['tested']} of {st['pairs']} | {st['layer_tests']} | {st['mean_agreement']:.4f} | "
+            f"{st['max_agreement']:.4f} | {st['max_layer_agreement']:.4f} | {st['mean_chance_rate']:.4f} | "
+            f"{lineage.fmt_neglog(st['max_neglog10_p_non_match'])} | {st['matches']} | "
+            f"{', '.join(st['conclusions'])} |"
+        )
+    L.append("")
+    L.append("| group | pair | score | score alone | lineage p | agreement | per-layer agreement (%) | verdict |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for r in sorted(null_rows + related, key=lambda r: (r["group"], r["name"])):
+        lin = r.get("lineage")
+        agree = lin["agreement"] if lin else None
+        L.append(
+            f"| {r['group']} | {r['name']} | {r['score']:+.4f} | {r.get('score_verdict', '–')} | "
+            f"{lineage.fmt_p(lin['p_value']) if lin else '–'} | {'–' if agree is None else f'{agree:.3f}'} | "
+            f"{lineage.per_layer(lin)} | {r['verdict_current']} |"
+        )
+    L.append("")
+    return L
 
 
 def null_plots(null_rows: list[dict[str, Any]], prop: dict[str, Any]) -> None:

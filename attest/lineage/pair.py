@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from attest.arch.canonical import CanonicalModel
+from attest.arch.canonical import CanonicalModel, Layer
 from attest.errors import InputError
 from attest.invariants.compute import release_free_memory
 from attest.lineage.responses import ffn_width, layer_responses
@@ -16,6 +16,19 @@ from attest.progress import SILENT, Tracker
 
 EXACT_NEURONS = 1024  # base neurons per layer tested by compare (all of them in narrower layers)
 NEURON_SEED = 0x11E4A6E
+
+
+def base_layer(
+    layer: Layer, i: int, x: torch.Tensor, neurons: int, seed: int, dtype: torch.dtype = torch.float32
+) -> BaseLayer:
+    """Layer i's sampled-neuron responses to the probe rows x (InputError when it has no FFN)."""
+    f = ffn_width(layer)
+    if f == 0:
+        raise InputError(f"layer {i} has no FFN: the lineage test needs FFN neurons")
+    idx = sample_neurons(f, neurons, seed, i)
+    resp = layer_responses(layer, x, dtype, torch.as_tensor(idx))
+    assert resp is not None
+    return BaseLayer(i, resp.first, resp.second, resp.channels, f, idx)
 
 
 def base_layers(
@@ -32,14 +45,8 @@ def base_layers(
     task = tracker.task("lineage: base neurons", model.n_layers)
     for i in range(model.n_layers):
         layer = model.layer(i)
-        f = ffn_width(layer)
-        if f == 0:
-            raise InputError(f"layer {i} has no FFN: the lineage test needs FFN neurons")
-        idx = sample_neurons(f, neurons, seed, i)
-        resp = layer_responses(layer, x, dtype, torch.as_tensor(idx))
+        out.append(base_layer(layer, i, x, neurons, seed, dtype))
         del layer
-        assert resp is not None
-        out.append(BaseLayer(i, resp.first, resp.second, resp.channels, f, idx))
         release_free_memory()
         tracker.advance(task)
     return out

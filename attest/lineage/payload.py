@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from attest.arch.canonical import CanonicalModel
+from attest.arch.canonical import CanonicalModel, Layer
 from attest.errors import BundleError, InputError
 from attest.formats import LINEAGE_FORMAT
-from attest.lineage.pair import NEURON_SEED, base_layers
+from attest.invariants.compute import release_free_memory
+from attest.lineage.pair import NEURON_SEED, base_layer
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
-from attest.lineage.suspect import BaseLayer, run_suspect_many
+from attest.lineage.suspect import BaseLayer, SuspectPass, probe_rows
 from attest.progress import SILENT, Tracker
 
 PAYLOAD_FORMAT = LINEAGE_FORMAT
@@ -59,6 +60,83 @@ def _quantise(r: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return q, scale.astype(np.float32)
 
 
+class PayloadBuilder:
+    """`build_payload` fed one base layer at a time by a caller that streams the base anyway.
+
+    `feed` computes a loaded layer's sampled responses; `finish` reads the
+    layers nobody fed and lays the payload out.  An error is raised where
+    `build_payload` would raise it: at the first failing layer in index order.
+    """
+
+    def __init__(
+        self,
+        model: CanonicalModel,
+        token_ids: Sequence[int],
+        *,
+        neurons: int = BUNDLE_NEURONS,
+        tokens: int | None = None,
+        seed: int = NEURON_SEED,
+    ) -> None:
+        if tokens is None:
+            tokens = max(BUNDLE_TOKENS, DATA_BUDGET // max(1, 2 * neurons * model.n_layers))
+        if neurons < 2 or tokens < 8:
+            raise InputError("lineage payload needs at least 2 neurons and 8 tokens per layer")
+        self.model, self.neurons, self.seed, self.n_tokens = model, neurons, seed, len(token_ids)
+        self.positions = np.arange(min(tokens, len(token_ids)))
+        self.x = probe_rows(model, [token_ids[int(p)] for p in self.positions])
+        self.layers: dict[int, BaseLayer | InputError] = {}
+
+    def feed(self, i: int, layer: Layer) -> None:
+        if i in self.layers or not 0 <= i < self.model.n_layers:
+            return
+        try:
+            self.layers[i] = base_layer(layer, i, self.x, self.neurons, self.seed)
+        except InputError as exc:  # raised by `finish`, in layer order
+            self.layers[i] = exc
+
+    def finish(self, tracker: Tracker = SILENT) -> dict[str, Any]:
+        todo = [i for i in range(self.model.n_layers) if i not in self.layers]
+        task = tracker.task("lineage: base neurons", len(todo)) if todo else 0
+        out_layers = []
+        for i in range(self.model.n_layers):
+            if i not in self.layers:
+                layer = self.model.layer(i)
+                self.feed(i, layer)
+                del layer
+                release_free_memory()
+                tracker.advance(task)
+            bl = self.layers[i]
+            if isinstance(bl, InputError):
+                raise bl
+            out_layers.append(_pack_layer(bl))
+        t_name, t_fmt = _index_dtype(self.n_tokens)
+        return {
+            "format": PAYLOAD_FORMAT,
+            "seed": int(self.seed),
+            "n_tokens": self.n_tokens,
+            "token_positions": self.positions.astype(t_fmt).tobytes(),
+            "token_dtype": t_name,
+            "layers": out_layers,
+        }
+
+
+def _pack_layer(bl: BaseLayer) -> dict[str, Any]:
+    f, idx = bl.width, bl.neurons
+    assert idx is not None
+    q1, s1 = _quantise(bl.first)
+    q2, s2 = _quantise(bl.second)
+    n_name, n_fmt = _index_dtype(f)
+    return {
+        "index": bl.index,
+        "channels": list(bl.channels),
+        "width": f,
+        "neurons": idx.astype(n_fmt).tobytes(),
+        "neuron_dtype": n_name,
+        "scale": np.stack([s1, s2]).astype("<f4").tobytes(),
+        "data": np.stack([q1, q2]).tobytes(),
+    }
+
+
 def build_payload(
     model: CanonicalModel,
     token_ids: Sequence[int],
@@ -74,40 +152,7 @@ def build_payload(
     DATA_BUDGET allows for this depth, at least BUNDLE_TOKENS): the list is
     already in keyed-hash order, so they are a pseudo-random subset of it.
     """
-    if tokens is None:
-        tokens = max(BUNDLE_TOKENS, DATA_BUDGET // max(1, 2 * neurons * model.n_layers))
-    if neurons < 2 or tokens < 8:
-        raise InputError("lineage payload needs at least 2 neurons and 8 tokens per layer")
-    m = min(tokens, len(token_ids))
-    positions = np.arange(m)
-    layers = base_layers(model, [token_ids[int(p)] for p in positions], neurons, seed, tracker=tracker)
-    t_name, t_fmt = _index_dtype(len(token_ids))
-    out_layers = []
-    for bl in layers:
-        f, idx = bl.width, bl.neurons
-        assert idx is not None
-        q1, s1 = _quantise(bl.first)
-        q2, s2 = _quantise(bl.second)
-        n_name, n_fmt = _index_dtype(f)
-        out_layers.append(
-            {
-                "index": bl.index,
-                "channels": list(bl.channels),
-                "width": f,
-                "neurons": idx.astype(n_fmt).tobytes(),
-                "neuron_dtype": n_name,
-                "scale": np.stack([s1, s2]).astype("<f4").tobytes(),
-                "data": np.stack([q1, q2]).tobytes(),
-            }
-        )
-    return {
-        "format": PAYLOAD_FORMAT,
-        "seed": int(seed),
-        "n_tokens": len(token_ids),
-        "token_positions": positions.astype(t_fmt).tobytes(),
-        "token_dtype": t_name,
-        "layers": out_layers,
-    }
+    return PayloadBuilder(model, token_ids, neurons=neurons, tokens=tokens, seed=seed).finish(tracker)
 
 
 def payload_size(payload: Mapping[str, Any]) -> int:
@@ -192,6 +237,59 @@ def _payload_task(payload: Any, suspect_ids: Sequence[int | None]) -> tuple[list
     return base, ids, len(positions)
 
 
+class PayloadTests:
+    """`test_many_against_payloads` fed one suspect layer at a time (see `SuspectPass`).
+
+    Memory: every payload's responses as float32 (4·2·m·k bytes per layer,
+    about 15 MB per 7B-shape bundle) while the suspect streams.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[tuple[Any, Sequence[int | None]]],
+        suspect: CanonicalModel,
+        *,
+        alpha: float = DEFAULT_ALPHA,
+        reference_agreement: float = REFERENCE_AGREEMENT,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.prepared = [_payload_task(payload, ids) for payload, ids in items]
+        self.alpha, self.reference_agreement = alpha, reference_agreement
+        self.run = [n for n, (_b, ids, _m) in enumerate(self.prepared) if len(ids) >= 8]
+        self.suspect_pass = (
+            SuspectPass(
+                [self.prepared[n][0] for n in self.run],
+                suspect,
+                [self.prepared[n][1] for n in self.run],
+                "bundle",
+                dtype=dtype,
+                alpha=alpha,
+                reference_agreement=reference_agreement,
+            )
+            if self.run
+            else None
+        )
+
+    def feed(self, j: int, layer: Layer) -> None:
+        if self.suspect_pass is not None:
+            self.suspect_pass.feed(j, layer)
+
+    def finish(self, tracker: Tracker = SILENT) -> list[LineageResult]:
+        results: list[LineageResult | None] = [None] * len(self.prepared)
+        for n, (_b, ids, m) in enumerate(self.prepared):
+            if len(ids) < 8:
+                res = LineageResult([], "bundle", self.alpha, self.reference_agreement)
+                res.notes.append(f"only {len(ids)} of the payload's {m} tokens exist in the suspect")
+                results[n] = res
+        done = self.suspect_pass.finish(tracker) if self.suspect_pass is not None else []
+        for n, res in zip(self.run, done):
+            res.notes.append(
+                f"{len(self.prepared[n][1])} of the payload's {self.prepared[n][2]} tokens are covered by the suspect"
+            )
+            results[n] = res
+        return [r for r in results if r is not None]
+
+
 def test_many_against_payloads(
     items: Sequence[tuple[Any, Sequence[int | None]]],
     suspect: CanonicalModel,
@@ -201,37 +299,9 @@ def test_many_against_payloads(
     dtype: torch.dtype = torch.float32,
     tracker: Tracker = SILENT,
 ) -> list[LineageResult]:
-    """`test_against_payload` for (payload, suspect ids) of several bundles, reading the suspect once.
-
-    Memory: every payload's responses as float32 (4·2·m·k bytes per layer,
-    about 15 MB per 7B-shape bundle) while the suspect streams.
-    """
-    prepared = [_payload_task(payload, ids) for payload, ids in items]
-    results: list[LineageResult | None] = [None] * len(items)
-    run = [n for n, (_b, ids, _m) in enumerate(prepared) if len(ids) >= 8]
-    for n, (_b, ids, m) in enumerate(prepared):
-        if len(ids) < 8:
-            res = LineageResult([], "bundle", alpha, reference_agreement)
-            res.notes.append(f"only {len(ids)} of the payload's {m} tokens exist in the suspect")
-            results[n] = res
-    done = (
-        run_suspect_many(
-            [prepared[n][0] for n in run],
-            suspect,
-            [prepared[n][1] for n in run],
-            "bundle",
-            dtype=dtype,
-            alpha=alpha,
-            reference_agreement=reference_agreement,
-            tracker=tracker,
-        )
-        if run
-        else []
-    )
-    for n, res in zip(run, done):
-        res.notes.append(f"{len(prepared[n][1])} of the payload's {prepared[n][2]} tokens are covered by the suspect")
-        results[n] = res
-    return [r for r in results if r is not None]
+    """`test_against_payload` for (payload, suspect ids) of several bundles, reading the suspect once."""
+    tests = PayloadTests(items, suspect, alpha=alpha, reference_agreement=reference_agreement, dtype=dtype)
+    return tests.finish(tracker)
 
 
 def test_against_payload(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attest.arch.canonical import CanonicalModel
+from attest.arch.canonical import CanonicalModel, Layer
 from attest.errors import InputError
 from attest.invariants.compute import make_probe, release_free_memory
 from attest.invariants.methods import DEFAULT
@@ -65,6 +65,94 @@ class _Task:
     cells: dict[tuple[int, int], LayerLineage]
 
 
+class SuspectPass:
+    """The suspect side of the lineage test for several bases, fed one suspect layer at a time.
+
+    A caller that already streams the suspect (the invariant sketch of
+    `verify`, `identify`) hands each layer it has loaded to `feed`, so the
+    layer is read once for both; `finish` reads whatever layer was not fed
+    (all of them when nothing was) and combines.  The result depends only on
+    which layers were tested, never on who read them or in which order.
+    """
+
+    def __init__(
+        self,
+        bases: Sequence[list[BaseLayer]],
+        suspect: CanonicalModel,
+        suspect_ids: Sequence[Sequence[int]],
+        mode: str,
+        *,
+        dtype: torch.dtype = torch.float32,
+        alpha: float = DEFAULT_ALPHA,
+        reference_agreement: float = REFERENCE_AGREEMENT,
+        decorrelated: bool = True,
+    ) -> None:
+        # The probe rows are formed once for the union of the token ids (each row
+        # depends on its own token only); each base sees the rows of its own tokens.
+        self.suspect, self.mode, self.dtype, self.decorrelated = suspect, mode, dtype, decorrelated
+        self.alpha, self.reference_agreement = alpha, reference_agreement
+        union = sorted({int(i) for ids in suspect_ids for i in ids})
+        where = {i: r for r, i in enumerate(union)}
+        self.x = probe_rows(suspect, union) if union else None
+        n_s = suspect.n_layers
+        self.tasks: list[_Task] = []
+        for base, ids in zip(bases, suspect_ids):
+            same = len(base) == n_s
+            self.tasks.append(
+                _Task(
+                    base,
+                    [prepare(b.first, b.second, decorrelated) for b in base],
+                    torch.as_tensor([where[int(i)] for i in ids], dtype=torch.long),
+                    same,
+                    1 if same else len(base) * n_s,
+                    [],
+                    set(),
+                    {},
+                )
+            )
+        self.done: set[int] = set()
+
+    def feed(self, j: int, layer: Layer) -> None:
+        """Test suspect layer j (already loaded by the caller) against every base."""
+        if j in self.done or not 0 <= j < self.suspect.n_layers:
+            return
+        self.done.add(j)
+        resp = layer_responses(layer, self.x, self.dtype) if self.x is not None else None
+        if resp is None:
+            return
+        for t in self.tasks:
+            sp: Prepared = prepare(resp.first[t.rows], resp.second[t.rows], self.decorrelated)
+            for i in [j] if t.same_depth else range(len(t.base)):
+                if i >= len(t.base):
+                    continue
+                if t.base[i].channels != resp.channels:
+                    t.mismatch.add(f"{'/'.join(t.base[i].channels)} vs {'/'.join(resp.channels)}")
+                    continue
+                t.cells[(i, j)] = layer_test(t.base[i].index, j, t.prepared[i], sp, t.factor)
+            del sp
+        del resp
+
+    def finish(self, tracker: Tracker = SILENT) -> list[LineageResult]:
+        """Read and test the layers nobody fed, in order, then combine per base."""
+        n_s = self.suspect.n_layers
+        todo = [j for j in range(n_s) if j not in self.done]
+        progress = tracker.task("lineage test", len(todo)) if todo else 0
+        for j in todo:
+            try:
+                layer = self.suspect.layer(j)
+            except InputError as exc:
+                self.done.add(j)
+                for t in self.tasks:
+                    t.notes.append(f"suspect layer {j} could not be read for the lineage test: {exc}")
+                tracker.advance(progress)
+                continue
+            self.feed(j, layer)
+            del layer
+            release_free_memory()
+            tracker.advance(progress)
+        return [_finish(t, n_s, self.mode, self.alpha, self.reference_agreement) for t in self.tasks]
+
+
 def run_suspect_many(
     bases: Sequence[list[BaseLayer]],
     suspect: CanonicalModel,
@@ -77,59 +165,17 @@ def run_suspect_many(
     tracker: Tracker = SILENT,
     decorrelated: bool = True,
 ) -> list[LineageResult]:
-    """`run_suspect` for several bases after one read of the suspect (`attest identify`).
-
-    The probe rows are formed once for the union of the token ids (each row
-    depends on its own token only) and every suspect layer is read once; each
-    base then sees the rows of its own tokens, in its own order.
-    """
-    union = sorted({int(i) for ids in suspect_ids for i in ids})
-    where = {i: r for r, i in enumerate(union)}
-    x = probe_rows(suspect, union) if union else torch.zeros(0, suspect.dims.hidden)
-    n_s = suspect.n_layers
-    tasks = []
-    for base, ids in zip(bases, suspect_ids):
-        same = len(base) == n_s
-        tasks.append(
-            _Task(
-                base,
-                [prepare(b.first, b.second, decorrelated) for b in base],
-                torch.as_tensor([where[int(i)] for i in ids], dtype=torch.long),
-                same,
-                1 if same else len(base) * n_s,
-                [],
-                set(),
-                {},
-            )
-        )
-    progress = tracker.task("lineage test", n_s)
-    for j in range(n_s):
-        try:
-            layer = suspect.layer(j)
-        except InputError as exc:
-            for t in tasks:
-                t.notes.append(f"suspect layer {j} could not be read for the lineage test: {exc}")
-            tracker.advance(progress)
-            continue
-        resp = layer_responses(layer, x, dtype) if union else None
-        del layer
-        if resp is None:
-            tracker.advance(progress)
-            continue
-        for t in tasks:
-            sp: Prepared = prepare(resp.first[t.rows], resp.second[t.rows], decorrelated)
-            for i in [j] if t.same_depth else range(len(t.base)):
-                if i >= len(t.base):
-                    continue
-                if t.base[i].channels != resp.channels:
-                    t.mismatch.add(f"{'/'.join(t.base[i].channels)} vs {'/'.join(resp.channels)}")
-                    continue
-                t.cells[(i, j)] = layer_test(t.base[i].index, j, t.prepared[i], sp, t.factor)
-            del sp
-        del resp
-        release_free_memory()
-        tracker.advance(progress)
-    return [_finish(t, n_s, mode, alpha, reference_agreement) for t in tasks]
+    """`run_suspect` for several bases after one read of the suspect (`attest identify`)."""
+    return SuspectPass(
+        bases,
+        suspect,
+        suspect_ids,
+        mode,
+        dtype=dtype,
+        alpha=alpha,
+        reference_agreement=reference_agreement,
+        decorrelated=decorrelated,
+    ).finish(tracker)
 
 
 def _finish(t: _Task, n_s: int, mode: str, alpha: float, reference_agreement: float) -> LineageResult:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from attest.arch.canonical import CanonicalModel
+from attest.arch.canonical import CanonicalModel, Layer
 from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method
 from attest.progress import SILENT, Tracker
@@ -25,16 +25,18 @@ def sketch_model(
     tracker: Tracker = SILENT,
     label: str = "computing invariants",
     skipped: list[tuple[int, str]] | None = None,
+    on_read: Callable[[int, Layer], None] | None = None,
 ) -> tuple[list[tuple[int, str]], np.ndarray]:
     """(cells, values [cells, m]) for the method's terms over `layers`, then global terms.
 
-    Pass a `skipped` list to tolerate incomplete layers (see `iter_layers`).
+    Pass a `skipped` list to tolerate incomplete layers, and `on_read` to see
+    each loaded layer (see `iter_layers`).
     """
     probe = make_probe(model, ids, method)
     cells: list[tuple[int, str]] = []
     rows: list[np.ndarray] = []
     task = tracker.task(label, len(layers))
-    for res in iter_layers(model, probe, method, layers, dtype, lambda _i: tracker.advance(task), skipped):
+    for res in iter_layers(model, probe, method, layers, dtype, lambda _i: tracker.advance(task), skipped, on_read):
         for term in method.terms:
             if term in res.terms:
                 cells.append((res.index, term))

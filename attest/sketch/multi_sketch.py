@@ -18,13 +18,13 @@ from the loaded layer.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from attest.arch.canonical import CanonicalModel
+from attest.arch.canonical import CanonicalModel, Layer
 from attest.errors import InputError
 from attest.invariants import terms as T
 from attest.invariants.compute import (
@@ -151,11 +151,13 @@ def sketch_many(
     dtype: torch.dtype,
     tracker: Tracker = SILENT,
     label: str = "computing suspect invariants (one pass)",
+    on_read: Callable[[int, Layer], None] | None = None,
 ) -> Sketches:
     """Every request's sketch values from one read of `model` (see the module docstring).
 
     A layer that cannot be read is recorded in `skipped` and passed over, as
-    `iter_layers` does with a `skipped` list.
+    `iter_layers` does with a `skipped` list; `on_read(i, layer)` sees every
+    loaded layer before it is released (the lineage tests of `identify`).
     """
     out = Sketches()
     for r in requests:
@@ -185,6 +187,8 @@ def sketch_many(
                 }
                 _read_out(out, g, i, name, raw, wanted)
                 del raw
+        if on_read is not None:
+            on_read(i, layer)
         del layer
         release_free_memory()
         tracker.advance(task)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attest.arch.canonical import CanonicalModel
+from attest.arch.canonical import CanonicalModel, Layer
 from attest.arch.model_info import describe
 from attest.errors import InputError
 from attest.formats import PAIR_SEED
@@ -17,7 +17,7 @@ from attest.invariants.compute import global_matrices, iter_layers, make_probe
 from attest.invariants.methods import Method, parse_layers
 from attest.invariants.precision import compute_dtype
 from attest.invariants.skipped import summary as cells_summary
-from attest.lineage.payload import build_payload, test_against_payload
+from attest.lineage.payload import PayloadBuilder, PayloadTests, build_payload, test_against_payload
 from attest.lineage.result import LineageResult
 from attest.progress import SILENT, Tracker
 from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, z_and_p
@@ -137,6 +137,61 @@ def lineage_as_bundle(
     return lineage_for(policy, result)
 
 
+class _BundleLineage:
+    """`lineage_as_bundle` run alongside compare's two fingerprinting passes, so each model is read once.
+
+    A's pass feeds the payload builder; `start_suspect` lays the payload out
+    and prepares B's side, which B's pass feeds; `result` reads any layer
+    nobody fed and combines.  Any InputError ends the test with the note
+    `lineage_as_bundle` writes, raised at the same step it would raise.
+    """
+
+    def __init__(self, a: CanonicalModel, b: CanonicalModel, n_tokens: int, selection_key: str) -> None:
+        self.a, self.b = a, b
+        self.error: InputError | None = None
+        self.builder: PayloadBuilder | None = None
+        self.tests: PayloadTests | None = None
+        try:
+            self.tokens = select(a.vocab, n_tokens, selection_key)
+            index = a.vocab.index()
+            self.builder = PayloadBuilder(a, [index[t] for t in self.tokens])
+        except InputError as exc:
+            self.error = exc
+
+    def feed_base(self, i: int, layer: Layer) -> None:
+        if self.builder is not None:
+            self.builder.feed(i, layer)
+
+    def start_suspect(self, tracker: Tracker) -> None:
+        if self.error is not None or self.builder is None:
+            return
+        try:
+            payload = self.builder.finish(tracker)
+            vocab_b = self.b.vocab
+            if self.a.vocab.by_ids and not vocab_b.by_ids:
+                vocab_b = Vocabulary.ids_only(self.b.dims.vocab)
+            self.tests = PayloadTests([(payload, locate(vocab_b, self.tokens))], self.b)
+        except InputError as exc:
+            self.error = exc
+        self.builder = None  # the base responses are in the payload now
+
+    def feed_suspect(self, j: int, layer: Layer) -> None:
+        if self.tests is not None:
+            self.tests.feed(j, layer)
+
+    def result(self, policy: Policy, tracker: Tracker) -> LineageResult:
+        self.start_suspect(tracker)  # no-op when B's pass already started it
+        result: LineageResult | None = None
+        if self.error is None and self.tests is not None:
+            try:
+                result = self.tests.finish(tracker)[0]
+            except InputError as exc:
+                self.error = exc
+        if result is None:
+            result = LineageResult([], "bundle", notes=[f"the lineage test could not run: {self.error}"])
+        return lineage_for(policy, result)
+
+
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     x, y = a.reshape(-1).double(), b.reshape(-1).double()
     denom = float(x.norm() * y.norm())
@@ -222,12 +277,20 @@ def compare_models(
     stored: dict[int, dict[str, torch.Tensor]] = {}
     sample_a: dict[tuple[int, str], np.ndarray] = {}
     sample_b: dict[tuple[int, str], np.ndarray] = {}
-    for res in iter_layers(a, probe_a, method, layers_a, dtype, lambda _i: tracker.advance(task)):
+    # The lineage test runs alongside the two passes (one read of each model).
+    shared = _BundleLineage(a, b, method.n_tokens, selection_key)
+    for res in iter_layers(
+        a, probe_a, method, layers_a, dtype, lambda _i: tracker.advance(task), on_read=shared.feed_base
+    ):
         stored[res.index] = res.terms
         sample_a.update({(res.index, t): sample(m, positions) for t, m in res.terms.items()})
     sims: dict[str, np.ndarray] = {}
     task = tracker.task("fingerprinting B", len(layers_b))
-    for k, res in enumerate(iter_layers(b, probe_b, method, layers_b, dtype, lambda _i: tracker.advance(task))):
+    shared.start_suspect(tracker)
+    passes_b = iter_layers(
+        b, probe_b, method, layers_b, dtype, lambda _i: tracker.advance(task), on_read=shared.feed_suspect
+    )
+    for k, res in enumerate(passes_b):
         for term, col in _similarities(stored, res.terms, layers_a).items():
             sims.setdefault(term, np.full((len(layers_a), len(layers_b)), np.nan))[:, k] = col
         sample_b.update({(res.index, t): sample(m, positions) for t, m in res.terms.items()})
@@ -266,7 +329,7 @@ def compare_models(
     emb_note = embedding_note(glob, score, policy)
     if emb_note:
         notes.append(emb_note)
-    lineage = lineage_as_bundle(a, b, method.n_tokens, selection_key, policy, tracker)
+    lineage = shared.result(policy, tracker)
     forced: list[str] = []
     for label, model in (("A", a), ("B", b)):
         # Cells left out because their matrix was NaN/inf or constant (attest.invariants.skipped).

@@ -35,7 +35,7 @@ from attest.crypto.keys import TrustStore
 from attest.errors import AttestError, BundleError
 from attest.invariants.methods import parse_layers
 from attest.invariants.precision import compute_dtype
-from attest.lineage.payload import test_many_against_payloads
+from attest.lineage.payload import PayloadTests
 from attest.lineage.result import LineageResult
 from attest.progress import SILENT, Tracker
 from attest.registry.entry import Entry, entry_from_bundle
@@ -343,15 +343,12 @@ def identify(
         del opened
     # Phase 2: the one read of the suspect.
     dtype = compute_dtype(precision)
-    sketches = sketch_many(suspect, [p.request for p in plans if p.request is not None], dtype, tracker)
-    # The lineage tests of every bundle in one more pass (each suspect layer read once for all).
+    # The lineage tests of every bundle see each layer the sketch loads (each suspect layer read once for all).
     with_lineage = [n for n, p in enumerate(plans) if p.lineage is not None]
-    lineage_results = dict(
-        zip(
-            with_lineage,
-            test_many_against_payloads([plans[n].lineage for n in with_lineage], suspect, tracker=tracker),  # type: ignore[misc]
-        )
-    )
+    lineage_tests = PayloadTests([plans[n].lineage for n in with_lineage], suspect)  # type: ignore[misc]
+    requests = [p.request for p in plans if p.request is not None]
+    sketches = sketch_many(suspect, requests, dtype, tracker, on_read=lineage_tests.feed)
+    lineage_results = dict(zip(with_lineage, lineage_tests.finish(tracker)))
     subject = plain(suspect_subject)
     root = subject.get("root") if isinstance(subject, dict) else None
     # Phase 3: score each bundle as verify would, from the values of the pass.

@@ -9,13 +9,13 @@ from typing import Any, Callable
 import numpy as np
 
 from attest import __version__
-from attest.arch.canonical import CanonicalModel
+from attest.arch.canonical import CanonicalModel, Layer
 from attest.arch.model_info import describe
 from attest.bundle.container import OpenedAttestation
 from attest.invariants.methods import parse_layers
 from attest.invariants.precision import compute_dtype
 from attest.invariants.skipped import summary as cells_summary
-from attest.lineage.payload import test_against_payload
+from attest.lineage.payload import PayloadTests, test_against_payload
 from attest.lineage.result import LineageResult
 from attest.progress import SILENT, Tracker
 from attest.scoring.decision import DEFAULT_POLICY, Policy, Verdict, z_and_p
@@ -149,6 +149,29 @@ def trust_notes(signature: dict[str, Any], bundle_policy: Policy, policy: Policy
     return notes
 
 
+class _SharedLineage:
+    """`test_against_payload` run alongside the sketch (fed its layers), its errors raised where it would raise."""
+
+    def __init__(self, payload: Any, suspect: CanonicalModel, located: list[int | None]) -> None:
+        self.tests: PayloadTests | None = None
+        self.error: Exception | None = None
+        if payload is not None:
+            try:
+                self.tests = PayloadTests([(payload, located)], suspect)
+            except Exception as exc:  # a malformed payload fails only if verify gets to the lineage test
+                self.error = exc
+
+    def feed(self, i: int, layer: Layer) -> None:
+        if self.tests is not None:
+            self.tests.feed(i, layer)
+
+    def finish(self, tracker: Tracker) -> LineageResult:
+        if self.error is not None:
+            raise self.error
+        assert self.tests is not None
+        return self.tests.finish(tracker)[0]
+
+
 def verify_suspect(
     opened: OpenedAttestation,
     suspect: CanonicalModel,
@@ -266,9 +289,17 @@ def verify_suspect(
     dtype = compute_dtype(precision)
     layers_s = parse_layers(method.layers, suspect.n_layers)
     skipped: list[tuple[int, str]] = []
-    cells_s, vals_s = (sketcher or sketch_model)(
-        suspect, covered_ids, method, layers_s, remapped, dtype, tracker, "computing suspect invariants", skipped
-    )
+    shared = _SharedLineage(view.lineage, suspect, located) if sketcher is None and lineage_runner is None else None
+    if shared is not None:
+        # One read of the suspect: the lineage test sees each layer the sketch loads.
+        label = "computing suspect invariants"
+        cells_s, vals_s = sketch_model(
+            suspect, covered_ids, method, layers_s, remapped, dtype, tracker, label, skipped, shared.feed
+        )
+    else:
+        cells_s, vals_s = (sketcher or sketch_model)(
+            suspect, covered_ids, method, layers_s, remapped, dtype, tracker, "computing suspect invariants", skipped
+        )
     for i, why in skipped[:5]:
         notes.append(f"suspect layer {i} could not be read: {why}")
     lost_cells = list(suspect.skipped_cells)  # NaN/inf or constant matrices (attest.invariants.skipped)
@@ -330,8 +361,11 @@ def verify_suspect(
     if view.lineage is not None:
         # float32 whatever --precision says: compare runs the same procedure in float32,
         # so the two commands reach the same lineage counts on the same pair.
-        run = lineage_runner or (lambda payload, ids: test_against_payload(payload, suspect, ids, tracker=tracker))
-        lineage = lineage_for(policy, run(view.lineage, located))
+        if shared is not None:
+            lineage = lineage_for(policy, shared.finish(tracker))
+        else:
+            run = lineage_runner or (lambda payload, ids: test_against_payload(payload, suspect, ids, tracker=tracker))
+            lineage = lineage_for(policy, run(view.lineage, located))
     decided = sketch_verdict(
         view.values,
         aligned,
