@@ -20,8 +20,11 @@ verified against a bundle issued from it, and put to `identify` against a
 registry of the base's and the twin's bundles.
 
 Two bases: the committed base and its independent twin (seed 2, same data and
-recipe) merged by LERP and SLERP at t = 0.25, 0.5, 0.75 (t is the twin's weight),
+recipe) merged by LERP and SLERP at t = 0.25, 0.4, 0.5, 0.6, 0.75 (t is the twin's weight),
 verified against each base's bundle and identified against the same registry.
+
+Each row also gives the model's loss on held-out Python (stdlib text no model
+here trained on), to show whether a merge is still a working model.
 
 Prints markdown tables; nothing here asserts a number.
 """
@@ -90,6 +93,30 @@ def strong_finetunes(cache: Path) -> dict[str, Path]:
     return out
 
 
+def held_out_ids(tok_json: str) -> np.ndarray:
+    """Stdlib Python after everything the base and the fine-tunes trained on (4/3 and 5/3 TEXT_BYTES)."""
+    import corpus
+
+    text, _ = corpus.python_source(M.TEXT_BYTES * 2)
+    lo = M.TEXT_BYTES + M.TEXT_BYTES // 3
+    return np.asarray(corpus.encode(tok_json, text[lo : lo + 200_000]), dtype=np.int64)
+
+
+def held_out_loss(folder: Path, ids: np.ndarray, batches: int = 8) -> float:
+    """Mean next-token loss over fixed windows of `ids` (the same windows for every model)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    starts = np.random.default_rng(0).integers(0, len(ids) - M.SEQ - 1, size=(batches, M.BATCH))
+    losses = []
+    with torch.no_grad():
+        for row in starts:
+            x = torch.from_numpy(np.stack([ids[s : s + M.SEQ] for s in row]))
+            losses.append(float(model(input_ids=x, labels=x).loss))
+    return float(np.mean(losses))
+
+
 def lineage_cells(lin: Any) -> tuple[str, str]:
     if lin is None:
         return "-", "-"
@@ -123,6 +150,8 @@ def main() -> int:
         "strong": (strong["prose"], strong["code"]),
     }
     base_sd, twin_sd = G.load_state(FIX / "base"), G.load_state(FIX / "twin")
+    ids = held_out_ids((FIX / "base" / "tokenizer.json").read_text(encoding="utf-8"))
+    print(f"held-out loss: base {held_out_loss(FIX / 'base', ids):.3f}, twin {held_out_loss(FIX / 'twin', ids):.3f}\n")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate_keypair(root / "k", None)
@@ -146,10 +175,10 @@ def main() -> int:
 
         print("### Merges of two fine-tunes of the base (against the base)\n")
         print(
-            "| fine-tunes | model | LERP fallbacks | compare: score | p | agreement per layer | verdict "
+            "| fine-tunes | model | LERP fallbacks | held-out loss | compare: score | p | agreement per layer | verdict "
             "| verify: score | p | agreement per layer | verdict | identify (base, twin registered) | s | load |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---:|---|")
+        print("|---|---|---|---:|---|---|---|---|---|---|---|---|---|---:|---|")
         for strength, (fa, fb) in pairs.items():
             sa, sb = G.load_state(fa), G.load_state(fb)
             slerped, fell = G.slerp(sa, sb, 0.5)
@@ -171,18 +200,18 @@ def main() -> int:
                 comp, ver = judge(folder, "base")
                 who = identify_cell(attest.identify(folder, registry, trust=root / "k.pub"))
                 print(
-                    f"| {strength} | {label} | {fallbacks} | {comp} | {ver} | {who} | "
+                    f"| {strength} | {label} | {fallbacks} | {held_out_loss(folder, ids):.3f} | {comp} | {ver} | {who} | "
                     f"{time.perf_counter() - t0:.0f} | {load_avg()} |",
                     flush=True,
                 )
 
         print("\n### Merges of two independent bases (base ⊕ twin; t is the twin's weight)\n")
         print(
-            "| merge | t | against | LERP fallbacks | compare: score | p | agreement per layer | verdict "
+            "| merge | t | against | LERP fallbacks | held-out loss | compare: score | p | agreement per layer | verdict "
             "| verify: score | p | agreement per layer | verdict | identify (base, twin registered) | s | load |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---:|---|")
-        for t in (0.25, 0.5, 0.75):
+        print("|---|---|---|---|---:|---|---|---|---|---|---|---|---|---|---:|---|")
+        for t in (0.25, 0.4, 0.5, 0.6, 0.75):
             for kind in ("LERP", "SLERP"):
                 t0 = time.perf_counter()
                 if kind == "LERP":
@@ -192,10 +221,11 @@ def main() -> int:
                     fallbacks = f"{fell}/{len(sd)}"
                 folder = G.save_merge(sd, FIX / "base", root / f"two-{kind}-{t}")
                 who = identify_cell(attest.identify(folder, registry, trust=root / "k.pub"))
+                loss = held_out_loss(folder, ids)
                 for against in ("base", "twin"):
                     comp, ver = judge(folder, against)
                     print(
-                        f"| {kind} | {t:g} | {against} | {fallbacks} | {comp} | {ver} | {who} | "
+                        f"| {kind} | {t:g} | {against} | {fallbacks} | {loss:.3f} | {comp} | {ver} | {who} | "
                         f"{time.perf_counter() - t0:.0f} | {load_avg()} |",
                         flush=True,
                     )
