@@ -63,10 +63,39 @@ class Shape:
     shard_bytes: int = DEFAULT_SHARD_BYTES
     head_dim_override: int = 0  # 0: hidden // heads
     shared_ffn: int = 0  # qwen2_moe: the shared expert's width
+    # deepseek_v3 (multi-head latent attention): q and kv low ranks, per-head no-RoPE / RoPE / value widths
+    q_rank: int = 0
+    kv_rank: int = 0
+    nope_dim: int = 0
+    rope_dim: int = 0
+    v_dim: int = 0
 
     @property
     def head_dim(self) -> int:
         return self.head_dim_override or self.hidden // self.heads
+
+
+def _dsv3_mla_layer(experts: int) -> Shape:
+    return Shape(
+        "deepseek_v3",
+        7168,
+        2048,
+        1,
+        128,
+        128,
+        32000,
+        163840,
+        10000.0,
+        experts=experts,
+        experts_per_tok=min(8, experts),
+        tie_embeddings=True,
+        shared_ffn=2048,
+        q_rank=1536,
+        kv_rank=512,
+        nope_dim=128,
+        rope_dim=64,
+        v_dim=128,
+    )
 
 
 SHAPES: dict[str, Shape] = {
@@ -124,6 +153,13 @@ SHAPES: dict[str, Shape] = {
         head_dim_override=128,
         shared_ffn=2048,
     ),
+    # One MoE layer of DeepSeek-V3 in its own layout (model_type deepseek_v3, MLA attention, per-expert
+    # tensors as the hub stores them) at its real widths: hidden 7168, 128 heads, q rank 1536, kv rank 512,
+    # no-RoPE / RoPE / value head widths 128 / 64 / 128, one shared expert and routed experts of 2048.
+    # Only 8 of the 256 routed experts are written and config.json says n_routed_experts = 8 (the reader
+    # checks the count against the tensors); first_k_dense_replace = 0 makes the one layer MoE.  ~1.6 GB.
+    # 4 and 32 experts (1.3 and 3.7 GB) show what grows with the expert count (time) and what does not (peak RSS).
+    **{f"dsv3-mla-layer-{e}e": _dsv3_mla_layer(e) for e in (8, 4, 32)},
     # The same two layouts at a few MB, for smoke tests of the scale bench.
     "dsv3-moe-tiny": Shape(
         "qwen2_moe", 256, 64, 1, 8, 8, 4096, 4096, 10000.0, experts=16, experts_per_tok=2, shared_ffn=64
@@ -159,6 +195,9 @@ def tensor_specs(s: Shape) -> list[TensorSpec]:
     out = [TensorSpec("model.embed_tokens.weight", (s.vocab, d), "weight")]
     for i in range(s.layers):
         p = f"model.layers.{i}."
+        if s.family == "deepseek_v3":
+            out += _deepseek_v3_layer(s, p)
+            continue
         out += [
             TensorSpec(p + "self_attn.q_proj.weight", (s.heads * dh, d), "weight"),
             TensorSpec(p + "self_attn.k_proj.weight", (s.kv_heads * dh, d), "weight"),
@@ -203,6 +242,40 @@ def tensor_specs(s: Shape) -> list[TensorSpec]:
     out.append(TensorSpec("model.norm.weight", (d,), "norm"))
     if not s.tie_embeddings:
         out.append(TensorSpec("lm_head.weight", (s.vocab, d), "weight"))
+    return out
+
+
+def _deepseek_v3_layer(s: Shape, p: str) -> list[TensorSpec]:
+    """One MoE layer of DeepSeek-V3 under the hub's names, in module order (MLA, router, experts, shared)."""
+    d, f, h = s.hidden, s.ffn, s.heads
+    a = p + "self_attn."
+    out = [
+        TensorSpec(a + "q_a_proj.weight", (s.q_rank, d), "weight"),
+        TensorSpec(a + "q_a_layernorm.weight", (s.q_rank,), "norm"),
+        TensorSpec(a + "q_b_proj.weight", (h * (s.nope_dim + s.rope_dim), s.q_rank), "weight"),
+        TensorSpec(a + "kv_a_proj_with_mqa.weight", (s.kv_rank + s.rope_dim, d), "weight"),
+        TensorSpec(a + "kv_a_layernorm.weight", (s.kv_rank,), "norm"),
+        TensorSpec(a + "kv_b_proj.weight", (h * (s.nope_dim + s.v_dim), s.kv_rank), "weight"),
+        TensorSpec(a + "o_proj.weight", (d, h * s.v_dim), "weight"),
+        TensorSpec(p + "mlp.gate.weight", (s.experts, d), "weight"),
+        # selection-only router bias; F32 on the hub, bf16 here (this writer has one dtype; no term reads it)
+        TensorSpec(p + "mlp.gate.e_score_correction_bias", (s.experts,), "weight"),
+    ]
+    for e in range(s.experts):
+        q = f"{p}mlp.experts.{e}."
+        out += [
+            TensorSpec(q + "gate_proj.weight", (f, d), "weight"),
+            TensorSpec(q + "up_proj.weight", (f, d), "weight"),
+            TensorSpec(q + "down_proj.weight", (d, f), "weight"),
+        ]
+    q = f"{p}mlp.shared_experts."
+    out += [
+        TensorSpec(q + "gate_proj.weight", (s.shared_ffn, d), "weight"),
+        TensorSpec(q + "up_proj.weight", (s.shared_ffn, d), "weight"),
+        TensorSpec(q + "down_proj.weight", (d, s.shared_ffn), "weight"),
+        TensorSpec(p + "input_layernorm.weight", (d,), "norm"),
+        TensorSpec(p + "post_attention_layernorm.weight", (d,), "norm"),
+    ]
     return out
 
 
@@ -302,7 +375,7 @@ def write_shard(path: Path, tensors: list[TensorSpec], seed: int, tables: dict[s
 
 
 def config_json(s: Shape) -> dict[str, Any]:
-    """config.json as transformers 4.x writes it for LLaMA-2 / TinyLlama / Mixtral."""
+    """config.json as transformers 4.x writes it for LLaMA-2 / TinyLlama / Mixtral / Qwen2-MoE / DeepSeek-V3."""
     cfg: dict[str, Any] = {
         "architectures": ["MixtralForCausalLM" if s.family == "mixtral" else "LlamaForCausalLM"],
         "attention_bias": False,
@@ -347,6 +420,8 @@ def config_json(s: Shape) -> dict[str, Any]:
                 "use_sliding_window": False,
             }
         )
+    elif s.family == "deepseek_v3":
+        cfg.update(_deepseek_v3_config(s))
     else:
         del cfg["attention_bias"], cfg["rope_scaling"]
         cfg.update(
@@ -359,6 +434,47 @@ def config_json(s: Shape) -> dict[str, Any]:
             }
         )
     return dict(sorted(cfg.items()))
+
+
+def _deepseek_v3_config(s: Shape) -> dict[str, Any]:
+    """DeepSeek-V3's own config.json keys and values, except the expert count, the layer count and the
+    vocabulary (set by the shape) and the expert groups (one group, since 8 experts cannot form V3's 8
+    groups of 4 selected)."""
+    return {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "aux_loss_alpha": 0.001,
+        "ep_size": 1,
+        "first_k_dense_replace": 0,  # the one layer is MoE (V3 has 3 dense layers first)
+        "intermediate_size": 18432,  # V3's dense FFN width; no dense layer here
+        "kv_lora_rank": s.kv_rank,
+        "moe_intermediate_size": s.ffn,
+        "moe_layer_freq": 1,
+        "n_group": 1,
+        "n_routed_experts": s.experts,
+        "n_shared_experts": s.shared_ffn // s.ffn,
+        "norm_topk_prob": True,
+        "num_experts_per_tok": s.experts_per_tok,
+        "num_nextn_predict_layers": 0,
+        "q_lora_rank": s.q_rank,
+        "qk_nope_head_dim": s.nope_dim,
+        "qk_rope_head_dim": s.rope_dim,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "factor": 40,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 4096,
+            "type": "yarn",
+        },
+        "routed_scaling_factor": 2.5,
+        "scoring_func": "sigmoid",
+        "seq_aux": True,
+        "topk_group": 1,
+        "topk_method": "noaux_tc",
+        "v_head_dim": s.v_dim,
+    }
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -585,7 +701,7 @@ def expected_files(s: Shape) -> dict[str, int | None]:
 def _plan_record(shape: str, seed: int) -> dict[str, Any]:
     fields = asdict(SHAPES[shape])
     # Fields added later are recorded only when set, so existing folders stay complete.
-    for late in ("head_dim_override", "shared_ffn"):
+    for late in ("head_dim_override", "shared_ffn", "q_rank", "kv_rank", "nope_dim", "rope_dim", "v_dim"):
         if not fields[late]:
             del fields[late]
     return {"generator": GENERATOR_VERSION, "shape": shape, "seed": seed, **fields}
@@ -724,12 +840,15 @@ def verify_checkpoint(out: Path, shape: str) -> dict[str, Any]:
 
     cfg = AutoConfig.from_pretrained(str(out))
     assert cfg.model_type == s.family
-    assert (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers) == (s.hidden, s.ffn, s.layers)
+    ffn = cfg.moe_intermediate_size if s.family == "deepseek_v3" else cfg.intermediate_size
+    assert (cfg.hidden_size, ffn, cfg.num_hidden_layers) == (s.hidden, s.ffn, s.layers)
     assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.vocab_size) == (s.heads, s.kv_heads, s.vocab)
     if s.family == "mixtral":
         assert cfg.num_local_experts == s.experts
     if s.family == "qwen2_moe":
         assert (cfg.num_experts, cfg.shared_expert_intermediate_size) == (s.experts, s.shared_ffn)
+    if s.family == "deepseek_v3":
+        assert (cfg.n_routed_experts, cfg.q_lora_rank, cfg.kv_lora_rank) == (s.experts, s.q_rank, s.kv_rank)
 
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     assert tok.get_vocab_size(with_added_tokens=True) == s.vocab, tok.get_vocab_size()
