@@ -4,6 +4,7 @@
     python bench/identify.py [--cache DIR] [--fillers 958] [--fid-1000 10] [--out bench/RESULTS-identify.md]
     python bench/identify.py --stage fillers     # only build (and cache) the filler bundles
     python bench/identify.py --stage cost        # measure the cost table again, keep the accuracy figures
+    python bench/identify.py --stage accuracy    # measure the accuracy figures again, keep the cost table
     python bench/identify.py --report-only       # rewrite the report from <cache>/identify/results.json
 
 A cold cache costs most: the 958 filler bundles take about 25 minutes with two
@@ -1128,7 +1129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="benchmark cache (default: bench/cache)")
     ap.add_argument("--fillers", type=int, default=DEFAULT_FILLERS)
     ap.add_argument("--workers", type=int, default=2, help="processes for building fillers (first run only)")
-    ap.add_argument("--stage", choices=("fillers", "models", "cost", "all"), default="all")
+    ap.add_argument("--stage", choices=("fillers", "models", "cost", "accuracy", "all"), default="all")
     ap.add_argument("--no-big", action="store_true", help="skip the llama-1.2b checkpoint")
     ap.add_argument("--fid-1000", type=int, default=FID_AT_1000, help="unrelated suspects re-run at N = 1,000")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-identify.md")
@@ -1214,7 +1215,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  N=1000 {s.name}: {rec['verdict']} {rec['named'] or ''} ({rec['seconds']:.1f} s)")
     by_name = {s.name: s for s in sus}
     cost = []
-    for name in [n for n in args.cost_probes.split(",") if n]:
+    kept = json.loads(saved_path.read_text()) if args.stage == "accuracy" else None
+    for name in [n for n in args.cost_probes.split(",") if n] if kept is None else []:
         if name not in models:
             continue
         base = name if name == "synthetic-llama-1.2b" else by_name[name].base
@@ -1252,6 +1254,10 @@ def main(argv: list[str] | None = None) -> int:
         "reduced": _reduction(args),
     }
     ctx["total_s"] = time.perf_counter() - t0
+    if kept is not None:  # only the accuracy figures were measured again: keep the cost table and its facts
+        ctx["cost"] = kept["cost"]
+        ctx["cost_rerun"] = kept.get("cost_rerun") or {k: kept[k] for k in ("date", "command", "load", "commit")}
+        ctx["cost_rerun"].setdefault("seconds", kept.get("total_s", 0.0))
     if saved is not None:  # only the cost table was measured again: keep the first run's facts
         ctx["cost_rerun"] = {k: ctx[k] for k in ("date", "command", "load", "commit")}
         ctx["cost_rerun"]["seconds"] = ctx["total_s"]
