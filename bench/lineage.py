@@ -1030,21 +1030,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     E, timings = build(args.fresh, not args.no_finetune, not args.null_only, not args.no_train)
     # The null (independent and related pairs) first, cheapest first: on a loaded machine it is what must finish.
     todo = sorted(pairs(E), key=lambda t: (t[2] == "derived", COST.get(t[0], 9) + COST.get(t[1], 9)))
-    kept: list[dict[str, Any]] = []
     if args.only:
         # Score only the pairs naming one of these models; every other row of results.json is kept, so a
-        # run too long for one sitting can be done in pieces (results.json is rewritten after each pair).
+        # run too long for one sitting can be done in pieces (results.json is merged after each pair).
         only = set(args.only.split(","))
         unknown = only - set(E)
         if unknown:
             raise SystemExit(f"--only: unknown model(s) {sorted(unknown)}; known: {sorted(E)}")
         todo = [t for t in todo if t[0] in only or t[1] in only]
-        mine = {frozenset(t[:2]) for t in todo}
-        if RESULTS_JSON.is_file():
-            before = json.loads(RESULTS_JSON.read_text())
-            kept = [r for r in before["rows"] if frozenset((r["a"], r["b"])) not in mine]
-            for r in kept:
-                r.setdefault("git", before.get("git", "?"))
     log(f"  scoring {len(todo)} pairs")
     key = Ed25519PrivateKey.generate()
     trust = TrustStore.from_public_keys({"bench": key.public_key()})
@@ -1095,12 +1088,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         rows.append(row)
-        partial = {"date": "partial", "rows": rows}
-        (CACHE / "results.partial.json").write_text(json.dumps(partial, indent=1, default=float))
         if args.only:
-            RESULTS_JSON.write_text(
-                json.dumps(results_json(E, kept + rows, timings, head, policy, args.only), default=float)
-            )
+            merge_results(results_json(E, rows, timings, head, policy, args.only))
+        else:
+            partial = {"date": "partial", "rows": rows}
+            (CACHE / "results.partial.json").write_text(json.dumps(partial, indent=1, default=float))
         # free the big ones once their pairs are done
         for n in list(loaded):
             if all(n not in (x, y) for x, y, _ in todo[todo.index((a, b, kind)) + 1 :]):
@@ -1108,8 +1100,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timings["compare"] = t_cmp
     timings["bundles"] = t_bundle
     timings["total"] = time.perf_counter() - t0
-    out = results_json(E, kept + rows, timings, head, policy, args.only)
+    out = results_json(E, rows, timings, head, policy, args.only)
+    if args.only:
+        return merge_results(out)
     RESULTS_JSON.write_text(json.dumps(out, indent=1, default=float))
+    return out
+
+
+def merge_results(new: dict[str, Any]) -> dict[str, Any]:
+    """results.json with `new`'s rows replacing those of the same pairs, every other row (and model) kept;
+    under a lock, so two `--only` runs in parallel do not lose each other's rows."""
+    import fcntl
+
+    with open(CACHE / "results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = dict(new)
+        if RESULTS_JSON.is_file():
+            before = json.loads(RESULTS_JSON.read_text())
+            done = {frozenset((r["a"], r["b"])) for r in new["rows"]}
+            kept = [r for r in before["rows"] if frozenset((r["a"], r["b"])) not in done]
+            for r in kept:
+                r.setdefault("git", before.get("git", "?"))
+            out["rows"] = kept + new["rows"]
+            out["models"] = before.get("models", {}) | new["models"]
+        tmp = RESULTS_JSON.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1, default=float))
+        tmp.replace(RESULTS_JSON)
     return out
 
 
