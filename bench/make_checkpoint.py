@@ -32,7 +32,7 @@ import struct
 import sys
 import sysconfig
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -98,6 +98,24 @@ def _dsv3_mla_layer(experts: int) -> Shape:
     )
 
 
+# DeepSeek-V3's MoE widths in the qwen2_moe layout (the stand-in measured before MLA was readable)
+_DSV3_STAND_IN = Shape(
+    "qwen2_moe",
+    7168,
+    2048,
+    1,
+    128,
+    128,
+    32000,
+    4096,
+    10000.0,
+    experts=256,
+    experts_per_tok=8,
+    tie_embeddings=True,
+    head_dim_override=128,
+    shared_ffn=2048,
+)
+
 SHAPES: dict[str, Shape] = {
     # LLaMA-2-7B
     "llama-7b": Shape("llama", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0),
@@ -119,40 +137,10 @@ SHAPES: dict[str, Shape] = {
     # One MoE layer of DeepSeek-V3 (hidden 7168, 256 routed experts of 2048, one shared expert of 2048)
     # in the qwen2_moe layout, with standard multi-head attention of the same projection widths as
     # DeepSeek-V3's MLA up-projections (128 heads x 128).  ~24 GB.
-    "dsv3-moe-layer": Shape(
-        "qwen2_moe",
-        7168,
-        2048,
-        1,
-        128,
-        128,
-        32000,
-        4096,
-        10000.0,
-        experts=256,
-        experts_per_tok=8,
-        tie_embeddings=True,
-        head_dim_override=128,
-        shared_ffn=2048,
-    ),
+    "dsv3-moe-layer": _DSV3_STAND_IN,
     # The same layer with 8 of its 256 routed experts (~2.1 GB): the block-streamed peak RSS does not
     # depend on the expert count, and the time per expert extrapolates linearly (bench/scale.py).
-    "dsv3-moe-layer-8e": Shape(
-        "qwen2_moe",
-        7168,
-        2048,
-        1,
-        128,
-        128,
-        32000,
-        4096,
-        10000.0,
-        experts=8,
-        experts_per_tok=8,
-        tie_embeddings=True,
-        head_dim_override=128,
-        shared_ffn=2048,
-    ),
+    "dsv3-moe-layer-8e": replace(_DSV3_STAND_IN, experts=8),
     # One MoE layer of DeepSeek-V3 in its own layout (model_type deepseek_v3, MLA attention, per-expert
     # tensors as the hub stores them) at its real widths: hidden 7168, 128 heads, q rank 1536, kv rank 512,
     # no-RoPE / RoPE / value head widths 128 / 64 / 128, one shared expert and routed experts of 2048.
