@@ -97,9 +97,10 @@ class EvidenceCheck:
         }
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as recorded values: lists element-wise, numbers within float round-off, NaN equal to NaN."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     if (
         isinstance(a, (int, float))
         and isinstance(b, (int, float))
@@ -208,13 +209,13 @@ def recheck(ev: OpenedEvidence) -> EvidenceCheck:
     differences = [
         f"{k}: recorded {results.get(k)!r}, recomputed {recomputed[k]!r}"
         for k in _RECHECKED
-        if k in recomputed and not _same(results.get(k), recomputed[k])
+        if k in recomputed and not same_value(results.get(k), recomputed[k])
     ]
     recorded_lineage = results.get("lineage")
     if "lineage" in recomputed:
         for k in ("p_value", "conclusion"):
             was = recorded_lineage.get(k) if isinstance(recorded_lineage, Mapping) else None
-            if not _same(was, recomputed["lineage"][k]):
+            if not same_value(was, recomputed["lineage"][k]):
                 differences.append(f"lineage.{k}: recorded {was!r}, recomputed {recomputed['lineage'][k]!r}")
     elif recorded_lineage is not None:
         differences.append("lineage: recorded a lineage result with no lineage counts to recompute it from")

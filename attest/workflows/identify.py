@@ -395,7 +395,7 @@ def identify(
     )
     for r, c in enumerate(candidates, 1):
         c.rank = r
-    verdict, base, reasons = _answer(candidates, alpha)
+    verdict, base, reasons = decide_answer(candidates, alpha)
     if keep_all:
         kept = {id(c) for c in candidates[:detail]} | {id(c) for c in significant(candidates, alpha)}
         for c in candidates:
@@ -446,7 +446,7 @@ def comparable(v: Verification | None, ev: CandidateEvidence) -> bool:
     return v.score >= pol.no_match_below or not math.isfinite(hi) or hi >= pol.threshold
 
 
-def _answer(ranked: list[Candidate], alpha: float) -> tuple[Verdict, Candidate | None, list[str]]:
+def decide_answer(ranked: list[Candidate], alpha: float) -> tuple[Verdict, Candidate | None, list[str]]:
     """One answer from the ranked candidates.
 
     match: the top candidate's own verdict is a match and its Holm-adjusted

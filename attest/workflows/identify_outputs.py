@@ -30,13 +30,13 @@ from attest.registry.store import Registry
 from attest.render.base import get_renderer
 from attest.render.sheet import png_bytes
 from attest.scoring.decision import Verdict
-from attest.workflows.evidence import EvidenceCheck, _same, cbor_safe, evidence_body, now_utc, recheck
+from attest.workflows.evidence import EvidenceCheck, cbor_safe, evidence_body, now_utc, recheck, same_value
 from attest.workflows.identify import (
     DEFAULT_TOP,
     Candidate,
     CandidateEvidence,
     Identification,
-    _answer,
+    decide_answer,
     holm,
     significant,
 )
@@ -296,12 +296,12 @@ def recheck_identification(ev: OpenedIdentifyEvidence) -> EvidenceCheck:
             differences.append(f"{name}: cannot be recomputed: {check.reason}")
         differences.extend(f"{name}: {x}" for x in check.differences)
         for key in ("verdict", "score", "p_value"):
-            if key in check.recomputed and not _same(d.row.get(key), check.recomputed[key]):
+            if key in check.recomputed and not same_value(d.row.get(key), check.recomputed[key]):
                 differences.append(f"{name}: ranking {key} {d.row.get(key)!r}, recomputed {check.recomputed[key]!r}")
     candidates = [_row_candidate(r) for r in ranking]
     adjusted = holm([c.evidence.p_value for c in candidates])
     for c, adj in zip(candidates, adjusted):
-        if not _same(c.p_holm, adj):
+        if not same_value(c.p_holm, adj):
             differences.append(f"{c.entry.name}: p_holm recorded {c.p_holm!r}, recomputed {adj!r}")
         c.p_holm = adj
     order = sorted(
@@ -321,7 +321,7 @@ def recheck_identification(ev: OpenedIdentifyEvidence) -> EvidenceCheck:
         differences.append(
             f"multiple_testing: expected {MULTIPLE_TESTING} over {len(ranking)} tests with 0 < alpha <= 0.5"
         )
-    verdict, base, _reasons = _answer(order, alpha if math.isfinite(alpha) else 0.0)
+    verdict, base, _reasons = decide_answer(order, alpha if math.isfinite(alpha) else 0.0)
     also = [c for c in significant(order, alpha) if c is not base] if base is not None else []
     answer = body["answer"]
     recomputed: dict[str, Any] = {
