@@ -98,7 +98,7 @@ class EvidenceCheck:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Equal as recorded values: lists element-wise, numbers within float round-off, NaN equal to NaN."""
+    """Equal as recorded values: lists element by element, numbers (bools aside) within 1e-12, the rest by ==; NaN never equals."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     if (
