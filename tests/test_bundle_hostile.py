@@ -282,6 +282,36 @@ def test_non_canonical_document_even_if_validly_signed() -> None:
         read_attestation(container(st, IMAGE), TRUST)
 
 
+def test_integer_key_deep_in_a_signed_document_is_refused_on_read() -> None:
+    # The reader relies on the pre-scan for "text keys only" (it no longer walks
+    # the decoded document): a trusted signer's integer key, nested three maps
+    # down, must still be refused, and canonically encoded so that nothing else is.
+    doc = dict(DOC)
+    doc["model"] = {**DOC["model"], "extra": {7: "int key"}}
+    st = sign1(
+        canonical_dumps(doc),
+        KEY,
+        kid=key_id(KEY.public_key()),
+        issuer="i",
+        subject="s",
+        iat=1,
+        content_type="application/vnd.attest.statement+cbor",
+    )
+    with pytest.raises(BundleError, match="statement document: map key must be text, not a unsigned int"):
+        read_attestation(container(st, IMAGE), TRUST)
+
+
+def test_text_keys_option_of_safe_loads() -> None:
+    nested = canonical_dumps({"a": [{"b": {1: 2}}]})
+    assert safe_loads(nested, max_size=100, max_depth=8, max_items=100) == {"a": [{"b": {1: 2}}]}
+    with pytest.raises(BundleError, match="map key must be text, not a unsigned int"):
+        safe_loads(nested, max_size=100, max_depth=8, max_items=100, text_keys=True)
+    negative = canonical_dumps({-1: 0})
+    with pytest.raises(BundleError, match="map key must be text, not a negative int"):
+        safe_loads(negative, max_size=100, max_depth=8, max_items=100, text_keys=True)
+    assert safe_loads(canonical_dumps({"k": {"j": 1}}), max_size=100, max_depth=8, max_items=100, text_keys=True)
+
+
 def test_container_shape_errors() -> None:
     good = cbor2.loads(BUNDLE)
     cases = [

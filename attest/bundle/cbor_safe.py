@@ -7,7 +7,8 @@ else.  `safe_loads` works in two passes:
 1. A pre-scan over the CBOR heads only (no allocation beyond a small stack):
    total size, nesting depth, item count, declared lengths against the bytes
    actually left, indefinite lengths, reserved encodings, non-minimal heads,
-   map keys (int or text only, strictly increasing, so no duplicates), simple
+   map keys (int or text only, or text only on request; strictly increasing,
+   so no duplicates), simple
    values and tags.  The scan is iterative, so hostile nesting cannot exhaust
    the Python stack, and a head claiming 2**62 bytes is refused before cbor2
    ever sees it.
@@ -52,7 +53,9 @@ def canonical_dumps(value: Any) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
-def _scan(data: bytes, *, max_depth: int, max_items: int, allowed_tags: frozenset[int], what: str) -> None:
+def _scan(
+    data: bytes, *, max_depth: int, max_items: int, allowed_tags: frozenset[int], text_keys: bool, what: str
+) -> None:
     n = len(data)
     pos = 0
     items = 0
@@ -102,8 +105,9 @@ def _scan(data: bytes, *, max_depth: int, max_items: int, allowed_tags: frozense
         frame[0] -= 1
 
         if is_key:
-            if major not in (0, 1, 3):
-                raise fail(f"map key must be an integer or text, not a {_MAJOR_NAMES[major]}", start)
+            if major not in ((3,) if text_keys else (0, 1, 3)):
+                kinds = "text" if text_keys else "an integer or text"
+                raise fail(f"map key must be {kinds}, not a {_MAJOR_NAMES[major]}", start)
             if major == 3 and arg > n - pos:
                 raise fail(f"declared length {arg} exceeds the {n - pos} bytes left", start)
             key = data[start : pos + arg] if major == 3 else data[start:pos]
@@ -154,13 +158,15 @@ def safe_loads(
     max_depth: int,
     max_items: int,
     allowed_tags: frozenset[int] = frozenset(),
+    text_keys: bool = False,
     what: str = "CBOR",
 ) -> Any:
     """Decode one canonical CBOR item from hostile `data` or raise BundleError.
 
     `what` names the thing being decoded in error messages ("bundle",
     "protected header", ...).  Maps decode as Mapping (dict or frozendict),
-    arrays as list or tuple depending on the cbor2 version.
+    arrays as list or tuple depending on the cbor2 version.  `text_keys`
+    refuses integer map keys too (every map, at any depth, keyed by text).
     """
     if not 1 <= max_depth <= HARD_MAX_DEPTH:
         raise ValueError(f"max_depth must be in 1..{HARD_MAX_DEPTH}")
@@ -171,7 +177,7 @@ def safe_loads(
         raise BundleError(f"{what}: {len(data)} bytes is more than the {max_size}-byte limit")
     if not data:
         raise BundleError(f"{what}: empty input")
-    _scan(data, max_depth=max_depth, max_items=max_items, allowed_tags=allowed_tags, what=what)
+    _scan(data, max_depth=max_depth, max_items=max_items, allowed_tags=allowed_tags, text_keys=text_keys, what=what)
     try:
         value = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, ...)

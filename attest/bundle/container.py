@@ -189,13 +189,14 @@ def _check_sketch(sketch: Mapping[str, Any]) -> None:
         raise _fail("sketch contains NaN or infinity")
 
 
-def validate_document(doc: Any) -> Mapping[str, Any]:
+def validate_document(doc: Any, *, keys_checked: bool = False) -> Mapping[str, Any]:
     """Check the structure a verifier relies on; returns `doc` or raises BundleError.
 
     This is the signer-side schema (docs/bundle-format.md): top-level keys and their types,
     text keys throughout, the sketch and latent sizes and finiteness, the token
     list bounds and the image binding fields.  The core engine validates the
-    meaning of its own sub-maps.
+    meaning of its own sub-maps.  `keys_checked` says the document was decoded
+    by `safe_loads(..., text_keys=True)`, which already refused non-text keys.
     """
     if not isinstance(doc, Mapping):
         raise _fail("expected a map")
@@ -213,7 +214,8 @@ def validate_document(doc: Any) -> Mapping[str, Any]:
             raise _fail(f"missing {key!r}")
         if not isinstance(doc[key], typ):
             raise _fail(f"{key!r} has the wrong type ({type(doc[key]).__name__})")
-    _text_keys_only(doc)
+    if not keys_checked:
+        _text_keys_only(doc)
 
     _check_sketch(doc["sketch"])
 
@@ -246,9 +248,10 @@ def _decode_document(payload: bytes) -> Mapping[str, Any]:
         max_size=MAX_DOCUMENT_BYTES,
         max_depth=MAX_DOCUMENT_DEPTH,
         max_items=MAX_DOCUMENT_ITEMS,
+        text_keys=True,
         what="statement document",
     )
-    validate_document(doc)
+    validate_document(doc, keys_checked=True)
     # The engine's sub-maps too, so that no reader of an opened bundle
     # (verify, inspect, render, reports) meets a field of the wrong type.
     check_core_document(doc)

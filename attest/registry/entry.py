@@ -80,6 +80,14 @@ class Entry:
         return cls(**{k: row[k] for k in names & set(row.keys())})
 
 
+def parse_view(opened: OpenedAttestation, what: str) -> StatementView:
+    """The typed reading of an opened bundle's statement (the structural checks verify relies on)."""
+    try:
+        return StatementView.parse(opened.document, checked=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{what}: malformed statement ({exc.__class__.__name__}: {exc})") from None
+
+
 def _text(obj: Mapping[str, Any], key: str, what: str) -> str:
     v = obj.get(key)
     if not isinstance(v, str):
@@ -95,17 +103,17 @@ def _count(obj: Mapping[str, Any], key: str, what: str) -> int:
     return v
 
 
-def entry_from_bundle(opened: OpenedAttestation, what: str) -> Entry:
+def entry_from_bundle(opened: OpenedAttestation, what: str, view: StatementView | None = None) -> Entry:
     """The index row for a bundle whose signature already verified.
 
-    Raises BundleError when the statement cannot be used as a registry entry
-    (malformed parts, or no subject digest to key it by).
+    `view` is the bundle's parsed statement when the caller already has it
+    (`attest identify` parses each bundle once).  Raises BundleError when the
+    statement cannot be used as a registry entry (malformed parts, or no
+    subject digest to key it by).
     """
     doc = opened.document
-    try:
-        view = StatementView.parse(doc)  # the same structural checks verify relies on
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{what}: malformed statement ({exc.__class__.__name__}: {exc})") from None
+    if view is None:
+        view = parse_view(opened, what)
     subject = Subject.from_cbor_obj(doc["subject"])  # recomputes the root from its entries
     if not subject.files:
         raise BundleError(f"{what}: the statement has no subject files, so no root digest to register it under")

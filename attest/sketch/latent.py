@@ -11,16 +11,29 @@ zero mean and unit variance.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from attest.formats import LATENT_DIM, LATENT_SEED
 
 
+@lru_cache(maxsize=4)
+def _projection(seed: int, size: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    # The same (seed, size) recurs: `attest identify` projects one sketch per
+    # registered bundle, and bundles of one shape share it.  Drawing P again is
+    # most of a small projection's cost.  Read-only, so no caller can alter it.
+    rng = np.random.Generator(np.random.PCG64(seed))
+    buckets = rng.integers(0, dim, size=size)
+    signs = (rng.integers(0, 2, size=size) * 2 - 1).astype(np.float64)
+    buckets.setflags(write=False)
+    signs.setflags(write=False)
+    return buckets, signs
+
+
 def project(values: np.ndarray, seed: int = LATENT_SEED, dim: int = LATENT_DIM) -> np.ndarray:
     s = np.nan_to_num(np.asarray(values, dtype=np.float64).reshape(-1))
-    rng = np.random.Generator(np.random.PCG64(seed))
-    buckets = rng.integers(0, dim, size=s.size)
-    signs = rng.integers(0, 2, size=s.size) * 2 - 1
+    buckets, signs = _projection(int(seed), int(s.size), int(dim))
     z = np.bincount(buckets, weights=signs * s, minlength=dim)
     std = z.std()
     if std == 0:

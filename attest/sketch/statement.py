@@ -115,9 +115,11 @@ class StatementView:
     lineage: Mapping[str, Any] | None = None
 
     @classmethod
-    def parse(cls, doc: Mapping[str, Any]) -> "StatementView":
-        # Opened bundles passed this already; a caller-built document may not have.
-        check_core_document(doc)
+    def parse(cls, doc: Mapping[str, Any], *, checked: bool = False) -> "StatementView":
+        """Read `doc`; `checked` says it is the document of an opened bundle, which
+        passed `check_core_document` when it was opened (a caller-built one may not have)."""
+        if not checked:
+            check_core_document(doc)
         m = doc["method"]
         name = m.get("name")
         if name not in METHODS:

@@ -38,7 +38,7 @@ from attest.invariants.precision import compute_dtype
 from attest.lineage.payload import PayloadTests
 from attest.lineage.result import LineageResult
 from attest.progress import SILENT, Tracker
-from attest.registry.entry import Entry, entry_from_bundle
+from attest.registry.entry import Entry, entry_from_bundle, parse_view
 from attest.registry.store import Registry
 from attest.scoring.decision import Verdict
 from attest.sketch.multi_sketch import Request, Sketches, sketch_many
@@ -46,7 +46,7 @@ from attest.sketch.sampling import remap_pairs
 from attest.sketch.statement import StatementView
 from attest.vocab.selection import locate
 from attest.vocab.vocabulary import Vocabulary
-from attest.workflows.verify import Verification, plain, verify_suspect
+from attest.workflows.verify import Verification, plain, signature_record, verify_suspect
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_TOP = 5
@@ -203,38 +203,24 @@ def significant(ranked: Sequence[Candidate], alpha: float) -> list[Candidate]:
 
 @dataclass
 class _Planned:
+    """One registered bundle, verified and parsed once, with what the one pass must compute for it."""
+
     entry: Entry  # as re-derived from the verified bundle
+    view: StatementView | None  # dropped once the bundle is scored
+    signature: dict[str, Any]  # `signature_record` of the verified bundle
     request: Request | None
     lineage: tuple[Any, list[int | None]] | None = None  # (payload, located) when verify will run the test
 
 
-def _lineage_plan(opened: Any, suspect: CanonicalModel) -> tuple[Any, list[int | None]] | None:
-    """The bundle's lineage payload and the suspect's ids at its tokens, as `verify_suspect` will ask."""
-    view = StatementView.parse(opened.document)
-    if view.lineage is None:
-        return None
-    vocab = suspect.vocab
-    if view.token_mode == "ids" and not vocab.by_ids:
-        vocab = Vocabulary.ids_only(suspect.dims.vocab)
-    return view.lineage, locate(vocab, view.tokens)
+def _suspect_vocab(view: StatementView, suspect: CanonicalModel) -> Vocabulary:
+    # As `verify_suspect` reads the suspect: a bundle issued without a tokenizer matches by id.
+    if view.token_mode == "ids" and not suspect.vocab.by_ids:
+        return Vocabulary.ids_only(suspect.dims.vocab)
+    return suspect.vocab
 
 
-def _lineage_replay(planned: tuple[Any, list[int | None]], result: LineageResult) -> Callable[..., LineageResult]:
-    def runner(payload: Any, located: list[int | None]) -> LineageResult:
-        if (payload is not planned[0] and payload != planned[0]) or located != planned[1]:
-            raise AssertionError("identify: the one-pass lineage plan disagrees with verify's request")
-        return result
-
-    return runner
-
-
-def _plan(entry: Entry, opened: Any, suspect: CanonicalModel, key: int) -> Request | None:
+def _plan(view: StatementView, located: list[int | None], suspect: CanonicalModel, key: int) -> Request | None:
     """The suspect ids, layers and positions `verify_suspect` will ask for (None if it stops early)."""
-    view = StatementView.parse(opened.document)
-    vocab = suspect.vocab
-    if view.token_mode == "ids" and not vocab.by_ids:
-        vocab = Vocabulary.ids_only(suspect.dims.vocab)
-    located = locate(vocab, view.tokens)
     present = [i is not None for i in located]
     covered = tuple(i for i in located if i is not None)
     if len(covered) < 8:
@@ -244,6 +230,15 @@ def _plan(entry: Entry, opened: Any, suspect: CanonicalModel, key: int) -> Reque
         return None
     layers = tuple(parse_layers(view.method.layers, suspect.n_layers))
     return Request(key=key, method=view.method, ids=covered, layers=layers, pairs=remapped)
+
+
+def _lineage_replay(planned: tuple[Any, list[int | None]], result: LineageResult) -> Callable[..., LineageResult]:
+    def runner(payload: Any, located: list[int | None]) -> LineageResult:
+        if (payload is not planned[0] and payload != planned[0]) or located != planned[1]:
+            raise AssertionError("identify: the one-pass lineage plan disagrees with verify's request")
+        return result
+
+    return runner
 
 
 def _replay(sketches: Sketches, request: Request) -> Callable[..., tuple[list[tuple[int, str]], np.ndarray]]:
@@ -280,15 +275,16 @@ def _never_rerun(*_args: Any, **_kwargs: Any) -> LineageResult:
     raise AssertionError("identify: verify asked for a lineage test the one-pass plan did not foresee")
 
 
-def _open_checked(registry: Registry, entry: Entry, trust: TrustStore) -> tuple[Entry, Any]:
-    """A registered bundle, re-verified, and its entry re-derived from it (never trusted from the index)."""
+def _open_checked(registry: Registry, entry: Entry, trust: TrustStore) -> tuple[Entry, StatementView, dict[str, Any]]:
+    """A registered bundle, re-verified and parsed, and its entry re-derived from it (never trusted from the index)."""
     opened = registry.read_bundle(entry, trust)  # digest against the index, then the signature
-    fresh = entry_from_bundle(opened, entry.bundle_file)
+    view = parse_view(opened, entry.bundle_file)
+    fresh = entry_from_bundle(opened, entry.bundle_file, view)
     if fresh.derived() != entry.derived():
         raise BundleError(
             f"registry entry {entry.name!r}: the index row disagrees with its bundle (run `attest registry verify`)"
         )
-    return fresh, opened
+    return fresh, view, signature_record(opened)
 
 
 def _slim(v: Verification) -> Verification:
@@ -325,22 +321,26 @@ def identify(
     """
     keep_all = detail > 0
     t0 = time.perf_counter()
-    # Phase 1: what each bundle needs.  Bundles are not kept open: memory stays
-    # at one bundle plus the plans, whatever N is.
+    # Phase 1: each bundle is read, verified and parsed once, and what it needs
+    # from the suspect is planned.  Only its parsed statement is kept (not its
+    # bytes or image): memory grows by about one sketch per bundle.
     entries = [e for e in registry.entries() if bases is None or e.subject_root in bases]
     plans: list[_Planned] = []
     interned: dict[bytes, np.ndarray] = {}  # bundles of one token count share their positions
     for k, entry in enumerate(entries):
-        fresh, opened = _open_checked(registry, entry, trust)
+        fresh, view, signature = _open_checked(registry, entry, trust)
+        req: Request | None = None
+        located: list[int | None] = []
         try:
-            req = _plan(fresh, opened, suspect, k)
+            located = locate(_suspect_vocab(view, suspect), view.tokens)
+            req = _plan(view, located, suspect, k)
         except AttestError:
             req = None  # verify_suspect below reports the same problem as this candidate's reason
         if req is not None:
             pairs = interned.setdefault(hashlib.sha256(req.pairs.tobytes()).digest(), req.pairs)
             req = Request(req.key, req.method, req.ids, req.layers, pairs)
-        plans.append(_Planned(fresh, req, _lineage_plan(opened, suspect) if req is not None else None))
-        del opened
+        lineage = (view.lineage, located) if req is not None and view.lineage is not None else None
+        plans.append(_Planned(fresh, view, signature, req, lineage))
     # Phase 2: the one read of the suspect.
     dtype = compute_dtype(precision)
     # The lineage tests of every bundle see each layer the sketch loads (each suspect layer read once for all).
@@ -351,19 +351,20 @@ def identify(
     lineage_results = dict(zip(with_lineage, lineage_tests.finish(tracker)))
     subject = plain(suspect_subject)
     root = subject.get("root") if isinstance(subject, dict) else None
-    # Phase 3: score each bundle as verify would, from the values of the pass.
-    # The bundle is read again (small) and must still be the one planned with.
+    # Phase 3: score each bundle as verify would, from the values of the pass
+    # and the statement parsed in phase 1 (the bundle is not read again).
     candidates: list[Candidate] = []
-    for n, (entry, p) in enumerate(zip(entries, plans)):
-        opened = registry.read_bundle(entry, trust)  # same digest as in phase 1, so the same bundle
+    for n, p in enumerate(plans):
         sketcher = _replay(sketches, p.request) if p.request is not None else _never_reread
         runner = _lineage_replay(p.lineage, lineage_results[n]) if p.lineage is not None else _never_rerun
         try:
             verified = verify_suspect(
-                opened,
+                None,
                 suspect,
                 precision=precision,
                 suspect_subject=suspect_subject,
+                view=p.view,
+                signature=p.signature,
                 sketcher=sketcher,
                 lineage_runner=runner,
             )
@@ -382,7 +383,7 @@ def identify(
                 comparable=comparable(v, ev),
             )
         )
-        del opened
+        p.view = None  # scored: its statement is no longer needed
     for c, adj in zip(candidates, holm([c.evidence.p_value for c in candidates])):
         c.p_holm = adj
     candidates.sort(

@@ -173,7 +173,7 @@ class _SharedLineage:
 
 
 def verify_suspect(
-    opened: OpenedAttestation,
+    opened: OpenedAttestation | None,
     suspect: CanonicalModel,
     *,
     policy: Policy = DEFAULT_POLICY,
@@ -183,6 +183,7 @@ def verify_suspect(
     view: StatementView | None = None,
     sketcher: Callable[..., tuple[list[tuple[int, str]], np.ndarray]] | None = None,
     lineage_runner: Callable[[Any, list[int | None]], LineageResult] | None = None,
+    signature: dict[str, Any] | None = None,
 ) -> Verification:
     """Recompute `suspect` at the bundle's tokens, layers and pairs, and decide under `policy`.
 
@@ -192,9 +193,15 @@ def verify_suspect(
     `sketcher` (same signature as `sketch_model`) lets `attest identify` hand
     in values it computed for many bundles in one pass over the suspect;
     `lineage_runner(payload, located)` likewise hands in its lineage result.
+    `opened` may be None when `view` and `signature` (`signature_record`) are
+    both given: identify keeps those of each verified bundle, not its bytes.
     """
     t0 = time.perf_counter()
-    view = view or StatementView.parse(opened.document)
+    if opened is None and (view is None or signature is None):
+        raise TypeError("verify_suspect needs the opened bundle, or both its view and its signature record")
+    if view is None:
+        assert opened is not None
+        view = StatementView.parse(opened.document, checked=True)
     method = view.method
     notes = list(suspect.warnings)
     vocab = suspect.vocab
@@ -205,7 +212,9 @@ def verify_suspect(
     present = [i is not None for i in located]
     covered_ids = [i for i in located if i is not None]
     coverage = len(covered_ids) / len(view.tokens)
-    signature = signature_record(opened)
+    if signature is None:
+        assert opened is not None
+        signature = signature_record(opened)
     notes = trust_notes(signature, view.policy, policy) + notes
     base_cells = view.cells
     covered = np.asarray(present, dtype=bool)
