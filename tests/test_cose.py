@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import subprocess
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -445,6 +446,33 @@ def test_read_bounded(tmp_path: Path) -> None:
     assert read_bounded(small, 3) == b"abc"
     with pytest.raises(BundleError):
         read_bounded(small, 2)
+
+
+def test_read_bounded_reads_past_a_lying_st_size(tmp_path: Path) -> None:
+    # A FIFO reports st_size 0: the reader must still get every byte, and still stop at the limit.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    payload = bytes(range(256)) * 12_000  # 3 MB: several chunks
+
+    def feed(data: bytes) -> threading.Thread:
+        def run() -> None:
+            with open(fifo, "wb") as w:
+                try:
+                    w.write(data)
+                except BrokenPipeError:
+                    pass  # the reader stopped at its limit
+
+        th = threading.Thread(target=run)
+        th.start()
+        return th
+
+    th = feed(payload)
+    assert read_bounded(fifo, len(payload)) == payload
+    th.join()
+    th = feed(payload)
+    with pytest.raises(BundleError, match="limit"):
+        read_bounded(fifo, len(payload) - 1)
+    th.join()
 
 
 # ---------------------------------------------------------------------------

@@ -309,3 +309,28 @@ def test_factorial_moment_bound_holds_in_the_sparse_regime() -> None:
 def test_ruger_needs_half_the_layers() -> None:
     assert ruger([1e-30, 1.0, 1.0, 1.0], 2) == 1.0  # one layer of "universal" neurons cannot make a match
     assert ruger([1e-30, 1e-20, 1.0, 1.0], 2) == pytest.approx(2e-20)
+
+
+def test_batched_layer_tests_give_each_items_own_test() -> None:
+    # identify tests many bundles against one suspect side in shared matmuls
+    # (matching.layer_tests); each cell must be what layer_test gives alone,
+    # including the early exits (too few live neurons) in the middle of a batch.
+    from attest.lineage.matching import layer_test, layer_tests, prepare
+
+    g = torch.Generator().manual_seed(5)
+    tokens, f = 24, 96
+    s_first, s_second = torch.randn(tokens, f, generator=g), torch.randn(tokens, f, generator=g)
+    suspect = prepare(s_first, s_second)
+    items = []
+    for n, k in enumerate((40, 1, 64, 17)):
+        first, second = torch.randn(tokens, k, generator=g), torch.randn(tokens, k, generator=g)
+        if n == 2:  # a derived layer: its neurons are suspect neurons, in both channels
+            first = s_first[:, :k] + 0.01 * first
+            second = s_second[:, :k] + 0.01 * second
+        items.append((n, n + 1, prepare(first, second), 1 + n))
+    batched = layer_tests(items, suspect)
+    alone = [layer_test(a, b, base, suspect, factor) for a, b, base, factor in items]
+    # (as JSON text, so that the early exit's NaN chance compares equal to itself)
+    assert [json.dumps(c.to_json()) for c in batched] == [json.dumps(c.to_json()) for c in alone]
+    assert batched[2].agree == batched[2].neurons  # the derived layer agrees everywhere
+    assert batched[1].neurons == 1 and batched[1].p_value == 1.0  # the early exit kept its place

@@ -134,7 +134,17 @@ def read_bounded(path: Path, max_bytes: int, *, what: str = "bundle") -> bytes:
             size = os.fstat(f.fileno()).st_size
             if size > max_bytes:
                 raise BundleError(f"{what} {path} is {size} bytes, more than the {max_bytes}-byte limit")
-            data = f.read(max_bytes + 1)  # st_size lies for pipes and /proc
+            # Ask for the size stat gives (read(n) allocates n bytes up front, and
+            # the limit is tens of MB), then read on: st_size lies for pipes and /proc.
+            data = f.read(size + 1)
+            if len(data) > size:  # more than stat said: read on in chunks, still bounded
+                buf = bytearray(data)
+                while len(buf) <= max_bytes:
+                    more = f.read(min(1 << 20, max_bytes + 1 - len(buf)))
+                    if not more:
+                        break
+                    buf += more
+                data = bytes(buf)
     except FileNotFoundError:
         raise InputError(f"{what} not found: {path}") from None
     except IsADirectoryError:

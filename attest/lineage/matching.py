@@ -63,7 +63,7 @@ def partners(base: Tensor, suspect: Tensor) -> Tensor:
     out = []
     for s in range(0, base.shape[1], BLOCK):
         c = base[:, s : s + BLOCK].t() @ suspect
-        out.append(c.abs().argmax(1))
+        out.append(c.abs_().argmax(1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -151,6 +151,39 @@ def layer_test(a: int, b: int, base: Prepared, suspect: Prepared, factor: int = 
     u = partners(bs, suspect.second).numpy()
     agree, cross = counts(g, u, f)
     return from_counts(a, b, k, agree, cross, tokens, f, factor)
+
+
+def layer_tests(items: list[tuple[int, int, Prepared, int]], suspect: Prepared) -> list[LayerLineage]:
+    """`layer_test(a, b, base, suspect, factor)` for every item against one suspect side.
+
+    The same numbers as one call per item; the partners of all items' base
+    neurons are found in shared matmuls (`attest identify` tests hundreds of
+    bundles probed at the same suspect rows, and one small matmul each is
+    mostly overhead).
+    """
+    f = int(suspect.first.shape[1])
+    out: list[LayerLineage | None] = [None] * len(items)
+    firsts, seconds, spans = [], [], []
+    start = 0
+    for n, (a, b, base, factor) in enumerate(items):
+        keep = base.alive
+        bf, bs = base.first[:, keep], base.second[:, keep]
+        k, tokens = int(bf.shape[1]), int(bf.shape[0])
+        if k < 2 or f < 1 or tokens < 3 or tokens != int(suspect.first.shape[0]):
+            out[n] = layer_test(a, b, base, suspect, factor)  # its own early exit (or a shape error)
+            continue
+        firsts.append(bf)
+        seconds.append(bs)
+        spans.append((n, start, start + k, tokens))
+        start += k
+    if spans:
+        g_all = partners(torch.cat(firsts, 1), suspect.first).numpy()
+        u_all = partners(torch.cat(seconds, 1), suspect.second).numpy()
+        for n, lo, hi, tokens in spans:
+            a, b, _base, factor = items[n]
+            agree, cross = counts(g_all[lo:hi], u_all[lo:hi], f)
+            out[n] = from_counts(a, b, hi - lo, agree, cross, tokens, f, factor)
+    return [c for c in out if c is not None]
 
 
 def from_counts(

@@ -17,7 +17,7 @@ from attest.arch.canonical import CanonicalModel, Layer
 from attest.errors import InputError
 from attest.invariants.compute import make_probe, release_free_memory
 from attest.invariants.methods import DEFAULT
-from attest.lineage.matching import LayerLineage, Prepared, layer_test, prepare
+from attest.lineage.matching import LayerLineage, Prepared, layer_tests, prepare
 from attest.lineage.responses import layer_responses
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
 from attest.progress import SILENT, Tracker
@@ -120,17 +120,26 @@ class SuspectPass:
         resp = layer_responses(layer, self.x, self.dtype) if self.x is not None else None
         if resp is None:
             return
+        # Bases probed at the same suspect rows (one tokenizer, one token
+        # selection: common in a registry) share the suspect side's unit columns.
+        # Their partners are found in shared matmuls (`layer_tests`).
+        groups: dict[bytes, tuple[Prepared, list[tuple[_Task, int]]]] = {}
         for t in self.tasks:
-            sp: Prepared = prepare(resp.first[t.rows], resp.second[t.rows], self.decorrelated)
+            key = t.rows.numpy().tobytes()
+            if key not in groups:
+                groups[key] = (prepare(resp.first[t.rows], resp.second[t.rows], self.decorrelated), [])
             for i in [j] if t.same_depth else range(len(t.base)):
                 if i >= len(t.base):
                     continue
                 if t.base[i].channels != resp.channels:
                     t.mismatch.add(f"{'/'.join(t.base[i].channels)} vs {'/'.join(resp.channels)}")
                     continue
-                t.cells[(i, j)] = layer_test(t.base[i].index, j, t.prepared[i], sp, t.factor)
-            del sp
-        del resp
+                groups[key][1].append((t, i))
+        for sp, work in groups.values():
+            tested = layer_tests([(t.base[i].index, j, t.prepared[i], t.factor) for t, i in work], sp)
+            for (t, i), cell in zip(work, tested):
+                t.cells[(i, j)] = cell
+        del groups, resp
 
     def finish(self, tracker: Tracker = SILENT) -> list[LineageResult]:
         """Read and test the layers nobody fed, in order, then combine per base."""

@@ -103,11 +103,14 @@ def _count(obj: Mapping[str, Any], key: str, what: str) -> int:
     return v
 
 
-def entry_from_bundle(opened: OpenedAttestation, what: str, view: StatementView | None = None) -> Entry:
+def entry_from_bundle(
+    opened: OpenedAttestation, what: str, view: StatementView | None = None, digest: str | None = None
+) -> Entry:
     """The index row for a bundle whose signature already verified.
 
     `view` is the bundle's parsed statement when the caller already has it
-    (`attest identify` parses each bundle once).  Raises BundleError when the
+    (`attest identify` parses each bundle once), and `digest` the SHA-256 of
+    `opened.raw` when the caller has just checked it (`Registry.read_bundle`).  Raises BundleError when the
     statement cannot be used as a registry entry (malformed parts, or no
     subject digest to key it by).
     """
@@ -122,7 +125,7 @@ def entry_from_bundle(opened: OpenedAttestation, what: str, view: StatementView 
     name = ver.subject
     return Entry(
         subject_root=subject.root.hex(),
-        bundle_sha256=hashlib.sha256(opened.raw).hexdigest(),
+        bundle_sha256=digest if digest is not None else hashlib.sha256(opened.raw).hexdigest(),
         bundle_bytes=len(opened.raw),
         name=name,
         model_name=str(model.get("name", name)),

@@ -279,7 +279,7 @@ def _open_checked(registry: Registry, entry: Entry, trust: TrustStore) -> tuple[
     """A registered bundle, re-verified and parsed, and its entry re-derived from it (never trusted from the index)."""
     opened = registry.read_bundle(entry, trust)  # digest against the index, then the signature
     view = parse_view(opened, entry.bundle_file)
-    fresh = entry_from_bundle(opened, entry.bundle_file, view)
+    fresh = entry_from_bundle(opened, entry.bundle_file, view, digest=entry.bundle_sha256)
     if fresh.derived() != entry.derived():
         raise BundleError(
             f"registry entry {entry.name!r}: the index row disagrees with its bundle (run `attest registry verify`)"
