@@ -148,6 +148,7 @@ def test_an_unrelated_model_gets_no_base(world, registry, suspects, capsys, monk
         "verdicts": {"match": 0, "no_match": 4, "inconclusive": 0},
         "comparable": 4,
         "not_comparable": 0,
+        "screened": 0,
     }
     assert len(data["candidates"]) == 4 and all(c["verdict"] == "no_match" for c in data["candidates"])
     assert data["multiple_testing"] == {"method": "holm-bonferroni", "alpha": 0.01, "tests": 4}
@@ -317,9 +318,19 @@ def test_bases_of_another_tokenizer_do_not_make_an_unrelated_model_inconclusive(
     with Registry.open(reg) as r:
         result = identify(load_model(suspects["unrelated-llama"]), r, trust)
         derived = identify(load_model(suspects["derived-llama"]), r, trust)
+        opened = identify(load_model(suspects["unrelated-llama"]), r, trust, screen=False)
     foreign = next(c for c in result.candidates if c.entry.name == "foreign-llama")
     assert foreign.evidence.verdict is Verdict.INCONCLUSIVE and not foreign.comparable
-    assert foreign.verification is not None and foreign.verification.coverage < 0.5
+    # The index shows the suspect holds too few of its probe tokens: set aside unopened ...
+    assert foreign.screened and foreign.verification is None
+    assert "the bundle was not opened" in foreign.evidence.reasons[0]
+    # ... exactly as verify would have found after opening it.
+    read = next(c for c in opened.candidates if c.entry.name == "foreign-llama")
+    assert not read.screened and read.verification is not None and read.verification.tokens_covered < 8
+    assert not read.comparable and read.evidence.verdict is Verdict.INCONCLUSIVE
+    assert read.evidence.reasons[0].split(" (from")[0] == foreign.evidence.reasons[0].split(" (from")[0]
+    assert opened.verdict is result.verdict and opened.reasons[0] == result.reasons[0]
+    assert result.to_json()["registry"]["screened"] == 1 and opened.to_json()["registry"]["screened"] == 0
     assert result.verdict is Verdict.NO_MATCH and result.base is None
     data = result.to_json(top=5)
     assert data["registry"]["comparable"] == 4 and data["registry"]["not_comparable"] == 1

@@ -301,3 +301,49 @@ def test_two_writer_processes_keep_the_index_consistent(world, trust, tmp_path) 
     with sqlite3.connect(reg / "registry.sqlite") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert verify(reg, trust).problems == []
+
+
+def test_the_index_holds_each_bundles_probe_tokens_and_verify_checks_them(world, trust, tmp_path) -> None:
+    from attest.bundle.container import read_attestation
+    from attest.registry.entry import decode_probe_tokens
+    from attest.sketch.statement import StatementView
+
+    reg = tmp_path / "reg"
+    add(reg, world.bundles.values(), trust)
+    for e in list_entries(reg):
+        doc = read_attestation(world.bundles[e.name].read_bytes(), trust).document
+        assert decode_probe_tokens(e.probe_tokens, e.n_tokens) == StatementView.parse(doc).tokens
+        assert "probe_tokens" not in e.to_json() and e.to_json()["probe_tokens_indexed"] is True
+    assert verify(reg, trust).problems == []
+    # Index rows are hostile input too: an edited token list is tampering, and a
+    # malformed one is never trusted for screening.
+    with sqlite3.connect(reg / "registry.sqlite") as conn:
+        conn.execute("UPDATE bases SET probe_tokens = ? WHERE name = 'base-gpt2'", (b"\x82\x61a\x61b",))
+    problems = verify(reg, trust).problems
+    assert [(p.kind, p.name) for p in problems] == [("index_edited", "base-gpt2")]
+    assert "probe_tokens" in problems[0].detail
+    assert decode_probe_tokens(b"\x82\x61a\x61b", 128) is None  # wrong count
+    assert decode_probe_tokens(b"\xff", 1) is None  # not CBOR
+    assert decode_probe_tokens(b"\x81\x01", 1) is None  # not text
+
+
+def test_a_version_2_registry_is_migrated_and_its_bundles_are_always_opened(world, trust, tmp_path) -> None:
+    from attest.arch.detect import load_model
+    from attest.workflows.identify import identify
+
+    reg = tmp_path / "reg"
+    add(reg, world.bundles.values(), trust)
+    with sqlite3.connect(reg / "registry.sqlite") as conn:  # what version 2 wrote
+        conn.execute("ALTER TABLE bases DROP COLUMN probe_tokens")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with Registry.open(reg) as r:
+        assert r.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION
+        )
+        entries = r.entries()
+        assert len(entries) == 3 and all(e.probe_tokens is None for e in entries)
+        result = identify(load_model(world.models["base-llama"]), r, trust)
+    # Rows without tokens are not an index edit, and identify opens every bundle.
+    assert verify(reg, trust).problems == []
+    assert result.to_json()["registry"]["screened"] == 0 and all(c.verification is not None for c in result.candidates)
+    assert result.base is not None and result.base.entry.name == "base-llama"

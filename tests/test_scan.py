@@ -21,6 +21,7 @@ from attest.crypto.keys import TrustStore
 from attest.errors import ExitCode
 from attest.invariants.methods import DEFAULT
 from attest.registry import Registry, add
+from attest.registry.schema import SCHEMA_VERSION
 from attest.scan import discover, run_scan
 
 METHOD = DEFAULT.with_options(n_tokens=128)  # tiny vocabularies; keeps each model's fingerprint cheap
@@ -177,7 +178,9 @@ def test_migrates_a_version_1_registry(base_registry: Path, tmp_path: Path) -> N
     conn.commit()
     conn.close()
     with Registry.open(reg) as r:
-        assert r.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert r.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION
+        )
         assert [tuple(x) for x in r.conn.execute("SELECT path, verdict FROM scan_records")] == [("p0", None)]
         with pytest.raises(sqlite3.IntegrityError):
             r.conn.execute(

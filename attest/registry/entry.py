@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from attest.bundle.cbor_safe import canonical_dumps, is_array, safe_loads
 from attest.bundle.container import OpenedAttestation
 from attest.errors import BundleError
 from attest.sketch.statement import StatementView
@@ -34,7 +35,10 @@ DERIVED_FIELDS = (
     "token_mode",
     "n_cells",
     "n_pairs",
+    "probe_tokens",
 )
+# Bounds for decoding an index's probe-token list (the index is read as hostile too).
+_MAX_PROBE_TOKEN_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,10 @@ class Entry:
     token_mode: str
     n_cells: int
     n_pairs: int
+    # The bundle's probe token strings as canonical CBOR (`encode_probe_tokens`), so that
+    # identify can tell, without opening the bundle, that a suspect holds too few of them.
+    # None in rows registered before schema version 3 (such bundles are always opened).
+    probe_tokens: bytes | None = None
     id: int | None = None
     added_at: str = ""
 
@@ -70,14 +78,43 @@ class Entry:
     def derived(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in DERIVED_FIELDS}
 
+    def disagreements(self, fresh: Entry) -> list[str]:
+        """The derived fields where this (index) row differs from `fresh`, re-derived from its bundle.
+
+        A row from before schema version 3 has no probe tokens: not a disagreement.
+        """
+        mine, theirs = self.derived(), fresh.derived()
+        return [k for k in DERIVED_FIELDS if mine[k] != theirs[k] and not (k == "probe_tokens" and mine[k] is None)]
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "bundle_file": self.bundle_file}
+        out = {k: v for k, v in asdict(self).items() if k != "probe_tokens"}
+        return {**out, "probe_tokens_indexed": self.probe_tokens is not None, "bundle_file": self.bundle_file}
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Entry:
         names = {f.name for f in fields(cls)}
         # (a Row iterates over its values; its column names come from keys())
         return cls(**{k: row[k] for k in names & set(row.keys())})
+
+
+def encode_probe_tokens(tokens: Sequence[str]) -> bytes:
+    """The index's form of a bundle's probe tokens: canonical CBOR of the list, in statement order."""
+    return canonical_dumps([str(t) for t in tokens])
+
+
+def decode_probe_tokens(raw: bytes | None, n_tokens: int) -> list[str] | None:
+    """The probe tokens an index row holds, or None when it holds none or they do not check out."""
+    if raw is None:
+        return None
+    try:
+        tokens = safe_loads(
+            raw, max_size=_MAX_PROBE_TOKEN_BYTES, max_depth=2, max_items=n_tokens + 1, what="indexed probe tokens"
+        )
+    except BundleError:
+        return None
+    if not is_array(tokens) or len(tokens) != n_tokens or not all(isinstance(t, str) for t in tokens):
+        return None
+    return list(tokens)
 
 
 def parse_view(opened: OpenedAttestation, what: str) -> StatementView:
@@ -142,4 +179,5 @@ def entry_from_bundle(
         token_mode=view.token_mode,
         n_cells=len(view.cells),
         n_pairs=int(view.pairs.shape[0]),
+        probe_tokens=encode_probe_tokens(view.tokens),
     )

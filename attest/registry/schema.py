@@ -20,7 +20,7 @@ from pathlib import Path
 
 from attest.errors import InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions this attest can open: older ones are migrated in place (MIGRATIONS).
 REGISTRY_FORMAT = "attest-registry"
 # PRAGMA application_id ('ATRG'): lets `file(1)` and our own check tell an
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS bases (
     token_mode    TEXT NOT NULL,
     n_cells       INTEGER NOT NULL,
     n_pairs       INTEGER NOT NULL,
-    added_at      TEXT NOT NULL
+    added_at      TEXT NOT NULL,
+    probe_tokens  BLOB             -- canonical CBOR of the probe token strings (version 3; NULL before)
 ) STRICT;
 CREATE INDEX IF NOT EXISTS bases_name ON bases (name);
 CREATE INDEX IF NOT EXISTS bases_shape ON bases (family, hidden, layers);
@@ -243,7 +244,17 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS scan_records_path ON scan_records (path)")
 
 
-MIGRATIONS = {"1": _migrate_1_to_2}
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    # Version 3 indexes each bundle's probe tokens, so identify can set aside the
+    # bases a suspect shares too few tokens with without opening them.  Older rows
+    # stay NULL: their bundles are opened as before (re-adding them fills nothing,
+    # since a subject already present is skipped; remove and add to index them).
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(bases)")}
+    if "probe_tokens" not in columns:
+        conn.execute("ALTER TABLE bases ADD COLUMN probe_tokens BLOB")
+
+
+MIGRATIONS = {"1": _migrate_1_to_2, "2": _migrate_2_to_3}
 
 
 def _migrate(conn: sqlite3.Connection, version: str) -> None:

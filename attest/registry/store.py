@@ -324,7 +324,7 @@ def _check_entry(r: Registry, entry: Entry, trust: TrustStore) -> Problem | None
     except BundleError as exc:
         return problem("malformed", str(exc))
     stored, derived = entry.derived(), fresh.derived()
-    edited = [k for k in DERIVED_FIELDS if stored[k] != derived[k]]
+    edited = entry.disagreements(fresh)
     if edited:
         shown = "; ".join(f"{k}: index {stored[k]!r}, bundle {derived[k]!r}" for k in edited[:4])
         return problem("index_edited", f"index row disagrees with its bundle ({shown})")

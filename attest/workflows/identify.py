@@ -38,7 +38,7 @@ from attest.invariants.precision import compute_dtype
 from attest.lineage.payload import PayloadTests
 from attest.lineage.result import LineageResult
 from attest.progress import SILENT, Tracker
-from attest.registry.entry import Entry, entry_from_bundle, parse_view
+from attest.registry.entry import Entry, decode_probe_tokens, entry_from_bundle, parse_view
 from attest.registry.store import Registry
 from attest.scoring.decision import Verdict
 from attest.sketch.multi_sketch import Request, Sketches, sketch_many
@@ -99,6 +99,7 @@ class Candidate:
     rank: int = 0
     subject_match: bool = False  # the suspect's files are byte-identical to the attested ones
     comparable: bool = True  # False: set aside by the answer (see `comparable`)
+    screened: bool = False  # set aside from the index alone: the suspect holds too few of its probe tokens
 
     def to_json(self) -> dict[str, Any]:
         e, ev, v = self.entry, self.evidence, self.verification
@@ -119,6 +120,7 @@ class Candidate:
             "p_holm": self.p_holm,
             "subject_match": self.subject_match,
             "comparable": self.comparable,
+            "screened": self.screened,
             "reasons": ev.reasons,
         }
         if v is not None:
@@ -174,6 +176,7 @@ class Identification:
     def to_json(self, top: int = DEFAULT_TOP) -> dict[str, Any]:
         counts = {v.value: sum(c.evidence.verdict is v for c in self.candidates) for v in Verdict}
         apart = sum(not c.comparable for c in self.candidates)
+        screened = sum(c.screened for c in self.candidates)
         return {
             "verdict": self.verdict.value,
             "base": self.base.to_json() if self.base is not None else None,
@@ -184,6 +187,7 @@ class Identification:
                 "verdicts": counts,
                 "comparable": self.n_bases - apart,
                 "not_comparable": apart,
+                "screened": screened,
             },
             "multiple_testing": {"method": "holm-bonferroni", "alpha": self.alpha, "tests": self.n_bases},
             "evidence": self.evidence_name,
@@ -275,12 +279,52 @@ def _never_rerun(*_args: Any, **_kwargs: Any) -> LineageResult:
     raise AssertionError("identify: verify asked for a lineage test the one-pass plan did not foresee")
 
 
+MIN_SKETCH_TOKENS = 8  # verify_suspect's first early exit: fewer covered tokens, no sketch at all
+
+
+def _too_few_tokens(
+    entry: Entry, suspect: CanonicalModel, seen: dict[tuple[bytes, str], int | None]
+) -> CandidateEvidence | None:
+    """The evidence `verify` would give, when the index alone shows the suspect holds too few probe tokens.
+
+    Exactly verify's first check (`verify_suspect`: fewer than MIN_SKETCH_TOKENS of
+    the bundle's tokens in the suspect's vocabulary gives an inconclusive verdict
+    with nothing measured), run on the probe tokens the index holds.  Such a base
+    is not comparable (`comparable`) whether or not its bundle is opened, so
+    opening it would change no answer.  None: open the bundle (enough tokens,
+    or the row holds none, as in registries from before schema version 3).
+    """
+    if entry.probe_tokens is None:
+        return None
+    key = (entry.probe_tokens, entry.token_mode)
+    if key not in seen:  # bundles of one tokenizer often share their probe tokens
+        tokens = decode_probe_tokens(entry.probe_tokens, entry.n_tokens)
+        if tokens is None:
+            seen[key] = None
+        else:
+            ids_only = entry.token_mode == "ids" and not suspect.vocab.by_ids
+            vocab = Vocabulary.ids_only(suspect.dims.vocab) if ids_only else suspect.vocab
+            seen[key] = sum(i is not None for i in locate(vocab, tokens))
+    covered = seen[key]
+    if covered is None or covered >= MIN_SKETCH_TOKENS:
+        return None
+    return CandidateEvidence(
+        float("nan"),
+        float("nan"),
+        Verdict.INCONCLUSIVE,
+        [
+            f"only {covered} of the {entry.n_tokens} bundle tokens exist in the suspect's vocabulary "
+            "(from the registry index; the bundle was not opened)"
+        ],
+    )
+
+
 def _open_checked(registry: Registry, entry: Entry, trust: TrustStore) -> tuple[Entry, StatementView, dict[str, Any]]:
     """A registered bundle, re-verified and parsed, and its entry re-derived from it (never trusted from the index)."""
     opened = registry.read_bundle(entry, trust)  # digest against the index, then the signature
     view = parse_view(opened, entry.bundle_file)
     fresh = entry_from_bundle(opened, entry.bundle_file, view, digest=entry.bundle_sha256)
-    if fresh.derived() != entry.derived():
+    if entry.disagreements(fresh):
         raise BundleError(
             f"registry entry {entry.name!r}: the index row disagrees with its bundle (run `attest registry verify`)"
         )
@@ -307,6 +351,7 @@ def identify(
     evidence_name: str = SKETCH_EVIDENCE,
     bases: frozenset[str] | None = None,
     detail: int = 0,
+    screen: bool = True,
 ) -> Identification:
     """Rank every registered base against `suspect` after one read of its weights.
 
@@ -318,6 +363,11 @@ def identify(
     attest.workflows.identify_outputs); the others are slimmed as usual.  Until
     the ranking is known every sketch is kept, so this costs memory in
     proportion to N: it is asked for only when evidence is written.
+    `screen` (the default) sets aside, without opening their bundles, the bases
+    whose indexed probe tokens the suspect holds fewer than MIN_SKETCH_TOKENS of
+    (`_too_few_tokens`; docs/registry.md, "Screening"): the answer is the same,
+    those bundles' signatures are then re-checked by `attest registry verify`
+    rather than by this call.
     """
     keep_all = detail > 0
     t0 = time.perf_counter()
@@ -327,7 +377,14 @@ def identify(
     entries = [e for e in registry.entries() if bases is None or e.subject_root in bases]
     plans: list[_Planned] = []
     interned: dict[bytes, np.ndarray] = {}  # bundles of one token count share their positions
+    screened: dict[int, CandidateEvidence] = {}
+    seen: dict[tuple[bytes, str], int | None] = {}
     for k, entry in enumerate(entries):
+        aside = _too_few_tokens(entry, suspect, seen) if screen else None
+        if aside is not None:
+            screened[k] = aside
+            plans.append(_Planned(entry, None, {}, None))
+            continue
         fresh, view, signature = _open_checked(registry, entry, trust)
         req: Request | None = None
         located: list[int | None] = []
@@ -355,6 +412,9 @@ def identify(
     # and the statement parsed in phase 1 (the bundle is not read again).
     candidates: list[Candidate] = []
     for n, p in enumerate(plans):
+        if n in screened:
+            candidates.append(Candidate(p.entry, None, screened[n], comparable=False, screened=True))
+            continue
         sketcher = _replay(sketches, p.request) if p.request is not None else _never_reread
         runner = _lineage_replay(p.lineage, lineage_results[n]) if p.lineage is not None else _never_rerun
         try:
