@@ -416,9 +416,12 @@ def identify(
     device: str = "auto",
     threads: int | None = None,
     progress: Tracker = SILENT,
+    screen: bool = True,
 ) -> Identification:
     """Which registered base, if any, `suspect` derives from: one read of the suspect for all N bases
-    (docs/registry.md).  Every stored bundle is re-checked against `trust` first.
+    (docs/registry.md).  Every stored bundle it opens is re-checked against `trust` first;
+    with `screen` (the default) the bases whose indexed probe tokens the suspect lacks are
+    set aside unopened (docs/registry.md, "Screening"); `screen=False` opens every bundle.
 
     `evidence` writes a signed identify evidence file and `report` an HTML report
     (the ranking, the answer and the dogs of the first `top` candidates); as for
@@ -467,6 +470,7 @@ def identify(
                 suspect_subject=subject,
                 tracker=progress,
                 detail=detail_count(shown) if outputs.any else 0,
+                screen=screen,
             )
         if outputs.any:
             result.artefacts.update(

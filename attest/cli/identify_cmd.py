@@ -61,6 +61,14 @@ def identify(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing --evidence/--report files.")] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    no_screen: Annotated[
+        bool,
+        typer.Option(
+            "--no-screen",
+            help="Open and re-verify every registered bundle, also those the index shows the suspect "
+            "shares fewer than 8 probe tokens with (same answer, slower).",
+        ),
+    ] = False,
 ) -> None:
     """Rank every registered base against SUSPECT and name the one it derives from, if any.
 
@@ -93,6 +101,7 @@ def identify(
             device=device,
             threads=threads_option(None),
             progress=tracker,
+            screen=not no_screen,
         )
     data = result.to_json(top)
     if json_out:
