@@ -10,7 +10,8 @@ qwen.py Qwen3NextModel, with gguf-py's own name map).  Read back:
   the safetensors one times the muP multiplier the converter folded into it
   (read from the config, as the converter does);
 - `attest compare` scores the GGUF against its original ~1 (a match) and
-  against another seed's original a no-match;
+  against another seed's original a no-match; a bundle issued from the
+  safetensors original verifies the GGUF (and refuses another seed's);
 - what the converter changed is really in the file (ssm_a = -exp(A_log), the
   gated norm as [G, C/G], the regrouped attn_qkv), so reading it back is not
   a no-op.
@@ -221,3 +222,23 @@ def test_a_header_that_disagrees_with_the_mixer_is_a_clean_input_error(
     path = convert_ssm_model(converted["mamba2"][0], tmp_path / "bad.gguf", tokens, Q.F32)
     with pytest.raises(InputError, match="layer 0 mixer conv1d has 192 channels"):
         load_model(path).layer(0)
+
+
+@pytest.mark.parametrize("case", ["mamba2", "falcon_h1", "qwen3_next"])
+def test_gguf_verifies_against_a_bundle_issued_from_safetensors(
+    case: str, converted: dict[str, tuple[Any, Path, Path]], tokens: list[str], tmp_path: Path
+) -> None:
+    """The publisher issues from safetensors; a GGUF of the same weights verifies, another seed's does not.
+    For the pure Mamba-2 the verdict rests on the mixer-channel lineage test."""
+    from attest.crypto.keys import generate_keypair
+
+    _, hf, path = converted[case]
+    generate_keypair(tmp_path / "pub", None)
+    bundle = tmp_path / "base.attest"
+    attest.issue(hf, tmp_path / "pub.key", bundle, name=f"{case}-base", issuer="pub")
+    other = _convert(case, 101, tmp_path / "other", tokens)[2]
+    for suspect, verdict in ((path, "match"), (other, "no_match")):
+        report = attest.verify(suspect, bundle, trust=tmp_path / "pub.pub").to_json()
+        assert report["verdict"] == verdict, (case, verdict, report["reasons"])
+        if case == "mamba2":
+            assert report["lineage"]["conclusion"] == ("lineage" if verdict == "match" else "no_lineage")
