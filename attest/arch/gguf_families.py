@@ -20,7 +20,10 @@ names, `convert_hf_to_gguf.py` and its `conversion/*.py` split for the layouts):
 - llama (also Mistral and Mixtral) and OLMo rows of Q and K are permuted by
   `LlamaModel.permute` for llama.cpp's interleaved ("normal") RoPE (undone by
   the reader, see `attest.sources.gguf_layout`);
-- MoE experts are stacked: `ffn_{gate,up,down}_exps` [E, f, d] / [E, d, f].
+- MoE experts are stacked: `ffn_{gate,up,down}_exps` [E, f, d] / [E, d, f];
+- state-space mixers (mamba2, falcon-h1, qwen3next) are `ssm_*` tensors whose sizes
+  are the header's `{arch}.ssm.*` keys (the file has no config.json); the vectors
+  Mamba2Model reshaped are read back flat by the reader (see the tables below).
 """
 
 from __future__ import annotations

@@ -113,9 +113,11 @@ def _kernels(conv: Tensor, r: _Reader, i: int) -> Tensor:
 
 
 def read_gated_deltanet(r: _Reader, i: int, names: MixerNames) -> SsmMixer:
-    """Layer i's gated DeltaNet (Qwen3-Next `linear_attn`) as an `SsmMixer`; sizes from the config.
+    """Layer i's gated DeltaNet (Qwen3-Next `linear_attn`) as an `SsmMixer`; sizes from the config (or GGUF header).
 
-    The value head size, when the config does not give it (a GGUF header), is out_proj's width over the value heads.
+    The value head size, when no key gives it (a GGUF header), is out_proj's width over the value heads.
+    q, k, v and z come fused per key head (`in_proj_qkvz`) or, when the layer has `in_proj_z`, as
+    [q; k; v] over all heads plus z apart (llama.cpp's `attn_qkv` / `attn_gate`): the same rows either way.
     """
     cfg = r.config
     hv = _count(config_value(cfg, names.heads), "value heads", r.root)

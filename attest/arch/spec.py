@@ -215,7 +215,9 @@ class MixerNames:
     rows, `conv` runs over [q; k; v], and `norm` is one [d_v] gain shared by every
     value head.  `in_proj_z`, when a layer has it, holds the gated DeltaNet's z
     rows apart and `in_proj` then holds [q; k; v], each over all key (value)
-    heads in order (llama.cpp's `attn_gate` / `attn_qkv`).  `segment_multipliers` / `input_multiplier` name config keys of muP
+    heads in order (llama.cpp's `attn_gate` / `attn_qkv`).  The size keys name
+    config keys, or for a GGUF table header keys (`mamba2.ssm.group_count`).
+    `segment_multipliers` / `input_multiplier` name config keys of muP
     scalars folded into the canonical weights (five per-segment factors z, x, B, C, dt,
     and one input factor).  `layer_types` = (config key, value): the layers whose
     entry has that value are mixer layers *instead of* attention (None: every layer
