@@ -31,6 +31,22 @@ Tensor = torch.Tensor
 __all__ = ["Attention", "Layer", "LayerAssembler", "Mlp"]
 
 
+def _nested(flat: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`{"a.b.c": v}` as `{"a": {"b": {"c": v}}}`; a key that would nest under a value is left out."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                break
+            node = nxt
+        else:
+            node.setdefault(parts[-1], value)
+    return out or None
+
+
 class LayerAssembler:
     """Reads layers of one checkpoint through its (resolved) family table."""
 
@@ -48,7 +64,11 @@ class LayerAssembler:
         self.dims = dims
         self.root = source.root
         self._attention = attention_reader(spec.attention, source.root)
-        self.config = config
+        # What a mixer table's size keys are looked up in: config.json, or for a file that names its
+        # own architecture (GGUF, no config.json) its header, nested at the dots ("mamba2.ssm.group_count").
+        self.config = (
+            config if config is not None or source.embedded_architecture() is None else _nested(source.metadata())
+        )
         # Which layers carry experts when the config says (dense layers of a MoE model); else None.
         self._moe_flags = (
             moe_layer_flags(spec.moe_layers, config, dims.n_layers, source.root) if spec.experts is not None else None

@@ -20,7 +20,10 @@ names, `convert_hf_to_gguf.py` and its `conversion/*.py` split for the layouts):
 - llama (also Mistral and Mixtral) and OLMo rows of Q and K are permuted by
   `LlamaModel.permute` for llama.cpp's interleaved ("normal") RoPE (undone by
   the reader, see `attest.sources.gguf_layout`);
-- MoE experts are stacked: `ffn_{gate,up,down}_exps` [E, f, d] / [E, d, f].
+- MoE experts are stacked: `ffn_{gate,up,down}_exps` [E, f, d] / [E, d, f];
+- state-space mixers (mamba2, falcon-h1, qwen3next) are `ssm_*` tensors whose sizes
+  are the header's `{arch}.ssm.*` keys (the file has no config.json); the vectors
+  Mamba2Model reshaped are read back flat by the reader (see the tables below).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 from attest.arch import families as hf
 from attest.arch.roles import LAYER_ROLES, MODEL_ROLES, Role
-from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, MlaNames, Names, QKVLayout
+from attest.arch.spec import ArchSpec, ConfigKeys, ExpertNames, MixerNames, MlaNames, Names, QKVLayout
 from attest.errors import UnsupportedModelError
 from attest.sources.base import WeightSource
 from attest.sources.gguf_layout import LAYER_PREFIX
@@ -67,7 +70,9 @@ LLAMA_CPP_NAMES: dict[Role, Names] = {
     Role.Q_NORM: ("attn_q_norm.weight",),
     Role.K_NORM: ("attn_k_norm.weight",),
     Role.ATTN_NORM: ("attn_norm.weight",),
-    Role.FFN_NORM: ("ffn_norm.weight",),
+    # gguf-py maps Falcon-H1's `pre_ff_layernorm.weight` whole to `blk.{i}.ffn_norm` (no suffix),
+    # which llama.cpp loads under that name: the bare name is the fallback.
+    Role.FFN_NORM: ("ffn_norm.weight", "ffn_norm"),
     Role.ATTN_OUT_NORM: ("post_attention_norm.weight",),
     Role.FFN_OUT_NORM: ("post_ffw_norm.weight",),
     Role.UP: ("ffn_up.weight",),
@@ -223,6 +228,67 @@ DEEPSEEK2 = from_hf(
 # ffn_{gate,up,down}, the shared expert is *_shexp.
 GPT_OSS = from_hf(hf.GPT_OSS, **_PRE_FFN_AS_POST_ATTENTION, known_unused=("attn_sinks.weight",))
 LLAMA4 = from_hf(hf.LLAMA4)
+
+
+# State-space and hybrid families. The file has no config.json: a mixer's sizes are the header's
+# `{arch}.ssm.*` keys (looked up nested, attest.arch.assembly). Mamba2Model (conversion/mamba.py)
+# writes in_proj / out_proj unchanged as ssm_in / ssm_out, the conv1d kernels squeezed to
+# [C + 2GS, K] as ssm_conv1d (+ .bias), dt_bias as ssm_dt.bias, A_log as ssm_a = -exp(A_log)
+# [H, 1], D as ssm_d [H, 1] and the gated norm's gain as ssm_norm [G, C/G] (the last three read
+# back flat, attest.sources.gguf_layout); the header's ssm.time_step_rank is the head count H,
+# ssm.group_count G, ssm.state_size S, ssm.inner_size C, ssm.conv_kernel K.
+def _mamba2_mixer(arch: str) -> MixerNames:
+    return MixerNames(
+        in_proj=("ssm_in.weight",),
+        conv=("ssm_conv1d.weight",),
+        out=("ssm_out.weight",),
+        norm=("ssm_norm.weight",),
+        params=("ssm_dt.bias", "ssm_a", "ssm_d"),
+        heads=(f"{arch}.ssm.time_step_rank",),
+        head_dim=(),
+        state=(f"{arch}.ssm.state_size",),
+        groups=(f"{arch}.ssm.group_count",),
+    )
+
+
+MAMBA2 = from_hf(hf.MAMBA2, mixer=_mamba2_mixer("mamba2"))
+# FalconH1Model (conversion/falcon_h1.py, a Mamba2Model) folds every muP multiplier into the weights:
+# embedding, lm_head, q/v (attention_in), k (key x attention_in), o (attention_out), ffn_gate and
+# ffn_down (mlp_multipliers), ssm_out (ssm_out_multiplier) and ssm_in (ssm_in_multiplier times the
+# five per-segment ssm_multipliers, which the HF table folds the same way): no multiplier is left to
+# read. Attention rows are not permuted; the pre-FFN norm is the suffix-less `ffn_norm` (above).
+FALCON_H1 = from_hf(hf.FALCON_H1, mixer=_mamba2_mixer("falcon-h1"))
+# Qwen3NextModel (conversion/qwen.py, a Qwen2MoeModel): A_log as ssm_a = -exp(A_log), dt_bias as
+# ssm_dt.bias, conv1d squeezed to [2*Hk*dk + Hv*dv, K], every RMSNorm gain but the DeltaNet's gated
+# one written as 1+gamma (so the table's offset is 0), and in_proj_qkvz regrouped from per-key-head
+# [q, k, v, z] into `attn_qkv` [q; k; v] (each over all heads, in head order) and `attn_gate` z;
+# in_proj_ba is `ssm_ba` unchanged; the gated q_proj (query and gate per head) is `attn_q`
+# unchanged; post_attention_layernorm, the pre-FFN norm, is `post_attention_norm`; experts stacked.
+# Header: ssm.state_size = key head size, ssm.group_count = key heads, ssm.time_step_rank = value
+# heads, ssm.inner_size = value heads x value head size. Files from before the split ("legacy GGUF"
+# in llama.cpp's loader) hold in_proj_qkvz unchanged as `ssm_in`; both are read. A layer is a
+# DeltaNet layer when it has one of them (the header has full_attention_interval, not layer_types).
+QWEN3_NEXT = from_hf(
+    hf.QWEN3_NEXT,
+    **_PRE_FFN_AS_POST_ATTENTION,
+    **_SHARED_EXPERT_GATE,
+    q_gated=True,
+    mixer=MixerNames(
+        layout="gated_deltanet",
+        in_proj=("attn_qkv.weight", "ssm_in.weight"),
+        in_proj_z=("attn_gate.weight",),
+        in_proj_ba=("ssm_ba.weight",),
+        conv=("ssm_conv1d.weight",),
+        out=("ssm_out.weight",),
+        norm=("ssm_norm.weight",),
+        params=("ssm_dt.bias", "ssm_a"),
+        heads=("qwen3next.ssm.time_step_rank",),
+        head_dim=(),
+        state=("qwen3next.ssm.state_size",),
+        groups=("qwen3next.ssm.group_count",),
+        layer_types=("layer_types", "linear_attention"),
+    ),
+)
 GGUF_ARCHS: dict[str, GGUFArch] = {
     a.name: a
     for a in (
@@ -262,6 +328,9 @@ GGUF_ARCHS: dict[str, GGUFArch] = {
         GGUFArch("glm4moe", GLM4_MOE, extra_blocks_key="nextn_predict_layers"),
         GGUFArch("gpt-oss", GPT_OSS),
         GGUFArch("llama4", LLAMA4),
+        GGUFArch("mamba2", MAMBA2),
+        GGUFArch("falcon-h1", FALCON_H1),
+        GGUFArch("qwen3next", QWEN3_NEXT),
     )
 }
 

@@ -113,12 +113,14 @@ def _kernels(conv: Tensor, r: _Reader, i: int) -> Tensor:
 
 
 def read_gated_deltanet(r: _Reader, i: int, names: MixerNames) -> SsmMixer:
-    """Layer i's gated DeltaNet (Qwen3-Next `linear_attn`) as an `SsmMixer`; sizes from the config."""
+    """Layer i's gated DeltaNet (Qwen3-Next `linear_attn`) as an `SsmMixer`; sizes from the config (or GGUF header).
+
+    The value head size, when no key gives it (a GGUF header), is out_proj's width over the value heads.
+    q, k, v and z come fused per key head (`in_proj_qkvz`) or, when the layer has `in_proj_z`, as
+    [q; k; v] over all heads plus z apart (llama.cpp's `attn_qkv` / `attn_gate`): the same rows either way.
+    """
     cfg = r.config
-    hv, dv = (
-        _count(config_value(cfg, k), what, r.root)
-        for k, what in ((names.heads, "value heads"), (names.head_dim, "value head size"))
-    )
+    hv = _count(config_value(cfg, names.heads), "value heads", r.root)
     hk, dk = (
         _count(config_value(cfg, k), what, r.root)
         for k, what in ((names.groups, "key heads"), (names.state, "key head size"))
@@ -126,20 +128,31 @@ def read_gated_deltanet(r: _Reader, i: int, names: MixerNames) -> SsmMixer:
     if hv % hk:
         raise InputError(f"{r.root}: {hv} value heads do not split among {hk} key heads")
     d, g = r.hidden, hv // hk
-    qkvz = r.check(
-        r.weight(r.need(i, names.in_proj, "in_proj_qkvz")), (2 * hk * dk + 2 * hv * dv, d), f"layer {i} in_proj_qkvz"
-    )
+    out = r.weight(r.need(i, names.out, "out_proj"))
+    declared_dv = config_value(cfg, names.head_dim) if names.head_dim else None
+    if declared_dv is None and (out.dim() != 2 or out.shape[1] % hv):
+        raise InputError(f"{r.root}: layer {i} out_proj has shape {tuple(out.shape)}, not {hv} value heads wide")
+    dv = _count(declared_dv, "value head size", r.root) if declared_dv is not None else int(out.shape[1]) // hv
+    kd = hk * dk
+    z_name = r.find(i, names.in_proj_z) if names.in_proj_z else None
+    if z_name is not None:  # z stored apart, in_proj [q; k; v] over all heads (llama.cpp's attn_gate / attn_qkv)
+        qkv = r.check(r.weight(r.need(i, names.in_proj, "attn_qkv")), (2 * kd + hv * dv, d), f"layer {i} attn_qkv")
+        z = r.check(r.weight(z_name), (hv * dv, d), f"layer {i} attn_gate").float()
+        q, k, v = torch.split(qkv.float(), [kd, kd, hv * dv], 0)
+    else:
+        qkvz = r.check(
+            r.weight(r.need(i, names.in_proj, "in_proj_qkvz")), (2 * kd + 2 * hv * dv, d), f"layer {i} in_proj_qkvz"
+        )
+        # rows per key head: [q (dk); k (dk); v (g*dv); z (g*dv)] (transformers' fix_query_key_value_ordering)
+        per = qkvz.float().reshape(hk, 2 * dk + 2 * g * dv, d)
+        q, k, v, z = (t.reshape(-1, d) for t in torch.split(per, [dk, dk, g * dv, g * dv], 1))
     ba = r.check(r.weight(r.need(i, names.in_proj_ba, "in_proj_ba")), (2 * hv, d), f"layer {i} in_proj_ba")
     conv = _kernels(r.weight(r.need(i, names.conv, "conv1d")), r, i)
-    if conv.shape[0] != 2 * hk * dk + hv * dv:
-        raise InputError(f"{r.root}: layer {i} conv1d has {conv.shape[0]} channels, expected {2 * hk * dk + hv * dv}")
-    out = r.check(r.weight(r.need(i, names.out, "out_proj")), (d, hv * dv), f"layer {i} out_proj")
-    # rows per key head: [q (dk); k (dk); v (g*dv); z (g*dv)] (transformers' fix_query_key_value_ordering)
-    per = qkvz.float().reshape(hk, 2 * dk + 2 * g * dv, d)
-    q, k, v, z = (t.reshape(-1, d) for t in torch.split(per, [dk, dk, g * dv, g * dv], 1))
+    if conv.shape[0] != 2 * kd + hv * dv:
+        raise InputError(f"{r.root}: layer {i} conv1d has {conv.shape[0]} channels, expected {2 * kd + hv * dv}")
+    r.check(out, (d, hv * dv), f"layer {i} out_proj")
     pb = ba.float().reshape(hk, 2 * g, d)
     b, a = (t.reshape(-1, d) for t in torch.split(pb, [g, g], 1))
-    kd = hk * dk
     kernels = torch.cat([conv[2 * kd :], conv[kd : 2 * kd], conv[:kd]])  # [q; k; v] -> [v; k; q]
     norm_name = r.find(i, names.norm) if names.norm else None
     norm = r.check(r.weight(norm_name).float(), (dv,), f"layer {i} gated norm").repeat(hv) if norm_name else None

@@ -213,7 +213,11 @@ class MixerNames:
     `mamba_rms_norm`).  layout "gated_deltanet" (Qwen3-Next): `in_proj` is
     `in_proj_qkvz`, grouped per key head, `in_proj_ba` the per-value-head beta/decay
     rows, `conv` runs over [q; k; v], and `norm` is one [d_v] gain shared by every
-    value head.  `segment_multipliers` / `input_multiplier` name config keys of muP
+    value head.  `in_proj_z`, when a layer has it, holds the gated DeltaNet's z
+    rows apart and `in_proj` then holds [q; k; v], each over all key (value)
+    heads in order (llama.cpp's `attn_gate` / `attn_qkv`).  The size keys name
+    config keys, or for a GGUF table header keys (`mamba2.ssm.group_count`).
+    `segment_multipliers` / `input_multiplier` name config keys of muP
     scalars folded into the canonical weights (five per-segment factors z, x, B, C, dt,
     and one input factor).  `layer_types` = (config key, value): the layers whose
     entry has that value are mixer layers *instead of* attention (None: every layer
@@ -233,11 +237,12 @@ class MixerNames:
     input_multiplier: Names = ()
     layout: str = "mamba2"
     in_proj_ba: Names = ()
+    in_proj_z: Names = ()
     layer_types: tuple[str, str] | None = None
 
     @property
     def roles(self) -> Names:
-        return (*self.in_proj, *self.in_proj_ba, *self.conv, *self.out, *self.norm, *self.params)
+        return (*self.in_proj, *self.in_proj_ba, *self.in_proj_z, *self.conv, *self.out, *self.norm, *self.params)
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,12 @@ CONVERTER_ROW_PERMUTATIONS: dict[str, tuple[RowPermutation, ...]] = {
     "granitemoe": LLAMA_ROPE_PERMUTATION,  # GraniteMoeModel(GraniteModel)
     "smollm3": LLAMA_ROPE_PERMUTATION,  # SmolLM3Model(LlamaModel)
 }
+
+# general.architecture -> tensors (relative to LAYER_PREFIX) that the converter reshaped from the
+# checkpoint's 1-D vectors, read back flat. Mamba2Model (conversion/mamba.py; FalconH1Model
+# inherits it) writes the gated norm's gain [C] as [G, C/G] and A, D [H] as [H, 1].
+_MAMBA2_RESHAPED = ("ssm_norm.weight", "ssm_a", "ssm_d")
+CONVERTER_FLATTENED: dict[str, tuple[str, ...]] = {
+    "mamba2": _MAMBA2_RESHAPED,
+    "falcon-h1": _MAMBA2_RESHAPED,
+}

@@ -23,7 +23,7 @@ import torch
 from attest.errors import InputError
 from attest.limits import MAX_GGUF_METADATA_STRINGS
 from attest.sources.base import EmbeddedArchitecture, WeightSource
-from attest.sources.gguf_layout import CONVERTER_ROW_PERMUTATIONS, LAYER_NAME, RowPermutation
+from attest.sources.gguf_layout import CONVERTER_FLATTENED, CONVERTER_ROW_PERMUTATIONS, LAYER_NAME, RowPermutation
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -278,6 +278,7 @@ class GGUFSource(WeightSource):
                 raise InputError(f"{path}: corrupt GGUF file (tensor table of '{info.name}' is inconsistent)")
         self._meta: dict[str, Any] | None = None
         self._permutations: dict[str, RowPermutation] | None = None
+        self._flattened: frozenset[str] | None = None
         split = self.metadata().get("split.count")
         if isinstance(split, int) and split > 1:
             # llama.cpp's gguf-split shards each hold a slice of the tensors.
@@ -316,10 +317,10 @@ class GGUFSource(WeightSource):
     def embedded_architecture(self) -> EmbeddedArchitecture:
         return EmbeddedArchitecture("gguf", self.architecture)
 
-    def _meta_int(self, key: str, *, required: bool = False) -> int | None:
+    def _meta_int(self, key: str, *, required: bool = False, zero_is_absent: bool = False) -> int | None:
         full = f"{self.architecture}.{key}"
         value = self.metadata().get(full)
-        if value is None:
+        if value is None or (zero_is_absent and value == 0 and type(value) is int):
             if required:
                 raise InputError(f"{self.root}: GGUF metadata '{full}' is missing")
             return None
@@ -332,7 +333,8 @@ class GGUFSource(WeightSource):
         dims = {
             "hidden": self._meta_int("embedding_length"),
             "layers": self._meta_int("block_count"),
-            "heads": self._meta_int("attention.head_count"),
+            # Mamba2Model writes head_count 0 ("unused, but seemingly required when loading"): no attention
+            "heads": self._meta_int("attention.head_count", zero_is_absent=True),
             "kv_heads": self._meta_int("attention.head_count_kv"),
             "head_dim": self._meta_int("attention.key_length"),
             "experts": n_experts or None,
@@ -361,7 +363,18 @@ class GGUFSource(WeightSource):
         return t
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(d) for d in reversed(self._tensor(name).shape.tolist()))
+        dims = tuple(int(d) for d in reversed(self._tensor(name).shape.tolist()))
+        return (math.prod(dims),) if self._is_flattened(name) else dims
+
+    def _is_flattened(self, name: str) -> bool:
+        """Whether the converter reshaped this checkpoint vector (`gguf_layout.CONVERTER_FLATTENED`)."""
+        if self._flattened is None:
+            arch = self.metadata().get("general.architecture")
+            self._flattened = frozenset(CONVERTER_FLATTENED.get(arch, ()) if isinstance(arch, str) else ())
+        if not self._flattened:
+            return False
+        m = LAYER_NAME.fullmatch(name)
+        return m is not None and m.group(2) in self._flattened
 
     def qtype_name(self, name: str) -> str:
         return str(self._tensor(name).tensor_type.name)
