@@ -15,7 +15,7 @@ import torch
 
 from attest.arch.canonical import CanonicalModel, Layer
 from attest.errors import InputError
-from attest.invariants.compute import make_probe, release_free_memory
+from attest.invariants.compute import make_probe, release_free_memory, release_layer_pages
 from attest.invariants.methods import DEFAULT
 from attest.lineage.matching import LayerLineage, Prepared, layer_tests, prepare
 from attest.lineage.responses import layer_responses
@@ -156,6 +156,7 @@ class SuspectPass:
                 tracker.advance(progress)
                 continue
             self.feed(j, layer)
+            release_layer_pages(layer)
             del layer
             release_free_memory()
             tracker.advance(progress)

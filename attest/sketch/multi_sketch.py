@@ -33,6 +33,7 @@ from attest.invariants.compute import (
     layer_terms,
     make_probe,
     release_free_memory,
+    release_layer_pages,
 )
 from attest.invariants.methods import Method
 from attest.progress import SILENT, Tracker
@@ -189,6 +190,8 @@ def sketch_many(
                 del raw
         if on_read is not None:
             on_read(i, layer)
+        # As `iter_layers`: only after the lineage tests (on_read) have read the same mapped pages.
+        release_layer_pages(layer)
         del layer
         release_free_memory()
         tracker.advance(task)
