@@ -37,8 +37,6 @@ from common import REPO, cpu_flags, use_repo_imports  # noqa: E402
 use_repo_imports()
 sys.path.insert(0, str(REPO / "tests"))
 
-import torch  # noqa: E402
-
 from attest.arch.detect import load_model  # noqa: E402
 from attest.lineage.heads import HEAD_TOKENS, test_heads  # noqa: E402
 from attest.lineage.pair import test_pair  # noqa: E402
@@ -47,50 +45,6 @@ from attest.vocab.selection import align_pair  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "lineage"
 FFN_TOKENS = 256  # as compare's default probe count for tiny vocabularies
-
-
-def _synthetic(heads: int, seed: int) -> Any:
-    from helpers import tiny_models as tm
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 4),
-        head_dim=128 // heads,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-        vocab_size=tm.VOCAB,
-        initializer_range=tm.INIT_STD,
-        attn_implementation="eager",
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-    )
-    return LlamaForCausalLM(cfg).float().eval()
-
-
-def _ffn_replaced(model: Any, heads: int) -> Any:
-    derived = _synthetic(heads, 0)
-    derived.load_state_dict(model.state_dict())
-    fresh = _synthetic(heads, 77)
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for mine, new in zip(derived.model.layers, fresh.model.layers):
-            mine.mlp.load_state_dict(new.mlp.state_dict())
-            for p in mine.self_attn.parameters():
-                p.add_(0.05 * p.std() * torch.randn(p.shape, generator=gen))
-    return derived
-
-
-def _save(model: Any, folder: Path) -> Path:
-    from helpers import tiny_models as tm
-    from helpers import transforms as tf
-
-    return tf.save(tf.Subject.of(model, "llama", tm.tokenizer_dict()), folder)
 
 
 def _fmt(r: LineageResult) -> str:
@@ -163,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     except Exception as exc:  # the demo extra is optional
         print(f"real models skipped: {exc}", flush=True)
+    from helpers import many_heads as mh
+
     for heads in (8, 16, 32, 64):
-        model = _synthetic(heads, 0)
-        b = _save(model, cache / f"syn-{heads}" / "base")
-        d = _save(_ffn_replaced(model, heads), cache / f"syn-{heads}" / "ffn-replaced")
-        t = _save(_synthetic(heads, 31), cache / f"syn-{heads}" / "twin")
+        model = mh.many_heads(heads, 0)
+        b = mh.save(model, cache / f"syn-{heads}" / "base")
+        d = mh.save(mh.ffn_replaced(model, heads), cache / f"syn-{heads}" / "ffn-replaced")
+        t = mh.save(mh.many_heads(heads, 31), cache / f"syn-{heads}" / "twin")
         rows.append(measure(f"synthetic H={heads} / FFNs replaced", "derived: attention kept, FFNs new", b, d))
         rows.append(measure(f"synthetic H={heads} / twin", "unrelated: another seed", b, t))
     lines = [

@@ -265,11 +265,9 @@ def test_duplicate_and_unsorted_keys_in_real_containers() -> None:
         read_attestation(unsorted, TRUST)
 
 
-def test_non_canonical_document_even_if_validly_signed() -> None:
-    # A trusted signer's non-canonical payload (unsorted keys) is still refused:
-    # one document, one encoding.
-    payload = cbor2.dumps(dict(reversed(list(DOC.items()))))
-    st = sign1(
+def _trusted_statement(payload: bytes) -> bytes:
+    """`payload` signed as a statement by the trusted test key, whatever it holds."""
+    return sign1(
         payload,
         KEY,
         kid=key_id(KEY.public_key()),
@@ -278,8 +276,14 @@ def test_non_canonical_document_even_if_validly_signed() -> None:
         iat=1,
         content_type="application/vnd.attest.statement+cbor",
     )
+
+
+def test_non_canonical_document_even_if_validly_signed() -> None:
+    # A trusted signer's non-canonical payload (unsorted keys) is still refused:
+    # one document, one encoding.
+    payload = cbor2.dumps(dict(reversed(list(DOC.items()))))
     with pytest.raises(BundleError, match="statement document: map keys not in canonical order"):
-        read_attestation(container(st, IMAGE), TRUST)
+        read_attestation(container(_trusted_statement(payload), IMAGE), TRUST)
 
 
 def test_integer_key_deep_in_a_signed_document_is_refused_on_read() -> None:
@@ -288,17 +292,8 @@ def test_integer_key_deep_in_a_signed_document_is_refused_on_read() -> None:
     # down, must still be refused, and canonically encoded so that nothing else is.
     doc = dict(DOC)
     doc["model"] = {**DOC["model"], "extra": {7: "int key"}}
-    st = sign1(
-        canonical_dumps(doc),
-        KEY,
-        kid=key_id(KEY.public_key()),
-        issuer="i",
-        subject="s",
-        iat=1,
-        content_type="application/vnd.attest.statement+cbor",
-    )
     with pytest.raises(BundleError, match="statement document: map key must be text, not a unsigned int"):
-        read_attestation(container(st, IMAGE), TRUST)
+        read_attestation(container(_trusted_statement(canonical_dumps(doc)), IMAGE), TRUST)
 
 
 def test_text_keys_option_of_safe_loads() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import many_heads as mh
 from helpers import tiny_models as tm
 from helpers import transforms as tf
 
@@ -20,36 +21,17 @@ from attest.lineage.pair import test_pair
 from attest.lineage.result import DEFAULT_ALPHA, LINEAGE
 from attest.lineage.suspect import probe_rows
 
-HEADS, KV = 64, 16
+HEADS = 64  # 16 KV heads of 4 query heads each
 IDS = list(range(300, 332))  # 32 word tokens of the shared tiny vocabulary (the head channel's m)
 FFN_IDS = list(range(300, 364))  # 64 for the FFN channel, enough tokens for it to claim power
 
 
 def _many_heads(seed: int) -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV,
-        head_dim=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-        vocab_size=tm.VOCAB,
-        initializer_range=tm.INIT_STD,
-        attn_implementation="eager",
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-    )
-    return LlamaForCausalLM(cfg).float().eval()
+    return mh.many_heads(HEADS, seed)
 
 
 def _save(model: Any, folder: Path) -> Path:
-    return tf.save(tf.Subject.of(model, "llama", tm.tokenizer_dict()), folder)
+    return mh.save(model, folder)
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +71,7 @@ def test_head_responses_are_unchanged_by_the_function_preserving_disguises(base,
 def test_heads_find_the_lineage_of_a_model_whose_ffns_were_replaced(base, tmp_path) -> None:
     """Attention kept (with 5% drift), every FFN re-initialised: where the FFN channel is blind."""
     model, folder = base
-    derived = _many_heads(0)
-    derived.load_state_dict(model.state_dict())
-    fresh = _many_heads(77)
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for mine, new in zip(derived.model.layers, fresh.model.layers):
-            mine.mlp.load_state_dict(new.mlp.state_dict())
-            for p in mine.self_attn.parameters():
-                p.add_(0.05 * p.std() * torch.randn(p.shape, generator=gen))
+    derived = mh.ffn_replaced(model, HEADS)
     a, b = load_model(folder), load_model(_save(derived, tmp_path / "ffn-replaced"))
     ffn = test_pair(a, b, FFN_IDS, FFN_IDS)
     heads = test_heads(a, b, IDS, IDS)
