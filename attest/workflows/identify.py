@@ -45,8 +45,15 @@ from attest.sketch.multi_sketch import Request, Sketches, sketch_many
 from attest.sketch.sampling import remap_pairs
 from attest.sketch.statement import StatementView
 from attest.vocab.selection import locate
-from attest.vocab.vocabulary import Vocabulary
-from attest.workflows.verify import Verification, plain, signature_record, verify_suspect
+from attest.workflows.verify import (
+    MIN_SKETCH_PAIRS,
+    MIN_SKETCH_TOKENS,
+    Verification,
+    plain,
+    signature_record,
+    suspect_vocabulary,
+    verify_suspect,
+)
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_TOP = 5
@@ -214,23 +221,17 @@ class _Planned:
     signature: dict[str, Any]  # `signature_record` of the verified bundle
     request: Request | None
     lineage: tuple[Any, list[int | None]] | None = None  # (payload, located) when verify will run the test
-
-
-def _suspect_vocab(view: StatementView, suspect: CanonicalModel) -> Vocabulary:
-    # As `verify_suspect` reads the suspect: a bundle issued without a tokenizer matches by id.
-    if view.token_mode == "ids" and not suspect.vocab.by_ids:
-        return Vocabulary.ids_only(suspect.dims.vocab)
-    return suspect.vocab
+    aside: CandidateEvidence | None = None  # screened: set aside from the index, never opened
 
 
 def _plan(view: StatementView, located: list[int | None], suspect: CanonicalModel, key: int) -> Request | None:
     """The suspect ids, layers and positions `verify_suspect` will ask for (None if it stops early)."""
     present = [i is not None for i in located]
     covered = tuple(i for i in located if i is not None)
-    if len(covered) < 8:
+    if len(covered) < MIN_SKETCH_TOKENS:
         return None
     _valid, remapped = remap_pairs(view.pairs, present)
-    if remapped.shape[0] < 32:
+    if remapped.shape[0] < MIN_SKETCH_PAIRS:
         return None
     layers = tuple(parse_layers(view.method.layers, suspect.n_layers))
     return Request(key=key, method=view.method, ids=covered, layers=layers, pairs=remapped)
@@ -279,9 +280,6 @@ def _never_rerun(*_args: Any, **_kwargs: Any) -> LineageResult:
     raise AssertionError("identify: verify asked for a lineage test the one-pass plan did not foresee")
 
 
-MIN_SKETCH_TOKENS = 8  # verify_suspect's first early exit: fewer covered tokens, no sketch at all
-
-
 def _too_few_tokens(
     entry: Entry, suspect: CanonicalModel, seen: dict[tuple[bytes, str], int | None]
 ) -> CandidateEvidence | None:
@@ -302,9 +300,7 @@ def _too_few_tokens(
         if tokens is None:
             seen[key] = None
         else:
-            ids_only = entry.token_mode == "ids" and not suspect.vocab.by_ids
-            vocab = Vocabulary.ids_only(suspect.dims.vocab) if ids_only else suspect.vocab
-            seen[key] = sum(i is not None for i in locate(vocab, tokens))
+            seen[key] = sum(i is not None for i in locate(suspect_vocabulary(entry.token_mode, suspect), tokens))
     covered = seen[key]
     if covered is None or covered >= MIN_SKETCH_TOKENS:
         return None
@@ -377,19 +373,17 @@ def identify(
     entries = [e for e in registry.entries() if bases is None or e.subject_root in bases]
     plans: list[_Planned] = []
     interned: dict[bytes, np.ndarray] = {}  # bundles of one token count share their positions
-    screened: dict[int, CandidateEvidence] = {}
     seen: dict[tuple[bytes, str], int | None] = {}
     for k, entry in enumerate(entries):
         aside = _too_few_tokens(entry, suspect, seen) if screen else None
         if aside is not None:
-            screened[k] = aside
-            plans.append(_Planned(entry, None, {}, None))
+            plans.append(_Planned(entry, None, {}, None, aside=aside))
             continue
         fresh, view, signature = _open_checked(registry, entry, trust)
         req: Request | None = None
         located: list[int | None] = []
         try:
-            located = locate(_suspect_vocab(view, suspect), view.tokens)
+            located = locate(suspect_vocabulary(view.token_mode, suspect), view.tokens)
             req = _plan(view, located, suspect, k)
         except AttestError:
             req = None  # verify_suspect below reports the same problem as this candidate's reason
@@ -412,8 +406,8 @@ def identify(
     # and the statement parsed in phase 1 (the bundle is not read again).
     candidates: list[Candidate] = []
     for n, p in enumerate(plans):
-        if n in screened:
-            candidates.append(Candidate(p.entry, None, screened[n], comparable=False, screened=True))
+        if p.aside is not None:
+            candidates.append(Candidate(p.entry, None, p.aside, comparable=False, screened=True))
             continue
         sketcher = _replay(sketches, p.request) if p.request is not None else _never_reread
         runner = _lineage_replay(p.lineage, lineage_results[n]) if p.lineage is not None else _never_rerun

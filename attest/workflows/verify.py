@@ -172,6 +172,19 @@ class _SharedLineage:
         return self.tests.finish(tracker)[0]
 
 
+# Below these, verify stops before sketching: the verdict is inconclusive with nothing
+# measured.  identify plans (and screens) with the same bounds.
+MIN_SKETCH_TOKENS = 8  # bundle tokens the suspect's vocabulary must hold
+MIN_SKETCH_PAIRS = 32  # sketch pairs those tokens must cover
+
+
+def suspect_vocabulary(token_mode: str, suspect: CanonicalModel) -> Vocabulary:
+    """The vocabulary a bundle's tokens are looked up in: by id when it was issued without a tokenizer."""
+    if token_mode == "ids" and not suspect.vocab.by_ids:
+        return Vocabulary.ids_only(suspect.dims.vocab)
+    return suspect.vocab
+
+
 def verify_suspect(
     opened: OpenedAttestation | None,
     suspect: CanonicalModel,
@@ -204,9 +217,8 @@ def verify_suspect(
         view = StatementView.parse(opened.document, checked=True)
     method = view.method
     notes = list(suspect.warnings)
-    vocab = suspect.vocab
-    if view.token_mode == "ids" and not vocab.by_ids:
-        vocab = Vocabulary.ids_only(suspect.dims.vocab)
+    vocab = suspect_vocabulary(view.token_mode, suspect)
+    if vocab is not suspect.vocab:
         notes.append("the bundle was issued without a tokenizer: tokens are matched by id")
     located = locate(vocab, view.tokens)
     present = [i is not None for i in located]
@@ -285,13 +297,13 @@ def verify_suspect(
             seconds=time.perf_counter() - t0,
         )
 
-    if len(covered_ids) < 8:
+    if len(covered_ids) < MIN_SKETCH_TOKENS:
         return result(
             Verdict.INCONCLUSIVE,
             [f"only {len(covered_ids)} of the {len(view.tokens)} bundle tokens exist in the suspect's vocabulary"],
         )
     valid, remapped = remap_pairs(view.pairs, present)
-    if remapped.shape[0] < 32:
+    if remapped.shape[0] < MIN_SKETCH_PAIRS:
         return result(
             Verdict.INCONCLUSIVE, [f"only {remapped.shape[0]} sketch pairs are covered by the suspect's tokens"]
         )

@@ -151,6 +151,18 @@ def convert_ssm_model(
     return write_gguf(path, arch, tensors, metadata=meta, tokens=tokens, qtype=qtype, raw=raw)
 
 
+def _attention_header(arch: str, h: dict[str, Any]) -> dict[str, Any]:
+    """The attention and context keys the converter writes for a hybrid model (Falcon-H1, Qwen3-Next)."""
+    return {
+        f"{arch}.context_length": int(h["max_position_embeddings"]),
+        f"{arch}.feed_forward_length": int(h["intermediate_size"]),
+        f"{arch}.attention.head_count": int(h["num_attention_heads"]),
+        f"{arch}.attention.head_count_kv": int(h["num_key_value_heads"]),
+        f"{arch}.attention.key_length": int(h["head_dim"]),
+        f"{arch}.attention.value_length": int(h["head_dim"]),
+    }
+
+
 def _metadata(arch: str, h: dict[str, Any], n_layers: int) -> dict[str, Any]:
     meta: dict[str, Any] = {f"{arch}.embedding_length": int(h["hidden_size"]), f"{arch}.block_count": n_layers}
     ssm = f"{arch}.ssm."
@@ -173,12 +185,7 @@ def _metadata(arch: str, h: dict[str, Any], n_layers: int) -> dict[str, Any]:
         d_inner = int(h["mamba_d_ssm"])
         meta.update(
             {
-                f"{arch}.context_length": int(h["max_position_embeddings"]),
-                f"{arch}.feed_forward_length": int(h["intermediate_size"]),
-                f"{arch}.attention.head_count": int(h["num_attention_heads"]),
-                f"{arch}.attention.head_count_kv": int(h["num_key_value_heads"]),
-                f"{arch}.attention.key_length": int(h["head_dim"]),
-                f"{arch}.attention.value_length": int(h["head_dim"]),
+                **_attention_header(arch, h),
                 ssm + "conv_kernel": int(h["mamba_d_conv"]),
                 ssm + "inner_size": d_inner,
                 ssm + "state_size": int(h["mamba_d_state"]),
@@ -190,12 +197,7 @@ def _metadata(arch: str, h: dict[str, Any], n_layers: int) -> dict[str, Any]:
     else:  # qwen3next: Qwen2MoeModel's header, then the DeltaNet's sizes
         meta.update(
             {
-                f"{arch}.context_length": int(h["max_position_embeddings"]),
-                f"{arch}.feed_forward_length": int(h["intermediate_size"]),
-                f"{arch}.attention.head_count": int(h["num_attention_heads"]),
-                f"{arch}.attention.head_count_kv": int(h["num_key_value_heads"]),
-                f"{arch}.attention.key_length": int(h["head_dim"]),
-                f"{arch}.attention.value_length": int(h["head_dim"]),
+                **_attention_header(arch, h),
                 f"{arch}.expert_count": int(h["num_experts"]),
                 f"{arch}.expert_used_count": int(h["num_experts_per_tok"]),
                 f"{arch}.expert_feed_forward_length": int(h["moe_intermediate_size"]),
