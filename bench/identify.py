@@ -1245,7 +1245,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  N=1000 {s.name}: {rec['verdict']} {rec['named'] or ''} ({rec['seconds']:.1f} s)")
     by_name = {s.name: s for s in sus}
     cost = []
-    kept = json.loads(saved_path.read_text()) if args.stage == "accuracy" else None
+    kept = None
+    if args.stage == "accuracy":  # keep the saved cost table; with none saved yet, the table stays empty
+        kept = json.loads(saved_path.read_text()) if saved_path.exists() else {"cost": []}
     for name in [n for n in args.cost_probes.split(",") if n] if kept is None else []:
         if name not in models:
             continue
@@ -1296,8 +1298,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx["total_s"] = time.perf_counter() - t0
     if kept is not None:  # only the accuracy figures were measured again: keep the cost table and its facts
         ctx["cost"] = kept["cost"]
-        ctx["cost_rerun"] = kept.get("cost_rerun") or {k: kept[k] for k in ("date", "command", "load", "commit")}
-        ctx["cost_rerun"].setdefault("seconds", kept.get("total_s", 0.0))
+        if "date" in kept:
+            ctx["cost_rerun"] = kept.get("cost_rerun") or {k: kept[k] for k in ("date", "command", "load", "commit")}
+            ctx["cost_rerun"].setdefault("seconds", kept.get("total_s", 0.0))
     if saved is not None:  # only the cost table was measured again: keep the first run's facts
         ctx["cost_rerun"] = {k: ctx[k] for k in ("date", "command", "load", "commit")}
         ctx["cost_rerun"]["seconds"] = ctx["total_s"]

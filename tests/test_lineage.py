@@ -334,3 +334,26 @@ def test_batched_layer_tests_give_each_items_own_test() -> None:
     assert [json.dumps(c.to_json()) for c in batched] == [json.dumps(c.to_json()) for c in alone]
     assert batched[2].agree == batched[2].neurons  # the derived layer agrees everywhere
     assert batched[1].neurons == 1 and batched[1].p_value == 1.0  # the early exit kept its place
+
+
+def test_partners_are_the_first_argmax_of_absolute_correlation() -> None:
+    # matching.partners takes each row's max and min instead of |c|'s argmax
+    # (identify's hot loop); it must pick exactly what |c|.argmax picks,
+    # including rows won by a negative correlation, exact ties between a
+    # positive and a negative entry, and rows spanning several blocks.
+    from attest.lineage import matching
+
+    g = torch.Generator().manual_seed(11)
+    tokens, k, f = 16, matching.BLOCK + 37, 50
+    base = matching.unit_columns(torch.randn(tokens, k, generator=g))
+    suspect = matching.unit_columns(torch.randn(tokens, f, generator=g))
+    suspect[:, 9] = -base[:, 5]  # base neuron 5's best partner is anti-correlated (-1)
+    suspect[:, 2] = suspect[:, 9]  # ... and tied with an earlier column holding the same value
+    suspect[:, 1], suspect[:, 4] = -base[:, 6], base[:, 6]  # row 6: |c| ties, the negative comes first
+    suspect[:, 0], suspect[:, 8] = base[:, 8], -base[:, 8]  # row 8: |c| ties, the positive comes first
+    want = (base.t() @ suspect).abs().argmax(1)
+    got = matching.partners(base, suspect)
+    assert torch.equal(got, want)
+    assert [int(got[5]), int(got[6]), int(got[8])] == [2, 1, 0]
+    assert (base.t() @ suspect)[5, 2] < 0  # that row was won by the minimum
+    assert matching.partners(base[:, :0], suspect).shape == (0,)

@@ -10,7 +10,7 @@ chance.  See docs/lineage.md for the null.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,10 +24,12 @@ BLOCK = 1024  # base neurons per correlation block (bounds the [block, f] matrix
 
 def unit_columns(r: Tensor) -> Tensor:
     """Columns centred over tokens and scaled to unit norm (a zero column stays zero), float32."""
-    r = r.float()
-    r = r - r.mean(0, keepdim=True)
-    norm = r.norm(dim=0, keepdim=True)
-    return torch.where(norm > 1e-12, r / norm.clamp_min(1e-12), torch.zeros_like(r))
+    # In place on the one centred copy: the same values as
+    # where(norm > eps, r / norm, 0) without two more [m, f] temporaries
+    # (identify prepares every suspect layer once per token selection).
+    c = r.float() - r.float().mean(0, keepdim=True)
+    norm = c.norm(dim=0, keepdim=True)
+    return c.div_(norm.clamp_min(1e-12)).masked_fill_(norm <= 1e-12, 0.0)
 
 
 def decorrelate(second: Tensor, first: Tensor) -> Tensor:
@@ -48,6 +50,13 @@ class Prepared:
     first: Tensor
     second: Tensor
     alive: Tensor  # bool per column: both channels non-constant
+    _live: tuple[Tensor, Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def live(self) -> tuple[Tensor, Tensor]:
+        """Both channels' live columns, selected once (a base layer meets every suspect layer when depths differ)."""
+        if self._live is None:
+            self._live = (self.first[:, self.alive], self.second[:, self.alive])
+        return self._live
 
 
 def prepare(first: Tensor, second: Tensor, decorrelated: bool = True) -> Prepared:
@@ -58,13 +67,45 @@ def prepare(first: Tensor, second: Tensor, decorrelated: bool = True) -> Prepare
     return Prepared(a, b, alive)
 
 
+CHUNK = 64  # suspect columns per chunk of the two-stage argmax in `partners`
+
+
 def partners(base: Tensor, suspect: Tensor) -> Tensor:
-    """argmax_j |corr(base_i, suspect_j)| for every base column i (unit columns in, int64 out)."""
-    out = []
-    for s in range(0, base.shape[1], BLOCK):
-        c = base[:, s : s + BLOCK].t() @ suspect
-        out.append(c.abs_().argmax(1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+    """argmax_j |corr(base_i, suspect_j)| for every base column i (unit columns in, int64 out).
+
+    The first such j on ties, exactly as `c.abs().argmax(1)` would give, found
+    in two stages: each chunk of CHUNK suspect columns is scored by its
+    largest |c| (max and −min: value-only reductions, several times faster
+    than an index-tracking argmax), and only the first best chunk is searched
+    for the index.  The first maximal entry of a row lies in its first
+    maximal chunk, so ties resolve as before.  The suspect is padded with
+    zero columns to whole chunks: a padded entry is exactly 0, after every
+    real column, so it can never be first.  This is `identify`'s hottest loop
+    (hundreds of base neurons per bundle against every suspect neuron of
+    every layer); the [block, f] products reuse one buffer.
+    """
+    n, f = int(base.shape[1]), int(suspect.shape[1])
+    out = torch.empty(n, dtype=torch.long)
+    if n == 0:
+        return out
+    dtype = torch.promote_types(base.dtype, suspect.dtype)
+    chunks = -(-f // CHUNK)
+    if chunks * CHUNK != f:
+        padded = torch.zeros(suspect.shape[0], chunks * CHUNK, dtype=dtype)
+        padded[:, :f] = suspect
+        suspect = padded
+    bt = base.t().to(dtype)
+    suspect = suspect.to(dtype)
+    buffer = torch.empty(min(BLOCK, n), chunks * CHUNK, dtype=dtype)
+    for s in range(0, n, BLOCK):
+        e = min(s + BLOCK, n)
+        c = buffer[: e - s]
+        torch.matmul(bt[s:e], suspect, out=c)
+        by_chunk = c.view(e - s, chunks, CHUNK)
+        best = torch.maximum(by_chunk.amax(2), by_chunk.amin(2).neg_()).argmax(1)
+        inner = by_chunk[torch.arange(e - s), best].abs_().argmax(1)
+        out[s:e] = best * CHUNK + inner
+    return out
 
 
 @dataclass
@@ -140,8 +181,7 @@ def layer_test(a: int, b: int, base: Prepared, suspect: Prepared, factor: int = 
     each channel), and Chatterjee's inequality bounds its tail.  The shuffle
     keeps every hub exactly as observed, so hubs cannot fake agreement.
     """
-    keep = base.alive
-    bf, bs = base.first[:, keep], base.second[:, keep]
+    bf, bs = base.live()
     k = int(bf.shape[1])
     f = int(suspect.first.shape[1])
     tokens = int(bf.shape[0])
@@ -166,8 +206,7 @@ def layer_tests(items: list[tuple[int, int, Prepared, int]], suspect: Prepared) 
     firsts, seconds, spans = [], [], []
     start = 0
     for n, (a, b, base, factor) in enumerate(items):
-        keep = base.alive
-        bf, bs = base.first[:, keep], base.second[:, keep]
+        bf, bs = base.live()
         k, tokens = int(bf.shape[1]), int(bf.shape[0])
         if k < 2 or f < 1 or tokens < 3 or tokens != int(suspect.first.shape[0]):
             out[n] = layer_test(a, b, base, suspect, factor)  # its own early exit (or a shape error)
