@@ -168,6 +168,11 @@ def _print_verification(v: api.Verification) -> None:
             f"lineage test  neuron agreement per layer {per_layer}  p {lineage['p_value']:.2g}  "
             f"(α = {lineage['alpha']:.0e}, {lineage['required_layers']} of {len(lineage['layers'])} layers needed)"
         )
+        heads = lineage.get("heads")
+        if heads:
+            per_head = " ".join(f"{row['agreement']:.2f}" for row in heads["layers"]) or "-"
+            role = "joined the verdict" if heads["joined"] else "a finding only"
+            out_console.print(f"head channel  head agreement per layer {per_head}  p {heads['p_value']:.2g}  ({role})")
     if score is not None:
         z = "-" if data["z"] is None else f"{data['z']:.1f}"
         p = "-" if data["p_value"] is None else f"{data['p_value']:.2g}"

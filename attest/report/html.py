@@ -197,12 +197,24 @@ def _lineage_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ]
     agree = [_num(_map(x).get("agreement")) for x in _seq(lin.get("layers"))[:_MAX_ROWS]]
     per_layer = " ".join(f"{a:.2f}" for a in agree if a is not None) or "—"
-    return [
+    rows = [
         ("Lineage test: shared FFN neurons per layer", escape(per_layer)),
         ("Lineage p-value (chance of this agreement without shared weights)", _fmt_p(report.get("p_value"))),
         ("Lineage z-score", _fmt(report.get("z"), 2)),
         ("Significance level α", _fmt_p(lin.get("alpha"))),
     ]
+    heads = _map(lin.get("heads"))
+    if heads:
+        h_agree = [_num(_map(x).get("agreement")) for x in _seq(heads.get("layers"))[:_MAX_ROWS]]
+        h_per = " ".join(f"{a:.2f}" for a in h_agree if a is not None) or "—"
+        role = "in the verdict" if heads.get("joined") is True else "a finding only (too few heads for power)"
+        rows.append(
+            (
+                "Attention-head channel: shared heads per layer",
+                f"{escape(h_per)}; p {_fmt_p(heads.get('p_value'))}; {role}",
+            )
+        )
+    return rows
 
 
 def _scores(report: Mapping[str, Any]) -> str:
