@@ -21,8 +21,12 @@ partners coincide, the shuffle null and its Chatterjee bound, Rüger over
 layers.  The units are few (H per layer, not thousands of neurons), so the
 best p-value a layer can give at full agreement is about exp(−(H−1)/2): the
 channel can reach α = 1e-6 only when H is a few dozen or more.  This module
-computes the channel on the exact path (both models held); whether it joins
-the verdict is decided from the measurements in bench/RESULTS-lineage-heads.md.
+computes the channel on the exact path (both models held).  Bundles carry the
+head responses (`attest.lineage.payload`, keys `heads` and `head_tokens`), and
+`SuspectPass` tests them in its one pass; the channel joins the verdict only
+where its power, fixed before any count, reaches α/2
+(`attest.lineage.result.LineageResult.heads_joined`).  The responses
+themselves are `attest.lineage.responses.head_responses`.
 """
 
 from __future__ import annotations

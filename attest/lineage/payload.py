@@ -408,6 +408,10 @@ class PayloadTests:
             res.notes.append(f"{len(t.ids)} of the payload's {t.m} tokens are covered by the suspect")
             if res.heads is not None:
                 res.heads.notes.append(f"{t.head_tokens} of the payload's {t.m_h} head tokens are covered")
+            elif t.m_h:
+                res.notes.append(
+                    f"head channel not run: {t.head_tokens} of the payload's {t.m_h} head tokens are covered"
+                )
             results[n] = res
         return [r for r in results if r is not None]
 
