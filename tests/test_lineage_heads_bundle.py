@@ -147,6 +147,62 @@ def test_thirty_two_heads_do_not_join_at_the_default_alpha(world32) -> None:
     assert w.lineage is not None and w.lineage.heads_joined and w.verdict.value == "match"
     c = attest.compare(f["base"], f["derived"], policy=looser)
     assert c.verdict.value == "match" and c.lineage is not None and c.lineage.heads_joined
+    assert c.lineage.p_value == pytest.approx(w.lineage.p_value, rel=1e-9)
+    assert c.lineage.heads is not None and c.lineage.heads.p_channel == pytest.approx(lin.heads.p_channel, rel=1e-9)
+    c_default = attest.compare(f["base"], f["derived"])  # and at the default α, the same (FFN) verdict
+    assert c_default.verdict == v.verdict and c_default.lineage is not None and not c_default.lineage.heads_joined
+
+
+def test_different_depths_pair_heads_as_the_ffn_channel_pairs_layers(world64, tmp_path) -> None:
+    """A derivative with layer 2 dropped: every cell tested with factor 4·3, the monotone alignment."""
+    import torch
+
+    base_model = mh.many_heads(64, 0)
+    derived = mh.ffn_replaced(base_model, 64)
+    short = mh.many_heads(64, 0, layers=3)
+    sd = {k: v for k, v in derived.state_dict().items() if ".layers." not in k}
+    for new, old_i in enumerate([0, 1, 3]):
+        prefix = f"model.layers.{old_i}."
+        for k, v in derived.state_dict().items():
+            if k.startswith(prefix):
+                sd[f"model.layers.{new}." + k[len(prefix) :]] = v
+    short.load_state_dict(sd)
+    with torch.no_grad():
+        ids = torch.arange(10).reshape(1, -1)
+        assert torch.isfinite(short(ids).logits).all()
+    suspect = load_model(mh.save(short, tmp_path / "dropped"))
+    base = load_model(world64["folders"]["base"])
+    tokens = select(base.vocab, 256)
+    payload = cbor2.loads(cbor2.dumps(build_payload(base, [i for i in locate(base.vocab, tokens) if i is not None])))
+    r = test_against_payload(payload, suspect, locate(suspect.vocab, tokens))
+    assert r.heads is not None
+    assert [(x.a, x.b) for x in r.heads.layers] == [(0, 0), (1, 1), (3, 2)]
+    assert all(x.factor == 4 * 3 for x in r.heads.layers)
+    assert r.heads.power_units == [(64, 12)] * 3  # the best 3 layers, fixed before counting
+    assert r.heads_joined and r.p_channel > ALPHA and r.conclusion == LINEAGE
+
+
+def test_identify_finds_the_ffn_replaced_derivative_through_the_heads(world64, tmp_path) -> None:
+    from attest.crypto.keys import TrustStore
+    from attest.registry import add
+
+    f = world64["folders"]
+    twin_bundle = tmp_path / "twin.attest"
+    attest.issue(f["twin"], world64["tmp"] / "pub.key", twin_bundle, name="heads-twin", issuer="pub")
+    old = _strip_heads(world64, tmp_path / "old.attest")  # a registry may hold bundles without heads
+    reg = tmp_path / "reg"
+    add(reg, [world64["bundle"], twin_bundle], TrustStore.from_pubkey(world64["pub"]))
+    found = attest.identify(f["derived"], reg, trust=world64["pub"])
+    assert found.verdict.value == "match" and found.base is not None and found.base.entry.name == "heads-base"
+    v = attest.verify(f["derived"], world64["bundle"], trust=world64["pub"])
+    assert found.base.verification is not None and found.base.verification.lineage is not None
+    assert found.base.verification.lineage.p_value == pytest.approx(v.lineage.p_value, rel=1e-9)  # type: ignore[union-attr]
+    other = next(c for c in found.candidates if c.entry.name == "heads-twin")
+    assert other.evidence.verdict.value != "match"
+    reg_old = tmp_path / "reg-old"
+    add(reg_old, [old, twin_bundle], TrustStore.from_pubkey(world64["pub"]))
+    without = attest.identify(f["derived"], reg_old, trust=world64["pub"])
+    assert without.verdict.value != "match"  # the FFN channel alone cannot see this derivative
 
 
 def test_lineage_record_round_trips_the_head_channel(world64) -> None:
@@ -275,3 +331,21 @@ def test_head_channel_size_at_7b_shape() -> None:
     print(f"head channel at 7B shape: {added} bytes (data {formula})")
     assert formula <= added <= formula + 64 * layers  # the keys: a few dozen bytes per layer
     assert added < 400_000
+
+
+def test_four_heads_verify_exactly_as_without_heads(tmp_path) -> None:
+    """Through `verify`: a tiny trained 4-head base's bundle, and the same bundle with its heads stripped."""
+    if not (LINEAGE_FIXTURES / "base" / "model.safetensors").exists():
+        pytest.skip("lineage fixtures missing: run tests/fixtures/make_lineage_models.py")
+    generate_keypair(tmp_path / "pub", None)
+    bundle = tmp_path / "base.attest"
+    attest.issue(LINEAGE_FIXTURES / "base", tmp_path / "pub.key", bundle, name="heads-base", issuer="pub")
+    world = {"bundle": bundle, "tmp": tmp_path}
+    old = _strip_heads(world, tmp_path / "old.attest")
+    for name in ("finetune", "twin"):
+        a = attest.verify(LINEAGE_FIXTURES / name, bundle, trust=tmp_path / "pub.pub")
+        b = attest.verify(LINEAGE_FIXTURES / name, old, trust=tmp_path / "pub.pub")
+        assert a.lineage is not None and a.lineage.heads is not None and not a.lineage.heads_joined
+        assert b.lineage is not None and b.lineage.heads is None
+        assert a.verdict == b.verdict and a.p_value == b.p_value and a.reasons == b.reasons
+        assert any("attention-head channel" in n for n in a.notes)  # reported, as a finding
