@@ -77,9 +77,13 @@ def test_issue_writes_heads_into_the_payload(world64) -> None:
     assert all(len(layer["heads"]["data"]) == 2 * m_h * m_h * 64 for layer in lin["layers"])
 
 
-def test_ffn_replaced_derivative_matches_through_the_joined_head_channel(world64) -> None:
+def test_ffn_replaced_derivative_matches_through_the_joined_head_channel(world64, tmp_path) -> None:
     f = world64["folders"]
-    v = attest.verify(f["derived"], world64["bundle"], trust=world64["pub"]).to_json()
+    html = tmp_path / "report.html"
+    v = attest.verify(f["derived"], world64["bundle"], trust=world64["pub"], report=html).to_json()
+    text = html.read_text()
+    assert "Attention-head channel" in text and "in the verdict" in text
+    assert "Its attention heads are the base model" in text  # not "its FFN neurons": those are new
     jsonschema.validate(v, SCHEMA)
     lin = v["lineage"]
     assert lin["p_ffn"] > ALPHA  # the FFN channel alone: no lineage (its FFNs are new)

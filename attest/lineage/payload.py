@@ -361,7 +361,8 @@ class PayloadTests:
     """`test_many_against_payloads` fed one suspect layer at a time (see `SuspectPass`).
 
     Memory: every payload's responses as float32 (4·2·m·k bytes per layer,
-    about 15 MB per 7B-shape bundle) while the suspect streams.
+    about 15 MB per 7B-shape bundle, and 4·2·m_h²·H for its heads, 1.2 MB)
+    while the suspect streams.
     """
 
     def __init__(
