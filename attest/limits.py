@@ -16,8 +16,9 @@ MIN_PROBE_TOKENS = 8
 MAX_PROBE_TOKENS = 16_384
 
 # -- lineage payload (attest-statement/2) ---------------------------------------
-#: Bytes of sampled-neuron responses a bundle may carry.  `issue` spends about
-#: 3.75 MB (docs/lineage.md: ≤ 4 MB at 7B shape); twice that bounds a reader.
+#: Bytes of sampled-neuron (and attention-head) responses a bundle may carry.
+#: `issue` spends about 3.75 MB on neurons and 0.3 MB on heads at 7B shape
+#: (docs/lineage.md); twice that bounds a reader.
 MAX_LINEAGE_BYTES = 8 * 1024 * 1024
 #: Sampled neurons per layer a payload may carry (issue stores 256).
 MAX_LINEAGE_NEURONS = 65_536

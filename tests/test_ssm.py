@@ -384,6 +384,8 @@ def test_mamba2_bundle_carries_mixer_channels(saved: dict[str, Path]) -> None:
     _positions, layers, _n = parse_payload(payload)
     assert [ch for _i, ch, _k, _v in layers] == [("z", "x")] * cm.n_layers
     assert all(doc["width"] == 128 for doc in payload["layers"])  # d_inner channels, all of them tested
+    # no standard attention: no head channel in the payload
+    assert "head_tokens" not in payload and not any("heads" in doc for doc in payload["layers"])
 
 
 # --------------------------------------------------------------------------- malformed mixers

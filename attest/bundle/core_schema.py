@@ -19,7 +19,14 @@ from typing import Any
 from attest.bundle.cbor_safe import is_array
 from attest.errors import BundleError
 from attest.formats import LINEAGE_FORMAT, MIXER_TERMS
-from attest.limits import MAX_LAYERS, MAX_LINEAGE_BYTES, MAX_LINEAGE_NEURONS, MAX_PROBE_TOKENS, MIN_PROBE_TOKENS
+from attest.limits import (
+    MAX_HEADS,
+    MAX_LAYERS,
+    MAX_LINEAGE_BYTES,
+    MAX_LINEAGE_NEURONS,
+    MAX_PROBE_TOKENS,
+    MIN_PROBE_TOKENS,
+)
 
 TERMS = frozenset({"qk", "vo", "up", "gate", "router", "ffn", "emb", "head", *MIXER_TERMS})
 GLOBAL_LAYER = -1
@@ -202,6 +209,9 @@ def check_lineage(lin: Mapping[str, Any], n_tokens: int) -> None:
     m = _index_bytes(lin, "token_positions", "token_dtype", "lineage")
     if m > n_tokens:
         raise _fail("lineage.token_positions", "lists more positions than there are tokens")
+    m_h = 0
+    if "head_tokens" in lin:  # the head channel (optional; docs/lineage.md, "Head channel")
+        m_h = _uint(lin.get("head_tokens"), "lineage.head_tokens", 2, m)
     layers = lin.get("layers")
     if not is_array(layers) or not 1 <= len(layers) <= MAX_LAYERS:
         raise _fail("lineage.layers", f"must be an array of 1..{MAX_LAYERS} layer maps")
@@ -224,6 +234,19 @@ def check_lineage(lin: Mapping[str, Any], n_tokens: int) -> None:
         if not isinstance(data, bytes) or len(data) != 2 * m * k:
             raise _fail(f"{where}.data", f"must be 2 x {m} x {k} int8 values")
         total += len(data) + len(scale)
+        if "heads" in layer:
+            heads = layer["heads"]
+            if not isinstance(heads, Mapping):
+                raise _fail(f"{where}.heads", f"must be a map, got {_kind(heads)}")
+            if not m_h:
+                raise _fail(f"{where}.heads", "needs lineage.head_tokens")
+            h = _uint(heads.get("count"), f"{where}.heads.count", 1, MAX_HEADS)
+            h_scale, h_data = heads.get("scale"), heads.get("data")
+            if not isinstance(h_scale, bytes) or len(h_scale) != 8 * h:
+                raise _fail(f"{where}.heads.scale", f"must be 2 x {h} float32 values")
+            if not isinstance(h_data, bytes) or len(h_data) != 2 * m_h * m_h * h:
+                raise _fail(f"{where}.heads.data", f"must be 2 x {m_h * m_h} x {h} int8 values")
+            total += len(h_data) + len(h_scale)
         if total > MAX_LINEAGE_BYTES:
             raise _fail("lineage", f"carries more than {MAX_LINEAGE_BYTES} bytes of responses")
 

@@ -165,9 +165,17 @@ def _print_verification(v: api.Verification) -> None:
     if lineage:
         per_layer = " ".join(f"{row['agreement']:.2f}" for row in lineage["layers"]) or "-"
         out_console.print(
-            f"lineage test  neuron agreement per layer {per_layer}  p {lineage['p_value']:.2g}  "
+            f"lineage test  neuron agreement per layer {per_layer}  p {lineage.get('p_ffn', lineage['p_value']):.2g}  "
             f"(α = {lineage['alpha']:.0e}, {lineage['required_layers']} of {len(lineage['layers'])} layers needed)"
         )
+        heads = lineage.get("heads")
+        if heads:
+            per_head = " ".join(f"{row['agreement']:.2f}" for row in heads["layers"]) or "-"
+            role = "joined the verdict" if heads["joined"] else "a finding only"
+            out_console.print(
+                f"head channel  head agreement per layer {per_head}  p {heads['p_value']:.2g}  ({role}; "
+                f"lineage p {lineage['p_value']:.2g})"
+            )
     if score is not None:
         z = "-" if data["z"] is None else f"{data['z']:.1f}"
         p = "-" if data["p_value"] is None else f"{data['p_value']:.2g}"

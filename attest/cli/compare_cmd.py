@@ -56,6 +56,12 @@ def render_comparison(c: api.Comparison) -> None:
             f"Lineage test: neuron agreement per layer {per_layer}  "
             f"(α = {c.lineage.alpha:.0e}, {c.lineage.required} of {len(c.lineage.layers)} layers needed)"
         )
+        if c.lineage.heads is not None:
+            per_head = " ".join(f"{x.agreement:.2f}" for x in c.lineage.heads.layers) or "-"
+            role = "joined the verdict" if c.lineage.heads_joined else "a finding only"
+            out_console.print(
+                f"Head channel: head agreement per layer {per_head}  p {c.lineage.heads.p_channel:.2g}  ({role})"
+            )
     what = "lineage" if c.lineage is not None else "score"
     out_console.print(
         f"Score [bold]{c.score:+.4f}[/bold]  {what} z {fmt_number(z, '.1f')}  p {fmt_number(p, '.2g')}  threshold {c.policy.threshold}  "

@@ -21,66 +21,30 @@ partners coincide, the shuffle null and its Chatterjee bound, Rüger over
 layers.  The units are few (H per layer, not thousands of neurons), so the
 best p-value a layer can give at full agreement is about exp(−(H−1)/2): the
 channel can reach α = 1e-6 only when H is a few dozen or more.  This module
-computes the channel on the exact path (both models held); whether it joins
-the verdict is decided from the measurements in bench/RESULTS-lineage-heads.md.
+computes the channel on the exact path (both models held).  Bundles carry the
+head responses (`attest.lineage.payload`, keys `heads` and `head_tokens`), and
+`SuspectPass` tests them in its one pass; the channel joins the verdict only
+where its power, fixed before any count, reaches α/2
+(`attest.lineage.result.LineageResult.heads_joined`).  The responses
+themselves are `attest.lineage.responses.head_responses`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from attest.arch.canonical import CanonicalModel, Layer
-from attest.arch.parts import Attention
+from attest.arch.canonical import CanonicalModel
 from attest.invariants.compute import release_free_memory
-from attest.invariants.terms import keys
 from attest.lineage.matching import LayerLineage, Prepared, layer_test, prepare
+from attest.lineage.responses import head_responses
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
-from attest.lineage.suspect import probe_rows
-from attest.scoring.layer_alignment import monotone_pairs
+from attest.lineage.suspect import head_power_units, pair_cells, probe_rows
 
 Tensor = torch.Tensor
 
 HEAD_TOKENS = 32  # probe tokens per head response: m² = 1,024 entries per channel
-
-
-def _rows(x: Tensor, gain: Tensor | None) -> Tensor:
-    return x * gain.float() if gain is not None else x
-
-
-def _queries(attn: Attention) -> Tensor:
-    """Query weights as [H, dh, d], with a q-norm gain folded in (as `grouped_queries` folds it)."""
-    h, dh = attn.n_heads, attn.head_dim
-    q = attn.q.float().reshape(h, dh, -1)
-    if attn.q_norm is not None:
-        g = attn.q_norm.float()
-        q = q * (g.reshape(1, dh, 1) if g.numel() == dh else g.reshape(h, dh, 1))
-    return q
-
-
-def head_responses(layer: Layer, x: Tensor) -> tuple[Tensor, Tensor] | None:
-    """The (qk, vo) responses of every query head of the layer to the probe rows x [m, d]: two [m², H].
-
-    None when the layer has no standard attention (a mixer layer, or MLA, whose
-    heads share a latent projection and are left to the FFN channel).
-    """
-    attn = layer.attn
-    if not isinstance(attn, Attention):
-        return None
-    h, hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
-    m = int(x.shape[0])
-    x_in = _rows(x.float(), layer.attn_norm)
-    x_out = _rows(x.float(), layer.attn_out_norm)
-    group = torch.arange(h) // (h // hkv)  # each query head's KV group
-    q = torch.einsum("nd,hed->hne", x_in, _queries(attn))  # [H, m, dh]
-    k = torch.einsum("nd,ged->gne", x_in, keys(attn).float().reshape(hkv, dh, -1))[group]
-    v = torch.einsum("nd,ged->gne", x_in, attn.v.float().reshape(hkv, dh, -1))[group]
-    o = torch.einsum("nd,dhe->hne", x_out, attn.o.float().reshape(-1, h, dh))  # [H, m, dh]
-    qk = (q @ k.transpose(1, 2)).reshape(h, m * m).t().contiguous()
-    vo = (v @ o.transpose(1, 2)).reshape(h, m * m).t().contiguous()
-    return qk, vo
 
 
 def _prepared(model: CanonicalModel, ids: Sequence[int]) -> list[Prepared | None]:
@@ -126,17 +90,14 @@ def test_heads(
             if (same and i != j) or pa is None or pb is None:
                 continue
             cells[(i, j)] = layer_test(i, j, pa, pb, factor)
-    if same:
-        pairs = [(i, i) for i in range(la) if (i, i) in cells]
-    else:
-        sim = np.full((la, lb), -1.0)
-        for (i, j), c in cells.items():
-            sim[i, j] = c.agreement if c.neurons else -1.0
-        pairs = [(i, j) for i, j in monotone_pairs(sim) if (i, j) in cells]
+    pairs = pair_cells(cells, la, lb, same)
+    if not same:
         notes.append(f"depths differ ({la} vs {lb} layers): each layer's p-value is multiplied by {factor}")
     if not cells:
         notes.append("no layer pair has standard attention heads on both sides")
-    return LineageResult([cells[p] for p in pairs], "exact", alpha, reference_agreement, notes)
+    result = LineageResult([cells[p] for p in pairs], "exact", alpha, reference_agreement, notes)
+    result.power_units = head_power_units(cells, same)
+    return result
 
 
 test_heads.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name

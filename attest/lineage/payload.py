@@ -15,14 +15,30 @@ Payload (a CBOR-ready dict, `attest-lineage/1`):
         neuron_dtype  "uint16" | "uint32"
         scale         float32 LE [2, k]: dequantisation step per channel and neuron
         data          int8 [2, m, k]: responses centred over the m tokens, / scale, rounded
+        heads         (optional) the layer's attention heads, the head channel
+                      (docs/lineage.md, "Head channel"):
+            count     H, query heads
+            scale     float32 LE [2, H]: step per channel (qk, vo) and head
+            data      int8 [2, m_h², H]: head h's qk and vo responses at the first
+                      m_h token positions, entry i·m_h + j for the pair (i, j),
+                      centred over the m_h² entries, / scale, rounded
+    head_tokens       (optional; present iff some layer carries heads) m_h ≤ m
+
+The head keys are optional, so the format stays `attest-lineage/1`: a payload
+written before them parses and verifies as it always did.  `issue` writes
+heads for every layer with standard attention (not MLA, not a mixer), at
+m_h = BUNDLE_HEAD_TOKENS (chosen by measurement, bench/RESULTS-lineage-heads.md).
 
 Size: layers · (2·m·k + 8·k + 2·k) bytes plus a few hundred bytes of keys;
 at 7B shape (32 layers) with the defaults k = 256, m = 224 that is 3.75 MB.
+The heads add layers · (2·m_h²·H + 8·H) bytes: 32 · (2·12²·32 + 256) ≈ 303 kB
+at 7B shape (H = 32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +48,9 @@ from attest.arch.canonical import CanonicalModel, Layer
 from attest.errors import BundleError, InputError
 from attest.formats import LINEAGE_FORMAT
 from attest.invariants.compute import release_free_memory
+from attest.limits import MAX_HEADS
 from attest.lineage.pair import NEURON_SEED, base_layer
+from attest.lineage.responses import head_responses
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
 from attest.lineage.suspect import BaseLayer, SuspectPass, probe_rows
 from attest.progress import SILENT, Tracker
@@ -44,6 +62,9 @@ DATA_BUDGET = 3_750_000  # int8 response bytes; more tokens are stored when the 
 MAX_LAYERS = 4096
 MAX_PAYLOAD_VALUES = 64_000_000  # int8 values: refuse to allocate more from a hostile bundle
 CHANNEL_SETS = (("gate", "up"), ("up", "down"), ("z", "x"))  # ("z", "x"): mixer channels (attention kind: ssm)
+BUNDLE_HEAD_TOKENS = 12  # m_h: head tokens per payload (bench/RESULTS-lineage-heads.md, "m_h in bundles")
+MIN_HEAD_TOKENS = 2
+MAX_PAYLOAD_HEADS = MAX_HEADS  # query heads per layer
 
 
 def _index_dtype(limit: int) -> tuple[str, str]:
@@ -76,13 +97,18 @@ class PayloadBuilder:
         neurons: int = BUNDLE_NEURONS,
         tokens: int | None = None,
         seed: int = NEURON_SEED,
+        head_tokens: int = BUNDLE_HEAD_TOKENS,
     ) -> None:
+        """`head_tokens`: m_h of the head channel (0: no heads, a payload as before the head channel)."""
         if tokens is None:
             tokens = max(BUNDLE_TOKENS, DATA_BUDGET // max(1, 2 * neurons * model.n_layers))
         if neurons < 2 or tokens < 8:
             raise InputError("lineage payload needs at least 2 neurons and 8 tokens per layer")
+        if head_tokens and head_tokens < MIN_HEAD_TOKENS:
+            raise InputError(f"the head channel needs at least {MIN_HEAD_TOKENS} tokens (or 0 for none)")
         self.model, self.neurons, self.seed, self.n_tokens = model, neurons, seed, len(token_ids)
         self.positions = np.arange(min(tokens, len(token_ids)))
+        self.head_tokens = min(head_tokens, len(self.positions))
         self.x = probe_rows(model, [token_ids[int(p)] for p in self.positions])
         self.layers: dict[int, BaseLayer | InputError] = {}
 
@@ -90,9 +116,13 @@ class PayloadBuilder:
         if i in self.layers or not 0 <= i < self.model.n_layers:
             return
         try:
-            self.layers[i] = base_layer(layer, i, self.x, self.neurons, self.seed)
+            bl = base_layer(layer, i, self.x, self.neurons, self.seed)
         except InputError as exc:  # raised by `finish`, in layer order
             self.layers[i] = exc
+            return
+        if self.head_tokens >= MIN_HEAD_TOKENS:
+            bl.heads = head_responses(layer, self.x[: self.head_tokens])  # None without standard attention
+        self.layers[i] = bl
 
     def finish(self, tracker: Tracker = SILENT) -> dict[str, Any]:
         todo = [i for i in range(self.model.n_layers) if i not in self.layers]
@@ -110,7 +140,7 @@ class PayloadBuilder:
                 raise bl
             out_layers.append(_pack_layer(bl))
         t_name, t_fmt = _index_dtype(self.n_tokens)
-        return {
+        out: dict[str, Any] = {
             "format": PAYLOAD_FORMAT,
             "seed": int(self.seed),
             "n_tokens": self.n_tokens,
@@ -118,6 +148,9 @@ class PayloadBuilder:
             "token_dtype": t_name,
             "layers": out_layers,
         }
+        if any("heads" in layer for layer in out_layers):
+            out["head_tokens"] = self.head_tokens
+        return out
 
 
 def _pack_layer(bl: BaseLayer) -> dict[str, Any]:
@@ -126,7 +159,7 @@ def _pack_layer(bl: BaseLayer) -> dict[str, Any]:
     q1, s1 = _quantise(bl.first)
     q2, s2 = _quantise(bl.second)
     n_name, n_fmt = _index_dtype(f)
-    return {
+    out: dict[str, Any] = {
         "index": bl.index,
         "channels": list(bl.channels),
         "width": f,
@@ -135,6 +168,16 @@ def _pack_layer(bl: BaseLayer) -> dict[str, Any]:
         "scale": np.stack([s1, s2]).astype("<f4").tobytes(),
         "data": np.stack([q1, q2]).tobytes(),
     }
+    if bl.heads is not None:
+        # Quantised per head and channel like the neurons: each [m_h², H] column centred, int8.
+        h1, t1 = _quantise(bl.heads[0])
+        h2, t2 = _quantise(bl.heads[1])
+        out["heads"] = {
+            "count": int(h1.shape[1]),
+            "scale": np.stack([t1, t2]).astype("<f4").tobytes(),
+            "data": np.stack([h1, h2]).tobytes(),
+        }
+    return out
 
 
 def build_payload(
@@ -145,14 +188,17 @@ def build_payload(
     tokens: int | None = None,
     seed: int = NEURON_SEED,
     tracker: Tracker = SILENT,
+    head_tokens: int = BUNDLE_HEAD_TOKENS,
 ) -> dict[str, Any]:
     """The lineage payload for a statement whose token list has the ids `token_ids` in `model`.
 
     The first `tokens` entries of the list are used (default: as many as
     DATA_BUDGET allows for this depth, at least BUNDLE_TOKENS): the list is
     already in keyed-hash order, so they are a pseudo-random subset of it.
+    The head channel uses the first `head_tokens` of those (0: no heads).
     """
-    return PayloadBuilder(model, token_ids, neurons=neurons, tokens=tokens, seed=seed).finish(tracker)
+    builder = PayloadBuilder(model, token_ids, neurons=neurons, tokens=tokens, seed=seed, head_tokens=head_tokens)
+    return builder.finish(tracker)
 
 
 def payload_size(payload: Mapping[str, Any]) -> int:
@@ -174,8 +220,30 @@ def _bytes(v: Any, what: str, size: int) -> bytes:
     return v
 
 
-def parse_payload(payload: Any) -> tuple[np.ndarray, list[tuple[int, tuple[str, str], int, np.ndarray]], int]:
-    """Validated (token positions, [(layer, channels, k, values [2, m, k] float32)], n_tokens)."""
+@dataclass
+class ParsedPayload:
+    """A validated payload, dequantised."""
+
+    positions: np.ndarray  # m token positions into the statement's list
+    layers: list[tuple[int, tuple[str, str], int, np.ndarray]]  # (layer, channels, k, values [2, m, k])
+    n_tokens: int
+    head_tokens: int = 0  # m_h (0: the payload carries no heads)
+    heads: dict[int, np.ndarray] = field(default_factory=dict)  # layer → values [2, m_h², H] float32
+
+
+def _parse_heads(doc: Any, m_h: int) -> tuple[int, Any, Any]:
+    """(H, scale bytes, data bytes) of a layer's `heads` map, sizes checked, nothing allocated."""
+    if not isinstance(doc, Mapping):
+        raise BundleError("lineage payload: a layer's heads must be a map")
+    if m_h < MIN_HEAD_TOKENS:
+        raise BundleError("lineage payload: a layer carries heads but the payload has no head_tokens")
+    h = _int(doc.get("count"), "heads.count", 1, MAX_PAYLOAD_HEADS)
+    scale = _bytes(doc.get("scale"), "heads.scale", 8 * h)
+    data = _bytes(doc.get("data"), "heads.data", 2 * m_h * m_h * h)
+    return h, scale, data
+
+
+def _parse(payload: Any) -> ParsedPayload:
     if not isinstance(payload, Mapping) or payload.get("format") != PAYLOAD_FORMAT:
         raise BundleError(f"lineage payload: not an {PAYLOAD_FORMAT} map")
     n_tokens = _int(payload.get("n_tokens"), "n_tokens", 1, 1 << 24)
@@ -187,10 +255,14 @@ def parse_payload(payload: Any) -> tuple[np.ndarray, list[tuple[int, tuple[str, 
     m = len(positions)
     if m == 0 or positions.max() >= n_tokens or len(np.unique(positions)) != m:
         raise BundleError("lineage payload: token positions out of range or repeated")
+    m_h = 0
+    if "head_tokens" in payload:
+        m_h = _int(payload.get("head_tokens"), "head_tokens", MIN_HEAD_TOKENS, m)
     layers_doc = payload.get("layers")
     if not isinstance(layers_doc, (list, tuple)) or not 0 < len(layers_doc) <= MAX_LAYERS:
         raise BundleError("lineage payload: layers must be a non-empty array")
     out = []
+    heads: dict[int, np.ndarray] = {}
     budget = MAX_PAYLOAD_VALUES
     seen: set[int] = set()
     for doc in layers_doc:
@@ -220,28 +292,77 @@ def parse_payload(payload: Any) -> tuple[np.ndarray, list[tuple[int, tuple[str, 
         if not np.isfinite(scale).all() or (scale < 0).any():
             raise BundleError("lineage payload: scales must be finite and non-negative")
         data = np.frombuffer(_bytes(doc.get("data"), "data", 2 * m * k), dtype=np.int8).reshape(2, m, k)
-        out.append((index, channels, k, data.astype(np.float32) * scale[:, None, :]))  # type: ignore[arg-type]
+        if "heads" in doc:
+            # Counted against the same budget, and before the bytes are read, so a
+            # hostile count cannot make the dequantisation allocate.
+            count = doc["heads"].get("count") if isinstance(doc["heads"], Mapping) else None
+            if isinstance(count, int) and not isinstance(count, bool) and 0 < count <= MAX_PAYLOAD_HEADS:
+                budget -= 2 * m_h * m_h * count
+                if budget < 0:
+                    raise BundleError("lineage payload: larger than this attest accepts")
+            h, h_scale, h_data = _parse_heads(doc["heads"], m_h)
+            hs = np.frombuffer(h_scale, dtype="<f4").reshape(2, h)
+            if not np.isfinite(hs).all() or (hs < 0).any():
+                raise BundleError("lineage payload: head scales must be finite and non-negative")
+            hd = np.frombuffer(h_data, dtype=np.int8).reshape(2, m_h * m_h, h)
+            heads[index] = hd.astype(np.float32) * hs[:, None, :]
+        out.append((index, channels, k, data.astype(np.float32) * scale[:, None, :]))
+    if m_h and not heads:
+        raise BundleError("lineage payload: head_tokens is set but no layer carries heads")
     out.sort(key=lambda t: t[0])
-    return positions, out, n_tokens  # type: ignore[return-value]
+    return ParsedPayload(positions, out, n_tokens, m_h, heads)  # type: ignore[arg-type]
 
 
-def _payload_task(payload: Any, suspect_ids: Sequence[int | None]) -> tuple[list[BaseLayer], list[int], int]:
-    """The base layers at the payload tokens the suspect covers, the suspect's ids there, and the payload's m."""
-    positions, layers, n_tokens = parse_payload(payload)
-    if len(suspect_ids) != n_tokens:
-        raise BundleError(f"lineage payload indexes {n_tokens} tokens but the statement lists {len(suspect_ids)}")
-    covered = np.array([suspect_ids[int(p)] is not None for p in positions], dtype=bool)
-    ids = [int(suspect_ids[int(p)]) for p in positions[covered]]  # type: ignore[arg-type]
+def parse_payload(payload: Any) -> tuple[np.ndarray, list[tuple[int, tuple[str, str], int, np.ndarray]], int]:
+    """Validated (token positions, [(layer, channels, k, values [2, m, k] float32)], n_tokens).
+
+    The optional heads are validated too (`ParsedPayload` carries them).
+    """
+    p = _parse(payload)
+    return p.positions, p.layers, p.n_tokens
+
+
+@dataclass
+class _Prepared:
+    base: list[BaseLayer]
+    ids: list[int]  # the suspect's ids at the covered payload tokens, in payload order
+    m: int
+    head_tokens: int  # covered tokens among the first m_h (a prefix of ids); 0 without heads
+    m_h: int
+
+
+def _payload_task(payload: Any, suspect_ids: Sequence[int | None]) -> _Prepared:
+    """The base layers at the payload tokens the suspect covers, the suspect's ids there, and the payload's m.
+
+    Head responses are masked on rows and columns alike: entry (i, j) of the
+    m_h × m_h matrices is kept only when both tokens are covered, so the
+    suspect's responses at its covered head tokens line up entry by entry.
+    """
+    p = _parse(payload)
+    positions = p.positions
+    if len(suspect_ids) != p.n_tokens:
+        raise BundleError(f"lineage payload indexes {p.n_tokens} tokens but the statement lists {len(suspect_ids)}")
+    covered = np.array([suspect_ids[int(q)] is not None for q in positions], dtype=bool)
+    ids = [int(suspect_ids[int(q)]) for q in positions[covered]]  # type: ignore[arg-type]
     keep = torch.as_tensor(covered)
-    base = [BaseLayer(i, torch.from_numpy(v[0])[keep], torch.from_numpy(v[1])[keep], ch) for i, ch, _k, v in layers]
-    return base, ids, len(positions)
+    cov_h = covered[: p.head_tokens]
+    pair_keep = torch.as_tensor(np.outer(cov_h, cov_h).reshape(-1))
+    base = []
+    for i, ch, _k, v in p.layers:
+        bl = BaseLayer(i, torch.from_numpy(v[0])[keep], torch.from_numpy(v[1])[keep], ch)
+        if i in p.heads:
+            hv = p.heads[i]
+            bl.heads = (torch.from_numpy(hv[0])[pair_keep], torch.from_numpy(hv[1])[pair_keep])
+        base.append(bl)
+    return _Prepared(base, ids, len(positions), int(cov_h.sum()) if p.heads else 0, p.head_tokens)
 
 
 class PayloadTests:
     """`test_many_against_payloads` fed one suspect layer at a time (see `SuspectPass`).
 
     Memory: every payload's responses as float32 (4·2·m·k bytes per layer,
-    about 15 MB per 7B-shape bundle) while the suspect streams.
+    about 15 MB per 7B-shape bundle, and 4·2·m_h²·H for its heads, 1.2 MB)
+    while the suspect streams.
     """
 
     def __init__(
@@ -255,16 +376,17 @@ class PayloadTests:
     ) -> None:
         self.prepared = [_payload_task(payload, ids) for payload, ids in items]
         self.alpha, self.reference_agreement = alpha, reference_agreement
-        self.run = [n for n, (_b, ids, _m) in enumerate(self.prepared) if len(ids) >= 8]
+        self.run = [n for n, t in enumerate(self.prepared) if len(t.ids) >= 8]
         self.suspect_pass = (
             SuspectPass(
-                [self.prepared[n][0] for n in self.run],
+                [self.prepared[n].base for n in self.run],
                 suspect,
-                [self.prepared[n][1] for n in self.run],
+                [self.prepared[n].ids for n in self.run],
                 "bundle",
                 dtype=dtype,
                 alpha=alpha,
                 reference_agreement=reference_agreement,
+                head_tokens=[self.prepared[n].head_tokens for n in self.run],
             )
             if self.run
             else None
@@ -276,16 +398,21 @@ class PayloadTests:
 
     def finish(self, tracker: Tracker = SILENT) -> list[LineageResult]:
         results: list[LineageResult | None] = [None] * len(self.prepared)
-        for n, (_b, ids, m) in enumerate(self.prepared):
-            if len(ids) < 8:
+        for n, t in enumerate(self.prepared):
+            if len(t.ids) < 8:
                 res = LineageResult([], "bundle", self.alpha, self.reference_agreement)
-                res.notes.append(f"only {len(ids)} of the payload's {m} tokens exist in the suspect")
+                res.notes.append(f"only {len(t.ids)} of the payload's {t.m} tokens exist in the suspect")
                 results[n] = res
         done = self.suspect_pass.finish(tracker) if self.suspect_pass is not None else []
         for n, res in zip(self.run, done):
-            res.notes.append(
-                f"{len(self.prepared[n][1])} of the payload's {self.prepared[n][2]} tokens are covered by the suspect"
-            )
+            t = self.prepared[n]
+            res.notes.append(f"{len(t.ids)} of the payload's {t.m} tokens are covered by the suspect")
+            if res.heads is not None:
+                res.heads.notes.append(f"{t.head_tokens} of the payload's {t.m_h} head tokens are covered")
+            elif t.m_h:
+                res.notes.append(
+                    f"head channel not run: {t.head_tokens} of the payload's {t.m_h} head tokens are covered"
+                )
             results[n] = res
         return [r for r in results if r is not None]
 

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 import torch
 
 from attest.arch.canonical import Layer
+from attest.arch.parts import Attention
 from attest.invariants.compute import _stack_mlps
-from attest.invariants.terms import mm
+from attest.invariants.terms import keys, mm
 
 Tensor = torch.Tensor
 
@@ -106,3 +107,39 @@ def ffn_width(layer: Layer) -> int:
     if not mlps and layer.mixer is not None:  # attention kind: ssm
         return layer.mixer.channels
     return sum(int(m.up.shape[0]) for m in mlps)
+
+
+def _queries(attn: Attention) -> Tensor:
+    """Query weights as [H, dh, d], with a q-norm gain folded in (as `grouped_queries` folds it)."""
+    h, dh = attn.n_heads, attn.head_dim
+    q = attn.q.float().reshape(h, dh, -1)
+    if attn.q_norm is not None:
+        g = attn.q_norm.float()
+        q = q * (g.reshape(1, dh, 1) if g.numel() == dh else g.reshape(h, dh, 1))
+    return q
+
+
+def head_responses(layer: Layer, x: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The (qk, vo) responses of every query head of the layer to the probe rows x [m, d]: two [m², H].
+
+    Entry i·m + j of a column is the head's score of token i against token j
+    (qk), or what it writes for token j when attending to token i (vo).  None
+    when the layer has no standard attention (a mixer layer, or MLA, whose
+    heads share a latent projection and are left to the FFN channel).  See
+    `attest.lineage.heads` for why these survive every disguise.
+    """
+    attn = layer.attn
+    if not isinstance(attn, Attention):
+        return None
+    h, hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    m = int(x.shape[0])
+    x_in = _rows(x.float(), layer.attn_norm)
+    x_out = _rows(x.float(), layer.attn_out_norm)
+    group = torch.arange(h) // (h // hkv)  # each query head's KV group
+    q = torch.einsum("nd,hed->hne", x_in, _queries(attn))  # [H, m, dh]
+    k = torch.einsum("nd,ged->gne", x_in, keys(attn).float().reshape(hkv, dh, -1))[group]
+    v = torch.einsum("nd,ged->gne", x_in, attn.v.float().reshape(hkv, dh, -1))[group]
+    o = torch.einsum("nd,dhe->hne", x_out, attn.o.float().reshape(-1, h, dh))  # [H, m, dh]
+    qk = (q @ k.transpose(1, 2)).reshape(h, m * m).t().contiguous()
+    vo = (v @ o.transpose(1, 2)).reshape(h, m * m).t().contiguous()
+    return qk, vo

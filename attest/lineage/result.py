@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attest.lineage.matching import LayerLineage, from_counts
-from attest.lineage.stats import required_layers, ruger
+from attest.lineage.stats import permutation_tail, required_layers, ruger
 
 DEFAULT_ALPHA = 1e-6  # a match needs the combined p-value at or below this
 REFERENCE_AGREEMENT = 0.2  # "enough power" = this much agreement would have reached alpha
@@ -27,6 +27,20 @@ def min_tokens(suspect_neurons: int) -> int:
 LINEAGE = "lineage"
 NO_LINEAGE = "no_lineage"
 UNDERPOWERED = "insufficient_power"
+CHANNELS = 2  # FFN neurons and attention heads: the Bonferroni factor when the head channel joins
+
+
+def chatterjee_power(units: list[tuple[int, int]]) -> float:
+    """The combined p-value full agreement would give, Chatterjee's bound alone, Rüger over the layers.
+
+    `units`: (tested units k, Bonferroni factor) per layer.  At K = k the mean is
+    at least 1 (each agreement is a coincidence), and the bound grows with the
+    mean, so min(1, factor·tail(k, 1)) is the best any layer can report.  Only
+    counts fixed before any agreement is counted enter, so a decision taken on
+    it cannot bias the p-value it gates.
+    """
+    ps = [min(1.0, f * permutation_tail(k, 1.0)) if k >= 2 else 1.0 for k, f in units]
+    return ruger(ps, required_layers(len(ps))) if ps else 1.0
 
 
 @dataclass
@@ -41,6 +55,12 @@ class LineageResult:
     # Every layer pair had FFNs of different kinds (gated vs plain): no suspect neuron can
     # descend from a base neuron, since deriving weights keeps what each neuron computes.
     kinds_differ: bool = False
+    # The attention-head channel (docs/lineage.md, "Head channel"), tested beside the FFN neurons
+    # on the bundle path; it joins p and conclusion only when `heads_joined`.
+    heads: "LineageResult | None" = None
+    # For a head-channel result: (units, factor) of the layers its power is computed from
+    # (`chatterjee_power`), fixed before any agreement was counted.
+    power_units: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def required(self) -> int:
@@ -50,8 +70,38 @@ class LineageResult:
         return ruger(ps, self.required) if ps else 1.0
 
     @property
-    def p_value(self) -> float:
+    def p_channel(self) -> float:
+        """This channel's own combined p-value (the FFN neurons', or a head result's)."""
         return self._combine([x.p_value for x in self.layers])
+
+    @property
+    def p_power(self) -> float:
+        """For a head result: the combined p at full agreement, Chatterjee's bound (what joining needs)."""
+        return chatterjee_power(self.power_units)
+
+    @property
+    def heads_joined(self) -> bool:
+        """The head channel enters the verdict: its best attainable p reaches α/CHANNELS.
+
+        Decided from the number of heads, the factors and the layer count only,
+        never from agreement counts, so that choosing between p_ffn and the
+        two-channel Bonferroni p cannot be steered by the data.
+        """
+        return self.heads is not None and self.heads.p_power <= self.alpha / CHANNELS
+
+    @property
+    def p_value(self) -> float:
+        """The lineage p-value: the FFN channel's, or min(1, 2·min(p_ffn, p_heads)) when the heads join."""
+        p = self.p_channel
+        if self.heads_joined:
+            assert self.heads is not None
+            return min(1.0, CHANNELS * min(p, self.heads.p_channel))
+        return p
+
+    @property
+    def heads_significant(self) -> bool:
+        """The joined head channel alone reaches α: it forbids a no-lineage conclusion."""
+        return self.heads_joined and self.heads is not None and self.heads.p_channel <= self.alpha
 
     @property
     def p_full(self) -> float:
@@ -75,16 +125,59 @@ class LineageResult:
 
     @property
     def conclusion(self) -> str:
+        if (self.layers or self.heads_joined) and self.p_value <= self.alpha:
+            return LINEAGE
+        if self.heads_significant:  # the FFN channel's power cannot overrule significant heads
+            return UNDERPOWERED
         if not self.layers and self.kinds_differ:
             return NO_LINEAGE
-        if self.layers and self.p_value <= self.alpha:
-            return LINEAGE
         if self.layers and self.p_reference <= self.alpha and self.enough_tokens:
             return NO_LINEAGE
         return UNDERPOWERED
 
+    def _own_reasons(self) -> list[str] | None:
+        """The reasons a joined head channel changes (None: the FFN channel's reasons stand)."""
+        if not self.heads_joined or self.heads is None:
+            return None
+        h = self.heads
+        if self.conclusion == LINEAGE and h.p_channel <= self.p_channel:
+            return [
+                (
+                    f"lineage: {h.agreement:.0%} of the tested attention heads are found by both channels "
+                    f"(head channel p = {h.p_channel:.1e}; over the two channels, Bonferroni, "
+                    f"p = {self.p_value:.1e} ≤ α = {self.alpha:.0e})"
+                )
+            ]
+        if self.conclusion == UNDERPOWERED and self.heads_significant:
+            return [
+                (
+                    f"lineage test inconclusive: the attention heads agree ({h.agreement:.0%}, head channel "
+                    f"p = {h.p_channel:.1e} ≤ α) but over the two channels p = {self.p_value:.1e} > α = "
+                    f"{self.alpha:.0e}, so no-lineage cannot be claimed either"
+                )
+            ]
+        return None
+
+    def heads_finding(self) -> str | None:
+        """One line on the head channel: what it found and whether it entered the verdict."""
+        h = self.heads
+        if h is None:
+            return None
+        per = " ".join(f"{x.agreement:.2f}" for x in h.layers) or "-"
+        if self.heads_joined:
+            how = f"joined the verdict (at full agreement p = {h.p_power:.1e} ≤ α/{CHANNELS})"
+        else:
+            how = (
+                f"a finding only: with {max((k for k, _ in h.power_units), default=0)} heads per layer "
+                f"even full agreement gives p = {h.p_power:.1e} > α/{CHANNELS} = {self.alpha / CHANNELS:.0e}"
+            )
+        return f"attention-head channel: agreement per layer {per}, p = {h.p_channel:.2g}; {how}"
+
     def reasons(self) -> list[str]:
         """Plain-language statement of what was found, or what was missing."""
+        own = self._own_reasons()
+        if own is not None:
+            return own
         c = self.conclusion
         if c == LINEAGE:
             return [
@@ -128,12 +221,21 @@ class LineageResult:
 
     def record(self) -> dict[str, Any]:
         """What an evidence file stores so `inspect` can recompute p, conclusion and verdict."""
-        return {
+        out: dict[str, Any] = {
             "mode": self.mode,
             "layers": [x.record() for x in self.layers],
             "notes": list(self.notes),
             "kinds_differ": self.kinds_differ,
         }
+        if self.heads is not None:
+            # The head channel's counts, and the (heads, factor) its power was fixed from:
+            # `inspect` recomputes both its p and whether it joined.
+            out["heads"] = {
+                "layers": [x.record() for x in self.heads.layers],
+                "power": [[k, f] for k, f in self.heads.power_units],
+                "notes": list(self.heads.notes),
+            }
+        return out
 
     @classmethod
     def from_record(cls, rec: Any, alpha: float, reference_agreement: float) -> "LineageResult":
@@ -145,19 +247,33 @@ class LineageResult:
             raise ValueError("lineage record: mode must be exact or bundle and layers a short array")
         if not isinstance(notes, (list, tuple)) or len(notes) > 64 or not all(isinstance(n, str) for n in notes):
             raise ValueError("lineage record: notes must be a short list of texts")
-        layers = []
-        for row in rows:
-            ok = isinstance(row, (list, tuple)) and len(row) == 8
-            if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40 for v in row):
-                raise ValueError("lineage record: each layer is 8 non-negative integers")
-            a, b, k, agree, cross, tokens, f, factor = row
-            if agree > k or factor < 1:
-                raise ValueError("lineage record: more agreeing neurons than tested, or a zero factor")
-            layers.append(from_counts(a, b, k, agree, cross, tokens, f, factor))
+        layers = _layers_from_record(rows)
         kinds = rec.get("kinds_differ", False)
         if not isinstance(kinds, bool):
             raise ValueError("lineage record: kinds_differ must be true or false")
-        return cls(layers, str(mode), alpha, reference_agreement, [str(n) for n in notes], kinds)
+        heads: LineageResult | None = None
+        hrec = rec.get("heads")
+        if hrec is not None:
+            if not hasattr(hrec, "get"):
+                raise ValueError("lineage record: heads must be a map")
+            hrows, power, hnotes = hrec.get("layers"), hrec.get("power"), hrec.get("notes", [])
+            if not isinstance(hrows, (list, tuple)) or len(hrows) > 4096:
+                raise ValueError("lineage record: heads.layers must be a short array")
+            if not isinstance(power, (list, tuple)) or len(power) > 4096:
+                raise ValueError("lineage record: heads.power must be a short array")
+            units: list[tuple[int, int]] = []
+            for u in power:
+                ok = isinstance(u, (list, tuple)) and len(u) == 2
+                if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40 for v in u):
+                    raise ValueError("lineage record: each heads.power entry is [heads, factor]")
+                if u[1] < 1:
+                    raise ValueError("lineage record: a zero factor in heads.power")
+                units.append((int(u[0]), int(u[1])))
+            if not isinstance(hnotes, (list, tuple)) or len(hnotes) > 64 or not all(isinstance(n, str) for n in hnotes):
+                raise ValueError("lineage record: heads.notes must be a short list of texts")
+            heads = cls(_layers_from_record(hrows), str(mode), alpha, reference_agreement, [str(n) for n in hnotes])
+            heads.power_units = units
+        return cls(layers, str(mode), alpha, reference_agreement, [str(n) for n in notes], kinds, heads)
 
     def to_json(self) -> dict[str, Any]:
         def fin(x: float) -> float | None:
@@ -181,4 +297,38 @@ class LineageResult:
             },
             "reasons": self.reasons(),
             "notes": list(self.notes),
+            **({"p_ffn": self.p_channel, "heads": self._heads_json()} if self.heads is not None else {}),
         }
+
+    def _heads_json(self) -> dict[str, Any]:
+        h = self.heads
+        assert h is not None
+
+        def fin(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        return {
+            "joined": self.heads_joined,
+            "p_value": h.p_channel,
+            "p_full_agreement": h.p_power,
+            "join_threshold": self.alpha / CHANNELS,
+            "agreement": fin(h.agreement),
+            "conclusion": h.conclusion,
+            "required_layers": h.required,
+            "layers": [x.to_json() for x in h.layers],
+            "finding": self.heads_finding(),
+            "notes": list(h.notes),
+        }
+
+
+def _layers_from_record(rows: Any) -> list[LayerLineage]:
+    layers = []
+    for row in rows:
+        ok = isinstance(row, (list, tuple)) and len(row) == 8
+        if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40 for v in row):
+            raise ValueError("lineage record: each layer is 8 non-negative integers")
+        a, b, k, agree, cross, tokens, f, factor = row
+        if agree > k or factor < 1:
+            raise ValueError("lineage record: more agreeing neurons than tested, or a zero factor")
+        layers.append(from_counts(a, b, k, agree, cross, tokens, f, factor))
+    return layers

@@ -18,7 +18,7 @@ from attest.errors import InputError
 from attest.invariants.compute import make_probe, release_free_memory, release_layer_pages
 from attest.invariants.methods import DEFAULT
 from attest.lineage.matching import LayerLineage, Prepared, layer_tests, prepare
-from attest.lineage.responses import layer_responses
+from attest.lineage.responses import head_responses, layer_responses
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
 from attest.progress import SILENT, Tracker
 from attest.scoring.layer_alignment import monotone_pairs
@@ -36,6 +36,9 @@ class BaseLayer:
     channels: tuple[str, str]
     width: int = 0  # FFN width f the neurons were sampled from
     neurons: np.ndarray | None = None  # the sampled neuron indices
+    # The layer's attention heads (qk, vo), each [c², H]: entry (i, j) of the c covered head
+    # tokens, row-major (the head channel; None when the layer carries none).
+    heads: tuple[Tensor, Tensor] | None = None
 
 
 def probe_rows(model: CanonicalModel, ids: Sequence[int]) -> Tensor:
@@ -63,6 +66,42 @@ class _Task:
     notes: list[str]
     mismatch: set[str]
     cells: dict[tuple[int, int], LayerLineage]
+    # The head channel: rows of the union probe matrix of the covered head tokens (None: no
+    # heads to test), each base layer's prepared head columns, and the tested cells.
+    head_rows: Tensor | None = None
+    head_prepared: list[Prepared | None] | None = None
+    head_cells: dict[tuple[int, int], LayerLineage] | None = None
+
+
+def pair_cells(
+    cells: dict[tuple[int, int], LayerLineage], n_a: int, n_b: int, same_depth: bool
+) -> list[tuple[int, int]]:
+    """The matched layer pairs among tested cells: i with i at equal depths, else the monotone
+    alignment of maximal agreement (whose data-dependence the cells' Bonferroni factor pays for)."""
+    if same_depth:
+        return [(i, i) for i in range(min(n_a, n_b)) if (i, i) in cells]
+    sim = np.full((n_a, n_b), -1.0)
+    for (i, j), c in cells.items():
+        sim[i, j] = c.agreement if c.neurons else -1.0
+    return [(i, j) for i, j in monotone_pairs(sim) if (i, j) in cells]
+
+
+def head_power_units(cells: dict[tuple[int, int], LayerLineage], same_depth: bool) -> list[tuple[int, int]]:
+    """(heads tested, factor) of the layers the head channel's power is computed from, before any count.
+
+    Equal depths: every tested cell (the pairs are i with i, fixed by the
+    architectures).  Otherwise the alignment picks the pairs from the data, so
+    take the best case it could reach: as many layers as the shallower side has
+    with heads, those with the most tested heads.  Both use only what is fixed
+    before agreement is counted (the base's live heads, the factor).
+    """
+    if same_depth:
+        return [(c.neurons, c.factor) for _key, c in sorted(cells.items())]
+    per_base: dict[int, tuple[int, int]] = {}
+    for (i, _j), c in cells.items():
+        per_base[i] = max(per_base.get(i, (0, c.factor)), (c.neurons, c.factor))
+    n = min(len(per_base), len({j for _i, j in cells}))
+    return sorted(per_base.values(), reverse=True)[:n]
 
 
 class SuspectPass:
@@ -86,7 +125,9 @@ class SuspectPass:
         alpha: float = DEFAULT_ALPHA,
         reference_agreement: float = REFERENCE_AGREEMENT,
         decorrelated: bool = True,
+        head_tokens: Sequence[int] | None = None,
     ) -> None:
+        """`head_tokens[n]`: how many of base n's ids (a prefix) its head responses cover (0: none)."""
         # The probe rows are formed once for the union of the token ids (each row
         # depends on its own token only); each base sees the rows of its own tokens.
         self.suspect, self.mode, self.dtype, self.decorrelated = suspect, mode, dtype, decorrelated
@@ -96,20 +137,25 @@ class SuspectPass:
         self.x = probe_rows(suspect, union) if union else None
         n_s = suspect.n_layers
         self.tasks: list[_Task] = []
-        for base, ids in zip(bases, suspect_ids):
+        for n, (base, ids) in enumerate(zip(bases, suspect_ids)):
             same = len(base) == n_s
-            self.tasks.append(
-                _Task(
-                    base,
-                    [prepare(b.first, b.second, decorrelated) for b in base],
-                    torch.as_tensor([where[int(i)] for i in ids], dtype=torch.long),
-                    same,
-                    1 if same else len(base) * n_s,
-                    [],
-                    set(),
-                    {},
-                )
+            rows = torch.as_tensor([where[int(i)] for i in ids], dtype=torch.long)
+            task = _Task(
+                base,
+                [prepare(b.first, b.second, decorrelated) for b in base],
+                rows,
+                same,
+                1 if same else len(base) * n_s,
+                [],
+                set(),
+                {},
             )
+            c = int(head_tokens[n]) if head_tokens is not None else 0
+            if c >= 2 and any(b.heads is not None for b in base):
+                task.head_rows = rows[:c]
+                task.head_prepared = [prepare(*b.heads) if b.heads is not None else None for b in base]
+                task.head_cells = {}
+            self.tasks.append(task)
         self.done: set[int] = set()
 
     def feed(self, j: int, layer: Layer) -> None:
@@ -117,6 +163,7 @@ class SuspectPass:
         if j in self.done or not 0 <= j < self.suspect.n_layers:
             return
         self.done.add(j)
+        self._feed_heads(j, layer)
         resp = layer_responses(layer, self.x, self.dtype) if self.x is not None else None
         if resp is None:
             return
@@ -140,6 +187,30 @@ class SuspectPass:
             for (t, i), cell in zip(work, tested):
                 t.cells[(i, j)] = cell
         del groups, resp
+
+    def _feed_heads(self, j: int, layer: Layer) -> None:
+        """The head channel of suspect layer j against every base that carries heads (same loaded layer)."""
+        tasks = [t for t in self.tasks if t.head_rows is not None]
+        if not tasks or self.x is None:
+            return
+        groups: dict[bytes, tuple[Prepared | None, list[tuple[_Task, int]]]] = {}
+        for t in tasks:
+            assert t.head_rows is not None and t.head_prepared is not None
+            key = t.head_rows.numpy().tobytes()
+            if key not in groups:
+                # float32 whatever the dtype: the responses are c² products of c rows, cheap.
+                resp = head_responses(layer, self.x[t.head_rows])
+                groups[key] = (prepare(*resp, self.decorrelated) if resp is not None else None, [])
+            for i in [j] if t.same_depth else range(len(t.base)):
+                if i < len(t.base) and t.head_prepared[i] is not None:
+                    groups[key][1].append((t, i))
+        for sp, work in groups.values():
+            if sp is None:  # no standard attention in this suspect layer (MLA, a mixer)
+                continue
+            items = [(t.base[i].index, j, t.head_prepared[i], t.factor) for t, i in work]  # type: ignore[index]
+            for (t, i), cell in zip(work, layer_tests(items, sp)):  # type: ignore[arg-type]
+                assert t.head_cells is not None
+                t.head_cells[(i, j)] = cell
 
     def finish(self, tracker: Tracker = SILENT) -> list[LineageResult]:
         """Read and test the layers nobody fed, in order, then combine per base."""
@@ -195,19 +266,21 @@ def _finish(t: _Task, n_s: int, mode: str, alpha: float, reference_agreement: fl
         notes.append(
             f"FFN kinds differ ({', '.join(sorted(t.mismatch))}): those layers cannot be matched neuron by neuron"
         )
-    if t.same_depth:
-        pairs = [(i, i) for i in range(n_s) if (i, i) in cells]
-    else:
-        sim = np.full((len(t.base), n_s), -1.0)
-        for (i, j), c in cells.items():
-            sim[i, j] = c.agreement if c.neurons else -1.0
-        pairs = [(i, j) for i, j in monotone_pairs(sim) if (i, j) in cells]
+    pairs = pair_cells(cells, len(t.base), n_s, t.same_depth)
+    if not t.same_depth:
         notes.append(
             f"depths differ ({len(t.base)} vs {n_s} layers): layers paired by a monotone alignment of "
             f"maximal agreement; each layer's p-value is multiplied by {t.factor} (cells searched)"
         )
     kinds_differ = not cells and bool(t.mismatch)
-    return LineageResult([cells[p] for p in pairs], mode, alpha, reference_agreement, notes, kinds_differ)
+    heads: LineageResult | None = None
+    if t.head_cells is not None:
+        hc = t.head_cells
+        hpairs = pair_cells(hc, len(t.base), n_s, t.same_depth)
+        hnotes = [] if hc else ["no layer pair has standard attention heads on both sides"]
+        heads = LineageResult([hc[p] for p in hpairs], mode, alpha, reference_agreement, hnotes)
+        heads.power_units = head_power_units(hc, t.same_depth)
+    return LineageResult([cells[p] for p in pairs], mode, alpha, reference_agreement, notes, kinds_differ, heads)
 
 
 def run_suspect(

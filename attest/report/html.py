@@ -35,6 +35,12 @@ VERDICT_TEXT: dict[str, tuple[str, str]] = {
     ),
 }
 
+HEADS_MATCH_TEXT = (
+    "Its attention heads are the base model's own: the lineage test's head channel finds them far more often "
+    "than models with independent weights could (p-value, doubled for testing two channels, below the "
+    "significance level)."
+)
+
 _CSS = """
 :root { --ink:#26242a; --muted:#6c6874; --line:#e3dfd8; --paper:#faf8f4; --card:#ffffff;
         --good:#207f48; --bad:#b83c30; --warn:#b7800f; }
@@ -148,6 +154,11 @@ def _verdict(report: Mapping[str, Any]) -> str:
         big, small = "No verdict was recorded.", "The report does not say whether the models match."
     else:
         big, small = VERDICT_TEXT[key]
+    lin = _map(report.get("lineage"))
+    heads = _map(lin.get("heads"))
+    h_p, f_p = _num(heads.get("p_value")), _num(lin.get("p_ffn"))
+    if key == "match" and heads.get("joined") is True and h_p is not None and f_p is not None and h_p <= f_p:
+        small = HEADS_MATCH_TEXT  # the match rests on the attention heads, not the FFN neurons
     parts = [f'<section class="verdict {key}"><p class="big">{escape(big)}</p><p>{escape(small)}</p>']
     score, ci, thr = _num(report.get("score")), _ci(report), _num(report.get("threshold"))
     if score is not None:
@@ -197,12 +208,24 @@ def _lineage_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ]
     agree = [_num(_map(x).get("agreement")) for x in _seq(lin.get("layers"))[:_MAX_ROWS]]
     per_layer = " ".join(f"{a:.2f}" for a in agree if a is not None) or "—"
-    return [
+    rows = [
         ("Lineage test: shared FFN neurons per layer", escape(per_layer)),
         ("Lineage p-value (chance of this agreement without shared weights)", _fmt_p(report.get("p_value"))),
         ("Lineage z-score", _fmt(report.get("z"), 2)),
         ("Significance level α", _fmt_p(lin.get("alpha"))),
     ]
+    heads = _map(lin.get("heads"))
+    if heads:
+        h_agree = [_num(_map(x).get("agreement")) for x in _seq(heads.get("layers"))[:_MAX_ROWS]]
+        h_per = " ".join(f"{a:.2f}" for a in h_agree if a is not None) or "—"
+        role = "in the verdict" if heads.get("joined") is True else "a finding only (too few heads for power)"
+        rows.append(
+            (
+                "Attention-head channel: shared heads per layer",
+                f"{escape(h_per)}; p {_fmt_p(heads.get('p_value'))}; {role}",
+            )
+        )
+    return rows
 
 
 def _scores(report: Mapping[str, Any]) -> str:

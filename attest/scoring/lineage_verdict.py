@@ -67,8 +67,9 @@ def z_of_p(p: float) -> float:
 
 def lineage_for(policy: Policy, result: LineageResult) -> LineageResult:
     """`result` judged at the policy's α and reference agreement (the policy is the verifier's)."""
-    result.alpha = policy.lineage_alpha
-    result.reference_agreement = policy.lineage_reference
+    for r in (result, result.heads) if result.heads is not None else (result,):
+        r.alpha = policy.lineage_alpha
+        r.reference_agreement = policy.lineage_reference
     return result
 
 
@@ -96,6 +97,9 @@ def decide_verdict(
             verdict = Verdict.NO_MATCH
         else:
             verdict = Verdict.INCONCLUSIVE
+        heads_line = lineage.heads_finding()
+        if heads_line is not None:
+            findings.append(heads_line)
         if math.isfinite(score) and score >= policy.threshold and verdict != Verdict.MATCH:
             findings.append(
                 f"the invariant score {score:.3f} is at or above {policy.threshold}: the models compute alike "
