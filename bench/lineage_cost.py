@@ -35,7 +35,13 @@ from attest.arch.detect import load_model
 from attest.bundle.container import read_attestation
 from attest.crypto.keys import TrustStore, generate_keypair, load_private_key
 from attest.invariants.methods import DEFAULT
-from attest.lineage.payload import BUNDLE_NEURONS, BUNDLE_TOKENS, DATA_BUDGET, PAYLOAD_FORMAT, test_against_payload
+from attest.lineage.payload import (
+    BUNDLE_HEAD_TOKENS,
+    BUNDLE_NEURONS,
+    PAYLOAD_FORMAT,
+    default_tokens,
+    test_against_payload,
+)
 from attest.sketch.statement import StatementView
 from attest.vocab.selection import locate
 from attest.workflows.issue import issue_bundle
@@ -43,9 +49,9 @@ from attest.workflows.verify import verify_suspect
 
 
 def size_at_7b() -> int:
-    """CBOR bytes of the default payload at 7B shape (32 layers, f = 11008), as build_payload lays it out."""
-    k, f, layers = BUNDLE_NEURONS, 11008, 32
-    m = max(BUNDLE_TOKENS, DATA_BUDGET // (2 * k * layers))
+    """CBOR bytes of the default payload at 7B shape (32 layers, f = 11008, 32 heads), heads included."""
+    k, f, layers, h, m_h = BUNDLE_NEURONS, 11008, 32, 32, BUNDLE_HEAD_TOKENS
+    m = default_tokens(layers, k, h)
     layer = {
         "index": 31,
         "channels": ["gate", "up"],
@@ -54,6 +60,7 @@ def size_at_7b() -> int:
         "neuron_dtype": "uint16",
         "scale": bytes(8 * k),
         "data": bytes(2 * m * k),
+        "heads": {"count": h, "scale": bytes(8 * h), "data": bytes(2 * m_h * m_h * h)},
     }
     doc = {
         "format": PAYLOAD_FORMAT,
@@ -61,6 +68,7 @@ def size_at_7b() -> int:
         "n_tokens": 1024,
         "token_positions": bytes(2 * m),
         "token_dtype": "uint16",
+        "head_tokens": m_h,
         "layers": [dict(layer, index=i) for i in range(layers)],
     }
     return len(cbor2.dumps(doc))

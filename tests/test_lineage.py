@@ -195,16 +195,12 @@ def test_too_few_covered_tokens_is_underpowered_not_no_match(
 
 
 def test_payload_size_at_7b_shape() -> None:
-    """32 layers, f = 11008: the default payload stays within the 4 MB budget (layout from a real payload)."""
-    from attest.lineage.payload import (
-        BUNDLE_NEURONS,
-        BUNDLE_TOKENS,
-        DATA_BUDGET,
-        PAYLOAD_FORMAT,
-    )
+    """32 layers, f = 11008, 32 heads: the default payload, heads included, stays within the 4 MB budget."""
+    from attest.lineage.payload import BUNDLE_HEAD_TOKENS, BUNDLE_NEURONS, PAYLOAD_FORMAT, default_tokens
 
-    k, f = BUNDLE_NEURONS, 11008
-    m = max(BUNDLE_TOKENS, DATA_BUDGET // (2 * k * 32))  # what build_payload picks at 32 layers
+    k, f, layers, h, m_h = BUNDLE_NEURONS, 11008, 32, 32, BUNDLE_HEAD_TOKENS
+    m = default_tokens(layers, k, h)  # what build_payload picks at this depth and head count
+    heads = {"count": h, "scale": bytes(8 * h), "data": bytes(2 * m_h * m_h * h)}
     layer = {
         "index": 31,
         "channels": ["gate", "up"],
@@ -213,6 +209,7 @@ def test_payload_size_at_7b_shape() -> None:
         "neuron_dtype": "uint16",
         "scale": bytes(8 * k),
         "data": bytes(2 * m * k),
+        "heads": heads,
     }
     doc = {
         "format": PAYLOAD_FORMAT,
@@ -220,10 +217,12 @@ def test_payload_size_at_7b_shape() -> None:
         "n_tokens": 1024,
         "token_positions": bytes(2 * m),
         "token_dtype": "uint16",
-        "layers": [dict(layer, index=i) for i in range(32)],
+        "head_tokens": m_h,
+        "layers": [dict(layer, index=i) for i in range(layers)],
     }
     size = payload_size(doc)
-    print(f"lineage payload at 7B shape: {size} bytes")
+    print(f"lineage payload at 7B shape: {size} bytes ({m} FFN tokens, m_h = {m_h})")
+    assert m >= 200  # the FFN test keeps its tokens: the heads did not squeeze it out
     assert size <= 4_000_000
 
 

@@ -353,3 +353,46 @@ def test_four_heads_verify_exactly_as_without_heads(tmp_path) -> None:
         assert b.lineage is not None and b.lineage.heads is None
         assert a.verdict == b.verdict and a.p_value == b.p_value and a.reasons == b.reasons
         assert any("attention-head channel" in n for n in a.notes)  # reported, as a finding
+
+
+def test_best_power_bounds_every_choice_of_cells() -> None:
+    """`identify` skips a head channel when `best_power` says it cannot join: the bound must be below the
+    power of every set of cells the verdict could end up with (some layers, at most `limit`)."""
+    import itertools
+    import random
+
+    from attest.lineage.result import best_power, chatterjee_power
+
+    rng = random.Random(7)
+    for _ in range(300):
+        units = [(rng.choice([1, 2, 4, 12, 32, 40, 64]), rng.choice([1, 1, 6, 40])) for _ in range(rng.randint(1, 6))]
+        limit = rng.randint(1, len(units))
+        bound = best_power(units, limit)
+        for n in range(1, limit + 1):
+            for chosen in itertools.combinations(units, n):
+                assert chatterjee_power(list(chosen)) >= bound * (1 - 1e-12)
+    # more layers are not always better for Rüger: a weak layer can raise the count required
+    assert best_power([(64, 1), (2, 1), (2, 1)], 3) == pytest.approx(chatterjee_power([(64, 1)]))
+
+
+def test_identify_leaves_out_head_channels_that_cannot_join(tmp_path) -> None:
+    """4 heads per layer can never join (full agreement gives p ≈ 0.4 per layer): identify skips the
+    channel and says so, verify reports it as a finding, and the two give the same verdict and p."""
+    if not (LINEAGE_FIXTURES / "base" / "model.safetensors").exists():
+        pytest.skip("lineage fixtures missing: run tests/fixtures/make_lineage_models.py")
+    from attest.crypto.keys import TrustStore
+    from attest.registry import add
+
+    generate_keypair(tmp_path / "pub", None)
+    bundle = tmp_path / "base.attest"
+    attest.issue(LINEAGE_FIXTURES / "base", tmp_path / "pub.key", bundle, name="heads-base", issuer="pub")
+    reg = tmp_path / "reg"
+    add(reg, [bundle], TrustStore.from_pubkey(tmp_path / "pub.pub"))
+    for name in ("finetune", "twin"):
+        found = attest.identify(LINEAGE_FIXTURES / name, reg, trust=tmp_path / "pub.pub")
+        v = attest.verify(LINEAGE_FIXTURES / name, bundle, trust=tmp_path / "pub.pub")
+        cand = found.candidates[0].verification
+        assert cand is not None and cand.lineage is not None and v.lineage is not None
+        assert v.lineage.heads is not None and cand.lineage.heads is None
+        assert any("head channel not run here" in n for n in cand.lineage.notes)
+        assert cand.verdict == v.verdict and cand.lineage.p_value == v.lineage.p_value

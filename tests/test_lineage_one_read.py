@@ -103,4 +103,8 @@ def test_identify_reads_each_suspect_layer_once(issued: dict[str, Any], tmp_path
     assert best is not None and best.lineage is not None
     view = StatementView.parse(issued["opened"].document)
     alone = test_against_payload(view.lineage, load_model(FIXTURES / "finetune"), locate(suspect.vocab, view.tokens))
-    assert best.lineage.record() == alone.record()
+    # identify leaves out the fixture's 4-head channel, which cannot join (a finding only in verify)
+    rec, ref = best.lineage.record(), alone.record()
+    assert ref.pop("heads") is not None and "heads" not in rec
+    assert [n for n in rec["notes"] if not n.startswith("head channel not run here")] == ref["notes"]
+    assert rec == dict(ref, notes=rec["notes"])

@@ -43,6 +43,19 @@ def chatterjee_power(units: list[tuple[int, int]]) -> float:
     return ruger(ps, required_layers(len(ps))) if ps else 1.0
 
 
+def best_power(units: list[tuple[int, int]], limit: int) -> float:
+    """A lower bound on `chatterjee_power(chosen)` for every choice of at most `limit` of the `units`.
+
+    Rüger's value for n layers is (n / r(n)) times the r(n)-th smallest
+    per-layer value, so over choices of n layers it is least for the n
+    smallest, and the bound is the least of those over n.  (More layers do
+    not always help: a weak layer can raise r(n).)  `identify` skips a head
+    channel this bound keeps from joining (`suspect.could_join`).
+    """
+    ps = sorted(min(1.0, f * permutation_tail(k, 1.0)) if k >= 2 else 1.0 for k, f in units)[: max(0, limit)]
+    return min((ruger(ps[:n], required_layers(n)) for n in range(1, len(ps) + 1)), default=1.0)
+
+
 @dataclass
 class LineageResult:
     """Per-layer tests and their combination (Rüger: at least half the layers must be significant)."""

@@ -19,7 +19,7 @@ from attest.invariants.compute import make_probe, release_free_memory, release_l
 from attest.invariants.methods import DEFAULT
 from attest.lineage.matching import LayerLineage, Prepared, layer_tests, prepare
 from attest.lineage.responses import head_responses, layer_responses
-from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
+from attest.lineage.result import CHANNELS, DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult, best_power
 from attest.progress import SILENT, Tracker
 from attest.scoring.layer_alignment import monotone_pairs
 
@@ -104,6 +104,18 @@ def head_power_units(cells: dict[tuple[int, int], LayerLineage], same_depth: boo
     return sorted(per_base.values(), reverse=True)[:n]
 
 
+def could_join(prepared: Sequence[Prepared | None], same_depth: bool, factor: int, n_s: int, alpha: float) -> bool:
+    """Could this base's head channel join the verdict at all?  Decided before anything is measured.
+
+    The tested cells are some of the base's layers with heads (at most n_s
+    of them when depths differ), each at its live base heads and the task's
+    factor; `best_power` bounds the power of every such choice.
+    """
+    f = 1 if same_depth else factor
+    units = [(int(p.alive.sum()), f) for p in prepared if p is not None]
+    return best_power(units, len(units) if same_depth else n_s) <= alpha / CHANNELS
+
+
 class SuspectPass:
     """The suspect side of the lineage test for several bases, fed one suspect layer at a time.
 
@@ -126,8 +138,17 @@ class SuspectPass:
         reference_agreement: float = REFERENCE_AGREEMENT,
         decorrelated: bool = True,
         head_tokens: Sequence[int] | None = None,
+        findings: bool = True,
     ) -> None:
-        """`head_tokens[n]`: how many of base n's ids (a prefix) its head responses cover (0: none)."""
+        """`head_tokens[n]`: how many of base n's ids (a prefix) its head responses cover (0: none).
+
+        `findings=False` (`attest identify`) leaves out the head channel of a
+        base whose heads could not join the verdict even at full agreement
+        (`could_join`, decided from head counts and depths before anything is
+        measured): there it is only a finding, and the suspect's head
+        responses at every such base's own tokens would cost identify more
+        than the rest of its lineage work.
+        """
         # The probe rows are formed once for the union of the token ids (each row
         # depends on its own token only); each base sees the rows of its own tokens.
         self.suspect, self.mode, self.dtype, self.decorrelated = suspect, mode, dtype, decorrelated
@@ -152,9 +173,16 @@ class SuspectPass:
             )
             c = int(head_tokens[n]) if head_tokens is not None else 0
             if c >= 2 and any(b.heads is not None for b in base):
-                task.head_rows = rows[:c]
-                task.head_prepared = [prepare(*b.heads) if b.heads is not None else None for b in base]
-                task.head_cells = {}
+                prepared_heads = [prepare(*b.heads) if b.heads is not None else None for b in base]
+                if findings or could_join(prepared_heads, same, task.factor, n_s, alpha):
+                    task.head_rows = rows[:c]
+                    task.head_prepared = prepared_heads
+                    task.head_cells = {}
+                else:
+                    task.notes.append(
+                        "head channel not run here: even full agreement of every head could not reach "
+                        f"α/{CHANNELS} (it would be a finding only; `verify` reports it)"
+                    )
             self.tasks.append(task)
         self.done: set[int] = set()
 

@@ -396,7 +396,8 @@ def identify(
     dtype = compute_dtype(precision)
     # The lineage tests of every bundle see each layer the sketch loads (each suspect layer read once for all).
     with_lineage = [n for n, p in enumerate(plans) if p.lineage is not None]
-    lineage_tests = PayloadTests([plans[n].lineage for n in with_lineage], suspect)  # type: ignore[misc]
+    # Head channels that cannot join any verdict are left out (a finding only; `verify` reports them).
+    lineage_tests = PayloadTests([plans[n].lineage for n in with_lineage], suspect, findings=False)  # type: ignore[misc]
     requests = [p.request for p in plans if p.request is not None]
     sketches = sketch_many(suspect, requests, dtype, tracker, on_read=lineage_tests.feed)
     lineage_results = dict(zip(with_lineage, lineage_tests.finish(tracker)))
