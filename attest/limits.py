@@ -17,8 +17,9 @@ MAX_PROBE_TOKENS = 16_384
 
 # -- lineage payload (attest-statement/2) ---------------------------------------
 #: Bytes of sampled-neuron (and attention-head) responses a bundle may carry.
-#: `issue` spends about 3.75 MB on neurons and 0.3 MB on heads at 7B shape
-#: (docs/lineage.md); twice that bounds a reader.
+#: `issue` spends about 3.6 MB on neurons and 0.3 MB on heads at 7B shape and
+#: never more than 6 MB at any depth (`lineage.payload.default_layout`,
+#: docs/lineage.md); a reader accepts up to this.
 MAX_LINEAGE_BYTES = 8 * 1024 * 1024
 #: Sampled neurons per layer a payload may carry (issue stores 256).
 MAX_LINEAGE_NEURONS = 65_536

@@ -356,3 +356,57 @@ def test_partners_are_the_first_argmax_of_absolute_correlation() -> None:
     assert [int(got[5]), int(got[6]), int(got[8])] == [2, 1, 0]
     assert (base.t() @ suspect)[5, 2] < 0  # that row was won by the minimum
     assert matching.partners(base[:, :0], suspect).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("shape", "layers", "heads", "width"),
+    [("7B", 32, 32, 11008), ("13B", 40, 40, 13824), ("70B", 80, 64, 28672), ("405B", 126, 128, 53248)],
+)
+def test_default_payload_of_any_real_depth_is_one_a_verifier_reads(
+    shape: str, layers: int, heads: int, width: int
+) -> None:
+    # Deep models used to get m = 216 tokens × 256 neurons on every layer plus heads on every
+    # layer: 9.3 MB at 80 layers, more than the reader's MAX_LINEAGE_BYTES, so `issue` would
+    # have signed a bundle `verify` refuses.  The default layout now fits any real depth.
+    from attest.bundle.core_schema import check_lineage
+    from attest.lineage.payload import (
+        BUNDLE_HEAD_TOKENS,
+        BUNDLE_TOKENS,
+        MIN_BUNDLE_NEURONS,
+        PAYLOAD_FORMAT,
+        default_layout,
+    )
+
+    m, k, with_heads = default_layout(layers, heads)
+    m_h = BUNDLE_HEAD_TOKENS
+    doc = {
+        "format": PAYLOAD_FORMAT,
+        "seed": 1,
+        "n_tokens": 1024,
+        "token_positions": np.arange(m, dtype="<u2").tobytes(),
+        "token_dtype": "uint16",
+        "head_tokens": m_h,
+        "layers": [
+            {
+                "index": i,
+                "channels": ["gate", "up"],
+                "width": width,
+                "neurons": np.arange(k, dtype="<u2").tobytes(),
+                "neuron_dtype": "uint16",
+                "scale": bytes(8 * k),
+                "data": bytes(2 * m * k),
+                **(
+                    {"heads": {"count": heads, "scale": bytes(8 * heads), "data": bytes(2 * m_h * m_h * heads)}}
+                    if i in with_heads
+                    else {}
+                ),
+            }
+            for i in range(layers)
+        ],
+    }
+    check_lineage(doc, 1024)  # the verifier's own size check accepts it
+    assert m >= BUNDLE_TOKENS and k >= MIN_BUNDLE_NEURONS and len(with_heads) >= 8
+    assert with_heads == sorted(set(with_heads)) and with_heads[0] == 0 and with_heads[-1] == layers - 1
+    if shape == "7B":  # the issue's budget, unchanged: 256 neurons, heads on every layer
+        assert (m, k, with_heads) == (BUNDLE_TOKENS, 256, list(range(32)))
+        assert payload_size(doc) <= 4_000_000

@@ -396,3 +396,22 @@ def test_identify_leaves_out_head_channels_that_cannot_join(tmp_path) -> None:
         assert v.lineage.heads is not None and cand.lineage.heads is None
         assert any("head channel not run here" in n for n in cand.lineage.notes)
         assert cand.verdict == v.verdict and cand.lineage.p_value == v.lineage.p_value
+
+
+def test_a_payload_with_heads_on_some_layers_tests_those(world64, monkeypatch) -> None:
+    """Deep models store heads on evenly spaced layers only (payload.head_layers, HEAD_BUDGET); the
+    channel then pairs and combines exactly those layers.  Here the budget holds 2 of the 4."""
+    from attest.lineage import payload as P
+
+    per_layer = P.head_bytes(1, 64, BUNDLE_HEAD_TOKENS)
+    monkeypatch.setattr(P, "HEAD_BUDGET", 2 * per_layer)
+    assert P.head_layers(4, 64) == [0, 3]
+    base = load_model(world64["folders"]["base"])
+    tokens = select(base.vocab, 256)
+    payload = cbor2.loads(cbor2.dumps(build_payload(base, [i for i in locate(base.vocab, tokens) if i is not None])))
+    assert [("heads" in x) for x in payload["layers"]] == [True, False, False, True]
+    suspect = load_model(world64["folders"]["derived"])
+    r = test_against_payload(payload, suspect, locate(suspect.vocab, tokens))
+    assert r.heads is not None and [(x.a, x.b) for x in r.heads.layers] == [(0, 0), (3, 3)]
+    assert r.heads.power_units == [(64, 1), (64, 1)] and all(x.agree == x.neurons for x in r.heads.layers)
+    assert len(r.layers) == 4  # the FFN channel still tests every layer

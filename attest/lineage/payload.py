@@ -30,8 +30,9 @@ heads for every layer with standard attention (not MLA, not a mixer), at
 m_h = BUNDLE_HEAD_TOKENS (chosen by measurement, bench/RESULTS-lineage-heads.md).
 
 Size: layers · (2·m·k + 8·k + 2·k) bytes plus a few hundred bytes of keys,
-and the heads add layers · (2·m_h²·H + 8·H).  The FFN tokens m are what
-DATA_BUDGET leaves after the heads, at least BUNDLE_TOKENS (`default_tokens`):
+and each layer with heads adds 2·m_h²·H + 8·H.  `default_layout` picks m, k
+and the layers with heads so that any depth stays under DATA_CAP; the FFN
+tokens m are what DATA_BUDGET leaves after the heads, at least BUNDLE_TOKENS:
 at 7B shape (32 layers, 32 heads, k = 256) m = 216 and m_h = 12 give
 3.62 MB + 0.30 MB = 3.93 MB, inside the 4 MB budget.
 """
@@ -49,7 +50,7 @@ from attest.arch.canonical import CanonicalModel, Layer
 from attest.errors import BundleError, InputError
 from attest.formats import LINEAGE_FORMAT
 from attest.invariants.compute import release_free_memory
-from attest.limits import MAX_HEADS
+from attest.limits import MAX_HEADS, MAX_LINEAGE_BYTES
 from attest.lineage.pair import NEURON_SEED, base_layer
 from attest.lineage.responses import head_responses
 from attest.lineage.result import DEFAULT_ALPHA, REFERENCE_AGREEMENT, LineageResult
@@ -84,15 +85,64 @@ def _quantise(r: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return q, scale.astype(np.float32)
 
 
+DATA_CAP = 6_000_000  # int8 bytes a default payload never passes (MAX_LINEAGE_BYTES bounds the reader)
+HEAD_BUDGET = 512_000  # int8 bytes of heads a default payload stores at most (0.30 MB at 7B shape)
+MIN_BUNDLE_NEURONS = 64  # fewest sampled neurons per layer a default payload keeps on deep models
+MIN_BUNDLE_TOKENS = 64  # fewest FFN tokens a default payload keeps (the policy's minimum for a decision)
+
+
 def head_bytes(n_layers: int, n_heads: int, head_tokens: int) -> int:
     """int8 bytes the head channel stores: two m_h×m_h responses per head and layer (0 without heads)."""
     return 2 * head_tokens * head_tokens * n_heads * n_layers if head_tokens else 0
 
 
+def head_layers(n_layers: int, n_heads: int, head_tokens: int = BUNDLE_HEAD_TOKENS) -> list[int]:
+    """The layers a default payload stores heads for: all of them, or as many as HEAD_BUDGET
+    holds, evenly spaced (a 70B shape: 27 of 80; 405B: 13 of 126).  The channel combines
+    whatever layers carry heads (Rüger over those), so a subset is a smaller test, not a
+    different one."""
+    per_layer = head_bytes(1, n_heads, head_tokens)
+    if not per_layer or n_layers <= 0:
+        return []
+    fit = min(n_layers, HEAD_BUDGET // per_layer)
+    if fit <= 0:
+        return []
+    return (
+        sorted({round(i * (n_layers - 1) / max(1, fit - 1)) for i in range(fit)})
+        if fit < n_layers
+        else list(range(n_layers))
+    )
+
+
+def default_layout(
+    n_layers: int, n_heads: int, neurons: int = BUNDLE_NEURONS, head_tokens: int = BUNDLE_HEAD_TOKENS
+) -> tuple[int, int, list[int]]:
+    """(FFN tokens m, sampled neurons k, layers with heads) of a default payload at this depth.
+
+    Heads first (`head_layers`); then FFN responses at as many tokens as
+    DATA_BUDGET leaves, at least BUNDLE_TOKENS.  A model deep enough that even
+    BUNDLE_TOKENS would pass DATA_CAP keeps them and samples fewer neurons per
+    layer (at least MIN_BUNDLE_NEURONS), then fewer tokens (at least
+    MIN_BUNDLE_TOKENS), so a bundle of any real depth stays inside what a
+    verifier reads (MAX_LINEAGE_BYTES).  7B shape (32 layers, 32 heads): 216
+    tokens, 256 neurons, heads on every layer; 70B (80, 64): 216, 159, 27
+    layers with heads; 405B (126, 128): 216, 101, 13.
+    """
+    layers = max(1, n_layers)
+    chosen = head_layers(n_layers, n_heads, head_tokens)
+    heads = head_bytes(len(chosen), n_heads, head_tokens)
+    tokens = max(BUNDLE_TOKENS, (DATA_BUDGET - heads) // (2 * neurons * layers))
+    if 2 * tokens * neurons * layers + heads <= DATA_CAP:
+        return tokens, neurons, chosen
+    left = DATA_CAP - heads
+    k = min(neurons, max(MIN_BUNDLE_NEURONS, left // (2 * BUNDLE_TOKENS * layers)))
+    tokens = max(MIN_BUNDLE_TOKENS, min(BUNDLE_TOKENS, left // (2 * k * layers)))
+    return tokens, k, chosen
+
+
 def default_tokens(n_layers: int, neurons: int, n_heads: int, head_tokens: int = BUNDLE_HEAD_TOKENS) -> int:
-    """FFN tokens of a default payload: what DATA_BUDGET leaves after the heads, at least BUNDLE_TOKENS."""
-    left = DATA_BUDGET - head_bytes(n_layers, n_heads, head_tokens)
-    return max(BUNDLE_TOKENS, left // max(1, 2 * neurons * n_layers))
+    """FFN tokens of a default payload at this depth (`default_layout`)."""
+    return default_layout(n_layers, n_heads, neurons, head_tokens)[0]
 
 
 class PayloadBuilder:
@@ -114,8 +164,10 @@ class PayloadBuilder:
         head_tokens: int = BUNDLE_HEAD_TOKENS,
     ) -> None:
         """`head_tokens`: m_h of the head channel (0: no heads, a payload as before the head channel)."""
+        with_heads: set[int] | None = None  # None: every layer with standard attention
         if tokens is None:
-            tokens = default_tokens(model.n_layers, neurons, model.dims.n_heads, head_tokens)
+            tokens, neurons, chosen = default_layout(model.n_layers, model.dims.n_heads, neurons, head_tokens)
+            with_heads = set(chosen)
         if neurons < 2 or tokens < 8:
             raise InputError("lineage payload needs at least 2 neurons and 8 tokens per layer")
         if head_tokens and head_tokens < MIN_HEAD_TOKENS:
@@ -123,6 +175,7 @@ class PayloadBuilder:
         self.model, self.neurons, self.seed, self.n_tokens = model, neurons, seed, len(token_ids)
         self.positions = np.arange(min(tokens, len(token_ids)))
         self.head_tokens = min(head_tokens, len(self.positions))
+        self.with_heads = with_heads
         self.x = probe_rows(model, [token_ids[int(p)] for p in self.positions])
         self.layers: dict[int, BaseLayer | InputError] = {}
 
@@ -134,7 +187,7 @@ class PayloadBuilder:
         except InputError as exc:  # raised by `finish`, in layer order
             self.layers[i] = exc
             return
-        if self.head_tokens >= MIN_HEAD_TOKENS:
+        if self.head_tokens >= MIN_HEAD_TOKENS and (self.with_heads is None or i in self.with_heads):
             bl.heads = head_responses(layer, self.x[: self.head_tokens])  # None without standard attention
         self.layers[i] = bl
 
@@ -164,7 +217,18 @@ class PayloadBuilder:
         }
         if any("heads" in layer for layer in out_layers):
             out["head_tokens"] = self.head_tokens
+        size = sum(len(x["data"]) + len(x["scale"]) + sum(len(v) for v in _head_bytes_of(x)) for x in out_layers)
+        if size > MAX_LINEAGE_BYTES:  # refuse here rather than sign a bundle no verifier would read
+            raise InputError(
+                f"lineage payload of {size} bytes exceeds the {MAX_LINEAGE_BYTES} a verifier reads: "
+                "use fewer neurons or tokens"
+            )
         return out
+
+
+def _head_bytes_of(layer: Mapping[str, Any]) -> list[bytes]:
+    heads = layer.get("heads")
+    return [heads["data"], heads["scale"]] if isinstance(heads, Mapping) else []
 
 
 def _pack_layer(bl: BaseLayer) -> dict[str, Any]:
