@@ -28,20 +28,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-import cbor2
 from common import cpu_flags
 
 from attest.arch.detect import load_model
 from attest.bundle.container import read_attestation
 from attest.crypto.keys import TrustStore, generate_keypair, load_private_key
 from attest.invariants.methods import DEFAULT
-from attest.lineage.payload import (
-    BUNDLE_HEAD_TOKENS,
-    BUNDLE_NEURONS,
-    PAYLOAD_FORMAT,
-    default_tokens,
-    test_against_payload,
-)
+from attest.lineage.payload import layout_document, payload_size, test_against_payload
 from attest.sketch.statement import StatementView
 from attest.vocab.selection import locate
 from attest.workflows.issue import issue_bundle
@@ -50,28 +43,7 @@ from attest.workflows.verify import verify_suspect
 
 def size_at_7b() -> int:
     """CBOR bytes of the default payload at 7B shape (32 layers, f = 11008, 32 heads), heads included."""
-    k, f, layers, h, m_h = BUNDLE_NEURONS, 11008, 32, 32, BUNDLE_HEAD_TOKENS
-    m = default_tokens(layers, k, h)
-    layer = {
-        "index": 31,
-        "channels": ["gate", "up"],
-        "width": f,
-        "neurons": bytes(2 * k),
-        "neuron_dtype": "uint16",
-        "scale": bytes(8 * k),
-        "data": bytes(2 * m * k),
-        "heads": {"count": h, "scale": bytes(8 * h), "data": bytes(2 * m_h * m_h * h)},
-    }
-    doc = {
-        "format": PAYLOAD_FORMAT,
-        "seed": 2**31,
-        "n_tokens": 1024,
-        "token_positions": bytes(2 * m),
-        "token_dtype": "uint16",
-        "head_tokens": m_h,
-        "layers": [dict(layer, index=i) for i in range(layers)],
-    }
-    return len(cbor2.dumps(doc))
+    return payload_size(layout_document(32, 11008, 32))
 
 
 def load() -> str:
@@ -98,7 +70,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="rounds of the three verify variants, interleaved")
     args = ap.parse_args()
     print(f"- CPU: {cpu_flags()}")
-    print(f"- payload at 7B shape (32 layers, f 11008, k {BUNDLE_NEURONS}): {size_at_7b():,} bytes of CBOR")
+    print(f"- payload at 7B shape (32 layers, f 11008, 32 heads, default layout): {size_at_7b():,} bytes of CBOR")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)

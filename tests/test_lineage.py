@@ -196,32 +196,13 @@ def test_too_few_covered_tokens_is_underpowered_not_no_match(
 
 def test_payload_size_at_7b_shape() -> None:
     """32 layers, f = 11008, 32 heads: the default payload, heads included, stays within the 4 MB budget."""
-    from attest.lineage.payload import BUNDLE_HEAD_TOKENS, BUNDLE_NEURONS, PAYLOAD_FORMAT, default_tokens
+    from attest.lineage.payload import BUNDLE_HEAD_TOKENS, default_tokens, layout_document
 
-    k, f, layers, h, m_h = BUNDLE_NEURONS, 11008, 32, 32, BUNDLE_HEAD_TOKENS
-    m = default_tokens(layers, k, h)  # what build_payload picks at this depth and head count
-    heads = {"count": h, "scale": bytes(8 * h), "data": bytes(2 * m_h * m_h * h)}
-    layer = {
-        "index": 31,
-        "channels": ["gate", "up"],
-        "width": f,
-        "neurons": bytes(2 * k),
-        "neuron_dtype": "uint16",
-        "scale": bytes(8 * k),
-        "data": bytes(2 * m * k),
-        "heads": heads,
-    }
-    doc = {
-        "format": PAYLOAD_FORMAT,
-        "seed": 2**31,
-        "n_tokens": 1024,
-        "token_positions": bytes(2 * m),
-        "token_dtype": "uint16",
-        "head_tokens": m_h,
-        "layers": [dict(layer, index=i) for i in range(layers)],
-    }
+    doc = layout_document(32, 11008, 32)
+    m = default_tokens(32, 256, 32)
     size = payload_size(doc)
-    print(f"lineage payload at 7B shape: {size} bytes ({m} FFN tokens, m_h = {m_h})")
+    print(f"lineage payload at 7B shape: {size} bytes ({m} FFN tokens, m_h = {BUNDLE_HEAD_TOKENS})")
+    assert all("heads" in x for x in doc["layers"]) and doc["head_tokens"] == BUNDLE_HEAD_TOKENS
     assert m >= 200  # the FFN test keeps its tokens: the heads did not squeeze it out
     assert size <= 4_000_000
 
@@ -369,44 +350,11 @@ def test_default_payload_of_any_real_depth_is_one_a_verifier_reads(
     # layer: 9.3 MB at 80 layers, more than the reader's MAX_LINEAGE_BYTES, so `issue` would
     # have signed a bundle `verify` refuses.  The default layout now fits any real depth.
     from attest.bundle.core_schema import check_lineage
-    from attest.lineage.payload import (
-        BUNDLE_HEAD_TOKENS,
-        BUNDLE_TOKENS,
-        MIN_BUNDLE_NEURONS,
-        PAYLOAD_FORMAT,
-        default_layout,
-    )
+    from attest.lineage.payload import BUNDLE_TOKENS, MIN_BUNDLE_NEURONS, default_layout, layout_document
 
     m, k, with_heads = default_layout(layers, heads)
-    m_h = BUNDLE_HEAD_TOKENS
-    doc = {
-        "format": PAYLOAD_FORMAT,
-        "seed": 1,
-        "n_tokens": 1024,
-        "token_positions": np.arange(m, dtype="<u2").tobytes(),
-        "token_dtype": "uint16",
-        "head_tokens": m_h,
-        "layers": [
-            {
-                "index": i,
-                "channels": ["gate", "up"],
-                "width": width,
-                "neurons": np.arange(k, dtype="<u2").tobytes(),
-                "neuron_dtype": "uint16",
-                "scale": bytes(8 * k),
-                "data": bytes(2 * m * k),
-                **(
-                    {"heads": {"count": heads, "scale": bytes(8 * heads), "data": bytes(2 * m_h * m_h * heads)}}
-                    if i in with_heads
-                    else {}
-                ),
-            }
-            for i in range(layers)
-        ],
-    }
-    check_lineage(doc, 1024)  # the verifier's own size check accepts it
+    check_lineage(layout_document(layers, width, heads), 1024)  # the verifier's own size check accepts it
     assert m >= BUNDLE_TOKENS and k >= MIN_BUNDLE_NEURONS and len(with_heads) >= 8
     assert with_heads == sorted(set(with_heads)) and with_heads[0] == 0 and with_heads[-1] == layers - 1
     if shape == "7B":  # the issue's budget, unchanged: 256 neurons, heads on every layer
         assert (m, k, with_heads) == (BUNDLE_TOKENS, 256, list(range(32)))
-        assert payload_size(doc) <= 4_000_000

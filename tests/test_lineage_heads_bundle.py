@@ -18,6 +18,7 @@ import jsonschema
 import numpy as np
 import pytest
 from helpers import many_heads as mh
+from helpers.statement_docs import thaw as _thaw
 
 import attest
 from attest.arch.detect import load_model
@@ -35,14 +36,6 @@ ALPHA = DEFAULT_POLICY.lineage_alpha
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
 LINEAGE_FIXTURES = ROOT / "tests" / "fixtures" / "lineage"
-
-
-def _thaw(obj: Any) -> Any:
-    if hasattr(obj, "items"):
-        return {k: _thaw(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_thaw(v) for v in obj]
-    return obj
 
 
 def _world(tmp: Path, heads: int) -> dict[str, Any]:
@@ -308,29 +301,13 @@ def test_hostile_heads_are_refused_with_bundle_error(world64) -> None:
 
 def test_head_channel_size_at_7b_shape() -> None:
     """32 layers × 32 heads: the heads add layers·(2·m_h²·H + 8·H) bytes plus keys, a few hundred kB."""
-    from attest.lineage.payload import BUNDLE_NEURONS, PAYLOAD_FORMAT, payload_size
+    from attest.lineage.payload import layout_document, payload_size
 
-    k, m, layers, h, m_h = BUNDLE_NEURONS, 228, 32, 32, BUNDLE_HEAD_TOKENS
-    layer = {
-        "index": 0,
-        "channels": ["gate", "up"],
-        "width": 11008,
-        "neurons": bytes(2 * k),
-        "neuron_dtype": "uint16",
-        "scale": bytes(8 * k),
-        "data": bytes(2 * m * k),
-    }
-    doc = {
-        "format": PAYLOAD_FORMAT,
-        "seed": 2**31,
-        "n_tokens": 1024,
-        "token_positions": bytes(2 * m),
-        "token_dtype": "uint16",
-        "layers": [dict(layer, index=i) for i in range(layers)],
-    }
-    heads = {"count": h, "scale": bytes(8 * h), "data": bytes(2 * m_h * m_h * h)}
-    with_heads = dict(doc, head_tokens=m_h, layers=[dict(x, heads=heads) for x in doc["layers"]])
-    added = payload_size(with_heads) - payload_size(doc)
+    layers, h, m_h = 32, 32, BUNDLE_HEAD_TOKENS
+    with_heads = layout_document(layers, 11008, h)
+    without = dict(with_heads, layers=[{k: v for k, v in x.items() if k != "heads"} for x in with_heads["layers"]])
+    del without["head_tokens"]
+    added = payload_size(with_heads) - payload_size(without)
     formula = layers * (2 * m_h * m_h * h + 8 * h)
     print(f"head channel at 7B shape: {added} bytes (data {formula})")
     assert formula <= added <= formula + 64 * layers  # the keys: a few dozen bytes per layer

@@ -19,6 +19,7 @@ import jsonschema
 import numpy as np
 import pytest
 import torch
+from helpers.statement_docs import thaw as _thaw
 from test_lineage import FIXTURES, _dropped, _pruned, _rotated, _save, _sd
 
 import attest
@@ -188,14 +189,6 @@ def _resign(world: dict[str, Any], src: Path, dst: Path, edit: Any) -> Path:
         issuer="auditor",
     )
     return dst
-
-
-def _thaw(obj: Any) -> Any:
-    if hasattr(obj, "items"):
-        return {k: _thaw(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_thaw(v) for v in obj]
-    return obj
 
 
 def _inspect(world: dict[str, Any], path: Path) -> Any:

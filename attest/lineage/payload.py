@@ -145,6 +145,47 @@ def default_tokens(n_layers: int, neurons: int, n_heads: int, head_tokens: int =
     return default_layout(n_layers, n_heads, neurons, head_tokens)[0]
 
 
+def layout_document(
+    n_layers: int, ffn_width: int, n_heads: int, *, n_tokens: int = 1024, heads: bool = True
+) -> dict[str, Any]:
+    """An all-zero payload laid out as `issue` lays out a model of this shape (`default_layout`).
+
+    For size accounting without a model: its CBOR size is the real payload's
+    (`payload_size`), and the verifier's checks accept it exactly when they
+    would accept the real one.  `heads=False`: the layout with no head channel.
+    """
+    m, k, with_heads = default_layout(n_layers, n_heads, BUNDLE_NEURONS, BUNDLE_HEAD_TOKENS if heads else 0)
+    m = min(m, n_tokens)
+    m_h = min(BUNDLE_HEAD_TOKENS, m) if heads else 0
+    t_name, t_fmt = _index_dtype(n_tokens)
+    n_name, n_fmt = _index_dtype(ffn_width)
+    layers = []
+    for i in range(n_layers):
+        layer: dict[str, Any] = {
+            "index": i,
+            "channels": ["gate", "up"],
+            "width": ffn_width,
+            "neurons": np.arange(k, dtype=n_fmt).tobytes(),
+            "neuron_dtype": n_name,
+            "scale": bytes(8 * k),
+            "data": bytes(2 * m * k),
+        }
+        if m_h and i in with_heads:
+            layer["heads"] = {"count": n_heads, "scale": bytes(8 * n_heads), "data": bytes(2 * m_h * m_h * n_heads)}
+        layers.append(layer)
+    doc: dict[str, Any] = {
+        "format": PAYLOAD_FORMAT,
+        "seed": 2**31,
+        "n_tokens": n_tokens,
+        "token_positions": np.arange(m, dtype=t_fmt).tobytes(),
+        "token_dtype": t_name,
+        "layers": layers,
+    }
+    if m_h and with_heads:
+        doc["head_tokens"] = m_h
+    return doc
+
+
 class PayloadBuilder:
     """`build_payload` fed one base layer at a time by a caller that streams the base anyway.
 

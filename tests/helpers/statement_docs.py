@@ -70,3 +70,12 @@ def core_document(png: bytes, seed: int = 0) -> dict[str, Any]:
         "policy": DEFAULT_POLICY.to_dict(),
         "meta": {"licence": "Apache-2.0"},
     }
+
+
+def thaw(obj: Any) -> Any:
+    """A decoded CBOR document as plain dicts and lists, so a test can edit one part of it."""
+    if hasattr(obj, "items"):
+        return {k: thaw(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [thaw(v) for v in obj]
+    return obj
