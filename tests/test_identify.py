@@ -16,7 +16,7 @@ from attest.bundle.container import read_attestation
 from attest.crypto.keys import TrustStore
 from attest.errors import BundleError
 from attest.registry import Registry, add
-from attest.scoring.decision import Verdict
+from attest.scoring.decision import DEFAULT_POLICY, Verdict
 from attest.workflows.identify import holm, identify
 from attest.workflows.verify import verify_suspect
 
@@ -276,7 +276,9 @@ def test_a_base_is_set_aside_only_when_nothing_points_towards_it(world, suspects
     assert not judged(coverage=0.2, tokens_covered=25, score=0.02, ci=(-0.05, 0.1))
     # the same coverage, but the shared tokens point towards the base: it must still be weighed
     assert judged(coverage=0.2, tokens_covered=25, score=0.2, ci=(0.1, 0.3))
-    assert judged(coverage=0.2, tokens_covered=25, score=0.05, ci=(-0.2, 0.4))  # interval reaches the threshold
+    top = DEFAULT_POLICY.threshold
+    assert judged(coverage=0.2, tokens_covered=25, score=0.05, ci=(-0.2, top))  # interval reaches the threshold
+    assert not judged(coverage=0.2, tokens_covered=25, score=0.05, ci=(-0.2, top - 0.01))  # ... or stays below
     # nothing could be sketched (too few tokens, or no shared invariant term): set aside
     assert not judged(coverage=0.02, tokens_covered=3, score=nan, ci=(nan, nan), pairs_used=0)
     assert not judged(score=nan, ci=(nan, nan), pairs_used=0)

@@ -33,7 +33,7 @@ class Policy:
     they do not; in between, or with too little token coverage, the answer is
     inconclusive.  See docs/method.md and docs/calibration.md for the numbers."""
 
-    threshold: float = 0.35
+    threshold: float = 0.45
     no_match_below: float = 0.15
     min_coverage: float = 0.50
     min_tokens: int = 64
@@ -48,7 +48,7 @@ class Policy:
     # that an agreement of `lineage_reference` would have reached it (power).
     lineage_alpha: float = 1e-6
     lineage_reference: float = 0.2
-    calibration: str = "attest-calibration/2026-12-01"
+    calibration: str = "attest-calibration/2026-12-02"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
