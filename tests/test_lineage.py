@@ -196,10 +196,10 @@ def test_too_few_covered_tokens_is_underpowered_not_no_match(
 
 def test_payload_size_at_7b_shape() -> None:
     """32 layers, f = 11008, 32 heads: the default payload, heads included, stays within the 4 MB budget."""
-    from attest.lineage.payload import BUNDLE_HEAD_TOKENS, default_tokens, layout_document
+    from attest.lineage.payload import BUNDLE_HEAD_TOKENS, default_layout, layout_document
 
     doc = layout_document(32, 11008, 32)
-    m = default_tokens(32, 256, 32)
+    m = default_layout(32, 32)[0]
     size = payload_size(doc)
     print(f"lineage payload at 7B shape: {size} bytes ({m} FFN tokens, m_h = {BUNDLE_HEAD_TOKENS})")
     assert all("heads" in x for x in doc["layers"]) and doc["head_tokens"] == BUNDLE_HEAD_TOKENS
@@ -358,3 +358,18 @@ def test_default_payload_of_any_real_depth_is_one_a_verifier_reads(
     assert with_heads == sorted(set(with_heads)) and with_heads[0] == 0 and with_heads[-1] == layers - 1
     if shape == "7B":  # the issue's budget, unchanged: 256 neurons, heads on every layer
         assert (m, k, with_heads) == (BUNDLE_TOKENS, 256, list(range(32)))
+
+
+def test_mla_models_budget_no_head_channel(tmp_path: Path) -> None:
+    # DeepSeek's MLA heads carry no head channel, so their FFN responses keep the whole budget.
+    from helpers.models import build_tiny_model, save_model
+
+    from attest.lineage.payload import PayloadBuilder, default_layout
+
+    model = load_model(save_model(build_tiny_model("deepseek_v3"), tmp_path / "dsv3"))
+    assert model.dims.n_heads > 0
+    builder = PayloadBuilder(model, list(range(min(256, model.dims.vocab))))
+    assert builder.with_heads == set()  # no layer is budgeted for heads (it would be all of them otherwise)
+    assert default_layout(model.n_layers, model.dims.n_heads)[2]  # ... as a standard-attention model's are
+    payload = builder.finish()
+    assert "head_tokens" not in payload and not any("heads" in x for x in payload["layers"])

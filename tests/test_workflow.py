@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import torch
 from helpers.models import build_tiny_model, save_model
+from helpers.statement_docs import thaw
 from safetensors.torch import load_file, save_file
 
 from attest.arch.detect import load_model
@@ -278,19 +279,11 @@ def test_real_statement_document_matches_the_cddl(issued) -> None:
         ("core-image", "image"),
         ("lineage-payload", "lineage"),
     ):
-        pycddl.Schema(f"start = {rule}\n{text}").validate_cbor(cbor2.dumps(_plain(doc[key]), canonical=True))
-    broken = _plain(doc["method"])
+        pycddl.Schema(f"start = {rule}\n{text}").validate_cbor(cbor2.dumps(thaw(doc[key]), canonical=True))
+    broken = thaw(doc["method"])
     broken["terms"] = ["qk", "telepathy"]
     with pytest.raises(pycddl.ValidationError):
         pycddl.Schema(f"start = core-method\n{text}").validate_cbor(cbor2.dumps(broken, canonical=True))
-
-
-def _plain(obj):
-    if hasattr(obj, "items"):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def test_compare_and_verify_a_model_with_a_layer_dropped(world, issued, tmp_path, capsys, monkeypatch) -> None:

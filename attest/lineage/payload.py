@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from attest.arch.canonical import CanonicalModel, Layer
+from attest.arch.spec import AttentionKind
 from attest.errors import BundleError, InputError
 from attest.formats import LINEAGE_FORMAT
 from attest.invariants.compute import release_free_memory
@@ -140,11 +141,6 @@ def default_layout(
     return tokens, k, chosen
 
 
-def default_tokens(n_layers: int, neurons: int, n_heads: int, head_tokens: int = BUNDLE_HEAD_TOKENS) -> int:
-    """FFN tokens of a default payload at this depth (`default_layout`)."""
-    return default_layout(n_layers, n_heads, neurons, head_tokens)[0]
-
-
 def layout_document(
     n_layers: int, ffn_width: int, n_heads: int, *, n_tokens: int = 1024, heads: bool = True
 ) -> dict[str, Any]:
@@ -207,7 +203,9 @@ class PayloadBuilder:
         """`head_tokens`: m_h of the head channel (0: no heads, a payload as before the head channel)."""
         with_heads: set[int] | None = None  # None: every layer with standard attention
         if tokens is None:
-            tokens, neurons, chosen = default_layout(model.n_layers, model.dims.n_heads, neurons, head_tokens)
+            # MLA heads share a latent projection and carry no head channel: budget none for them.
+            n_heads = 0 if model.spec.attention is AttentionKind.MLA else model.dims.n_heads
+            tokens, neurons, chosen = default_layout(model.n_layers, n_heads, neurons, head_tokens)
             with_heads = set(chosen)
         if neurons < 2 or tokens < 8:
             raise InputError("lineage payload needs at least 2 neurons and 8 tokens per layer")

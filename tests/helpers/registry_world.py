@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from helpers.models import build_tiny_model, save_model
+from helpers.statement_docs import thaw
 
 # (name, tiny-model case, seed, probe tokens)
 BASES = (
@@ -91,14 +92,6 @@ def save_derivative(case: str, seed: int, folder: Path, noise: float = 0.25) -> 
     return save_model(model, folder)
 
 
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "items"):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def forge_variant(
     bundle: Path, key: Any, i: int, out: Path, *, name: str | None = None, files: list[Any] | None = None
 ) -> Path:
@@ -111,7 +104,7 @@ def forge_variant(
     from attest.subject import FileDigest, Subject, root_digest
 
     opened = inspect_attestation(bundle.read_bytes())
-    doc = _plain(opened.document)
+    doc = thaw(opened.document)
     if files is None:
         digest = hashlib.sha256(f"variant-{i}".encode()).digest()
         subject = Subject.from_files([FileDigest(name="model.safetensors", sha256=digest, size=1000 + i)]).to_cbor_obj()
