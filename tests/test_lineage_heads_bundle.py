@@ -216,6 +216,10 @@ def test_lineage_record_round_trips_the_head_channel(world64) -> None:
     assert edited.p_value > ALPHA and edited.conclusion != LINEAGE
     with pytest.raises(ValueError):
         LineageResult.from_record(dict(rec, heads={"layers": [], "power": [[64, 0]]}), 1e-6, 0.2)
+    # power units claiming more heads than were tested (to make the heads join) are refused
+    inflated = dict(rec, heads=dict(rec["heads"], power=[[k * 10, f] for k, f in rec["heads"]["power"]]))
+    with pytest.raises(ValueError, match="heads.power"):
+        LineageResult.from_record(inflated, 1e-6, 0.2)
 
 
 def test_evidence_with_heads_passes_inspect(world64, tmp_path) -> None:

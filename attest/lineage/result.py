@@ -285,6 +285,14 @@ class LineageResult:
             if not isinstance(hnotes, (list, tuple)) or len(hnotes) > 64 or not all(isinstance(n, str) for n in hnotes):
                 raise ValueError("lineage record: heads.notes must be a short list of texts")
             heads = cls(_layers_from_record(hrows), str(mode), alpha, reference_agreement, [str(n) for n in hnotes])
+            # The power units decide whether the heads join, so they must be what the tested
+            # cells imply: at equal depths (every factor 1) exactly the cells' (heads, 1); when
+            # depths differ, every unit carries the cells' one Bonferroni factor.
+            factors = {x.factor for x in heads.layers}
+            if factors == {1} and units != [(x.neurons, 1) for x in heads.layers]:
+                raise ValueError("lineage record: heads.power does not match the tested head layers")
+            if factors - {1} and (len(factors) != 1 or any(f not in factors for _k, f in units)):
+                raise ValueError("lineage record: heads.power carries another factor than its layers")
             heads.power_units = units
         return cls(layers, str(mode), alpha, reference_agreement, [str(n) for n in notes], kinds, heads)
 
