@@ -146,8 +146,9 @@ SHAPES: dict[str, Shape] = {
     # no-RoPE / RoPE / value head widths 128 / 64 / 128, one shared expert and routed experts of 2048.
     # Only 8 of the 256 routed experts are written and config.json says n_routed_experts = 8 (the reader
     # checks the count against the tensors); first_k_dense_replace = 0 makes the one layer MoE.  ~1.6 GB.
-    # 4 and 32 experts (1.3 and 3.7 GB) show what grows with the expert count (time) and what does not (peak RSS).
-    **{f"dsv3-mla-layer-{e}e": _dsv3_mla_layer(e) for e in (8, 4, 32)},
+    # 4 and 32 experts (1.3 and 3.7 GB) show what grows with the expert count (time) and what does not (peak RSS);
+    # 256 (~23 GB) is the whole layer.
+    **{f"dsv3-mla-layer-{e}e": _dsv3_mla_layer(e) for e in (8, 4, 32, 256)},
     # The same two layouts at a few MB, for smoke tests of the scale bench.
     "dsv3-moe-tiny": Shape(
         "qwen2_moe", 256, 64, 1, 8, 8, 4096, 4096, 10000.0, experts=16, experts_per_tok=2, shared_ffn=64

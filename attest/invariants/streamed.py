@@ -94,10 +94,16 @@ def _grouped_cols(o: Tensor, groups: int, grp: int, dh: int, device: torch.devic
     return acc.reshape(d, groups * dh)
 
 
+#: Weight rows from which a projection is a large enough GEMM on its own.  Narrower parts
+#: (GQA's k and v, small experts) are stacked into one GEMM; wider ones are not, since the
+#: stacking copy of their weights cost more than it gained (bench/RESULTS-perf-amx.md).
+WIDE_ROWS = 2048
+
+
 def _stacked_left(x: Tensor, parts: Sequence[Tensor], dtype: torch.dtype) -> list[Tensor]:
-    """x · [p₁; p₂; …]ᵀ as one GEMM, split back per part."""
-    if len(parts) == 1:
-        return [T.mm(x, parts[0].t(), dtype)]
+    """x · [p₁; p₂; …]ᵀ as one GEMM, split back per part (one GEMM per part when they are wide)."""
+    if len(parts) == 1 or min(p.shape[0] for p in parts) >= WIDE_ROWS:
+        return [T.mm(x, p.t(), dtype) for p in parts]
     rows = torch.cat([p.to(dtype) for p in parts], 0)
     out = T.mm(x, rows.t(), dtype)
     return list(out.split([p.shape[0] for p in parts], dim=1))
@@ -116,12 +122,10 @@ def attention_terms(
     h, hkv, dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
     grp = h // hkv
     d = attn.q.shape[1]
-    n = x_attn.shape[0]
-    dev = x_attn.device
     q_gains = _head_gains(attn.q_norm, h, dh)
     k_gains = _head_gains(attn.k_norm, hkv, dh)
-    qk = torch.zeros(n, n, dtype=torch.float32, device=dev) if want_qk else None
-    vo = torch.zeros(n, n, dtype=torch.float32, device=dev) if want_vo else None
+    qk: Tensor | None = None
+    vo: Tensor | None = None
     # One group: its summed query rows in float32 plus its heads' pages (2 bytes each) and k, v, o.
     per = B.items_per_block(dh * d * (4 + 2 * grp) + 3 * dh * d * 2)
     for g0, g1 in B.spans(hkv, per):
@@ -139,12 +143,12 @@ def attention_terms(
         if want_vo:
             left.append(_on(v_blk, device))
         products = _stacked_left(x_attn, left, dtype)
-        if qk is not None:
-            qk += T.mm(products[0], products[1].t(), dtype)
-        if vo is not None:
+        if want_qk:
+            qk = T.accumulate(qk, products[0], products[1].t(), dtype)
+        if want_vo:
             o_blk = attn.o[:, qr]
             ox = T.mm(x_attn_out, _grouped_cols(_read(o_blk, device), gb, grp, dh, device), dtype)
-            vo += T.mm(products[-1], ox.t(), dtype)
+            vo = T.accumulate(vo, products[-1], ox.t(), dtype)
             pages.release(o_blk)
         del products, left
         pages.release(q_blk, k_blk, v_blk)
@@ -157,19 +161,27 @@ def attention_terms(
 
 
 def _neuron_blocks(pieces: Sequence[Mlp], per_block: int) -> list[list[tuple[Mlp, int, int]]]:
-    """Neuron ranges of the pieces (dense FFN, experts, shared experts) cut or joined into blocks."""
+    """Neuron ranges of the pieces (dense FFN, experts, shared experts) cut or joined into blocks.
+
+    Only pieces narrower than WIDE_ROWS are joined with others (their products
+    would be small GEMMs); a wide piece's blocks are views of its own weights,
+    so no copy is made of them.
+    """
     out: list[list[tuple[Mlp, int, int]]] = []
     pending: list[tuple[Mlp, int, int]] = []
     count = 0
     for p in pieces:
         f = p.up.shape[0]
+        if f >= WIDE_ROWS and pending:
+            out.append(pending)
+            pending, count = [], 0
         a = 0
         while a < f:
             take = min(f - a, per_block - count)
             pending.append((p, a, a + take))
             count += take
             a += take
-            if count == per_block:
+            if count == per_block or (f >= WIDE_ROWS and a == f):
                 out.append(pending)
                 pending, count = [], 0
     if pending:
@@ -209,10 +221,9 @@ def ffn_terms(
     # The association of terms.bilinear / terms.weighted_gram, decided on the whole layer's width.
     up_by_neurons = 2 * n * f_total * d + n * n * f_total <= d * d * f_total + n * d * d + n * n * d
     gate_by_neurons = n * f_total * d + n * n * f_total <= d * d * f_total + n * d * d + n * n * d
-    up_acc = torch.zeros((n, n) if up_by_neurons else (d, d), dtype=torch.float32, device=dev) if want_up else None
-    gate_acc = (
-        torch.zeros((n, n) if gate_by_neurons else (d, d), dtype=torch.float32, device=dev) if want_gate else None
-    )
+    # None until the first block's product: `terms.accumulate` allocates it then.
+    up_acc: Tensor | None = None
+    gate_acc: Tensor | None = None
     g_in = None if gain_in is None else _on(gain_in, device)
     g_out = None if gain_out is None else _on(gain_out, device)
     for block in _neuron_blocks(pieces, B.items_per_block(d * 4)):
@@ -220,42 +231,47 @@ def ffn_terms(
         down = _join([p.down[:, a:b] for p, a, b in block], 1, device)
         gate = _join([p.gate[a:b] for p, a, b in block], 0, device) if has_gate else None  # type: ignore[index]
         if huref:
-            assert up_acc is not None
             w_in = up.to(dtype) * gate.to(dtype) if gate is not None else up
             if up_by_neurons:
                 a_up = T.mm(x_ffn, w_in.t(), dtype)
-                up_acc += T.mm(a_up, T.mm(x_ffn_out, down, dtype).t(), dtype)
+                up_acc = T.accumulate(up_acc, a_up, T.mm(x_ffn_out, down, dtype).t(), dtype)
             else:
-                up_acc += T.mm(w_in.t(), down.t(), dtype)
+                up_acc = T.accumulate(up_acc, w_in.t(), down.t(), dtype)
         else:
             left: list[Tensor] = []
-            if up_acc is not None and up_by_neurons:
+            if want_up and up_by_neurons:
                 left.append(up)
-            if gate_acc is not None and gate_by_neurons:
+            if want_gate and gate_by_neurons:
                 left.append(gate)  # type: ignore[arg-type]
             products = _stacked_left(x_ffn, left, dtype) if left else []
-            if up_acc is not None:
+            if want_up:
                 if up_by_neurons:
-                    up_acc += T.mm(products[0], T.mm(x_ffn_out, down, dtype).t(), dtype)
+                    up_acc = T.accumulate(up_acc, products[0], T.mm(x_ffn_out, down, dtype).t(), dtype)
                 else:
-                    up_acc += T.mm(up.t(), down.t(), dtype)
-            if gate_acc is not None:
+                    up_acc = T.accumulate(up_acc, up.t(), down.t(), dtype)
+            if want_gate:
                 assert gate is not None
                 c = T.neuron_coupling(up, down, g_in, g_out, center)
                 if gate_by_neurons:
                     a_g = products[-1]
-                    gate_acc += T.mm(a_g * c.to(a_g.dtype), a_g.t(), dtype)
+                    gate_acc = T.accumulate(gate_acc, a_g * c.to(a_g.dtype), a_g.t(), dtype)
                 else:
-                    gate_acc += T.mm(gate.t(), gate * c[:, None].to(gate.dtype), dtype)
+                    gate_acc = T.accumulate(gate_acc, gate.t(), gate * c[:, None].to(gate.dtype), dtype)
             del products, left
         del up, down, gate
         for p, a, b in block:
             pages.release(p.up[a:b], p.down[:, a:b], None if p.gate is None else p.gate[a:b])
+    if want_up and up_acc is None:  # no neurons at all
+        up_acc = torch.zeros((n, n) if up_by_neurons else (d, d), dtype=torch.float32, device=dev)
+    if want_gate and gate_acc is None:
+        gate_acc = torch.zeros((n, n) if gate_by_neurons else (d, d), dtype=torch.float32, device=dev)
     out: dict[str, Tensor] = {}
     if up_acc is not None:
         out["ffn" if huref else "up"] = (
-            up_acc if up_by_neurons else T.mm(T.mm(x_ffn, up_acc, dtype), x_ffn_out.t(), dtype).float()
+            up_acc if up_by_neurons else T.accumulate(None, T.mm(x_ffn, up_acc, dtype), x_ffn_out.t(), dtype)
         )
     if gate_acc is not None:
-        out["gate"] = gate_acc if gate_by_neurons else T.mm(T.mm(x_ffn, gate_acc, dtype), x_ffn.t(), dtype).float()
+        out["gate"] = (
+            gate_acc if gate_by_neurons else T.accumulate(None, T.mm(x_ffn, gate_acc, dtype), x_ffn.t(), dtype)
+        )
     return out

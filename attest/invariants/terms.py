@@ -22,6 +22,13 @@ from attest.arch.assembly import Attention
 Tensor = torch.Tensor
 
 
+#: float32 bytes of one chunk of the elementwise passes (`standardise`,
+#: `accumulate`, `neuron_coupling`): small enough to stay in a core's L2
+#: cache, so each pass reads its operands from memory once (whole-matrix passes ran 4-15x slower
+#: on a 4096x4096 matrix, bench/RESULTS-perf-amx.md).
+CHUNK_BYTES = 1 << 20
+
+
 class FlopCounter:
     """Multiply-add work done by `mm`, for the benchmarks' GFLOP/s figures."""
 
@@ -40,6 +47,58 @@ def mm(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
     """a @ b with inputs in `dtype` (accumulation is fp32 inside torch's CPU kernels)."""
     FLOPS.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
     return torch.matmul(a if a.dtype == dtype else a.to(dtype), b if b.dtype == dtype else b.to(dtype))
+
+
+#: Largest product `accumulate` keeps a scratch buffer for between calls (bytes).  A fresh
+#: n×n buffer costs a page fault per 4 kB on its first write, which on a 4096×4096 bf16
+#: product took longer than the product itself (12 ms against 3.5 ms into a reused buffer).
+SCRATCH_KEEP_BYTES = 64 << 20
+
+SCRATCH_KEPT = 2
+
+_scratch: dict[tuple[tuple[int, ...], torch.dtype, torch.device], Tensor] = {}
+
+
+def _product_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    key = (shape, dtype, device)
+    buf = _scratch.get(key)
+    if buf is None:
+        buf = torch.empty(shape, dtype=dtype, device=device)
+        if buf.numel() * buf.element_size() <= SCRATCH_KEEP_BYTES:
+            while len(_scratch) >= SCRATCH_KEPT:  # oldest first: a run uses one or two product shapes
+                del _scratch[next(iter(_scratch))]
+            _scratch[key] = buf
+    return buf
+
+
+def accumulate(acc: Tensor | None, a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """acc + a @ b in float32 (acc None: a new float32 tensor), with inputs in `dtype`.
+
+    The product goes into a reused scratch buffer and is added to `acc` chunk
+    by chunk, so each chunk of it is still in cache when it is added (a
+    whole-matrix mixed-precision add ran 4x slower).  Same sums as
+    `acc += mm(a, b)`, in the same order.
+    """
+    FLOPS.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    a = a if a.dtype == dtype else a.to(dtype)
+    b = b if b.dtype == dtype else b.to(dtype)
+    shape = (a.shape[0], b.shape[1])
+    if acc is not None and dtype == torch.float32:
+        return acc.addmm_(a, b)
+    prod = _product_buffer(shape, dtype, a.device)
+    torch.matmul(a, b, out=prod)
+    if acc is None:
+        acc = torch.empty(shape, dtype=torch.float32, device=a.device)
+        if a.device.type != "cpu":
+            return acc.copy_(prod)
+        for r0, r1 in _chunks(prod):
+            acc[r0:r1].copy_(prod[r0:r1])
+        return acc
+    if a.device.type != "cpu":
+        return acc.add_(prod)
+    for r0, r1 in _chunks(prod):
+        acc[r0:r1].add_(prod[r0:r1])
+    return acc
 
 
 def _head_gain(gain: Tensor, n_heads: int, dh: int) -> Tensor:
@@ -123,22 +182,38 @@ def neuron_coupling(up: Tensor, down: Tensor, gain_in: Tensor | None, gain_out: 
     symmetry of gated FFNs) leaves c_i unchanged, and c_i is rotation-invariant
     once gains are folded, so c weights the gate term without breaking either.
     """
-    # d_i as rows: one contiguous transpose instead of a strided product.  Always a
-    # copy: `down` may be a view of the mapped checkpoint, which is never written.
-    d_rows = down.t().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    if gain_out is not None:
-        d_rows.mul_(gain_out.float())
-    if center:
-        # LayerNorm reads only the centred stream: the reachable part of û is û·C.
-        d_rows.sub_(d_rows.mean(1, keepdim=True))
-    if gain_in is not None:
-        d_rows.mul_(gain_in.float())
-    return (up.float() * d_rows).sum(1)
+    f, d = up.shape
+    g_out = None if gain_out is None else gain_out.float()
+    g_in = None if gain_in is None else gain_in.float()
+    out = torch.empty(f, dtype=torch.float32, device=up.device)
+    # Neuron by neuron chunk, each chunk's float32 rows small enough to stay in cache: one
+    # read of the weights instead of whole-block float32 copies (same sums, row by row).
+    # a quarter chunk: the strided reads of `down` touch a page per row (256 kB ran 1.4x faster than 1 MB)
+    step = max(1, CHUNK_BYTES // (16 * d))
+    for a in range(0, f, step):
+        b = min(f, a + step)
+        # d_i as rows, kept in down's layout: a contiguous transpose ran 7x slower than the
+        # strided product.  Always a copy: `down` may be a view of the mapped checkpoint,
+        # which is never written.
+        d_rows = down[:, a:b].t().to(torch.float32, copy=True)
+        if g_out is not None:
+            d_rows.mul_(g_out)
+        if center:
+            # LayerNorm reads only the centred stream: the reachable part of û is û·C.
+            d_rows.sub_(d_rows.mean(1, keepdim=True))
+        if g_in is not None:
+            d_rows.mul_(g_in)
+        out[a:b] = (up[a:b].float() * d_rows).sum(1)
+    return out
 
 
-def standardise(
-    m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype = torch.float16, rows: int = 1024
-) -> Tensor | None:
+def _chunks(m: Tensor) -> list[tuple[int, int]]:
+    """Row ranges of about CHUNK_BYTES of float32 each (`m` has at least one row and entry)."""
+    rows = max(1, CHUNK_BYTES // (4 * (m.numel() // m.shape[0])))
+    return [(a, min(m.shape[0], a + rows)) for a in range(0, m.shape[0], rows)]
+
+
+def standardise(m: Tensor, drop_diagonal: bool = False, out_dtype: torch.dtype = torch.float16) -> Tensor | None:
     """Zero mean, unit (population) std over the n² entries, as `out_dtype`; None if constant.
 
     With `drop_diagonal`, statistics use only the off-diagonal entries, the
@@ -147,35 +222,60 @@ def standardise(
     correlation of the off-diagonal entries.  The diagonal of a Gram-like term
     holds squared norms, which correlate between unrelated models.
 
-    Works in blocks of `rows` rows with float64 sums, so a 4096×4096 bf16
-    matrix never gets a float32 (64 MB) or float64 copy.  float16 keeps ~3
-    significant digits of values that are ~N(0, 1); similarities built from
-    them move by < 1e-5.
+    `m` (float32, bf16 or fp16) is read, never written.  Both passes go chunk
+    by chunk through one float32 scratch chunk that stays in cache: the first
+    sums each chunk (and its squares about a shift) in float32 and the chunks
+    in float64; the second writes (m - mean) * scale straight into the output.
+    float16 keeps ~3 significant digits of values that are ~N(0, 1);
+    similarities built from them move by < 1e-5.
     """
+    if m.dim() == 0 or m.numel() == 0:
+        return None
+    m = m.contiguous()
+    spans = _chunks(m)
+    scratch = torch.empty(m[: spans[0][1]].shape, dtype=torch.float32)
+
+    def chunk(a: int, b: int) -> Tensor:
+        part = m[a:b]
+        if part.dtype == torch.float32:
+            return part
+        s = scratch[: b - a]
+        s.copy_(part)
+        return s
+
     n_rows = m.shape[0]
+    # Squares are summed around `shift` (the first chunk's mean), not 0: float32 sums of
+    # x² lose the variance when |mean| >> std (0.8% off at mean/std = 20 over 490k entries).
+    shift = float(chunk(*spans[0]).mean())
     total = 0.0
     total_sq = 0.0
-    for a in range(0, n_rows, rows):
-        block = m[a : a + rows].float().reshape(-1)
-        total += float(block.sum(dtype=torch.float64))
-        total_sq += float(torch.dot(block, block))
-        del block
+    for a, b in spans:
+        c = chunk(a, b)
+        total += float(c.sum())
+        centred = torch.sub(c, shift, out=scratch[: b - a]).reshape(-1)
+        total_sq += float(torch.dot(centred, centred))
     count = m.numel()
     square = m.dim() == 2 and m.shape[0] == m.shape[1] and n_rows > 1
     drop = drop_diagonal and square
     if drop:
         diag = m.diagonal().double()
         total -= float(diag.sum())
-        total_sq -= float(diag.pow(2).sum())
+        total_sq -= float((diag - shift).pow(2).sum())
         count -= n_rows
     mean = total / count
-    var = total_sq / count - mean * mean
+    var = total_sq / count - (mean - shift) ** 2
     if not math.isfinite(var) or var <= 1e-300 * max(1.0, mean * mean):
         return None
     scale = (1.0 / math.sqrt(var)) * ((m.numel() / count) ** 0.5 if drop else 1.0)
     out = torch.empty(m.shape, dtype=out_dtype)
-    for a in range(0, n_rows, rows):
-        out[a : a + rows] = m[a : a + rows].float().sub_(mean).mul_(scale)
+    for a, b in spans:
+        part = m[a:b]
+        s = scratch[: b - a]
+        if part.dtype == torch.float32:
+            torch.sub(part, mean, out=s)
+        else:
+            s.copy_(part).sub_(mean)
+        out[a:b] = s.mul_(scale)
     if drop:
         out.fill_diagonal_(0.0)
     return out
