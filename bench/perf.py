@@ -53,8 +53,12 @@ def loadavg() -> str:
 
 
 def attest_env(root: Path | None) -> dict[str, str] | None:
-    """The environment that makes `python -m attest` import the tree at `root` (None: this one)."""
-    return {**os.environ, "PYTHONPATH": str(root or HERE.parent)}
+    """The environment that makes `python -m attest` import the tree at `root` (None: this one).
+
+    PYTHONSAFEPATH keeps the working directory off sys.path: run from another
+    checkout, `-m attest` would otherwise import that checkout, not `root`.
+    """
+    return {**os.environ, "PYTHONPATH": str(root or HERE.parent), "PYTHONSAFEPATH": "1"}
 
 
 def ensure_checkpoint(shape: str, cache: Path) -> Path:
